@@ -1,0 +1,251 @@
+"""`python -m bench`: run the comparison matrix and write bench/reports/<date>-<label>/.
+
+The CLI's job is orchestration only: detect what is installed, print the plan and its
+estimated duration, run the jobs with progress, then hand the records to aggregate,
+plots and report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench import aggregate, locustrun, matrix, procstat, scenarios, servers
+from bench.report import fmt
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+SCHEMA = "chatd-bench/1"
+
+
+def available_targets() -> tuple[list[str], list[str]]:
+    """(targets that can run here, notes on the ones that cannot)."""
+    out, notes = ["reactor", "threaded", "asyncio"], []
+    if servers.uvloop_available():
+        out.append("asyncio+uvloop")
+    else:
+        notes.append("asyncio+uvloop skipped: uvloop or chatd --uvloop not available")
+    if servers.redis_available():
+        out.append("redis")
+    else:
+        notes.append("redis skipped: redis-server not installed")
+    return out, notes
+
+
+def summarize(rec: dict[str, Any]) -> str:
+    """One progress line per run record."""
+    m = rec["metrics"]
+    if rec["scenario"] == "flood":
+        body = f"{fmt(m.get('deliveries_per_s'))} deliveries/s"
+    elif rec["scenario"] == "idle":
+        body = (
+            f"{rec['params'].get('connections')} conns: {fmt(m.get('rss_per_conn_bytes'))} B/conn"
+        )
+    else:
+        body = (
+            f"p50 {fmt(m.get('latency_p50_ms'))} ms p99 {fmt(m.get('latency_p99_ms'))} ms, "
+            f"{fmt(m.get('deliveries_per_s'))} deliv/s"
+        )
+        if "offered" in rec["params"]:
+            body = f"offered {fmt(rec['params']['offered'])}/s: " + body
+    lg = rec.get("loadgen") or {}
+    srv = rec.get("server") or {}
+    res = ""
+    if lg.get("cpu_util") is not None:
+        res += f" lg {lg['cpu_util'] * 100:.0f}%"
+    if srv.get("cpu_util") is not None:
+        res += f" srv {srv['cpu_util'] * 100:.0f}%"
+    flag = "" if rec["valid"] else f"  INVALID: {'; '.join(rec['reasons'])}"
+    return f"{rec['scenario']:>7} {rec['target']:<15} {body}{res}{flag}"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quick", is_flag=True, help="Smoke run for CI: small rooms, 1 repetition, < 2 min.")
+@click.option("--label", default=None, help="Report directory suffix [default: full or quick].")
+@click.option(
+    "--engine",
+    "engines",
+    multiple=True,
+    type=click.Choice(list(servers.ENGINES) + ["redis"]),
+    help="Targets to run (repeatable) [default: all available; quick: reactor, threaded, redis].",
+)
+@click.option(
+    "--scenario",
+    "scens",
+    multiple=True,
+    type=click.Choice(list(matrix.SCENARIOS)),
+    help="Scenarios to run (repeatable) [default: all].",
+)
+@click.option("--reps", type=click.IntRange(1, 20), default=None, help="Repetitions per cell.")
+@click.option("--no-locust", is_flag=True, help="Skip the Locust scenarios.")
+@click.option(
+    "--out",
+    "out_root",
+    type=click.Path(path_type=Path),
+    default=REPORTS,
+    show_default=True,
+    help="Where report directories go.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan and its estimated duration only.")
+@click.option(
+    "--rerender",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Rebuild report.md and the plots of an existing report from its results.json.",
+)
+@click.option(
+    "--update-readme",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Rewrite bench/README.md's headline block from an existing report.",
+)
+def main(
+    quick: bool,
+    label: str | None,
+    engines: tuple[str, ...],
+    scens: tuple[str, ...],
+    reps: int | None,
+    no_locust: bool,
+    out_root: Path,
+    dry_run: bool,
+    rerender: Path | None,
+    update_readme: Path | None,
+) -> None:
+    """Benchmark chatd's engines (and Redis pub/sub) side by side; write a report."""
+    if rerender or update_readme:
+        from bench import readme
+
+        if rerender:
+            write_outputs(readme.load(rerender), rerender)
+            click.echo(f"bench: rebuilt {rerender}/report.md and plots")
+        if update_readme:
+            readme.update(update_readme)
+            click.echo(f"bench: updated {readme.README} from {update_readme}")
+        return
+    if not servers.chatd_available():
+        raise click.ClickException("`python -m chatd --help` does not run; is server/ there?")
+    avail, notes = available_targets()
+    if engines:
+        missing = [e for e in engines if e not in avail]
+        if missing:
+            raise click.ClickException(f"not available here: {', '.join(missing)}")
+        targets = tuple(engines)
+    elif quick:
+        targets = tuple(t for t in ("reactor", "threaded", "redis") if t in avail)
+    else:
+        targets = tuple(avail)
+    m = matrix.quick(targets) if quick else matrix.full(targets)
+    if scens:
+        m = dataclasses.replace(m, scenarios=tuple(s for s in matrix.SCENARIOS if s in scens))
+    if reps:
+        m = dataclasses.replace(m, reps=reps)
+    locust_ok = not no_locust and locustrun.available()
+    if not locust_ok:
+        notes.append(
+            "Locust scenarios skipped: "
+            + ("--no-locust" if no_locust else "locust or loadtest/chat.py missing")
+        )
+    js = matrix.jobs(m, locust_ok=locust_ok)
+    est = matrix.estimate_total_s(js, m)
+    label = label or ("quick" if quick else "full")
+    command = "python -m bench" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    click.echo(
+        f"bench: {len(js)} jobs, targets {', '.join(targets)}, "
+        f"scenarios {', '.join(m.scenarios)}, {m.reps} rep(s)"
+    )
+    for n in notes:
+        click.echo(f"bench: note: {n}")
+    click.echo(f"bench: estimated duration {est / 60:.1f} min")
+    if dry_run:
+        for j in js:
+            click.echo(
+                f"  rep {j.rep} {j.target:<15} {j.describe()}  ~{matrix.estimate_s(j, m):.0f}s"
+            )
+        return
+
+    mach = procstat.machine_description()  # before pinning narrows our affinity
+    srv_cpus, lg_cpus = procstat.cpu_plan()
+    pinned = procstat.pin(0, lg_cpus)
+    procstat.raise_nofile(20000)
+    pinning = (
+        f"server on CPU {min(srv_cpus)}, load generator on CPU {min(lg_cpus)}"
+        if pinned and srv_cpus and lg_cpus
+        else "none (fewer than 2 usable CPUs)"
+    )
+    caption = (
+        f"{mach['cpus_usable']} CPUs shared by server and load generator "
+        f"({pinning}), machine shared with other work"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix=f"chatd-bench-{label}-"))
+    ctx = scenarios.Context(workdir=workdir, server_cpus=srv_cpus, loadgen_cpus=lg_cpus)
+    click.echo(f"bench: pinning {pinning}; logs in {workdir}")
+
+    runs: list[dict[str, Any]] = []
+    t_start = time.monotonic()
+    remaining = est
+    for i, job in enumerate(js, 1):
+        elapsed = time.monotonic() - t_start
+        click.echo(
+            f"[{i}/{len(js)} {elapsed / 60:4.1f} min, ~{remaining / 60:.1f} min left] "
+            f"rep {job.rep} {job.target}: {job.describe()}"
+        )
+        recs = scenarios.run_job(job, m, ctx)
+        for r in recs:
+            click.echo("    " + summarize(r))
+        runs.extend(recs)
+        remaining = max(0.0, remaining - matrix.estimate_s(job, m))
+    duration = time.monotonic() - t_start
+    cs = aggregate.cells(runs)
+    gs = aggregate.goals(cs, m)
+    steals = [r["steal"].get("cpu") for r in runs if r.get("steal", {}).get("cpu") is not None]
+    now = dt.datetime.now()
+    outdir = out_root / f"{now:%Y-%m-%d}-{label}"
+    outdir.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "label": label,
+        "created": now.isoformat(timespec="seconds"),
+        "command": command,
+        "duration_s": duration,
+        "estimated_s": est,
+        "machine": mach,
+        "python": sys.version.split()[0],
+        "caption": caption,
+        "pinning": pinning,
+        "steal_mean": statistics.fmean(steals) if steals else 0.0,
+        "notes": notes,
+        "matrix": {k: v for k, v in dataclasses.asdict(m).items() if k != "notes"},
+        "goals": gs,
+        "cells": cs,
+        "runs": runs,
+    }
+    doc["_matrix"] = m
+    write_outputs(doc, outdir)
+    click.echo(
+        f"bench: done in {duration / 60:.1f} min (estimated {est / 60:.1f}); report in {outdir}"
+    )
+    for g in gs:
+        verdict = {True: "met", False: "NOT met", None: "not judged"}[g["met"]]
+        click.echo(f"  goal: {g['goal']}: {verdict}")
+
+
+def write_outputs(doc: dict[str, Any], outdir: Path) -> None:
+    """results.json, the plots and report.md into outdir (doc["_matrix"] is the Matrix)."""
+    from bench import plots, report  # matplotlib only once there is something to draw
+
+    plot_files = plots.all_plots(doc["cells"], outdir, doc["caption"])
+    doc["plots"] = plot_files
+    plain = {k: v for k, v in doc.items() if k != "_matrix"}
+    (outdir / "results.json").write_text(json.dumps(plain, indent=1, default=str) + "\n")
+    (outdir / "report.md").write_text(report.render(doc, plot_files))
+
+
+if __name__ == "__main__":
+    main()

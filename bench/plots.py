@@ -1,0 +1,226 @@
+"""PNG plots of the cells (matplotlib, Agg backend: no display on CI).
+
+Every plot carries the machine caption in its title area, because a figure copied out
+of the report must still say it came from 2 shared cores. Median points with min-max
+bars; invalid runs never enter a plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench import aggregate
+
+#: One colour per target, stable across plots.
+COLORS: dict[str, str] = {
+    "reactor": "#1b9e77",
+    "threaded": "#d95f02",
+    "asyncio": "#7570b3",
+    "asyncio+uvloop": "#e7298a",
+    "redis": "#666666",
+}
+ORDER = ("reactor", "threaded", "asyncio", "asyncio+uvloop", "redis")
+
+
+def _err(metric: dict[str, float]) -> tuple[float, float]:
+    return metric["median"] - metric["min"], metric["max"] - metric["median"]
+
+
+def _targets(cs: list[dict[str, Any]]) -> list[str]:
+    present = {c["target"] for c in cs}
+    return [t for t in ORDER if t in present]
+
+
+def fanout(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
+    """p99 latency against achieved deliveries/s, one panel per room size (main plot)."""
+    fan = [c for c in cs if c["scenario"] == "fanout"]
+    rooms = sorted({c["params"]["room"] for c in fan})
+    if not rooms:
+        return None
+    fig, axes = plt.subplots(1, len(rooms), figsize=(5 * len(rooms), 4.2), squeeze=False)
+    for ax, room in zip(axes[0], rooms, strict=True):
+        for t in _targets(fan):
+            for tool, style in (("driver", "-o"), ("locust", "s")):
+                pts = []
+                for c in fan:
+                    if (c["target"], c["tool"], c["params"]["room"]) != (t, tool, room):
+                        continue
+                    x = c["metrics"].get("deliveries_per_s")
+                    y = c["metrics"].get("latency_p99_ms")
+                    if x and y:
+                        pts.append((x["median"], y["median"], _err(y)))
+                pts.sort()
+                if not pts:
+                    continue
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    yerr=[[p[2][0] for p in pts], [p[2][1] for p in pts]],
+                    fmt=style,
+                    color=COLORS.get(t),
+                    capsize=3,
+                    mfc="none" if tool == "locust" else None,
+                    label=f"{t} ({tool})",
+                )
+        ax.set_title(f"room of {room}")
+        ax.set_xlabel("achieved deliveries/s")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("p99 broadcast latency (ms)")
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Paced fan-out: p99 latency vs load\n{caption}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _bars(
+    cs: list[dict[str, Any]],
+    metric: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+    caption: str,
+    log: bool = False,
+    hline: float | None = None,
+) -> Path | None:
+    ts = _targets(cs)
+    vals = []
+    for t in ts:
+        c = next((c for c in cs if c["target"] == t), None)
+        vals.append(c["metrics"].get(metric) if c else None)
+    if not any(vals):
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (t, v) in enumerate(zip(ts, vals, strict=True)):
+        if v is None:
+            ax.text(i, 0, "no valid run", ha="center", va="bottom", fontsize=7, rotation=90)
+            continue
+        lo, hi = _err(v)
+        ax.bar(i, v["median"], color=COLORS.get(t), yerr=[[lo], [hi]], capsize=4)
+        ax.text(i, v["median"], f"{v['median']:.3g}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(ts)), ts)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    if hline is not None:
+        ax.axhline(hline, color="red", ls="--", lw=1)
+    ax.set_title(f"{title}\n{caption}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def flood(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
+    fl = [c for c in cs if c["scenario"] == "flood"]
+    room = fl[0]["params"]["room"] if fl else 0
+    return _bars(
+        fl,
+        "deliveries_per_s",
+        "deliveries/s (median, min-max)",
+        f"Flood: one sender, room of {room}",
+        path,
+        caption,
+        log=True,
+    )
+
+
+def senders(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
+    """Grouped p50/p99/p99.9 per engine: many senders (Locust), then the slow consumer
+    without and with the stalled member (lean driver), on one shared log axis."""
+    panels = [
+        ("senders", "locust", {}, "many senders (Locust)"),
+        ("slow", "driver", {"slow_reader": False}, "same, lean driver"),
+        ("slow", "driver", {"slow_reader": True}, "+ one slow reader (lean driver)"),
+    ]
+    sel = [c for c in cs if c["scenario"] in ("senders", "slow")]
+    ts = _targets(sel)
+    if not ts:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 4.2), sharey=True)
+    keys = (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99"), ("latency_p999_ms", "p99.9"))
+    width = 0.8 / len(keys)
+    for ax, (scen, tool, params, title) in zip(axes, panels, strict=True):
+        for j, (key, name) in enumerate(keys):
+            for i, t in enumerate(ts):
+                c = aggregate.find(sel, scen, t, tool, **params)
+                v = c["metrics"].get(key) if c else None
+                if not v:
+                    continue
+                lo, hi = _err(v)
+                ax.bar(
+                    i + (j - 1) * width,
+                    v["median"],
+                    width,
+                    yerr=[[lo], [hi]],
+                    capsize=2,
+                    color=COLORS.get(t),
+                    alpha=(0.45, 0.75, 1.0)[j],
+                    label=name if i == 0 else None,
+                )
+        ax.set_xticks(range(len(ts)), ts, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0].set_ylabel("broadcast latency (ms), bars: p50 / p99 / p99.9")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
+    fig.suptitle(f"Many senders and a slow consumer\n{caption}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def idle(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
+    sel = [c for c in cs if c["scenario"] == "idle"]
+    if not sel:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for t in _targets(sel):
+        pts = sorted(
+            (c["params"]["connections"], c["metrics"]["rss_per_conn_bytes"])
+            for c in sel
+            if c["target"] == t and "rss_per_conn_bytes" in c["metrics"]
+        )
+        if pts:
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1]["median"] for p in pts],
+                yerr=[[_err(p[1])[0] for p in pts], [_err(p[1])[1] for p in pts]],
+                fmt="-o",
+                color=COLORS.get(t),
+                capsize=3,
+                label=t,
+            )
+    ax.axhline(2048, color="red", ls="--", lw=1, label="goal: 2 KB")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("registered idle connections")
+    ax.set_ylabel("server RSS growth per connection (bytes)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"Idle connections\n{caption}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def all_plots(cs: list[dict[str, Any]], outdir: Path, caption: str) -> dict[str, str]:
+    """Write every plot that has data; return {name: file name}."""
+    made = {}
+    for name, fn in (("fanout", fanout), ("flood", flood), ("senders", senders), ("idle", idle)):
+        p = fn(cs, outdir / f"{name}.png", caption)
+        if p is not None:
+            made[name] = p.name
+    return made

@@ -1,0 +1,396 @@
+"""report.md: the human-readable side of results.json.
+
+Every table says which tool measured it and repeats the machine caption; invalid runs
+are listed with their reasons under the table they would have entered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import aggregate
+from bench.matrix import SCENARIO_TITLES, Matrix
+from bench.plots import ORDER
+
+
+def fmt(v: float | None, unit: str = "") -> str:
+    """Short human number: 1.23M, 45.6k, 7.89, with an optional unit."""
+    if v is None:
+        return "–"
+    a = abs(v)
+    if a >= 1e6:
+        s = f"{v / 1e6:.3g}M"
+    elif a >= 1e4:
+        s = f"{v / 1e3:.3g}k"
+    elif a >= 100:
+        s = f"{v:.0f}"
+    else:
+        s = f"{v:.3g}"
+    return s + unit
+
+
+def cell_text(c: dict[str, Any] | None, metric: str, unit: str = "") -> str:
+    """'median [min–max] (valid/runs)' or a dash, marking cells with invalid runs."""
+    if c is None:
+        return "–"
+    m = c["metrics"].get(metric)
+    tag = f" ({c['n_valid']}/{c['n_runs']})" if c["n_valid"] != c["n_runs"] else ""
+    if not m:
+        return f"invalid{tag}" if c["n_valid"] == 0 else "–"
+    late = c["metrics"].get("missing")
+    ge = "≥" if metric.startswith("latency_") and late and late["max"] > 0 else ""
+    if m["n"] == 1:
+        return f"{ge}{fmt(m['median'], unit)}{tag}"
+    return f"{ge}{fmt(m['median'], unit)} [{fmt(m['min'])}–{fmt(m['max'])}]{tag}"
+
+
+def _targets(cs: list[dict[str, Any]]) -> list[str]:
+    present = {c["target"] for c in cs}
+    return [t for t in ORDER if t in present]
+
+
+def _invalid_list(cs: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for c in cs:
+        for inv in c["invalid"]:
+            p = ", ".join(f"{k}={v}" for k, v in c["params"].items())
+            lines.append(
+                f"- {c['target']} ({c['tool']}, {p}, rep {inv['rep']}): {'; '.join(inv['reasons'])}"
+            )
+    return lines
+
+
+def _goal_line(g: dict[str, Any]) -> str:
+    met = {True: "**met**", False: "**not met**", None: "not judged (missing valid cells)"}
+    meas = ", ".join(f"{k} {fmt(v)}" for k, v in g["measured"].items())
+    return f"| {g['goal']} | {meas} | {met[g['met']]} |"
+
+
+def headline(cs: list[dict[str, Any]], m: Matrix) -> list[str]:
+    """One row per target: the figure each scenario is about, median [range]."""
+    d = m.fanout_deliveries[m.fanout_locust_at]
+    big = max(m.fanout_rooms) if m.fanout_rooms else 0
+    k = max(m.idle_counts) if m.idle_counts else 0
+    n = m.senders_room
+    rows = [
+        (
+            f"| target | flood deliveries/s, N={m.flood_room} | fan-out p99 ms, N={big} at "
+            f"{fmt(d)}/s (driver) | {m.senders}-sender p99 ms, N={n} (Locust) | p99 ms with "
+            f"a slow reader, N={n} (driver; without it) | RSS per idle conn at {k} |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for t in _targets(cs):
+        flood = aggregate.find(cs, "flood", t, room=m.flood_room)
+        fan = aggregate.find(cs, "fanout", t, "driver", room=big, offered=d)
+        snd = aggregate.find(cs, "senders", t, "locust", room=n)
+        slow = aggregate.find(cs, "slow", t, "driver", slow_reader=True)
+        calm = aggregate.find(cs, "slow", t, "driver", slow_reader=False)
+        idle = aggregate.find(cs, "idle", t, connections=k)
+        slow_txt = cell_text(slow, "latency_p99_ms")
+        if calm is not None:
+            slow_txt += f" ({cell_text(calm, 'latency_p99_ms')})"
+        rows.append(
+            f"| {t} | {cell_text(flood, 'deliveries_per_s')} | "
+            f"{cell_text(fan, 'latency_p99_ms')} | {cell_text(snd, 'latency_p99_ms')} | "
+            f"{slow_txt} | {cell_text(idle, 'rss_per_conn_bytes', ' B')} |"
+        )
+    return rows
+
+
+def goals_table(doc: dict[str, Any]) -> list[str]:
+    return [
+        "| goal | measured (medians) | verdict |",
+        "|---|---|---|",
+        *[_goal_line(g) for g in doc["goals"]],
+    ]
+
+
+def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
+    """The whole report.md text for one results.json document."""
+    m: Matrix = doc["_matrix"]
+    cs = doc["cells"]
+    caption = doc["caption"]
+    out: list[str] = []
+    mach = doc["machine"]
+    out += [
+        f"# chatd benchmark — {doc['label']} ({doc['created']})",
+        "",
+        (
+            f"**Machine:** {caption}. {mach['cpu_model']}, {mach['cpus_usable']} usable CPUs, "
+            f"{mach['memory_bytes'] / 2**30:.0f} GiB, {mach['kernel']}, Python {doc['python']}."
+        ),
+        (
+            f"Pinning: {doc['pinning']}. Mean steal time over all windows: "
+            f"{doc['steal_mean'] * 100:.2f} %."
+        ),
+        "",
+        (
+            f"**Regenerate:** `{doc['command']}` (from the repository root; "
+            f"took {doc['duration_s'] / 60:.1f} min)."
+        ),
+        "",
+    ]
+    if m.quick:
+        out += [
+            (
+                "> **Quick mode:** a smoke test of the harness (one repetition, small rooms). "
+                "These figures are not results."
+            ),
+            "",
+        ]
+    out += [
+        (
+            "Figures are median [min–max] over valid repetitions; `(v/n)` marks cells where only "
+            "v of n runs were valid. A run is invalid when its load generator saturated (>= 90 % "
+            "of a core), sent < 95 % of the offered rate, lost or reordered messages, or its "
+            "server did not exit cleanly. Invalid runs are listed, never averaged in. "
+            "A latency marked ≥ comes from a cell where some deliveries had still not arrived "
+            "when the load generator stopped waiting; they count at that wait (a lower bound)."
+        ),
+        "",
+        "## Goals (issue 4)",
+        "",
+        *goals_table(doc),
+        "",
+        "## Headline",
+        "",
+        f"_{caption}_",
+        "",
+        *headline(cs, m),
+        "",
+        "## Which tool measured what",
+        "",
+        "| scenario | tool |",
+        "|---|---|",
+        "| 1. paced fan-out, rate sweep, all targets incl. Redis | lean driver (bench/driver.py) |",
+        "| 1. paced fan-out, one rate per room, chatd engines | Locust (`loadtest/chat.py`) |",
+        "| 2. flood | lean driver |",
+        "| 3. many senders | Locust |",
+        "| 4. slow consumer (with and without) | lean driver |",
+        "| 5. idle connections | lean driver |",
+        "| 6. Redis anchor (1 and 2) | lean driver, same code path as chatd |",
+        "",
+    ]
+    out += _fanout_section(cs, m, caption, plots)
+    out += _flood_section(cs, m, caption, plots)
+    out += _senders_section(cs, m, caption, plots)
+    out += _idle_section(cs, m, caption, plots)
+    inv = _invalid_list(cs)
+    out += ["## Invalid runs", ""] + (inv or ["None."]) + [""]
+    out += _method_section(m)
+    return "\n".join(out) + "\n"
+
+
+def _fanout_section(
+    cs: list[dict[str, Any]], m: Matrix, caption: str, plots: dict[str, str]
+) -> list[str]:
+    fan = [c for c in cs if c["scenario"] == "fanout"]
+    if not fan:
+        return []
+    out = [f"## {SCENARIO_TITLES['fanout']} (scenario 6: with Redis)", "", f"_{caption}_", ""]
+    if "fanout" in plots:
+        out += [f"![fan-out]({plots['fanout']})", ""]
+    for tool in ("driver", "locust"):
+        sel = [c for c in fan if c["tool"] == tool]
+        if not sel:
+            continue
+        out += [f"### measured by {'the lean driver' if tool == 'driver' else 'Locust'}", ""]
+        out += [
+            (
+                "| target | room | offered deliv/s | achieved deliv/s | p50 ms | p90 ms | p99 ms "
+                "| p99.9 ms | max ms | server CPU |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for room in sorted({c["params"]["room"] for c in sel}):
+            for off in sorted({c["params"].get("offered", 0) for c in sel}):
+                for t in _targets(sel):
+                    c = aggregate.find(sel, "fanout", t, tool, room=room, offered=off)
+                    if c is None:
+                        continue
+                    out.append(
+                        f"| {t} | {room} | {fmt(off)} | {cell_text(c, 'deliveries_per_s')} | "
+                        + " | ".join(
+                            cell_text(c, f"latency_{k}_ms")
+                            for k in ("p50", "p90", "p99", "p999", "max")
+                        )
+                        + f" | {_res(c, 'server_cpu_util')} |"
+                    )
+        out.append("")
+    return out
+
+
+def _res(c: dict[str, Any], key: str) -> str:
+    r = c["resources"].get(key)
+    return f"{r['median'] * 100:.0f} %" if r else "–"
+
+
+def _flood_section(
+    cs: list[dict[str, Any]], m: Matrix, caption: str, plots: dict[str, str]
+) -> list[str]:
+    sel = [c for c in cs if c["scenario"] == "flood"]
+    if not sel:
+        return []
+    out = [
+        f"## {SCENARIO_TITLES['flood']} (room of {m.flood_room}, lean driver)",
+        "",
+        f"_{caption}_",
+        "",
+    ]
+    if "flood" in plots:
+        out += [f"![flood]({plots['flood']})", ""]
+    out += [
+        (
+            "| target | deliveries/s | messages/s | deliveries per server CPU-s | server CPU "
+            "| driver CPU | CPU busy (server's / driver's) |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in _targets(sel):
+        c = aggregate.find(sel, "flood", t)
+        out.append(
+            f"| {t} | {cell_text(c, 'deliveries_per_s')} | {cell_text(c, 'messages_per_s')} | "
+            f"{cell_text(c, 'deliveries_per_server_cpu_s')} | {_res(c, 'server_cpu_util')} | "
+            f"{_res(c, 'loadgen_cpu_util')} | {_busy(c)} |"
+        )
+    out += [
+        "",
+        "Server and driver CPU are the processes' own (utime+stime) as a share of one core; "
+        "CPU busy is the whole CPU from /proc/stat, which adds loopback softirq work and "
+        "anything else that ran there.",
+    ]
+    return out + [""]
+
+
+def _busy(c: dict[str, Any] | None) -> str:
+    """'a % / b %' for the CPUs the run used, in pinning order (server's first)."""
+    if c is None:
+        return "–"
+    vals = [v for k, v in sorted(c["resources"].items()) if k.startswith("busy_cpu")]
+    return " / ".join(f"{v['median'] * 100:.0f} %" for v in vals) or "–"
+
+
+def _senders_section(
+    cs: list[dict[str, Any]], m: Matrix, caption: str, plots: dict[str, str]
+) -> list[str]:
+    sel = [c for c in cs if c["scenario"] in ("senders", "slow")]
+    if not sel:
+        return []
+    out = [
+        f"## {SCENARIO_TITLES['senders']} (Locust) and {SCENARIO_TITLES['slow']} (lean driver)",
+        "",
+        (
+            f"{m.senders} senders x {m.sender_rate:g} msg/s into a room of {m.senders_room}, "
+            f"{m.senders_payload}-byte messages. Scenario 4 runs the same traffic through the "
+            "lean driver twice on one server: as is, then with one extra member that "
+            f"registered and stopped reading (SO_RCVBUF {m.slow_rcvbuf} B, so the server feels "
+            "it within seconds instead of after the several MiB loopback buffers would absorb)."
+        ),
+        "",
+        f"_{caption}_",
+        "",
+    ]
+    if "senders" in plots:
+        out += [f"![senders]({plots['senders']})", ""]
+    out += [
+        (
+            "| target | scenario | tool | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
+            "| deliveries/s | server CPU | load-gen CPU |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = (
+        ("senders", "locust", {}, f"{m.senders} senders"),
+        ("slow", "driver", {"slow_reader": False}, "without slow reader"),
+        ("slow", "driver", {"slow_reader": True}, "with slow reader"),
+    )
+    for t in _targets(sel):
+        for scen, tool, params, label in rows:
+            c = aggregate.find(sel, scen, t, tool, **params)
+            if c is None:
+                continue
+            out.append(
+                f"| {t} | {label} | {tool} | "
+                + " | ".join(
+                    cell_text(c, f"latency_{k}_ms") for k in ("p50", "p90", "p99", "p999", "max")
+                )
+                + f" | {cell_text(c, 'deliveries_per_s')} | {_res(c, 'server_cpu_util')} "
+                f"| {_res(c, 'loadgen_cpu_util')} |"
+            )
+    return out + [""]
+
+
+def _idle_section(
+    cs: list[dict[str, Any]], m: Matrix, caption: str, plots: dict[str, str]
+) -> list[str]:
+    sel = [c for c in cs if c["scenario"] == "idle"]
+    if not sel:
+        return []
+    counts = sorted({c["params"]["connections"] for c in sel})
+    out = [
+        f"## {SCENARIO_TITLES['idle']} (lean driver)",
+        "",
+        (
+            f"Registered clients, {m.idle_room} per room, doing nothing; server RSS growth over "
+            "its RSS before the first connection, divided by the connections."
+        ),
+        "",
+        f"_{caption}_",
+        "",
+    ]
+    if "idle" in plots:
+        out += [f"![idle]({plots['idle']})", ""]
+    out += [
+        "| target | " + " | ".join(f"{n} conns: bytes/conn" for n in counts) + " |",
+        "|---|" + "---|" * len(counts),
+    ]
+    for t in _targets(sel):
+        row = [
+            cell_text(aggregate.find(sel, "idle", t, connections=n), "rss_per_conn_bytes")
+            for n in counts
+        ]
+        out.append(f"| {t} | " + " | ".join(row) + " |")
+    return out + [""]
+
+
+def _method_section(m: Matrix) -> list[str]:
+    return [
+        "## Method",
+        "",
+        (
+            "- Every server is its own subprocess on a free loopback port, pinned to one CPU; "
+            "the load generator (this process, or Locust) is pinned to the other. Server CPU "
+            "seconds come from /proc/PID/stat (utime+stime, all threads), RSS from "
+            "/proc/PID/status, steal from /proc/stat, all sampled at the measurement window's "
+            "edges. chatd runs with `--flood-rate 0` (no per-client throttle) where it has it."
+        ),
+        (
+            "- A delivery is one message arriving at one room member; a message to a room of N "
+            "is N-1 deliveries (the sender does not get it back). Redis: N-1 subscribers and "
+            "a separate publisher connection."
+        ),
+        (
+            f"- Paced fan-out (driver): one sender sends on a fixed schedule; each message carries "
+            f"its *intended* send time, and latency = arrival - intended at up to "
+            f"{m.timed_members} members spread over the room (coordinated omission is counted, "
+            f"not hidden). {m.warmup_s:g} s warm-up, {m.window_s:g} s window, then up to 2 s for "
+            "messages still in flight; one that never arrives makes the run invalid."
+        ),
+        (
+            "- Flood (driver): one sender writes 64 KiB blocks of identical lines, never more "
+            "than 128 KiB of frames ahead of the slowest member (so no server's output limit is "
+            "reached). Members read with MSG_TRUNC (the kernel discards the bytes without "
+            "copying) and deliveries are bytes / frame length; 10 checker members count "
+            "newlines, and after the drain every member must hold exactly sent x frame bytes."
+        ),
+        (
+            "- Locust (loadtest/chat.py, headless, one process): latency from its HDR histogram "
+            "(microseconds); achieved send rate = offered x sent / intended; saturated as Locust's "
+            "JSON says. Its figures include the spawn ramp (all users spawn within about a second)."
+        ),
+        (
+            "- Idle: clients register and `/join` rooms of "
+            f"{m.idle_room}, so that setting up 10,000 does not cost 50 million join notices."
+        ),
+    ]

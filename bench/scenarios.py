@@ -1,0 +1,552 @@
+"""Run one Job of the matrix and turn what it measured into run records.
+
+A run record is a plain dict (it goes straight into results.json):
+
+    scenario, tool, target, rep, params{...}, metrics{...},
+    server{cpu_s, cpu_util, rss_bytes, hwm_bytes, threads, exit_ok},
+    loadgen{cpu_s, cpu_util, saturated}, steal{cpu, cpu0, ...}, valid, reasons[], wall_s
+
+Each job starts its own server subprocess, so a crash or leak in one cannot spill into
+the next, and stops it with SIGTERM; a server that does not exit 0 invalidates the runs
+it served.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import driver, locustrun, procstat, servers, stats
+from bench.matrix import Job, Matrix
+
+
+@dataclass
+class Context:
+    """Where things go and which CPUs to use; shared by every job of a bench run."""
+
+    workdir: Path
+    server_cpus: set[int] | None
+    loadgen_cpus: set[int] | None
+
+
+class Window:
+    """Samples the server and /proc/stat at a measurement window's edges."""
+
+    def __init__(self, srv: servers.Server) -> None:
+        self.srv = srv
+        self.s0 = self.s1 = None
+        self.p0 = self.p1 = None
+        self.t0 = self.t1 = 0.0
+
+    def __call__(self, edge: str) -> None:
+        if edge == "start":
+            self.s0, self.p0, self.t0 = (
+                self.srv.sample(),
+                procstat.read_proc_stat(),
+                time.monotonic(),
+            )
+        else:
+            self.s1, self.p1, self.t1 = (
+                self.srv.sample(),
+                procstat.read_proc_stat(),
+                time.monotonic(),
+            )
+
+    def server(self) -> dict[str, Any]:
+        """Server CPU seconds and share of one core in the window, RSS at its end."""
+        s0, s1 = self.s0, self.s1
+        if s0 is None or s1 is None:
+            return {"cpu_s": None, "cpu_util": None, "rss_bytes": None}
+        wall = max(1e-9, self.t1 - self.t0)
+        return {
+            "cpu_s": s1.cpu_s - s0.cpu_s,
+            "cpu_util": (s1.cpu_s - s0.cpu_s) / wall,
+            "rss_bytes": s1.rss,
+            "hwm_bytes": s1.hwm,
+            "threads": s1.threads,
+        }
+
+    def steal(self) -> dict[str, float]:
+        if self.p0 is None or self.p1 is None:
+            return {}
+        return procstat.steal_fractions(self.p0, self.p1)
+
+    def busy(self) -> dict[str, float]:
+        """Share of each CPU not idle in the window: ours, softirq and anyone else's.
+
+        Beside the processes' own CPU this shows how much else ran on the load
+        generator's and the server's CPUs (loopback softirq, other jobs on a shared
+        machine), which the per-process figures cannot.
+        """
+        if self.p0 is None or self.p1 is None:
+            return {}
+        return procstat.busy_fractions(self.p0, self.p1)
+
+
+def _record(
+    *,
+    scenario: str,
+    tool: str,
+    job: Job,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    server: dict[str, Any],
+    loadgen: dict[str, Any],
+    steal: dict[str, float],
+    verdict: stats.Verdict,
+    wall_s: float,
+    notes: list[str] | None = None,
+    busy: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    return {
+        "scenario": scenario,
+        "tool": tool,
+        "target": job.target,
+        "rep": job.rep,
+        "params": params,
+        "metrics": metrics,
+        "server": server,
+        "loadgen": loadgen,
+        "steal": steal,
+        "cpu_busy": busy or {},
+        "valid": verdict.valid,
+        "reasons": verdict.reasons,
+        "wall_s": wall_s,
+        "notes": notes or [],
+    }
+
+
+def _failed(job: Job, scenario: str, tool: str, params: dict[str, Any], why: str) -> dict[str, Any]:
+    """A record for a run that produced no measurement at all."""
+    v = stats.Verdict()
+    v.fail(why[:300])
+    return _record(
+        scenario=scenario,
+        tool=tool,
+        job=job,
+        params=params,
+        metrics={},
+        server={},
+        loadgen={},
+        steal={},
+        verdict=v,
+        wall_s=0.0,
+    )
+
+
+def _finish(srv: servers.Server, records: list[dict[str, Any]]) -> None:
+    """Stop the server; if it did not exit 0, every run it served is invalid."""
+    ok = srv.stop()
+    for r in records:
+        r["server"]["exit_ok"] = ok
+        r["server"]["stop_s"] = srv.stop_s
+        if not ok:
+            r["valid"] = False
+            r["reasons"].append(f"server exit {srv.exit_code} {'; '.join(srv.notes)}".strip())
+
+
+def run_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
+    """Run one job; never raises for a server or load problem, records it instead."""
+    if job.kind == "driver":
+        return _driver_job(job, m, ctx)
+    if job.kind == "idle":
+        return _idle_job(job, m, ctx)
+    if job.kind == "slow":
+        return _slow_job(job, m, ctx)
+    return _locust_job(job, m, ctx)
+
+
+# ----------------------------------------------------------------------- lean driver
+
+
+def _driver_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
+    """Paced fan-out at each offered rate, then (in the flood room) a flood."""
+    target = servers.target_for(job.target)
+    records: list[dict[str, Any]] = []
+    base = {"room": job.room}
+    try:
+        srv = servers.start(target, cpus=ctx.server_cpus, logdir=ctx.workdir / "logs")
+    except RuntimeError as exc:
+        return [_failed(job, "fanout", "driver", base, str(exc))]
+    fleet = driver.Fleet(srv.host, srv.port, redis=target.is_redis, prefix="d")
+    try:
+        try:
+            fleet.add(job.room, senders=1)
+        except (driver.DriverError, OSError) as exc:
+            records.append(_failed(job, "fanout", "driver", base, f"setup: {exc}"))
+            return records
+        if "fanout" in m.scenarios and job.room in m.fanout_rooms:
+            for d in m.fanout_deliveries:
+                records.append(_paced_run(job, m, srv, fleet, d))
+        if job.scenario == "flood":
+            records.append(_flood_run(job, m, srv, fleet))
+    finally:
+        fleet.close()
+        _finish(srv, records)
+    return records
+
+
+def _paced_run(
+    job: Job, m: Matrix, srv: servers.Server, fleet: driver.Fleet, deliveries: int
+) -> dict[str, Any]:
+    rate = m.fanout_rate(job.room, deliveries)
+    params = {"room": job.room, "offered": deliveries, "payload": m.driver_payload}
+    return _paced_record(
+        job,
+        m,
+        srv,
+        fleet,
+        "fanout",
+        params,
+        rate,
+        window_s=m.window_s,
+        drain_s=2.0,
+        payload=m.driver_payload,
+    )
+
+
+def _paced_record(
+    job: Job,
+    m: Matrix,
+    srv: servers.Server,
+    fleet: driver.Fleet,
+    scenario: str,
+    params: dict[str, Any],
+    rate: float,
+    *,
+    window_s: float,
+    drain_s: float,
+    payload: int,
+) -> dict[str, Any]:
+    """One paced window on an existing fleet, judged and turned into a record."""
+    win = Window(srv)
+    t = time.monotonic()
+    try:
+        r = fleet.paced(
+            rate=rate,
+            warmup_s=m.warmup_s,
+            window_s=window_s,
+            payload=payload,
+            sample=m.timed_members,
+            drain_s=drain_s,
+            on_window=win,
+        )
+    except (driver.DriverError, OSError) as exc:
+        return _failed(job, scenario, "driver", params, str(exc))
+    util = r.driver_cpu_s / r.window_s
+    saturated = stats.is_saturated(r.driver_cpu_s, r.window_s)
+    verdict = stats.judge_run(
+        offered_rate=rate,
+        achieved_rate=r.achieved_send_rate,
+        loadgen_saturated=saturated,
+        lost=r.lost + r.reordered,
+        errors=r.errors,
+    )
+    # A delivery still missing drain_s after the window is late, not lost (a gap would
+    # show as lost): it enters the percentiles at drain_s, a lower bound on its latency.
+    censored = [int(drain_s * 1e9)] * r.missing
+    lat = stats.latency_summary_ms(r.latencies_ns + censored) or {}
+    if not lat:
+        verdict.fail("no latency samples")
+    receivers = len(fleet.members) + len(fleet.senders) - 1
+    metrics = {
+        **{f"latency_{k}_ms": v for k, v in lat.items() if k != "count"},
+        "latency_samples": lat.get("count", 0),
+        "deliveries_per_s": r.deliveries_per_s,
+        "offered_deliveries_per_s": rate * receivers,
+        "offered_rate": rate,
+        "achieved_send_rate": r.achieved_send_rate,
+        "lost": r.lost,
+        "reordered": r.reordered,
+        "missing": r.missing,
+        "censored_at_s": drain_s,
+    }
+    return _record(
+        scenario=scenario,
+        tool="driver",
+        job=job,
+        params=params,
+        metrics=metrics,
+        server=win.server(),
+        loadgen={"cpu_s": r.driver_cpu_s, "cpu_util": util, "saturated": saturated},
+        steal=win.steal(),
+        busy=win.busy(),
+        verdict=verdict,
+        wall_s=time.monotonic() - t,
+    )
+
+
+def _flood_run(job: Job, m: Matrix, srv: servers.Server, fleet: driver.Fleet) -> dict[str, Any]:
+    win = Window(srv)
+    t = time.monotonic()
+    params = {"room": job.room, "payload": m.driver_payload}
+    try:
+        r = fleet.flood(
+            warmup_s=m.warmup_s,
+            window_s=m.flood_window_s,
+            payload=m.driver_payload,
+            inflight_bytes=m.flood_inflight,
+            on_window=win,
+        )
+    except (driver.DriverError, OSError) as exc:
+        return _failed(job, "flood", "driver", params, str(exc))
+    saturated = stats.is_saturated(r.driver_cpu_s, r.window_s)
+    verdict = stats.judge_run(
+        offered_rate=None, achieved_rate=None, loadgen_saturated=saturated, errors=r.errors
+    )
+    srv_stats = win.server()
+    cpu = srv_stats.get("cpu_s")
+    metrics = {
+        "deliveries_per_s": r.deliveries_per_s,
+        "messages_per_s": r.send_rate,
+        "deliveries_per_server_cpu_s": r.deliveries / cpu if cpu else None,
+    }
+    notes = list(fleet.error_lines)
+    return _record(
+        scenario="flood",
+        tool="driver",
+        job=job,
+        params=params,
+        metrics=metrics,
+        server=srv_stats,
+        loadgen={
+            "cpu_s": r.driver_cpu_s,
+            "cpu_util": r.driver_cpu_s / r.window_s,
+            "saturated": saturated,
+        },
+        steal=win.steal(),
+        busy=win.busy(),
+        verdict=verdict,
+        wall_s=time.monotonic() - t,
+        notes=notes,
+    )
+
+
+# ----------------------------------------------------------------------- slow consumer
+
+
+def _slow_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
+    """Many senders into a room, first as is, then with one member that stopped reading.
+
+    Both variants run on the same server and the same connections, so the only change
+    between them is the stalled member. A message that has not arrived slow_drain_s
+    after the window (longer than the threaded engine's send timeout) counts as missing.
+    """
+    target = servers.target_for(job.target)
+    rate = m.senders * m.sender_rate
+    base = {
+        "room": job.room,
+        "senders": m.senders,
+        "rate_per_sender": m.sender_rate,
+        "payload": m.senders_payload,
+    }
+    records: list[dict[str, Any]] = []
+    try:
+        srv = servers.start(target, cpus=ctx.server_cpus, logdir=ctx.workdir / "logs")
+    except RuntimeError as exc:
+        return [_failed(job, "slow", "driver", {**base, "slow_reader": False}, str(exc))]
+    fleet = driver.Fleet(srv.host, srv.port, redis=False, prefix="s")
+    try:
+        for stalled in (False, True):
+            params = {**base, "slow_reader": stalled}
+            try:
+                if not stalled:
+                    fleet.add(job.room, senders=m.senders)
+                else:
+                    fleet.add_stalled(rcvbuf=m.slow_rcvbuf, mss=m.slow_mss)
+            except (driver.DriverError, OSError) as exc:
+                records.append(_failed(job, "slow", "driver", params, f"setup: {exc}"))
+                break
+            records.append(
+                _paced_record(
+                    job,
+                    m,
+                    srv,
+                    fleet,
+                    "slow",
+                    params,
+                    rate,
+                    window_s=m.slow_window_s,
+                    drain_s=m.slow_drain_s,
+                    payload=m.senders_payload,
+                )
+            )
+    finally:
+        fleet.close()
+        _finish(srv, records)
+    return records
+
+
+# ----------------------------------------------------------------------- idle
+
+
+def _idle_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
+    """Grow one server's idle, registered clients through idle_counts; RSS at each."""
+    target = servers.target_for(job.target)
+    records: list[dict[str, Any]] = []
+    try:
+        srv = servers.start(
+            target,
+            cpus=ctx.server_cpus,
+            logdir=ctx.workdir / "logs",
+            max_clients=max(m.idle_counts) + 100,
+        )
+    except RuntimeError as exc:
+        return [_failed(job, "idle", "driver", {}, str(exc))]
+    procstat.raise_nofile(max(m.idle_counts) + 1000)
+    fleet = driver.Fleet(srv.host, srv.port, redis=False, prefix="i")
+    room = m.idle_room
+    try:
+        time.sleep(0.3)
+        base = srv.sample()
+        have = 0
+        for n in m.idle_counts:
+            t = time.monotonic()
+            params = {"connections": n, "room": room}
+            try:
+                fleet.add(n - have, room_of=lambda i: f"#idle{i // room}", timeout_s=300.0)
+            except (driver.DriverError, OSError) as exc:
+                records.append(_failed(job, "idle", "driver", params, f"setup: {exc}"))
+                break
+            have = n
+            time.sleep(0.2)
+            s = srv.sample()
+            if base is None or s is None:
+                records.append(_failed(job, "idle", "driver", params, "server gone"))
+                break
+            per = (s.rss - base.rss) / n
+            records.append(
+                _record(
+                    scenario="idle",
+                    tool="driver",
+                    job=job,
+                    params=params,
+                    metrics={
+                        "rss_per_conn_bytes": per,
+                        "rss_bytes": s.rss,
+                        "rss_base_bytes": base.rss,
+                        "connect_s": time.monotonic() - t,
+                    },
+                    server={"rss_bytes": s.rss, "hwm_bytes": s.hwm, "threads": s.threads},
+                    loadgen={},
+                    steal={},
+                    verdict=stats.judge_run(
+                        offered_rate=None,
+                        achieved_rate=None,
+                        loadgen_saturated=False,
+                        errors=fleet.errors,
+                    ),
+                    wall_s=time.monotonic() - t,
+                )
+            )
+    finally:
+        fleet.close()
+        _finish(srv, records)
+    return records
+
+
+# ----------------------------------------------------------------------- Locust
+
+
+def locust_plan(job: Job, m: Matrix) -> locustrun.LocustPlan:
+    """The Locust run for a fan-out, many-senders or slow-consumer job."""
+    if job.scenario == "fanout":
+        rate = m.fanout_rate(job.room, job.deliveries)
+        return locustrun.LocustPlan(
+            users=job.room,
+            room=job.room,
+            senders=1,
+            rate_per_sender=rate,
+            payload=m.driver_payload,
+            run_time_s=m.locust_run_s,
+            spawn_rate=float(job.room),
+            timing_sample=m.locust_timing_sample,
+        )
+    return locustrun.LocustPlan(
+        users=job.room,
+        room=job.room,
+        senders=m.senders,
+        rate_per_sender=m.sender_rate,
+        payload=m.senders_payload,
+        run_time_s=m.locust_run_s,
+        spawn_rate=float(job.room),
+        timing_sample=m.locust_timing_sample,
+    )
+
+
+def _locust_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
+    plan = locust_plan(job, m)
+    params: dict[str, Any] = {"room": job.room, "payload": plan.payload}
+    if job.scenario == "fanout":
+        params["offered"] = job.deliveries
+    else:
+        params.update(senders=plan.senders, rate_per_sender=plan.rate_per_sender)
+    target = servers.target_for(job.target)
+    try:
+        srv = servers.start(target, cpus=ctx.server_cpus, logdir=ctx.workdir / "logs")
+    except RuntimeError as exc:
+        return [_failed(job, job.scenario, "locust", params, str(exc))]
+    records: list[dict[str, Any]] = []
+    try:
+        win = Window(srv)
+        win("start")
+        lr = locustrun.run(plan, srv.host, srv.port, ctx.workdir / "locust", ctx.loadgen_cpus)
+        win("end")
+        if lr.result is None:
+            records.append(_failed(job, job.scenario, "locust", params, lr.error))
+            records[-1]["server"] = win.server()
+            return records
+        r = lr.result
+        # Sequence faults make a run invalid; any other failure kind does too, by name.
+        lost = r.lost + r.raw_failures.get("reordered", 0)
+        verdict = stats.judge_run(
+            offered_rate=r.offered_rate,
+            achieved_rate=r.achieved_rate,
+            loadgen_saturated=r.saturated,
+            lost=lost,
+        )
+        expected_users = plan.users
+        if r.connects < expected_users:
+            verdict.fail(f"{r.connects}/{expected_users} users connected")
+        others = {k: v for k, v in r.raw_failures.items() if k not in ("lost", "reordered")}
+        if others:
+            verdict.fail(f"locust failures {others}")
+        lat = r.latency_ms or {}
+        metrics = {
+            **{f"latency_{k}_ms": v for k, v in lat.items() if k != "count"},
+            "latency_samples": lat.get("count", 0),
+            "deliveries_per_s": r.deliveries_per_s,
+            "offered_rate": r.offered_rate,
+            "achieved_send_rate": r.achieved_rate,
+            "failures": r.failures,
+            "lost": r.lost,
+            "missing": r.undelivered,
+        }
+        if not lat:
+            verdict.fail("no latency samples")
+        records.append(
+            _record(
+                scenario=job.scenario,
+                tool="locust",
+                job=job,
+                params=params,
+                metrics=metrics,
+                server=win.server(),
+                loadgen={
+                    "cpu_s": r.cpu_s,
+                    "cpu_util": r.cpu_util,
+                    "saturated": r.saturated,
+                    "saturation_reasons": r.saturation_reasons,
+                },
+                steal=win.steal(),
+                busy=win.busy(),
+                verdict=verdict,
+                wall_s=lr.wall_s,
+                notes=[f"locust failures: {r.raw_failures}"] if r.raw_failures else [],
+            )
+        )
+    finally:
+        _finish(srv, records)
+    return records

@@ -1,0 +1,678 @@
+"""Sans-IO core of the chat load test: identities, wire payloads, checks and the report.
+
+Nothing here touches a socket, a clock or Locust. ``chat.py`` (the locustfile) does the I/O
+and feeds bytes and timestamps in; this module decides what they mean. Keeping the two apart
+lets ``tests/test_loadtest.py`` exercise the measurement logic without importing Locust,
+which monkey-patches ``socket``, ``threading`` and ``selectors`` the moment it is imported.
+
+Theory of operation
+-------------------
+* Every user gets a per-process ``slot`` (0, 1, 2, ... in spawn order) and a *global index*
+  ``g = slot * workers + worker_index`` that is unique across all Locust worker processes.
+  Locust deals users to workers round-robin, so the indices of a run are (almost) contiguous.
+  The room is ``g // room_size``. Roles are picked from the slot: a default user sends if
+  ``spread(slot, send_share)`` and times its messages if ``spread_early(slot, timing_sample)``.
+  Picking by slot gives every worker the same share of senders and timing receivers (picking
+  by ``g`` would put every tenth index, all odd, on one of two workers), and rooms still get
+  the same count to within one per worker. ``spread`` picks the end of each period and
+  ``spread_early`` its start, so senders and timing receivers are mostly different users.
+  No coordination between processes is needed.
+* A chat message's text is ``LT <sender> <seq> <stamp_us> <padding>``. ``stamp_us`` is the
+  wall-clock time (microseconds since the epoch) at which the sender's schedule *meant* to
+  send it -- or the real write time if the sender's timer released it a little early, but
+  never a later write time. Latency is measured from that instant, so a stalled server (or a
+  stalled load generator) shows up as latency rather than as a quietly slower sender. This
+  is the coordinated-omission correction popularised by wrk2.
+* Per sender, each timing receiver expects ``seq`` to grow by exactly one. The first message
+  seen from a sender only sets the baseline (the receiver may have joined mid-stream); after
+  that a jump is ``lost`` and a step back (or a repeat) is ``reordered``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+#: Version tag of the JSON written at test stop. Bump it only on incompatible changes; adding
+#: keys is compatible. ``bench/`` checks it.
+SCHEMA = "chatd-loadtest/1"
+
+#: First token of every load-test chat message, so receivers can ignore chat from humans.
+MAGIC = b"LT"
+
+#: Histogram range: 1 us to 1 hour at 3 significant digits (0.1% resolution). An hour covers
+#: any latency a 60 s run with coordinated-omission correction can produce; a value outside
+#: the range is clamped and counted in ``out_of_range`` rather than dropped.
+HDR_LOWEST_US = 1
+HDR_HIGHEST_US = 3_600_000_000
+HDR_DIGITS = 3
+
+#: Percentiles reported in the JSON, as (key suffix, percentile).
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99_9", 99.9),
+    ("p99_99", 99.99),
+)
+
+#: A server line is at most ``--max-line`` (4096 by default) plus the sender's nick. A partial
+#: line longer than this means the peer is not speaking the protocol; refusing it bounds the
+#: memory one misbehaving connection can make a receiver hold.
+MAX_PARTIAL_LINE = 64 * 1024
+
+_NICK_CHARS = r"A-Za-z0-9_\-\[\]\\^{}|`"
+_NICK_RE = re.compile(rf"^[A-Za-z_\[\]\\^{{}}|`][{_NICK_CHARS}]{{0,29}}$")
+_TOKEN_RE = re.compile(rf"[#{_NICK_CHARS}]+")
+
+
+class ProtocolError(Exception):
+    """The server sent something the wire contract does not allow (a peer fault)."""
+
+
+# --------------------------------------------------------------------------- identities
+
+
+def parse_host(host: str | None, default_port: int = 4040) -> tuple[str, int]:
+    """Split Locust's ``--host`` into (address, port).
+
+    Locust was built for URLs, so accept ``tcp://h:p`` as well as the plain ``h:p`` the
+    README uses, ``[v6]:p`` for IPv6, and a bare host meaning the chatd default port.
+    """
+    if not host:
+        raise ValueError("no --host given; use e.g. --host 127.0.0.1:4040")
+    rest = host.strip()
+    if "://" in rest:
+        rest = rest.split("://", 1)[1]
+    rest = rest.rstrip("/")
+    if rest.startswith("["):
+        addr, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail.startswith(":") else default_port
+        return addr, port
+    if rest.count(":") == 1:
+        addr, port_text = rest.split(":")
+        return addr or "127.0.0.1", int(port_text)
+    return rest, default_port
+
+
+def to_fraction(share: float) -> Fraction:
+    """A share in [0, 1] as an exact fraction, so ``spread`` never suffers rounding drift."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be within [0, 1], got {share}")
+    return Fraction(share).limit_denominator(1_000_000)
+
+
+def spread(index: int, share: Fraction) -> bool:
+    """True for an evenly spaced ``share`` of the indices 0, 1, 2, ...
+
+    Bresenham-style: among any N consecutive indices exactly floor or ceil of N * share are
+    chosen, so 1000 users at share 0.1 have exactly 100 senders and every room of 100 has
+    exactly 10, however Locust deals the users out.
+    """
+    num, den = share.numerator, share.denominator
+    return (index + 1) * num // den > index * num // den
+
+
+def spread_early(index: int, share: Fraction) -> bool:
+    """Like ``spread`` but picks the first index of each period instead of the last.
+
+    Index ``i`` is picked when a multiple of ``1/share`` falls in ``[i, i + 1)`` (``spread``:
+    in ``(i, i + 1]``), so at share 0.1 ``spread`` picks 9, 19, ... and this 0, 10, ...; the
+    same exact-count guarantee holds.
+    """
+    num, den = share.numerator, share.denominator
+    if num == 0:
+        return False
+    first = -(-index * num // den)  # ceil(index * share)
+    return first * den < (index + 1) * num
+
+
+def global_index(slot: int, worker_index: int, workers: int) -> int:
+    """Interleave per-process user slots into one sequence unique across all workers."""
+    workers = max(workers, worker_index + 1, 1)
+    return slot * workers + max(worker_index, 0)
+
+
+def room_for(index: int, room_size: int, prefix: str = "load") -> str:
+    """The room of the user with global index ``index``: consecutive blocks of ``room_size``."""
+    return f"#{prefix}{index // max(room_size, 1)}"
+
+
+def make_nick(tag: str, worker_index: int, serial: int) -> str:
+    """A nickname unique per process (``serial``), worker and run (``tag``).
+
+    ``tag`` is random per process so that two runs against one server, or connections of an
+    earlier run the server has not reaped yet, do not collide.
+    """
+    nick = f"lt{tag}w{max(worker_index, 0)}n{serial}"
+    if not _NICK_RE.match(nick):
+        raise ValueError(f"generated an invalid nickname {nick!r}")
+    return nick
+
+
+def _tokens(text: str) -> set[str]:
+    """Case-folded words of a notice; room names lose their optional ``#``."""
+    return {tok.lower().lstrip("#") for tok in _TOKEN_RE.findall(text)}
+
+
+def confirms_registration(line: str, nick: str) -> bool:
+    """Whether ``line`` is the server's ``* `` confirmation that names our nick.
+
+    The contract says the confirmation names the nick and the room; the welcome lines sent
+    before it cannot name a nick we had not sent yet, so matching the nick is enough.
+    """
+    return line.startswith("* ") and nick.lower() in _tokens(line[2:])
+
+
+def confirms_join(line: str, nick: str, room: str) -> bool:
+    """Whether ``line`` is the ``* `` notice telling us that we are now in ``room``.
+
+    The contract fixes only that a join produces ``* `` lines naming the nick and room, so
+    accept a notice that names the room and either our nick or "you". That rejects, say,
+    ``* bob left #lobby for #load0``, which another member's move can put in front of ours.
+    """
+    if not line.startswith("* "):
+        return False
+    words = _tokens(line[2:])
+    return room.lower().lstrip("#") in words and (nick.lower() in words or "you" in words)
+
+
+# --------------------------------------------------------------------------- wire payload
+
+
+def encode_message(sender: str, seq: int, intended_us: int, payload_bytes: int) -> bytes:
+    """One chat line (with its ``\\n``) whose text is padded to ``payload_bytes``.
+
+    The header always fits, so a payload smaller than the header yields just the header.
+    """
+    head = b"%s %s %d %d" % (MAGIC, sender.encode("ascii"), seq, intended_us)
+    pad = payload_bytes - len(head) - 1
+    if pad > 0:
+        return head + b" " + b"." * pad + b"\n"
+    return head + b"\n"
+
+
+class LineKind(enum.Enum):
+    """What a server line is, as far as the load test cares."""
+
+    #: A load-test chat message (``<nick>: LT ...``).
+    MESSAGE = "message"
+    #: A ``* `` notice from the server: joins, leaves, replies.
+    NOTICE = "notice"
+    #: A ``! `` error: we never send anything that should cause one.
+    ERROR = "error"
+    #: Anything else: chat from a non-load-test client, private messages.
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A parsed load-test chat message as a receiver saw it."""
+
+    #: Nick the server stamped on the line.
+    stamped: str
+    #: Sender id carried in the text; must equal ``stamped``.
+    sender: str
+    #: Position in the sender's schedule, from 0.
+    seq: int
+    #: Reference send time: min(intended, actual write time), microseconds since the epoch.
+    intended_us: int
+
+
+def classify(line: bytes) -> tuple[LineKind, Message | None]:
+    """Classify one server line (without terminator) and parse it if it is ours.
+
+    Raises ``ProtocolError`` for a line that looks like ours but is mangled, because that
+    means the server corrupted a message in transit.
+    """
+    if line.startswith(b"* "):
+        return LineKind.NOTICE, None
+    if line.startswith(b"! "):
+        return LineKind.ERROR, None
+    stamped, sep, text = line.partition(b": ")
+    if not sep or not text.startswith(MAGIC + b" ") or b" " in stamped:
+        return LineKind.OTHER, None
+    parts = text.split(b" ", 4)
+    if len(parts) < 4:
+        raise ProtocolError(f"truncated load-test message: {line[:120]!r}")
+    try:
+        seq = int(parts[2])
+        intended_us = int(parts[3])
+        msg = Message(stamped.decode("ascii"), parts[1].decode("ascii"), seq, intended_us)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"mangled load-test message: {line[:120]!r}") from exc
+    return LineKind.MESSAGE, msg
+
+
+class LineSplitter:
+    """Reassemble ``\\n``-terminated lines from arbitrarily split TCP reads.
+
+    ``feed`` returns the complete lines (``\\r`` and ``\\n`` stripped) and keeps the tail.
+    """
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return every line it completed, in order."""
+        if b"\n" not in data:
+            self._tail += data
+            if len(self._tail) > MAX_PARTIAL_LINE:
+                raise ProtocolError(f"line longer than {MAX_PARTIAL_LINE} bytes")
+            return []
+        lines = (self._tail + data).split(b"\n")
+        self._tail = lines.pop()
+        if len(self._tail) > MAX_PARTIAL_LINE:
+            raise ProtocolError(f"line longer than {MAX_PARTIAL_LINE} bytes")
+        return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete line held back."""
+        return len(self._tail)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class Verdict(enum.Enum):
+    """Outcome of checking one message's sequence number."""
+
+    #: The next number, or the first one seen from this sender.
+    OK = "ok"
+    #: Numbers were skipped: the server dropped messages.
+    LOST = "lost"
+    #: A number at or below the last one: delivered out of order or twice.
+    REORDERED = "reordered"
+
+
+class SequenceTracker:
+    """Per-sender sequence checking for one receiver."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def observe(self, sender: str, seq: int) -> tuple[Verdict, int]:
+        """Check ``seq`` from ``sender``; return the verdict and how many messages it concerns.
+
+        For ``LOST`` the count is the number skipped; otherwise it is 0. A reordered message
+        does not move the expectation back, so one late message is reported once.
+        """
+        last = self._last.get(sender)
+        if last is None or seq == last + 1:
+            self._last[sender] = seq
+            return Verdict.OK, 0
+        if seq > last:
+            self._last[sender] = seq
+            return Verdict.LOST, seq - last - 1
+        return Verdict.REORDERED, 0
+
+    def received_counts(self) -> dict[str, int]:
+        """Per sender, the number of messages up to the newest one seen (``last seq + 1``).
+
+        Compared with what the sender sent, this says how many are still missing at the end.
+        """
+        return {sender: last + 1 for sender, last in self._last.items()}
+
+
+class Arrivals(enum.Enum):
+    """How a sender spaces its messages."""
+
+    #: Every 1/rate seconds after a random phase: steady load, no lockstep between senders.
+    PERIODIC = "periodic"
+    #: Exponential gaps with mean 1/rate: a Poisson process, bursty like real chat.
+    POISSON = "poisson"
+
+
+class SendSchedule:
+    """The intended send times of one sender: ``t0 + k / rate`` or a Poisson process.
+
+    The schedule is fixed in advance and never waits for the sender, so a sender that falls
+    behind sends the overdue messages back to back with their original intended times.
+    """
+
+    __slots__ = ("_mode", "_next", "_rate", "_rng", "_t0", "index")
+
+    def __init__(self, rate: float, mode: Arrivals, start: float, rng: random.Random) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self._rate = rate
+        self._mode = mode
+        self._rng = rng
+        #: Number of messages consumed from the schedule so far (the next seq).
+        self.index = 0
+        if mode is Arrivals.PERIODIC:
+            self._t0 = start + rng.random() / rate
+            self._next = self._t0
+        else:
+            self._t0 = start
+            self._next = start + rng.expovariate(rate)
+
+    def peek(self) -> float:
+        """Intended time of the next message."""
+        return self._next
+
+    def advance(self) -> None:
+        """Consume the next message."""
+        self.index += 1
+        if self._mode is Arrivals.PERIODIC:
+            self._next = self._t0 + self.index / self._rate
+        else:
+            self._next += self._rng.expovariate(self._rate)
+
+    def due_by(self, now: float) -> int:
+        """How many messages the schedule meant to have sent by ``now`` (consumed or not)."""
+        if self._mode is Arrivals.PERIODIC:
+            if now < self._t0:
+                return self.index
+            return max(self.index, math.floor((now - self._t0) * self._rate) + 1)
+        count, t = self.index, self._next
+        while t <= now:
+            count += 1
+            t += self._rng.expovariate(self._rate)
+        return count
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty latency histogram in microseconds with the schema's fixed range."""
+    return HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, HDR_DIGITS)
+
+
+def decode_histogram(encoded: str) -> HdrHistogram:
+    """Decode the ``latency_us.hdr`` string of a report (or a worker snapshot)."""
+    hist = new_histogram()
+    if encoded:
+        hist.decode_and_add(encoded)
+    return hist
+
+
+@dataclass
+class Delivery:
+    """End-of-test delivery accounting of one process, taken after the drain.
+
+    ``seen[s]`` timing receivers (sessions alive at the end) had heard from sender ``s``,
+    and ``received[s]`` sums their ``last seq + 1`` for it. ``sent[s]`` is how many ``s``
+    sent, known only to the process that ran ``s``. Merged across processes,
+    ``seen[s] * sent[s] - received[s]`` counts the messages of ``s`` that some receiver was
+    still waiting for when the test stopped: the tail that no later message can reveal as
+    a gap (gaps before the newest message are already reported as ``lost``).
+    """
+
+    seen: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    drain_s: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "seen": dict(self.seen),
+            "received": dict(self.received),
+            "sent": dict(self.sent),
+            "drain_s": self.drain_s,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Delivery:
+        def ints(key: str) -> dict[str, int]:
+            return {str(k): int(v) for k, v in dict(data.get(key, {})).items()}
+
+        return cls(ints("seen"), ints("received"), ints("sent"), float(data.get("drain_s", 0)))
+
+
+def undelivered(parts: Iterable[Delivery]) -> tuple[int, int]:
+    """Merge processes' delivery accounting: (messages still missing, receiver-sender pairs).
+
+    Senders nobody in the run sent (another client's nick) are ignored. Per sender the
+    shortfall cannot be negative; a negative one would mean stale data and is clamped.
+    """
+    seen: dict[str, int] = {}
+    received: dict[str, int] = {}
+    sent: dict[str, int] = {}
+    for part in parts:
+        for src, dst in ((part.seen, seen), (part.received, received), (part.sent, sent)):
+            for sender, n in src.items():
+                dst[sender] = dst.get(sender, 0) + n
+    missing = pairs = 0
+    for sender, n_seen in seen.items():
+        if sender in sent:
+            pairs += n_seen
+            missing += max(n_seen * sent[sender] - received.get(sender, 0), 0)
+    return missing, pairs
+
+
+#: Counters every process keeps. Summed across processes; all are totals since test start.
+COUNTERS: tuple[str, ...] = (
+    "connects",  # sessions registered (also the number of successful ``connect`` events)
+    "joins",  # sessions that confirmed their /join
+    "sessions",  # connection attempts
+    "sent",  # chat messages written to the socket
+    "intended",  # messages the schedules meant to send by the time their sender stopped
+    "late_sends",  # messages written more than LATE_SEND_S after their intended time
+    "timed",  # messages parsed and timed by timing receivers
+    "counted_lines",  # lines counted, unparsed, by counting receivers
+    "notices",  # ``* `` lines seen by timing receivers
+    "other_lines",  # non-load-test chat lines seen by timing receivers
+    "lost_messages",  # messages missing from sequence gaps (sum over gaps)
+    "out_of_range",  # latencies clamped into the histogram range
+    "timing_receivers",  # sessions whose receiver parsed and timed
+    "counting_receivers",  # sessions whose receiver only counted lines
+    "senders",  # sessions that sent
+)
+
+#: A send this late (seconds after its intended time) counts as ``late_sends``: a sign the
+#: load generator, not the server, is falling behind.
+LATE_SEND_S = 0.010
+
+
+@dataclass
+class Snapshot:
+    """One process's measurements since test start: what a worker reports to the master.
+
+    Everything is cumulative, so the master keeps only the newest snapshot per worker and
+    a late or repeated report can never double-count.
+    """
+
+    hist: str = ""
+    counters: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    cpu_peak_percent: float = 0.0
+    wall_seconds: float = 0.0
+    saturated: list[str] = field(default_factory=list)
+    max_late_send_ms: float = 0.0
+    senders_peak: int = 0
+    role: str = "local"
+    pid: int = 0
+    #: End-of-test accounting, present once the process has drained.
+    delivery: Delivery | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain dict for Locust's msgpack transport."""
+        return {
+            "hist": self.hist,
+            "counters": dict(self.counters),
+            "failures": dict(self.failures),
+            "cpu_seconds": self.cpu_seconds,
+            "cpu_peak_percent": self.cpu_peak_percent,
+            "wall_seconds": self.wall_seconds,
+            "saturated": list(self.saturated),
+            "max_late_send_ms": self.max_late_send_ms,
+            "senders_peak": self.senders_peak,
+            "role": self.role,
+            "pid": self.pid,
+            "delivery": self.delivery.to_wire() if self.delivery else None,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Snapshot:
+        """Inverse of ``to_wire``; unknown keys are ignored for forward compatibility."""
+        return cls(
+            hist=str(data.get("hist", "")),
+            counters={str(k): int(v) for k, v in dict(data.get("counters", {})).items()},
+            failures={str(k): int(v) for k, v in dict(data.get("failures", {})).items()},
+            cpu_seconds=float(data.get("cpu_seconds", 0.0)),
+            cpu_peak_percent=float(data.get("cpu_peak_percent", 0.0)),
+            wall_seconds=float(data.get("wall_seconds", 0.0)),
+            saturated=[str(s) for s in data.get("saturated", [])],
+            max_late_send_ms=float(data.get("max_late_send_ms", 0.0)),
+            senders_peak=int(data.get("senders_peak", 0)),
+            role=str(data.get("role", "worker")),
+            pid=int(data.get("pid", 0)),
+            delivery=Delivery.from_wire(data["delivery"]) if data.get("delivery") else None,
+        )
+
+
+def _rnd(value: float, digits: int = 3) -> float:
+    return round(float(value), digits)
+
+
+def latency_summary(hist: HdrHistogram) -> dict[str, Any]:
+    """The ``latency_us`` object: count, min/max/mean/stddev, percentiles and the HDR blob."""
+    count = hist.get_total_count()
+    out: dict[str, Any] = {"count": count}
+    if count:
+        out.update(
+            min=hist.get_min_value(),
+            max=hist.get_max_value(),
+            mean=_rnd(hist.get_mean_value()),
+            stddev=_rnd(hist.get_stddev()),
+        )
+        for key, pct in PERCENTILES:
+            out[key] = hist.get_value_at_percentile(pct)
+    else:
+        out.update(min=None, max=None, mean=None, stddev=None)
+        out.update({key: None for key, _ in PERCENTILES})
+    out["hdr"] = hist.encode().decode("ascii")
+    out["hdr_lowest_us"] = HDR_LOWEST_US
+    out["hdr_highest_us"] = HDR_HIGHEST_US
+    out["hdr_significant_digits"] = HDR_DIGITS
+    return out
+
+
+def build_report(
+    snapshots: Iterable[Snapshot],
+    *,
+    duration_s: float,
+    options: Mapping[str, Any],
+    host: str,
+    started_at: float,
+    stopped_at: float,
+    drain_s: float = 0.0,
+    users: Mapping[str, Any],
+    rate_per_sender: float,
+    extra_saturation: Iterable[str] = (),
+    cpu_count: int | None = None,
+    locust_version: str = "",
+) -> dict[str, Any]:
+    """Merge per-process snapshots into the JSON document described in ``loadtest/README.md``.
+
+    ``duration_s`` is the sending window as the writing process saw it (test start to the
+    start of the drain, or to test stop without one); rates divide by it. ``drain_s`` is how
+    long the end-of-test drain took.
+    """
+    snaps = list(snapshots)
+    hist = new_histogram()
+    counters = dict.fromkeys(COUNTERS, 0)
+    failures: dict[str, int] = {}
+    reasons: list[str] = list(extra_saturation)
+    processes = []
+    for snap in snaps:
+        if snap.hist:
+            hist.decode_and_add(snap.hist)
+        for key, value in snap.counters.items():
+            counters[key] = counters.get(key, 0) + value
+        for kind, value in snap.failures.items():
+            failures[kind] = failures.get(kind, 0) + value
+        reasons.extend(snap.saturated)
+        processes.append(
+            {
+                "role": snap.role,
+                "pid": snap.pid,
+                "cpu_seconds": _rnd(snap.cpu_seconds),
+                "cpu_percent": _rnd(100.0 * snap.cpu_seconds / snap.wall_seconds, 1)
+                if snap.wall_seconds > 0
+                else 0.0,
+                "cpu_peak_percent": _rnd(snap.cpu_peak_percent, 1),
+            }
+        )
+    cpu_seconds = sum(s.cpu_seconds for s in snaps)
+    dur = max(duration_s, 1e-9)
+    latency = latency_summary(hist)
+    latency["out_of_range"] = counters["out_of_range"]
+    senders_peak = sum(s.senders_peak for s in snaps)
+    parts = [s.delivery for s in snaps if s.delivery is not None]
+    with_users = [s for s in snaps if s.role != "master"]
+    checked = bool(with_users) and all(s.delivery is not None for s in with_users)
+    missing, pairs = undelivered(parts)
+    return {
+        "schema": SCHEMA,
+        "host": host,
+        "started_at": _rnd(started_at),
+        "stopped_at": _rnd(stopped_at),
+        "duration_s": _rnd(duration_s),
+        "drain_s": _rnd(drain_s),
+        "latency_us": latency,
+        "connect": {
+            "count": counters["connects"],
+            "joins": counters["joins"],
+            "sessions": counters["sessions"],
+            "failures": failures.get("connect", 0) + failures.get("join", 0),
+        },
+        "failures": {
+            "total": sum(failures.values()),
+            "by_kind": dict(sorted(failures.items())),
+            "lost_messages": counters["lost_messages"],
+        },
+        "messages": {
+            "intended": counters["intended"],
+            "sent": counters["sent"],
+            "intended_rate": _rnd(counters["intended"] / dur, 2),
+            "achieved_rate": _rnd(counters["sent"] / dur, 2),
+            "rate_per_sender": rate_per_sender,
+            "senders": counters["senders"],
+            "senders_peak": senders_peak,
+            "nominal_rate": _rnd(senders_peak * rate_per_sender, 2),
+            "late_sends": counters["late_sends"],
+            "max_late_send_ms": _rnd(max((s.max_late_send_ms for s in snaps), default=0.0)),
+        },
+        "received": {
+            "timed": counters["timed"],
+            "counted_lines": counters["counted_lines"],
+            "notices": counters["notices"],
+            "other_lines": counters["other_lines"],
+            "timing_receivers": counters["timing_receivers"],
+            "counting_receivers": counters["counting_receivers"],
+        },
+        "delivery": {
+            "checked": checked,
+            "undelivered": missing if checked else None,
+            "pairs": pairs,
+        },
+        "load_generator": {
+            "cpu_seconds": _rnd(cpu_seconds),
+            "cpu_percent": _rnd(100.0 * cpu_seconds / dur, 1),
+            "cpu_peak_percent": _rnd(max((s.cpu_peak_percent for s in snaps), default=0.0), 1),
+            "cpu_count": cpu_count,
+            "processes": processes,
+            "saturated": bool(reasons),
+            "saturation_reasons": sorted(set(reasons)),
+        },
+        "users": dict(users),
+        "options": dict(options),
+        "locust_version": locust_version,
+    }

@@ -1,0 +1,237 @@
+"""The asyncio engine: what a Python developer would write with streams.
+
+``asyncio.start_server`` and one coroutine per client reading with ``reader.read``.
+A broadcast calls ``writer.write`` on every recipient and never awaits ``drain()``:
+awaiting one slow peer inside the loop would stall the room. Since a stream's write
+buffer grows without limit when nobody drains it, this engine enforces the output
+limits itself by looking at ``transport.get_write_buffer_size()`` after each write:
+past ``--max-sendq`` the transport is aborted (asyncio reports the loss on a later
+loop turn, so the fan-out in progress is never disturbed).
+
+Unlike the reactor, a transport's ``write`` sends at once when its buffer is empty,
+so each delivery to a keeping-up client costs a syscall; that is the honest cost of
+the idiomatic design and what the benchmarks measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+from chatd.config import Config
+from chatd.hub import Member
+from chatd.limits import TokenBucket
+from chatd.protocol import SERVER_FULL, Item, LineDecoder
+from chatd.reactor import configure_socket, raise_fd_limit, reset_on_close
+from chatd.service import ChatService, DisconnectReason
+
+log = logging.getLogger("chatd.asyncio")
+
+READ_SIZE = 64 * 1024
+SHUTDOWN_FLUSH_SECONDS = 2.0
+#: The soft output limit is sampled this many times per --sendq-soft-seconds.
+SOFT_SAMPLES = 5
+
+
+class StreamConnection:
+    """One client: its stream writer plus the state the limits need."""
+
+    def __init__(self, server: AsyncServer, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.writer = writer
+        self.transport = writer.transport
+        self.dead = False
+        self.closing = False
+        self.reason = DisconnectReason.EOF
+        self.detail = ""
+        self.soft_watch = False
+        self.member: Member = None  # type: ignore[assignment]  # set by the handler
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if self.dead or transport.is_closing():
+            return
+        self.writer.write(data)
+        size = transport.get_write_buffer_size()
+        server = self.server
+        if size > server.write_threshold:
+            if size > server.config.max_sendq:
+                self.abort(DisconnectReason.SENDQ)
+            elif not self.soft_watch:
+                self.soft_watch = True
+                server.loop.call_later(server.soft_step, self._check_soft, SOFT_SAMPLES)
+
+    def _check_soft(self, samples_left: int) -> None:
+        """Drop the client if every sample over --sendq-soft-seconds was above the limit."""
+        if self.dead or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() <= self.server.soft_limit:
+            self.soft_watch = False
+        elif samples_left <= 1:
+            self.abort(DisconnectReason.SOFT_SENDQ)
+        else:
+            self.server.loop.call_later(self.server.soft_step, self._check_soft, samples_left - 1)
+
+    def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
+        self.closing = True
+        self.reason = reason
+        self.detail = detail
+
+    def abort(self, reason: DisconnectReason) -> None:
+        self.dead = True
+        self.reason = reason
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            reset_on_close(sock)
+        self.transport.abort()
+
+
+class AsyncServer:
+    def __init__(self, config: Config, listener: socket.socket) -> None:
+        self.config = config
+        self.listener = listener
+        self.service = ChatService(config)
+        self.conns: set[StreamConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        soft = config.sendq_soft if 0 < config.sendq_soft < config.max_sendq else 0
+        self.soft_limit = soft
+        self.soft_step = config.sendq_soft_seconds / SOFT_SAMPLES
+        self.write_threshold = soft or config.max_sendq
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    async def main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, stop.set)
+        server = await asyncio.start_server(self.handle_client, sock=self.listener, backlog=1024)
+        async with server:
+            await stop.wait()
+            log.info("shutting down")
+            server.close()
+            await self._shutdown()
+
+    async def handle_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        service = self.service
+        cfg = self.config
+        if len(self.conns) >= cfg.max_clients:
+            service.refuse_full()
+            writer.write(SERVER_FULL)
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                configure_socket(sock)
+            except OSError:
+                pass
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        conn = StreamConnection(self, writer)
+        self.conns.add(conn)
+        conn.member = member = service.open(conn)
+        loop = self.loop
+        decoder = LineDecoder(cfg.max_line)
+        bucket = (
+            TokenBucket(cfg.flood_rate, cfg.flood_burst, loop.time())
+            if cfg.flood_rate > 0
+            else None
+        )
+        started = last_active = loop.time()
+        try:
+            while not conn.closing and not conn.dead:
+                if member.nick is None and cfg.register_timeout > 0:
+                    deadline: float | None = started + cfg.register_timeout
+                elif cfg.idle_timeout > 0:
+                    deadline = last_active + cfg.idle_timeout
+                else:
+                    deadline = None
+                try:
+                    if deadline is None:
+                        data = await reader.read(READ_SIZE)
+                    else:
+                        async with asyncio.timeout_at(deadline):
+                            data = await reader.read(READ_SIZE)
+                except TimeoutError:
+                    registering = member.nick is None
+                    conn.write(b"! registration timeout\n" if registering else b"! idle timeout\n")
+                    conn.close_soon(
+                        DisconnectReason.REGISTER_TIMEOUT if registering else DisconnectReason.IDLE
+                    )
+                    break
+                if not data:
+                    if decoder.buffered:
+                        decoder.feed(b"\n")
+                        await self._handle(conn, decoder.items(), bucket)
+                    if not conn.closing and not conn.dead:
+                        conn.reason = DisconnectReason.EOF
+                    break
+                service.stats["bytes_in"] += len(data)
+                last_active = loop.time()
+                decoder.feed(data)
+                await self._handle(conn, decoder.items(), bucket)
+        except (ConnectionError, OSError):
+            if not conn.dead and not conn.closing:
+                conn.reason = DisconnectReason.RESET
+        finally:
+            self.conns.discard(conn)
+            self.tasks.discard(task)
+            if not conn.dead:
+                try:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
+                        await writer.drain()
+                except (ConnectionError, OSError, TimeoutError):
+                    pass
+            writer.close()
+            service.close(member, conn.reason, conn.detail)
+
+    async def _handle(
+        self, conn: StreamConnection, items: list[Item], bucket: TokenBucket | None
+    ) -> None:
+        """Hand items to the service; over the flood budget, sleep instead of reading."""
+        service = self.service
+        while items and not conn.closing and not conn.dead:
+            if bucket is None:
+                batch, items = items, []
+            else:
+                now = self.loop.time()
+                count = 0
+                while count < len(items) and bucket.take(now):
+                    count += 1
+                if count == 0:
+                    service.stats["flood_pauses"] += 1
+                    await asyncio.sleep(bucket.wait(now) + 0.001)
+                    continue
+                batch, items = items[:count], items[count:]
+            service.handle_items(conn.member, batch)
+
+    async def _shutdown(self) -> None:
+        self.service.shutdown()
+        for conn in list(self.conns):
+            conn.close_soon(DisconnectReason.SHUTDOWN)
+            conn.transport.close()  # flushes its buffer, then wakes the reader with EOF
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_FLUSH_SECONDS)
+        for conn in list(self.conns):
+            conn.abort(DisconnectReason.SHUTDOWN)
+        stats = sorted(self.service.snapshot().items())
+        log.info("stats: %s", " ".join(f"{k}={v}" for k, v in stats))
+
+
+def serve(config: Config, listener: socket.socket) -> None:
+    raise_fd_limit()
+    if config.uvloop:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    else:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(AsyncServer(config, listener).main())

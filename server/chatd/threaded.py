@@ -1,0 +1,258 @@
+"""The threaded engine: the classic thread-per-client design, done correctly.
+
+Kept on purpose as the baseline the benchmarks compare against. Each client has a
+thread that blocks in ``recv``; one lock guards the hub; a broadcast calls blocking
+``sendall`` on every recipient's socket while holding that lock, so one slow reader
+holds up every sender in the server until its send times out (``--send-timeout``,
+enforced with ``SO_SNDTIMEO``), after which that reader is dropped.
+
+What it does *not* have, by design: an output buffer of its own (the kernel's socket
+buffer is the only queue, so ``--max-sendq`` and the soft limit do not apply; the send
+timeout plays their part) and a bounded number of threads beyond ``--max-clients``.
+Flood control works by the client's thread sleeping until its bucket refills, which
+holds back its reads just as the reactor does.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import struct
+import threading
+import time
+
+from chatd.config import Config
+from chatd.hub import Member
+from chatd.limits import TokenBucket
+from chatd.protocol import SERVER_FULL, Item, LineDecoder
+from chatd.reactor import configure_socket, raise_fd_limit, reset_on_close
+from chatd.service import ChatService, DisconnectReason
+
+log = logging.getLogger("chatd.threaded")
+
+#: Bytes per ``recv``, as in the reactor.
+READ_SIZE = 64 * 1024
+#: How often a blocked ``recv`` wakes to check the registration and idle deadlines.
+POLL_SECONDS = 1.0
+#: How long shutdown waits for client threads to finish.
+SHUTDOWN_JOIN_SECONDS = 2.0
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+
+
+class ThreadedConnection:
+    """One client socket in blocking mode and the thread that reads it."""
+
+    def __init__(self, server: ThreadedServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.member: Member | None = None
+        self.dead = False
+        self.reason = DisconnectReason.EOF
+        self.detail = ""
+        self.closing = False
+        sock.setblocking(True)
+        configure_socket(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(server.config.send_timeout))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(POLL_SECONDS))
+
+    # Called with the hub lock held (from any client's thread).
+    def write(self, data: bytes) -> None:
+        """Blocking send, bounded by SO_SNDTIMEO; a stuck reader is dropped."""
+        if self.dead:
+            return
+        try:
+            self.sock.sendall(data)
+        except (BlockingIOError, TimeoutError):
+            self._kill(DisconnectReason.SEND_TIMEOUT)
+        except OSError:
+            self._kill(DisconnectReason.RESET)
+
+    def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
+        self.closing = True
+        self.reason = reason
+        self.detail = detail
+
+    def _kill(self, reason: DisconnectReason) -> None:
+        """Mark dead and wake the owner thread; it reports the loss to the service."""
+        self.dead = True
+        self.reason = reason
+        reset_on_close(self.sock)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # Runs in the connection's own thread.
+    def run(self) -> None:
+        server = self.server
+        service = server.service
+        cfg = server.config
+        decoder = LineDecoder(cfg.max_line)
+        bucket = (
+            TokenBucket(cfg.flood_rate, cfg.flood_burst, time.monotonic())
+            if cfg.flood_rate > 0
+            else None
+        )
+        with server.lock:
+            self.member = member = service.open(self)
+        started = last_active = time.monotonic()
+        try:
+            while not self.closing and not self.dead:
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: check deadlines
+                    now = time.monotonic()
+                    if member.nick is None and 0 < cfg.register_timeout <= now - started:
+                        self._say_and_close(
+                            b"! registration timeout\n", DisconnectReason.REGISTER_TIMEOUT
+                        )
+                    elif member.nick and 0 < cfg.idle_timeout <= now - last_active:
+                        self._say_and_close(b"! idle timeout\n", DisconnectReason.IDLE)
+                    continue
+                except OSError:
+                    if not self.dead:
+                        self.reason = DisconnectReason.RESET
+                    break
+                if not data:
+                    if self.dead:
+                        break
+                    if decoder.buffered:
+                        decoder.feed(b"\n")
+                        self._handle(decoder.items(), bucket)
+                    if not self.closing:
+                        self.reason = DisconnectReason.EOF
+                    break
+                last_active = time.monotonic()
+                with server.lock:
+                    service.stats["bytes_in"] += len(data)
+                decoder.feed(data)
+                self._handle(decoder.items(), bucket)
+        finally:
+            self._finish()
+
+    def _handle(self, items: list[Item], bucket: TokenBucket | None) -> None:
+        """Hand items to the service, sleeping (not reading) while over the flood budget."""
+        server = self.server
+        while items and not self.closing and not self.dead:
+            if bucket is None:
+                batch, items = items, []
+            else:
+                now = time.monotonic()
+                count = 0
+                while count < len(items) and bucket.take(now):
+                    count += 1
+                if count == 0:
+                    with server.lock:
+                        server.service.stats["flood_pauses"] += 1
+                    time.sleep(bucket.wait(now) + 0.001)
+                    continue
+                batch, items = items[:count], items[count:]
+            with server.lock:
+                server.service.handle_items(self.member, batch)  # type: ignore[arg-type]
+
+    def _say_and_close(self, line: bytes, reason: DisconnectReason) -> None:
+        with self.server.lock:
+            self.write(line)
+        self.close_soon(reason)
+
+    def _finish(self) -> None:
+        server = self.server
+        if not self.dead:
+            try:  # FIN after our output, then read away what is left so no RST kills it
+                self.sock.shutdown(socket.SHUT_WR)
+                self.sock.settimeout(0.2)
+                self.sock.recv(READ_SIZE)
+            except OSError:
+                pass
+        self.dead = True
+        self.sock.close()
+        with server.lock:
+            server.conns.discard(self)
+            if self.member is not None:
+                server.service.close(self.member, self.reason, self.detail)
+
+
+class ThreadedServer:
+    """Accepts in the main thread; one daemon thread per client."""
+
+    def __init__(self, config: Config, listener: socket.socket) -> None:
+        self.config = config
+        self.listener = listener
+        self.service = ChatService(config)
+        self.lock = threading.Lock()
+        self.conns: set[ThreadedConnection] = set()
+        self.stopping = False
+
+    def run(self) -> None:
+        raise_fd_limit()
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # The accept loop wakes twice a second to notice a stop request.
+        self.listener.settimeout(0.5)
+        try:
+            while not self.stopping:
+                try:
+                    sock, _ = self.listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.warning("accept failed (%s); retrying shortly", exc.strerror)
+                        time.sleep(0.2)  # this thread only accepts: sleeping here blocks no client
+                    continue
+                self._add(sock)
+            self._shutdown()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _add(self, sock: socket.socket) -> None:
+        with self.lock:
+            full = len(self.conns) >= self.config.max_clients
+            if full:
+                self.service.refuse_full()
+        if full:
+            try:
+                sock.settimeout(0.5)
+                sock.send(SERVER_FULL)
+            except OSError:
+                pass
+            sock.close()
+            return
+        conn = ThreadedConnection(self, sock)
+        with self.lock:
+            self.conns.add(conn)
+        threading.Thread(target=conn.run, name="chatd-client", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        self.listener.close()
+        with self.lock:
+            self.service.shutdown()
+            conns = list(self.conns)
+            for conn in conns:
+                conn.close_soon(DisconnectReason.SHUTDOWN)
+        for conn in conns:
+            try:  # wake the blocked recv; queued output still goes out before the FIN
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + SHUTDOWN_JOIN_SECONDS
+        for thread in threading.enumerate():
+            if thread.name == "chatd-client":
+                thread.join(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            stats = sorted(self.service.snapshot().items())
+        log.info("stats: %s", " ".join(f"{k}={v}" for k, v in stats))
+
+
+def serve(config: Config, listener: socket.socket) -> None:
+    ThreadedServer(config, listener).run()

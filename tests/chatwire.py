@@ -1,0 +1,179 @@
+"""Test-side helpers: start a real chatd subprocess and talk to it over real sockets.
+
+Every wait is a read with a deadline, never a sleep: a test that expects a line blocks
+in ``recv`` until the line arrives or the deadline passes (then it fails).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_SRC = ROOT / "server"
+ENGINES = ("reactor", "threaded", "asyncio")
+#: Default read deadline: generous, since the 2 CPUs are shared with the server.
+TIMEOUT = 10.0
+
+
+def chatd_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SERVER_SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Server:
+    """A ``python -m chatd`` subprocess on a free loopback port."""
+
+    def __init__(self, engine: str, *args: str) -> None:
+        self.engine = engine
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chatd",
+                "--port",
+                "0",
+                "--engine",
+                engine,
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=chatd_env(),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        match = re.search(r"listening on (\S+):(\d+)", line)
+        if not match:
+            self.proc.kill()
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"chatd did not start: {line!r} {err}")
+        self.host = "127.0.0.1"
+        self.port = int(match.group(2))
+
+    def client(self, nick: str | None = None, **kw: float) -> Client:
+        c = Client(self.host, self.port, **kw)
+        if nick is not None:
+            c.register(nick)
+        return c
+
+    def room(self, *nicks: str) -> list[Client]:
+        """Register clients in order, then drain their join notices (a /ping each)."""
+        clients = [self.client(nick) for nick in nicks]
+        for c in clients:
+            c.ping()
+        return clients
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+class Client:
+    """A blocking line client with deadlines."""
+
+    def __init__(self, host: str, port: int, timeout: float = TIMEOUT) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = b""
+        self.nick: str | None = None
+        # The greeting: star lines, the last asking for a nickname.
+        self.greeting = self.read_until(lambda line: "nickname" in line)
+
+    def send(self, text: str | bytes) -> None:
+        data = text if isinstance(text, bytes) else (text + "\n").encode()
+        self.sock.sendall(data)
+
+    def read_line(self, timeout: float | None = None) -> str:
+        """The next line; raises TimeoutError, or EOFError when the server closed."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while b"\n" not in self.buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no line within the deadline; have {self.buf[:200]!r}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError as exc:
+                raise TimeoutError(f"no line; have {self.buf[:200]!r}") from exc
+            if not chunk:
+                raise EOFError(f"server closed; have {self.buf[:200]!r}")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode()
+
+    def read_until(self, pred: Callable[[str], bool], timeout: float | None = None) -> list[str]:
+        """Lines up to and including the first one matching ``pred``."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        lines = []
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            lines.append(line)
+            if pred(line):
+                return lines
+
+    def expect(self, pattern: str, timeout: float | None = None) -> list[str]:
+        """Lines up to the first that matches the regular expression ``pattern``."""
+        rx = re.compile(pattern)
+        return self.read_until(lambda line: rx.search(line) is not None, timeout)
+
+    def register(self, nick: str) -> list[str]:
+        self.send(nick)
+        lines = self.expect(rf"^\* .*\b{re.escape(nick)}\b.*#")
+        self.nick = nick
+        return lines
+
+    def ping(self) -> list[str]:
+        """A round trip: every line the server sent before its pong."""
+        self.send("/ping sync")
+        return self.expect(r"^\* pong sync$")[:-1]
+
+    def no_more_lines(self) -> None:
+        """Assert the server has nothing more for us right now (a /ping round trip)."""
+        extra = self.ping()
+        assert extra == [], f"unexpected lines: {extra}"
+
+    def wait_closed(self, timeout: float | None = None) -> list[str]:
+        """Lines until EOF."""
+        lines = []
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while True:
+            try:
+                lines.append(self.read_line(max(0.0, deadline - time.monotonic())))
+            except EOFError:
+                return lines
+            except ConnectionResetError:
+                return lines
+
+    def close(self) -> None:
+        self.sock.close()

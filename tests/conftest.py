@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
+
+from chatwire import ENGINES, Server  # noqa: E402
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., Server]]:
+    """Start chatd subprocesses; each is stopped (SIGTERM) at the end of the test."""
+    servers: list[Server] = []
+
+    def start(engine: str, *args: str) -> Server:
+        server = Server(engine, *args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        try:
+            server.stop()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def server(engine: str, start_server: Callable[..., Server]) -> Server:
+    """One server of the parametrized engine with default options."""
+    return start_server(engine)

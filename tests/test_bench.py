@@ -1,0 +1,396 @@
+"""Tests for bench/: the parsing and statistics the report's claims rest on, and a smoke run.
+
+The unit tests need no server. ``test_quick_bench_smoke`` runs ``python -m bench --quick``
+end to end (about 1.5 minutes); it is skipped when chatd, locust or matplotlib is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench import aggregate, locustrun, matrix, procstat, servers, stats, wire
+
+REPO = Path(__file__).resolve().parent.parent
+
+# --------------------------------------------------------------------------- procstat
+
+
+def test_stat_cpu_seconds_survives_a_comm_with_spaces_and_parens() -> None:
+    fields = ["S"] + ["0"] * 10 + ["250", "150"] + ["0"] * 30
+    text = "4242 (evil) (name x) " + " ".join(fields)
+    assert procstat.parse_stat_cpu_seconds(text) == pytest.approx(400 / procstat.CLK_TCK)
+
+
+def test_status_gives_rss_and_threads_in_bytes() -> None:
+    text = "Name:\tpython\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t7\n"
+    assert procstat.parse_status(text) == {"VmHWM": 2048 * 1024, "VmRSS": 1024 * 1024, "Threads": 7}
+
+
+def test_steal_and_busy_fractions_between_two_snapshots() -> None:
+    before = procstat.parse_proc_stat("cpu  100 0 100 700 100 0 0 0 0 0\nintr 1 2\n")
+    after = procstat.parse_proc_stat("cpu  200 0 150 1000 100 0 0 50 0 0\n")
+    assert procstat.steal_fractions(before, after)["cpu"] == pytest.approx(50 / 500)
+    assert procstat.busy_fractions(before, after)["cpu"] == pytest.approx(1 - 300 / 500)
+
+
+def test_sample_process_reads_this_process() -> None:
+    s = procstat.sample_process(os.getpid())
+    assert s.rss > 0 and s.threads >= 1 and s.cpu_s >= 0
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def test_percentile_is_nearest_rank() -> None:
+    vals = list(range(1, 101))
+    assert stats.percentile(vals, 50) == 50
+    assert stats.percentile(vals, 99) == 99
+    assert stats.percentile(vals, 99.9) == 100
+    assert stats.percentile(vals, 0) == 1
+    assert stats.percentile([7], 99.9) == 7
+    with pytest.raises(ValueError):
+        stats.percentile([], 50)
+
+
+@given(st.lists(st.integers(0, 10**9), min_size=1, max_size=200), st.floats(0, 100))
+def test_percentile_is_an_observed_value_and_monotonic(vals: list[int], pct: float) -> None:
+    s = sorted(vals)
+    p = stats.percentile(s, pct)
+    assert p in s
+    assert p <= stats.percentile(s, min(100.0, pct + 1.0))
+
+
+def test_latency_summary_converts_ns_to_ms() -> None:
+    out = stats.latency_summary_ms([1_000_000 * i for i in range(1, 1001)])
+    assert out is not None
+    assert out["p50"] == 500 and out["p99"] == 990 and out["p999"] == 999
+    assert out["max"] == 1000 and out["count"] == 1000
+    assert stats.latency_summary_ms([]) is None
+
+
+def test_median_and_spread() -> None:
+    assert stats.median([3, 1, 2]) == 2
+    assert stats.median([4, 1, 2, 3]) == 2.5
+    sp = stats.spread([5.0, 1.0, 3.0])
+    assert sp is not None and (sp.median, sp.lo, sp.hi, sp.n) == (3.0, 1.0, 5.0, 3)
+    assert stats.spread([]) is None
+
+
+def test_a_run_below_95_percent_of_offered_is_invalid() -> None:
+    assert stats.judge_run(offered_rate=100, achieved_rate=95, loadgen_saturated=False).valid
+    v = stats.judge_run(offered_rate=100, achieved_rate=94.9, loadgen_saturated=False)
+    assert not v.valid and "95%" in v.reasons[0]
+
+
+def test_saturation_loss_and_server_failure_each_invalidate_with_a_reason() -> None:
+    v = stats.judge_run(
+        offered_rate=None, achieved_rate=None, loadgen_saturated=True, lost=3, server_ok=False
+    )
+    assert not v.valid and len(v.reasons) == 3
+    flood = stats.judge_run(offered_rate=None, achieved_rate=None, loadgen_saturated=False)
+    assert flood.valid  # flood has no offered rate: only saturation can spoil it
+
+
+def test_saturation_threshold_is_ninety_percent_of_a_core() -> None:
+    assert stats.is_saturated(0.9, 1.0)
+    assert not stats.is_saturated(0.89, 1.0)
+    assert not stats.is_saturated(1.0, 0.0)
+
+
+# --------------------------------------------------------------------------- wire
+
+
+def test_resp_encoding_and_push_newlines() -> None:
+    assert wire.resp_command(b"PING") == b"*1\r\n$4\r\nPING\r\n"
+    assert wire.resp_publish(b"hi") == b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nroom\r\n$2\r\nhi\r\n"
+    assert wire.resp_push(b"x" * 40).count(b"\n") == wire.resp_push_newlines()
+
+
+def test_stamp_round_trips_through_a_chat_line_and_a_resp_push() -> None:
+    payload = wire.make_stamp(3, 17, 123456789, 48)
+    assert len(payload) == 48
+    chat = b"d000001: " + payload
+    assert wire.parse_stamp(chat) == wire.Stamp(3, 17, 123456789)
+    lines = wire.resp_push(payload).split(b"\n")
+    stamps = [s for s in map(wire.parse_stamp, lines) if s]
+    assert stamps == [wire.Stamp(3, 17, 123456789)]
+
+
+def test_lines_without_a_stamp_parse_to_none() -> None:
+    for line in (b"* d000001 joined #lobby", b"! unknown command", b"$48\r", b"x: @a b c"):
+        assert wire.parse_stamp(line) is None
+
+
+def test_chat_line_refuses_commands_and_newlines() -> None:
+    assert wire.chat_line(b"hello") == b"hello\n"
+    for bad in (b"/quit", b"a\nb"):
+        with pytest.raises(ValueError):
+            wire.chat_line(bad)
+
+
+@given(
+    st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")), max_size=20), st.data()
+)
+def test_line_splitter_is_independent_of_segmentation(
+    lines: list[bytes], data: st.DataObject
+) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    sp = wire.LineSplitter()
+    got: list[bytes] = []
+    prev = 0
+    for c in [*cuts, len(stream)]:
+        got += sp.feed(stream[prev:c])
+        prev = c
+    assert got == lines
+
+
+def test_seq_checker_counts_gaps_and_reorders() -> None:
+    c = wire.SeqChecker()
+    for seq in (5, 6, 8, 7, 9):
+        c.see(0, seq)
+    c.see(1, 0)
+    assert (c.lost, c.reordered) == (1, 1)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        ("chatd: listening on 127.0.0.1:4040", ("127.0.0.1", 4040)),
+        (
+            "2026-01-01 INFO reactor listening on 127.0.0.1:39123 (engine reactor)",
+            ("127.0.0.1", 39123),
+        ),
+        ("listening on [::1]:5000", ("::1", 5000)),
+        ("listening on localhost:1", ("localhost", 1)),
+        ("starting up", None),
+    ],
+)
+def test_parse_listening(line: str, want: tuple[str, int] | None) -> None:
+    assert servers.parse_listening(line) == want
+
+
+def test_chatd_argv_names_engine_and_uvloop() -> None:
+    argv = servers.chatd_argv(servers.target_for("asyncio+uvloop"), max_clients=5, max_sendq=4096)
+    assert argv[argv.index("--engine") + 1] == "asyncio" and "--uvloop" in argv
+    assert argv[argv.index("--port") + 1] == "0"
+    with pytest.raises(ValueError):
+        servers.target_for("nginx")
+
+
+# --------------------------------------------------------------------------- locust
+
+
+SAMPLE_LOCUST = {
+    "schema": "chatd-loadtest/1",
+    "duration_s": 10.0,
+    "latency_us": {
+        "count": 500,
+        "p50": 1000,
+        "p90": 2000,
+        "p99": 5000,
+        "p99_9": 9000,
+        "max": 12000,
+    },
+    "connect": {"count": 100, "failures": 0},
+    "failures": {"total": 0, "by_kind": {}, "lost_messages": 0},
+    "messages": {"intended": 1000, "sent": 900},
+    "received": {
+        "timed": 500,
+        "counted_lines": 9999,
+        "timing_receivers": 10,
+        "counting_receivers": 90,
+    },
+    "load_generator": {
+        "cpu_seconds": 4.0,
+        "cpu_percent": 40.0,
+        "saturated": True,
+        "saturation_reasons": ["cpu_warning"],
+    },
+}
+
+
+def test_parse_locust_report() -> None:
+    r = locustrun.parse_report(SAMPLE_LOCUST, offered_rate=100.0)
+    assert r.latency_ms == {
+        "p50": 1.0,
+        "p90": 2.0,
+        "p99": 5.0,
+        "p999": 9.0,
+        "max": 12.0,
+        "count": 500.0,
+    }
+    assert r.achieved_rate == pytest.approx(90.0)
+    assert r.saturated and r.cpu_util == pytest.approx(0.4) and r.connects == 100
+    assert r.deliveries_per_s == pytest.approx(500 * 100 / 10 / 10.0)
+
+
+def test_parse_locust_report_without_samples() -> None:
+    r = locustrun.parse_report({"latency_us": {"count": 0}}, offered_rate=10.0)
+    assert r.latency_ms is None and r.achieved_rate is None and not r.saturated
+
+
+def test_locust_command_carries_the_plan() -> None:
+    plan = locustrun.LocustPlan(
+        users=1000,
+        room=1000,
+        senders=10,
+        rate_per_sender=10.0,
+        payload=512,
+        run_time_s=10,
+        spawn_rate=1000,
+        slow_reader=True,
+    )
+    argv = locustrun.command(plan, "127.0.0.1", 4040, Path("/tmp/x.json"))
+    assert argv[argv.index("--chat-send-share") + 1] == "0.01"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1:4040"
+    assert argv[-2:] == ["ChatUser", "SlowReaderUser"]
+    assert plan.offered_rate == 100.0
+
+
+# --------------------------------------------------------------------------- aggregate
+
+
+def _run(target: str, value: float, valid: bool = True, rep: int = 1, **params: int) -> dict:
+    return {
+        "scenario": "flood",
+        "tool": "driver",
+        "target": target,
+        "rep": rep,
+        "params": params or {"room": 1000},
+        "metrics": {"deliveries_per_s": value},
+        "server": {"cpu_util": 1.0},
+        "loadgen": {"cpu_util": 0.5},
+        "steal": {},
+        "valid": valid,
+        "reasons": [] if valid else ["load generator saturated"],
+    }
+
+
+def test_cells_take_median_and_range_of_valid_runs_only() -> None:
+    runs = [_run("reactor", v, rep=i) for i, v in enumerate((3e6, 1e6, 2e6), 1)]
+    runs.append(_run("reactor", 99e6, valid=False, rep=4))
+    (c,) = aggregate.cells(runs)
+    assert c["metrics"]["deliveries_per_s"] == {"median": 2e6, "min": 1e6, "max": 3e6, "n": 3}
+    assert c["n_runs"] == 4 and c["n_valid"] == 3
+    assert c["invalid"] == [{"rep": 4, "reasons": ["load generator saturated"]}]
+
+
+def test_goals_are_judged_or_left_open() -> None:
+    m = matrix.full(("reactor", "threaded", "redis"))
+    runs = [_run("reactor", 2e6), _run("threaded", 1e5), _run("redis", 3e6)]
+    gs = {g["id"]: g for g in aggregate.goals(aggregate.cells(runs), m)}
+    assert gs["flood_vs_threaded"]["met"] is True
+    assert gs["flood_vs_redis"]["met"] is False
+    assert gs["senders_p99"]["met"] is None and gs["idle_rss"]["met"] is None
+    runs = [_run("reactor", 2e6), _run("threaded", 1e5, valid=False)]
+    gs = {g["id"]: g for g in aggregate.goals(aggregate.cells(runs), m)}
+    assert gs["flood_vs_threaded"]["met"] is None  # an invalid side is not judged
+
+
+# --------------------------------------------------------------------------- matrix
+
+
+ALL = ("reactor", "threaded", "asyncio", "asyncio+uvloop", "redis")
+
+
+def test_full_run_fits_in_25_minutes_and_every_cell_has_three_runs() -> None:
+    m = matrix.full(ALL)
+    js = matrix.jobs(m, locust_ok=True)
+    assert matrix.estimate_total_s(js, m) <= 25 * 60
+    per_cell: dict[tuple, int] = {}
+    for j in js:
+        key = (j.kind, j.target, j.room, j.scenario, j.deliveries)
+        per_cell[key] = per_cell.get(key, 0) + 1
+    assert set(per_cell.values()) == {3}
+    assert not any(j.target == "redis" for j in js if j.kind != "driver")
+
+
+def test_quick_run_is_estimated_well_under_two_minutes() -> None:
+    m = matrix.quick(("reactor", "threaded", "redis"))
+    assert matrix.estimate_total_s(matrix.jobs(m, locust_ok=True), m) < 100
+
+
+# --------------------------------------------------------------------------- smoke
+
+
+def _missing_for_smoke() -> str | None:
+    for mod in ("matplotlib", "locust", "click"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} not installed"
+    if not servers.chatd_available():
+        return "chatd does not run"
+    if not locustrun.available():
+        return "locust or loadtest/chat.py missing"
+    return None
+
+
+@pytest.mark.timeout(240)
+def test_quick_bench_smoke(tmp_path: Path) -> None:
+    """`python -m bench --quick` runs every scenario and writes a complete report."""
+    why = _missing_for_smoke()
+    if why:
+        pytest.skip(why)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--label", "smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=230,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (outdir,) = tmp_path.iterdir()
+    doc = json.loads((outdir / "results.json").read_text())
+    assert doc["schema"] == "chatd-bench/1"
+    # Under two minutes on a quiet machine (about 1.5); the margin is for a busy one.
+    assert doc["duration_s"] < 150, "quick mode must finish in about two minutes"
+    seen = {r["scenario"] for r in doc["runs"]}
+    assert seen == set(matrix.SCENARIOS)
+    flood = [r for r in doc["runs"] if r["scenario"] == "flood" and r["valid"]]
+    assert flood and all(r["metrics"]["deliveries_per_s"] > 0 for r in flood)
+    harness_errors = [r for r in doc["runs"] if not r["metrics"]]
+    assert not harness_errors, harness_errors
+    report = (outdir / "report.md").read_text()
+    assert "## Goals (issue 4)" in report and "python -m bench --quick" in report
+    for name in doc["plots"].values():
+        assert (outdir / name).stat().st_size > 1000
+
+
+def test_undelivered_locust_messages_enter_percentiles_at_the_drain_time() -> None:
+    pytest.importorskip("hdrh")
+    from hdrh.histogram import HdrHistogram
+
+    h = HdrHistogram(1, 3_600_000_000, 3)
+    h.record_value(1000, 90)
+    doc = {
+        "latency_us": {
+            "count": 90,
+            "p50": 1000,
+            "p90": 1000,
+            "p99": 1000,
+            "p99_9": 1000,
+            "max": 1000,
+            "hdr": h.encode().decode("ascii"),
+        },
+        "delivery": {"undelivered": 10},
+        "options": {"drain_timeout": 2.0},
+        "messages": {"intended": 10, "sent": 10},
+    }
+    r = locustrun.parse_report(doc, offered_rate=1.0)
+    assert r.undelivered == 10 and r.latency_ms is not None
+    assert r.latency_ms["p50"] == pytest.approx(1.0, rel=0.01)
+    assert r.latency_ms["p99"] == pytest.approx(2000.0, rel=0.01)
+    assert r.latency_ms["count"] == 100
