@@ -33,7 +33,10 @@ def chatd_env() -> dict[str, str]:
 class Server:
     """A ``python -m chatd`` subprocess on a free loopback port."""
 
-    def __init__(self, engine: str, *args: str) -> None:
+    def __init__(
+        self, engine: str, *args: str, preexec_fn: Callable[[], None] | None = None
+    ) -> None:
+        """``preexec_fn`` runs in the child before exec (e.g. to lower a resource limit)."""
         self.engine = engine
         self.proc = subprocess.Popen(
             [
@@ -51,6 +54,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=chatd_env(),
+            preexec_fn=preexec_fn,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from chatwire import Server, chatd_env
-
 from chatd.client import printable
+from chatwire import Server, chatd_env
 
 
 def run_client(server: Server, stdin: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:

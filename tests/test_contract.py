@@ -6,6 +6,7 @@ import re
 import socket
 
 import pytest
+
 from chatwire import Client, Server
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+
 from chatwire import Client
 
 SENDERS = 20

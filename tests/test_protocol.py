@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from chatd import events as ev
 from chatd.protocol import (
     Command,
@@ -12,8 +15,6 @@ from chatd.protocol import (
     encode,
     parse_command,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 CASES: list[tuple[bytes, list[object]]] = [
     (b"hello\n", ["hello"]),
