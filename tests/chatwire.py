@@ -19,6 +19,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_SRC = ROOT / "server"
 ENGINES = ("reactor", "threaded", "asyncio")
+#: The asyncio engine on uvloop, tested with the protocol tests when uvloop is installed.
+UVLOOP = "asyncio+uvloop"
+
+
+def have_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 #: Default read deadline: generous, since the 2 CPUs are shared with the server.
 TIMEOUT = 10.0
 
@@ -38,6 +48,8 @@ class Server:
     ) -> None:
         """``preexec_fn`` runs in the child before exec (e.g. to lower a resource limit)."""
         self.engine = engine
+        if engine == UVLOOP:
+            engine, args = "asyncio", ("--uvloop", *args)
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -7,7 +7,13 @@ import socket
 
 import pytest
 
-from chatwire import Client, Server
+from chatwire import ENGINES, UVLOOP, Client, Server, have_uvloop
+
+
+@pytest.fixture(params=ENGINES + ((UVLOOP,) if have_uvloop() else ()))
+def engine(request: pytest.FixtureRequest) -> str:
+    """The protocol tests also run on asyncio with uvloop when it is installed."""
+    return request.param
 
 
 def test_greeting_asks_for_a_nickname(server: Server) -> None:

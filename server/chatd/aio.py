@@ -181,16 +181,17 @@ class AsyncServer:
         finally:
             self.conns.discard(conn)
             self.tasks.discard(task)
-            if not conn.dead:
-                try:
+            try:
+                if not conn.dead and not writer.transport.is_closing():
                     if writer.can_write_eof():
                         writer.write_eof()
                     async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                         await writer.drain()
-                except (ConnectionError, OSError, TimeoutError):
-                    pass
-            writer.close()
-            service.close(member, conn.reason, conn.detail)
+            except (ConnectionError, OSError, RuntimeError, TimeoutError):
+                pass  # the peer is gone or stuck: nothing more to flush
+            finally:
+                writer.close()
+                service.close(member, conn.reason, conn.detail)
 
     async def _handle(
         self, conn: StreamConnection, items: list[Item], bucket: TokenBucket | None

@@ -250,10 +250,15 @@ class Reactor:
         for key, mask in events:
             conn = key.data
             if conn.__class__ is Connection:
-                if mask & EVENT_READ and not (conn.closed or conn.dead):
-                    self.on_readable(conn)
-                if mask & EVENT_WRITE and not (conn.closed or conn.dead):
-                    self.on_writable(conn)
+                try:
+                    if mask & EVENT_READ and not (conn.closed or conn.dead):
+                        self.on_readable(conn)
+                    if mask & EVENT_WRITE and not (conn.closed or conn.dead):
+                        self.on_writable(conn)
+                except Exception:
+                    # A bug must cost one connection, not the server.
+                    log.exception("error handling %s; dropping it", conn.member)
+                    conn.abort(DisconnectReason.RESET)
             elif conn is _LISTENER:
                 self.on_acceptable()
             else:

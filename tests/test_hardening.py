@@ -1,0 +1,1062 @@
+"""Issue 5, hardening: hostile input, flood control, output limits over time, timeouts,
+descriptor exhaustion, half-close, resets in the middle of a broadcast, and the counters.
+
+Real servers over real sockets on 127.0.0.1 (port 0). Every wait is a read with a
+deadline; the only sleeps let time pass for a timeout under test, pace a sender, or are
+the interval over which CPU time is measured. Random input comes from seeded
+``random.Random`` instances, so a failing run replays the same bytes.
+
+The decoder's basic property tests (any bytes, any split: never raises, never an
+overlong line, valid lines reassemble) live in test_protocol.py; the property here adds
+what they leave out: valid lines interleaved with every kind of bad line.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import resource
+import selectors
+import socket
+import statistics
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+from chatd.protocol import DecodeError, LineDecoder
+from chatwire import Client, Server
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+LINGER_ZERO = struct.pack("ii", 1, 0)
+SEED = 20250505
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+    except OSError:
+        pass
+    sock.close()
+
+
+def stats_line(client: Client) -> str:
+    """The raw ``* stats: ...`` reply to a /stats (lines before it are skipped)."""
+    client.send("/stats")
+    return client.expect(r"^\* stats: ")[-1]
+
+
+def parse_stats(line: str) -> Counter[str]:
+    pairs = (item.split("=", 1) for item in line.removeprefix("* stats: ").split())
+    return Counter({name: int(value) for name, value in pairs})
+
+
+def stats(client: Client) -> Counter[str]:
+    """The server's counters; a missing counter reads 0 (README: shown once non-zero)."""
+    return parse_stats(stats_line(client))
+
+
+def recv_lines(client: Client, timeout: float) -> list[str]:
+    """The complete lines that arrive within ``timeout`` (at most one ``recv``)."""
+    if b"\n" not in client.buf:
+        client.sock.settimeout(max(timeout, 0.001))
+        try:
+            chunk = client.sock.recv(65536)
+        except TimeoutError:
+            return []
+        if not chunk:
+            raise EOFError(f"server closed; have {client.buf[:200]!r}")
+        client.buf += chunk
+    *lines, client.buf = client.buf.split(b"\n")
+    return [line.decode() for line in lines]
+
+
+class StderrPump:
+    """Reads a server's stderr in a thread, so a chatty server never blocks on the pipe."""
+
+    def __init__(self, server: Server) -> None:
+        self.lines: list[str] = []
+        self._stream = server.proc.stderr
+        assert self._stream is not None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._stream is not None
+        for raw in self._stream:
+            self.lines.append(raw.decode(errors="replace"))
+
+    def text(self, wait: float = 0.0) -> str:
+        """What the server wrote so far (``wait``: join the reader after the exit)."""
+        if wait:
+            self._thread.join(wait)
+        return "".join(self.lines)
+
+
+class Recorder:
+    """Reads every line a client receives in a thread and stamps its arrival time."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.lines: list[tuple[float, str]] = []
+        self.eof = False
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = self.client.sock
+        buf, self.client.buf = self.client.buf, b""
+        sock.settimeout(0.1)
+        try:
+            while not self._stop:
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                now = time.monotonic()
+                if not chunk:
+                    break
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                if complete:
+                    decoded = [(now, line.decode()) for line in complete]
+                    with self._cond:
+                        self.lines.extend(decoded)
+                        self._cond.notify_all()
+        except BaseException as exc:  # reported by wait_for
+            self.error = exc
+        with self._cond:
+            self.eof = True
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 10.0, start: int = 0) -> int:
+        """Index of the first line at or after ``start`` matching ``pattern``."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    if rx.search(self.lines[i][1]):
+                        return i
+                start = max(start, len(self.lines))
+                remaining = deadline - time.monotonic()
+                if self.error or self.eof or remaining <= 0:
+                    raise AssertionError(
+                        f"no line matching {pattern!r} (eof={self.eof}, error={self.error!r}); "
+                        f"last lines: {[line for _, line in self.lines[-5:]]}"
+                    )
+                self._cond.wait(remaining)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., Server]]:
+    """Like conftest's ``start_server``, but passes keywords (``preexec_fn``) through."""
+    servers: list[Server] = []
+
+    def start(engine: str, *args: str, **kw: Callable[[], None]) -> Server:
+        server = Server(engine, *args, **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        try:
+            server.stop()
+        except Exception:
+            pass
+
+
+def skip_threaded_sendq(engine: str) -> None:
+    if engine == "threaded":
+        pytest.skip(
+            "threaded engine has no output buffer of its own (the kernel socket buffer is "
+            "its only queue), so --sendq-soft does not apply; --send-timeout plays its part"
+        )
+
+
+# --------------------------------------------------------------------------- decoder
+
+MAX = 32
+_ALLOWED_CONTROLS = "\t\x02\x03\x0f\x16\x1d\x1f"
+_FORBIDDEN_CONTROLS = "\x00\x01\x07\x08\x0b\x0c\x0e\x1b\x7f\x85\x9b"
+_valid_text = st.text(
+    alphabet=st.one_of(
+        st.characters(blacklist_categories=("Cc", "Cs")),
+        st.sampled_from(_ALLOWED_CONTROLS),
+    ),
+    min_size=1,
+    max_size=12,
+).filter(lambda s: len(s.encode()) <= MAX and not s.encode().isspace())
+_short = st.text(alphabet="abc xyz", max_size=6)
+_piece = st.one_of(
+    _valid_text.map(lambda s: (s.encode(), [s])),
+    st.integers(MAX + 1, 3 * MAX).map(lambda n: (b"L" * n, [DecodeError.TOO_LONG])),
+    st.tuples(_short, st.sampled_from([b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\x80"])).map(
+        lambda p: (p[0].encode() + p[1], [DecodeError.BAD_UTF8])
+    ),
+    st.tuples(_short, st.sampled_from(_FORBIDDEN_CONTROLS), _short).map(
+        lambda p: ((p[0] + p[1] + p[2]).encode(), [DecodeError.CONTROL_CHAR])
+    ),
+    st.sampled_from([b"", b" ", b"  \t "]).map(lambda b: (b, [])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_piece, st.sampled_from([b"\n", b"\r\n"])), max_size=25),
+    st.lists(st.integers(0, 4000), max_size=30),
+)
+def test_decoder_keeps_valid_lines_exact_among_bad_ones_whatever_the_split(
+    pieces: list[tuple[tuple[bytes, list[object]], bytes]], cuts: list[int]
+) -> None:
+    wire = b"".join(body + end for (body, _), end in pieces)
+    expected = [item for (_, items), _ in pieces for item in items]
+    dec = LineDecoder(MAX)
+    out: list[object] = []
+    prev = 0
+    for cut in sorted({c for c in cuts if c <= len(wire)}) + [len(wire)]:
+        dec.feed(wire[prev:cut])
+        prev = cut
+        out.extend(dec.items())
+        assert dec.buffered <= MAX + 1
+    assert out == expected
+    assert dec.buffered == 0
+
+
+# --------------------------------------------------------------------------- hostile mix
+
+HOSTILE = 100
+CHATTERS = 10
+CHAT_LINES = 50
+#: Every STREAMER_EVERY-th hostile client streams megabytes of never-ending lines.
+STREAMER_EVERY = 5
+STREAM_CHUNK = 64 * 1024
+STREAM_QUOTA = 6 << 20
+#: The first NON_READERS hostile clients never read what the server sends them.
+NON_READERS = 5
+#: Allowed growth of the server's RSS over its value once all 110 clients are connected.
+#: Each connection may hold at most one read (64 KiB; asyncio's StreamReader up to 128
+#: KiB) and a decoder buffer of --max-line + 1 bytes, and every queue here is drained by
+#: its reader, so 110 connections need ~15 MiB at worst; the rest is allocator slack. The
+#: streamers alone push STREAM_QUOTA * 20 = 120 MiB of overlong lines, so a server that
+#: kept what it must discard would blow through the bound.
+RSS_GROWTH_LIMIT_KIB = 48 * 1024
+
+_WORDS = (
+    "hello", "café", "日本語", "🎉", "tab\there", "\x02bold\x02", "\x0304,02colour\x0f",
+    "a/b", "100%", "<b>", "'q'", '"dq"', "\\", "ünïcödé", "x" * 120, "\x1dital\x1d",
+)  # fmt: skip
+_CONTROL_LINES = (
+    b"nul\x00byte\n",
+    b"\x1b[2J\x1b[Hcleared\n",
+    b"\x1b]0;title\x07\n",
+    b"bell\x07\n",
+    "c1 \u009b31m red\n".encode(),
+    b"del\x7f\n",
+    b"\x00" * 100 + b"\n",
+    b"\x1b\n",
+    b"back\x08\x08space\n",
+    b"mid\rcr\n",
+    b"/nick evil\x1b[31m\n",
+    b"/msg chat0 \x1b[2J\n",
+)
+_BAD_UTF8 = (
+    b"\xff\xfe\n",
+    b"caf\xc3\n",
+    b"\xc0\xaf overlong\n",
+    b"\xed\xa0\x80 surrogate\n",
+    b"\xf4\x90\x80\x80 too big\n",
+    b"\x80\x80\x80\n",
+    b"/join #\xff\n",
+)
+_MALFORMED = (
+    "/", "/ ", "/nick", "/nick ", "/nick 9lives", "/nick -x", "/nick " + "n" * 31, "/nick a b",
+    "/nick ä", "/join", "/join a b", "/join #", "/join ##x", "/join #" + "r" * 60, "/join #a,b",
+    "/join #a:b", "/msg", "/msg nobody", "/msg nobody   ", "/msg chat0", "/me", "/quitx",
+    "/NiCk", "/who extra args", "/unknown", "/\t", "/ping " + "p" * 3000, "/msg  chat1  ",
+    "/JOIN", "/rooms x y z", "/help me",
+)  # fmt: skip
+
+
+class HostileCrowd:
+    """HOSTILE non-blocking sockets driven from one thread by seeded random actions."""
+
+    def __init__(self, server: Server, seed: int) -> None:
+        self.server = server
+        self.rngs = [random.Random(seed * 1000 + i) for i in range(HOSTILE)]
+        self.socks: list[socket.socket | None] = [None] * HOSTILE
+        self.fragments: list[bytes] = [b""] * HOSTILE
+        self.streamed = [0] * HOSTILE
+        self.sel = selectors.DefaultSelector()
+        self.counts: Counter[str] = Counter()
+        self.generation = 0
+        self.stream_chunk = b"S" * STREAM_CHUNK
+        self.stream_chunk_nl = b"S" * (STREAM_CHUNK - 1) + b"\n"
+
+    # connections
+
+    def connect(self, i: int) -> None:
+        sock = socket.create_connection((self.server.host, self.server.port), timeout=10)
+        sock.setblocking(False)
+        self.socks[i] = sock
+        self.fragments[i] = b""
+        if i >= NON_READERS:
+            self.sel.register(sock, selectors.EVENT_READ, i)
+        self.counts["connects"] += 1
+        if self.rngs[i].random() < 0.7:
+            self.generation += 1
+            self.send(i, f"h{i}g{self.generation}\n".encode())
+
+    def connect_all(self) -> None:
+        for i in range(HOSTILE):
+            self.connect(i)
+
+    def drop(self, i: int, how: str) -> None:
+        sock = self.socks[i]
+        if sock is None:
+            return
+        self.socks[i] = None
+        if i >= NON_READERS:
+            self.sel.unregister(sock)
+        if how == "reset":
+            reset(sock)
+        else:
+            sock.close()
+        self.counts[how] += 1
+
+    def close_all(self) -> None:
+        for i in range(HOSTILE):
+            self.drop(i, "close")
+
+    # traffic
+
+    def send(self, i: int, data: bytes) -> None:
+        sock = self.socks[i]
+        if sock is None:
+            return
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.drop(i, "lost")
+            return
+        self.counts["bytes"] += sent
+        if sent < len(data):
+            self.counts["short_sends"] += 1
+
+    def drain(self, timeout: float) -> None:
+        for key, _ in self.sel.select(timeout):
+            i = key.data
+            sock = self.socks[i]
+            if sock is None:
+                continue
+            try:
+                data = sock.recv(262144)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                self.counts["bytes_received"] += len(data)
+            else:  # the server closed it (after /quit, or a limit): come back
+                self.drop(i, "closed_by_server")
+
+    def act(self, i: int) -> None:
+        if self.socks[i] is None:
+            self.connect(i)
+            return
+        rng = self.rngs[i]
+        if self.fragments[i]:
+            self.send(i, self.fragments[i])
+            self.fragments[i] = b""
+            return
+        if i % STREAMER_EVERY == 0:
+            if self.streamed[i] < STREAM_QUOTA:
+                chunk = self.stream_chunk_nl if rng.random() < 0.1 else self.stream_chunk
+                self.send(i, chunk)
+                self.streamed[i] += len(chunk)
+            return
+        roll = rng.random()
+        if roll < 0.15:
+            self.send(i, (self._valid_command(rng) + rng.choice(("\n", "\r\n"))).encode())
+        elif roll < 0.30:
+            self.send(i, (rng.choice(_MALFORMED) + "\n").encode())
+        elif roll < 0.40:
+            self.send(i, rng.choice(_BAD_UTF8))
+        elif roll < 0.50:
+            self.send(i, rng.choice(_CONTROL_LINES))
+        elif roll < 0.60:
+            self.send(i, (" ".join(rng.choices(_WORDS, k=3)) + "\n").encode())
+        elif roll < 0.70:
+            self.send(i, rng.randbytes(rng.randint(1, 3000)))
+        elif roll < 0.75:
+            self.send(i, b"H" * rng.randint(5000, 100_000) + b"\n")
+        elif roll < 0.80:
+            line = (self._valid_command(rng) + "\n").encode()
+            cut = rng.randint(1, len(line) - 1)
+            self.send(i, line[:cut])
+            self.fragments[i] = line[cut:]
+        elif roll < 0.85:
+            self.send(i, rng.choice((b"\r\r\n", b"\r", b"\n\n\n", b" \t \n", b"\r\n" * 50)))
+        elif roll < 0.88:
+            if rng.random() < 0.5:
+                self.send(i, b"half a line, then a reset")
+            self.drop(i, "reset")
+        elif roll < 0.90:
+            self.send(i, b"/quit so long\n")
+        elif roll < 0.92:
+            self.drop(i, "close")
+
+    def _valid_command(self, rng: random.Random) -> str:
+        k = rng.randrange(CHATTERS)
+        self.generation += 1
+        return rng.choice(
+            (
+                "/who",
+                "/rooms",
+                "/help",
+                "/stats",
+                f"/ping t{rng.randrange(1000)}",
+                f"/join #r{rng.randrange(8)}",
+                "/join #lobby",
+                f"/nick n{self.generation}",
+                f"/msg chat{k} psst {rng.choice(_WORDS)}",
+                f"/msg h{rng.randrange(HOSTILE)}g1 hi",
+                "/me waves",
+                f"//slash {rng.choice(_WORDS)}",
+            )
+        )
+
+    def streaming_done(self) -> bool:
+        return all(
+            self.streamed[i] >= STREAM_QUOTA for i in range(0, HOSTILE, STREAMER_EVERY)
+        )
+
+
+_CHAT_RX = re.compile(r"^(chat\d+): (.*)$")
+
+
+def _chat_script(idx: int) -> list[str]:
+    rng = random.Random(SEED + idx)
+    return [f"{seq} {' '.join(rng.choices(_WORDS, k=rng.randint(1, 4)))}" for seq in range(CHAT_LINES)]
+
+
+def _chatter(
+    idx: int, client: Client, start: threading.Event, out: dict[int, dict[str, list[str]]],
+    errors: list[BaseException],
+) -> None:  # fmt: skip
+    """Send this chatter's script at a human pace while reading everything sent to it."""
+    try:
+        rng = random.Random(SEED - idx)
+        script = _chat_script(idx)
+        others = {f"chat{k}" for k in range(CHATTERS) if k != idx}
+        received: dict[str, list[str]] = {nick: [] for nick in others}
+        need = len(others) * CHAT_LINES
+        got = sent = 0
+        start.wait(30)
+        next_send = time.monotonic()
+        deadline = next_send + 60
+        while got < need or sent < len(script):
+            now = time.monotonic()
+            if now > deadline:
+                raise AssertionError(f"chat{idx}: {got}/{need} lines, {sent} sent")
+            if sent < len(script) and now >= next_send:
+                client.send(script[sent])
+                sent += 1
+                next_send = now + rng.uniform(0.02, 0.12)
+            wait = next_send - now if sent < len(script) else deadline - now
+            for line in recv_lines(client, min(max(wait, 0.001), 0.5)):
+                match = _CHAT_RX.match(line)
+                if match and match.group(1) in others:
+                    received[match.group(1)].append(match.group(2))
+                    got += 1
+                elif match and match.group(1) == f"chat{idx}":
+                    raise AssertionError(f"chat{idx} got its own line back: {line!r}")
+        out[idx] = received
+    except BaseException as exc:  # reported by the test
+        errors.append(exc)
+
+
+@pytest.mark.slow
+def test_hostile_mix_chatters_lose_nothing_memory_stays_bounded_and_sigterm_exits_0(
+    engine: str, launch: Callable[..., Server]
+) -> None:
+    """100 hostile clients against 10 chatters, with production defaults (flood control on)."""
+    server = launch(engine)
+    stderr = StderrPump(server)
+    chatters = server.room(*(f"chat{i}" for i in range(CHATTERS)))
+    crowd = HostileCrowd(server, SEED)
+    crowd.connect_all()
+    # Every hostile connection has been accepted and greeted before the baseline.
+    greeted: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(greeted) < HOSTILE - NON_READERS and time.monotonic() < deadline:
+        for key, _ in crowd.sel.select(0.1):
+            greeted.add(key.data)
+            crowd.drain(0)
+    for c in chatters:
+        c.ping()
+    baseline = server.rss_kib()
+
+    start = threading.Event()
+    results: dict[int, dict[str, list[str]]] = {}
+    errors: list[BaseException] = []
+    threads = [
+        threading.Thread(target=_chatter, args=(i, c, start, results, errors), daemon=True)
+        for i, c in enumerate(chatters)
+    ]
+    for t in threads:
+        t.start()
+    start.set()
+    peak = baseline
+    began = time.monotonic()
+    next_sample = began
+    ticks = 0
+    while time.monotonic() - began < 40:
+        chatting = any(t.is_alive() for t in threads)
+        if not chatting and crowd.streaming_done():
+            break
+        for i in crowd.rngs[0].sample(range(HOSTILE), 12):
+            crowd.act(i)
+        for i in range(0, HOSTILE, STREAMER_EVERY):  # streamers push every tick
+            crowd.act(i)
+        crowd.drain(0.002)
+        ticks += 1
+        if time.monotonic() >= next_sample:
+            peak = max(peak, server.rss_kib())
+            next_sample = time.monotonic() + 0.05
+    elapsed = time.monotonic() - began
+    for t in threads:
+        t.join(5)
+    peak = max(peak, server.rss_kib())
+
+    assert not errors, errors[:3]
+    expected = {f"chat{k}": _chat_script(k) for k in range(CHATTERS)}
+    for idx, received in results.items():
+        for nick, texts in received.items():
+            assert texts == expected[nick], f"{nick} -> chat{idx}: lost, reordered or altered"
+    assert len(results) == CHATTERS
+    assert crowd.streaming_done(), f"streamers could not push their quota in {elapsed:.1f} s"
+    growth = peak - baseline
+    assert growth <= RSS_GROWTH_LIMIT_KIB, (
+        f"RSS grew {growth} KiB (baseline {baseline} KiB, peak {peak} KiB) after "
+        f"{crowd.counts['bytes'] >> 20} MiB of hostile input"
+    )
+    counters = stats(chatters[0])
+    # The garbage reached the server and was refused, and the resets were seen as resets.
+    assert counters["bad_lines"] > 100 and counters["errors_sent"] > 100, counters
+    assert counters["disconnect_reset"] > 0 and counters["disconnect_quit"] > 0, counters
+    assert crowd.counts["reset"] > 0
+
+    code = server.stop(15)
+    crowd.close_all()
+    text = stderr.text(wait=5)
+    assert code == 0, text[-2000:]
+    assert "Traceback" not in text, text[-2000:]
+    print(
+        f"{engine}: {elapsed:.1f} s, {ticks} ticks, RSS {baseline} -> peak {peak} KiB, "
+        f"crowd {dict(crowd.counts)}"
+    )
+
+
+# --------------------------------------------------------------------------- flood control
+
+FLOOD_RATE = 40
+FLOOD_BURST = 20
+#: Lines of ~4 KB: with them the flooder's backlog exceeds the socket buffers (its
+#: sendall blocks: backpressure), yet drains at FLOOD_RATE in ~3 seconds.
+FLOOD_LINES = 140
+FLOOD_TEXT = "f" * 4000
+
+
+def test_flooder_is_slowed_not_dropped_and_others_keep_their_latency(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(
+        engine, "--flood-rate", str(FLOOD_RATE), "--flood-burst", str(FLOOD_BURST)
+    )
+    flooder, member, receiver = server.room("flooder", "member", "receiver")
+    at_receiver = Recorder(receiver)
+    at_member = Recorder(member)  # the member reads the flood too, as a real client would
+    seen = 0
+
+    def probe(tag: str) -> float:
+        nonlocal seen
+        sent = time.monotonic()
+        member.send(f"probe {tag}")
+        seen = at_receiver.wait_for(rf"^member: probe {tag}$", 10, seen)
+        return at_receiver.lines[seen][0] - sent
+
+    baseline = []
+    for i in range(10):
+        baseline.append(probe(f"b{i}"))
+        time.sleep(0.02)  # pace the probes like a person, well under the flood budget
+
+    payload = "".join(f"flood {n} {FLOOD_TEXT}\n" for n in range(FLOOD_LINES)).encode()
+    flood_started = time.monotonic()
+    sender = threading.Thread(target=flooder.sock.sendall, args=(payload,), daemon=True)
+    sender.start()
+    first = at_receiver.wait_for(r"^flooder: flood 0 ", 10, seen)
+    during = []
+    for i in range(40):
+        during.append(probe(f"f{i}"))
+        if at_receiver.lines[-1][1].startswith(f"flooder: flood {FLOOD_LINES - 1} "):
+            break
+        time.sleep(0.1)
+    last = at_receiver.wait_for(rf"^flooder: flood {FLOOD_LINES - 1} ", 30, first)
+    flood_ended = at_receiver.lines[last][0]
+    sender.join(10)
+    at_member.wait_for(rf"^flooder: flood {FLOOD_LINES - 1} ", 30)
+
+    # All of the flooder's lines arrive, in order, at both members.
+    for rec in (at_receiver, at_member):
+        flood = [line for _, line in rec.lines if line.startswith("flooder: ")]
+        assert flood == [f"flooder: flood {n} {FLOOD_TEXT}" for n in range(FLOOD_LINES)]
+    # ... and late: the bucket lets through at most BURST lines plus RATE per second.
+    floor = (FLOOD_LINES - FLOOD_BURST) / FLOOD_RATE
+    took = flood_ended - flood_started
+    assert took >= 0.9 * floor, f"flood went through in {took:.2f} s: not rate limited"
+    # The member's latency during the flood is comparable to the baseline.
+    assert len(during) >= 5, f"only {len(during)} probes during the flood"
+    base_median = statistics.median(baseline)
+    flood_median = statistics.median(during)
+    assert flood_median <= 5 * base_median + 0.05, (
+        f"median latency {flood_median * 1000:.1f} ms during the flood vs "
+        f"{base_median * 1000:.1f} ms before"
+    )
+    at_receiver.stop()
+    at_member.stop()
+    receiver.buf = b""
+    counters = stats(receiver)
+    assert counters["flood_pauses"] > 0, counters
+    assert counters["messages_in"] == FLOOD_LINES + len(baseline) + len(during)
+    print(
+        f"{engine}: flood took {took:.2f} s (floor {floor:.2f}); latency median "
+        f"{base_median * 1000:.2f} ms before, {flood_median * 1000:.2f} ms during "
+        f"({len(during)} probes)"
+    )
+
+
+# --------------------------------------------------------------------------- EMFILE
+
+FD_LIMIT = 64
+#: Connections opened beyond what the server can hold under FD_LIMIT descriptors.
+FILLERS = 100
+
+
+def _lower_fd_limit() -> None:
+    # Hard limit too: the server raises its soft limit to the hard one at start.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+
+def _fill(server: Server) -> tuple[list[socket.socket], list[socket.socket]]:
+    """Open FILLERS connections; return (greeted, still waiting) once greetings stop."""
+    socks = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(FILLERS)]
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    greeted: list[socket.socket] = []
+    deadline = time.monotonic() + 20
+    quiet_since = time.monotonic()
+    # Settled once no greeting came for a second (the slowest engine retries each second).
+    while time.monotonic() - quiet_since < 1.2 and time.monotonic() < deadline:
+        for key, _ in sel.select(0.1):
+            sel.unregister(key.fileobj)
+            greeted.append(key.fileobj)  # type: ignore[arg-type]
+            quiet_since = time.monotonic()
+    sel.close()
+    waiting = [s for s in socks if s not in greeted]
+    return greeted, waiting
+
+
+def _greeted_within(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    got: list[socket.socket] = []
+    deadline = time.monotonic() + timeout
+    while not got and time.monotonic() < deadline:
+        got = [key.fileobj for key, _ in sel.select(0.1)]  # type: ignore[misc]
+    sel.close()
+    return got
+
+
+def _accept_failures_logged(text: str) -> int:
+    return len(re.findall(r"accept failed|accept\(\) out of system resource", text))
+
+
+def test_fd_exhaustion_costs_no_cpu_existing_clients_chat_and_new_ones_get_in_later(
+    engine: str, launch: Callable[..., Server]
+) -> None:
+    server = launch(engine, preexec_fn=_lower_fd_limit)
+    stderr = StderrPump(server)
+    amy, bob = server.room("amy", "bob")
+    greeted, waiting = _fill(server)
+    assert greeted and waiting, f"{len(greeted)} greeted, {len(waiting)} waiting: limit not hit"
+
+    cpu_before = server.cpu_seconds()
+    wall_before = time.monotonic()
+    time.sleep(1.0)  # the measurement interval: connections wait in the backlog
+    cpu_rate = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
+    assert cpu_rate < 0.3, f"{cpu_rate:.2f} s of CPU per second while descriptors ran out"
+
+    amy.send("still chatting")
+    assert bob.expect("still chatting")[-1] == "amy: still chatting"
+    bob.send("/who")
+    assert "amy" in bob.expect(r"^\* #lobby")[-1]
+    if engine == "reactor":
+        assert stats(amy)["accept_fd_exhausted"] > 0
+
+    # Ten clients leave: connections from the backlog get in.
+    for s in greeted[:10]:
+        s.close()
+    assert _greeted_within(waiting, 10), "no waiting connection was accepted after others left"
+    for s in greeted + waiting:
+        s.close()
+    carol = server.client("carol")
+    assert "carol joined" in amy.expect("carol joined")[-1]
+    carol.send("made it")
+    assert amy.expect("made it")[-1] == "carol: made it"
+    assert server.stop() == 0
+    print(f"{engine}: {len(greeted)} greeted, {len(waiting)} waited; CPU {cpu_rate:.3f}/s")
+    print(stderr.text(wait=5)[-500:])
+
+
+def test_fd_exhaustion_is_logged_once_not_at_every_retry(
+    engine: str, launch: Callable[..., Server]
+) -> None:
+    server = launch(engine, preexec_fn=_lower_fd_limit)
+    stderr = StderrPump(server)
+    amy = server.client("amy")
+    greeted, waiting = _fill(server)
+    assert waiting, "limit not hit"
+    time.sleep(1.5)  # several retry periods of every engine pass with no descriptor freed
+    amy.ping()
+    text = stderr.text()
+    count = _accept_failures_logged(text)
+    for s in greeted + waiting:
+        s.close()
+    assert count == 1, f"{count} accept failures logged in one episode: {text[:1500]}"
+
+
+# --------------------------------------------------------------------------- soft limit
+
+SOFT_SECONDS = 1.5
+BURST_LINES = 1000
+BURST_TEXT = "b" * 1000
+
+
+def test_soft_limit_drops_a_client_that_stays_above_it_not_one_that_catches_up(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    skip_threaded_sendq(engine)
+    server = start_server(
+        engine,
+        "--flood-rate", "0",
+        "--sendq-soft", "65536",
+        "--sendq-soft-seconds", str(SOFT_SECONDS),
+        "--max-sendq", str(64 << 20),
+    )  # fmt: skip
+    writer, watcher = server.room("writer", "watcher")
+    stalled = Client(server.host, server.port)
+    brief = Client(server.host, server.port)
+    for c, nick in ((stalled, "stalled"), (brief, "brief")):
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.register(nick)
+    for c in (writer, watcher, stalled, brief):
+        c.ping()
+    at_watcher = Recorder(watcher)
+
+    # One burst of 1 MB: far above the soft limit for both non-reading members.
+    burst_started = time.monotonic()
+    writer.send("".join(f"{n} {BURST_TEXT}\n" for n in range(BURST_LINES)))
+    time.sleep(0.1)  # "brief" stays above the soft limit for a moment, then catches up
+    brief_lines = brief.read_until(lambda line: line.startswith(f"writer: {BURST_LINES - 1} "))
+    assert [x for x in brief_lines if x.startswith("writer: ")] == [
+        f"writer: {n} {BURST_TEXT}" for n in range(BURST_LINES)
+    ]
+    quit_at = at_watcher.wait_for(r"^\* stalled quit", 15)
+    dropped_after = at_watcher.lines[quit_at][0] - burst_started
+    assert dropped_after >= 0.9 * SOFT_SECONDS, f"dropped after only {dropped_after:.2f} s"
+    assert "stalled quit" in brief.expect(r"^\* stalled ")[-1]
+    # "brief" is still a member: it gets the next line, and nobody was told it left.
+    writer.send("after the drop")
+    assert brief.expect("after the drop")[-1] == "writer: after the drop"
+    at_watcher.wait_for(r"^writer: after the drop$", 10)
+    lines = [line for _, line in at_watcher.lines]
+    assert [x for x in lines if x.startswith("writer: ")][:BURST_LINES] == [
+        f"writer: {n} {BURST_TEXT}" for n in range(BURST_LINES)
+    ]
+    assert not any("brief" in x for x in lines), lines[-5:]
+    at_watcher.stop()
+    counters = stats(brief)
+    assert counters["disconnect_soft_sendq"] == 1 and counters["disconnect_sendq"] == 0
+    stalled.wait_closed(15)
+
+
+# --------------------------------------------------------------------------- timeouts, ping
+
+
+def test_unregistered_connections_are_closed_after_the_register_timeout(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(engine, "--register-timeout", "0.5")
+    amy = server.client("amy")
+    started = time.monotonic()
+    silent = Client(server.host, server.port)
+    busy = Client(server.host, server.port)  # talks, but never picks a nickname
+    busy_lines: list[str] = []
+    deadline = started + 10
+    try:
+        while time.monotonic() < deadline:
+            busy.send("/ping")
+            busy_lines += recv_lines(busy, 0.1)
+    except (EOFError, ConnectionError):
+        pass
+    else:
+        raise AssertionError(f"a busy unregistered client was not closed; got {busy_lines[-3:]}")
+    busy_elapsed = time.monotonic() - started
+    assert busy_lines[-1] == "! registration timeout", busy_lines[-3:]
+    assert set(busy_lines[:-1]) == {"* pong"}
+    assert silent.wait_closed(10) == ["! registration timeout"]
+    assert busy_elapsed >= 0.45
+    # The registered client stays, older than the timeout, and saw nothing of them.
+    amy.no_more_lines()
+    assert stats(amy)["disconnect_register_timeout"] == 2
+
+
+def test_silent_member_is_closed_after_the_idle_timeout_and_the_room_is_told(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(engine, "--idle-timeout", "1")
+    amy, bob = server.room("amy", "bob")
+    started = time.monotonic()
+    told: list[str] = []
+    while not told and time.monotonic() - started < 10:
+        told = [line for line in bob.ping() if "amy" in line]  # bob stays active
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    assert told and re.match(r"^\* amy quit\b", told[0]), told
+    assert amy.wait_closed(5) == ["! idle timeout"]
+    assert elapsed >= 0.9, f"closed after {elapsed:.2f} s"
+    bob.no_more_lines()  # active all along, for longer than the timeout: still here
+    assert stats(bob)["disconnect_idle"] == 1
+
+
+def test_ping_answers_pong_before_and_after_registration(server: Server) -> None:
+    c = Client(server.host, server.port)
+    c.send("/ping")
+    assert c.read_line() == "* pong"
+    c.register("amy")
+    c.send("/ping abc 123")
+    assert c.expect(r"^\* pong")[-1] == "* pong abc 123"
+    c.send("/PING")
+    assert c.read_line() == "* pong"
+
+
+# --------------------------------------------------------------------------- half-close
+
+
+@pytest.mark.parametrize("flood", ["off", "on"])
+def test_half_closed_client_gets_its_pending_output_then_eof(
+    engine: str, flood: str, start_server: Callable[..., Server]
+) -> None:
+    """A client that sends lines and shuts down its write side gets every reply, then EOF.
+
+    flood=off: 300 /help replies (~200 KB) are still queued when the EOF is read.
+    flood=on (default limits): 60 lines exceed the burst, so the EOF waits behind
+    lines held back by flood control; none of them is lost.
+    """
+    args = ("--flood-rate", "0") if flood == "off" else ()
+    server = start_server(engine, *args)
+    amy, bob = server.room("amy", "bob")
+    if flood == "off":
+        amy.send("hello\n" + "/help\n" * 300 + "/who\n/ping end\nlast words")
+        chat = ["hello", "last words"]
+    else:
+        chat = [f"m{i}" for i in range(60)]
+        amy.send("".join(f"{text}\n" for text in chat) + "/who\n/ping end\n")
+    amy.sock.shutdown(socket.SHUT_WR)
+
+    lines = amy.wait_closed(30)
+    assert lines and lines[-1] == "* pong end", lines[-3:]
+    who = [x for x in lines if x.startswith("* #lobby")]
+    assert len(who) == 1 and "amy" in who[0] and "bob" in who[0]
+    if flood == "off":
+        assert sum(x == "* commands:" for x in lines) == 300
+    got = bob.expect(r"^\* amy (quit|left)", 30)
+    assert [x for x in got if x.startswith("amy: ")] == [f"amy: {text}" for text in chat]
+    bob.no_more_lines()
+    assert stats(bob)["disconnect_eof"] == 1
+
+
+# --------------------------------------------------------------------------- reset mid-fan-out
+
+RECEIVERS = 12
+#: Each victim resets after reading this many burst lines (small receive buffers for the
+#: first two, so the server still holds output for them when they vanish).
+VICTIMS = (1, 40, 400, 1500)
+RESET_BURST = 3000
+
+
+def test_reset_in_the_middle_of_a_broadcast_costs_nobody_else_a_line(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(engine, "--flood-rate", "0")
+    sender = server.client("sender")
+    receivers = [server.client(f"r{i}") for i in range(RECEIVERS)]
+    victims = []
+    for v, _ in enumerate(VICTIMS):
+        c = Client(server.host, server.port)
+        if v < 2:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.register(f"v{v}")
+        victims.append(c)
+    for c in [sender, *receivers, *victims]:
+        c.ping()
+    expected = [f"sender: {n} {'x' * 80}" for n in range(RESET_BURST)]
+    errors: list[BaseException] = []
+    got: dict[int, list[str]] = {}
+
+    def victim(v: int, c: Client) -> None:
+        try:
+            for _ in range(VICTIMS[v]):
+                c.expect(r"^sender: ")
+            reset(c.sock)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def receiver(r: int, c: Client) -> None:
+        try:
+            lines: list[str] = []
+            burst = quits = 0
+            deadline = time.monotonic() + 60
+            while burst < RESET_BURST or quits < len(VICTIMS):
+                line = c.read_line(max(0.1, deadline - time.monotonic()))
+                lines.append(line)
+                if line.startswith("sender: "):
+                    burst += 1
+                elif re.match(r"^\* v\d (quit|left)", line):
+                    quits += 1
+            got[r] = lines
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=victim, args=(v, c)) for v, c in enumerate(victims)]
+    threads += [threading.Thread(target=receiver, args=(r, c)) for r, c in enumerate(receivers)]
+    for t in threads:
+        t.start()
+    sender.send("".join(line.removeprefix("sender: ") + "\n" for line in expected))
+    for t in threads:
+        t.join(90)
+    assert not errors, errors[:3]
+    for r, lines in got.items():
+        assert [x for x in lines if x.startswith("sender: ")] == expected, f"r{r} lost lines"
+        assert sorted(x.split()[1] for x in lines if " quit" in x) == [
+            f"v{v}" for v in range(len(VICTIMS))
+        ]
+    sender.ping()
+    counters = stats(sender)
+    assert counters["disconnect_reset"] + counters["disconnect_eof"] == len(VICTIMS), counters
+
+
+# --------------------------------------------------------------------------- counters
+
+
+def test_counters_count_each_disconnect_reason_and_the_traffic(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(engine, "--register-timeout", "1", "--log-level", "info")
+    watcher, talker = server.room("watcher", "talker")
+    before = stats(watcher)
+
+    quitter = server.client("quitter")
+    watcher.expect("quitter joined")
+    quitter.send("/quit so long")
+    assert quitter.wait_closed() == ["* bye (so long)"]
+    assert watcher.expect(r"quitter")[-1] == "* quitter quit (so long)"
+
+    closer = server.client("closer")
+    watcher.expect("closer joined")
+    closer.close()
+    assert re.match(r"^\* closer (quit|left)", watcher.expect("closer")[-1])
+
+    resetter = server.client("resetter")
+    watcher.expect("resetter joined")
+    reset(resetter.sock)
+    assert re.match(r"^\* resetter (quit|left)", watcher.expect("resetter")[-1])
+
+    lurker = Client(server.host, server.port)
+    assert lurker.wait_closed() == ["! registration timeout"]
+
+    line1 = stats_line(watcher)
+    mid = parse_stats(line1)
+    for name in ("quit", "eof", "reset", "register_timeout"):
+        assert mid[f"disconnect_{name}"] - before[f"disconnect_{name}"] == 1, (name, mid)
+    assert mid["connections"] - before["connections"] == 4
+
+    # Exact traffic between two snapshots: nothing else happens in between.
+    talker.send("hello")
+    watcher.expect(r"^talker: hello$")
+    talker.send("/me waves")
+    watcher.expect(r"^\* talker waves$")
+    talker.send("bad \x00 line")
+    assert talker.read_line() == "! line contains a control character"
+    talker.send(b"\xff\xfe\n")
+    assert talker.read_line() == "! line is not valid UTF-8"
+    after = stats(watcher)
+
+    delta = Counter({k: after[k] - mid[k] for k in after})
+    sent_in = [b"hello\n", b"/me waves\n", b"bad \x00 line\n", b"\xff\xfe\n", b"/stats\n"]
+    out = [
+        line1 + "\n",
+        "talker: hello\n",
+        "* talker waves\n",
+        "! line contains a control character\n",
+        "! line is not valid UTF-8\n",
+    ]
+    assert delta["messages_in"] == 2
+    assert delta["lines_in"] == 3  # hello, /me, /stats
+    assert delta["bad_lines"] == 2 and delta["errors_sent"] == 2
+    assert delta["bytes_in"] == sum(map(len, sent_in))
+    assert delta["writes_out"] == len(out)
+    assert delta["bytes_out"] == sum(len(x.encode()) for x in out)
+
+    assert server.stop() == 0
+    assert server.proc.stderr is not None
+    log = server.proc.stderr.read().decode()
+    logged = re.search(r"stats: (.*)", log)
+    assert logged, log
+    at_exit = parse_stats(logged.group(1))
+    assert at_exit["disconnect_shutdown"] == 2
+    for name in ("quit", "eof", "reset", "register_timeout"):
+        assert at_exit[f"disconnect_{name}"] == 1
+
+
+def test_connection_beyond_max_clients_is_refused_and_counted(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    server = start_server(engine, "--max-clients", "2")
+    amy = server.client("amy")
+    server.client("bob")
+    extra = socket.create_connection((server.host, server.port), timeout=10)
+    data = b""
+    while chunk := extra.recv(4096):
+        data += chunk
+    assert data == b"! server full\n"
+    assert stats(amy)["disconnect_server_full"] == 1
