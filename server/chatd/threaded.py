@@ -144,9 +144,7 @@ class ThreadedConnection:
                 batch, items = items, []
             else:
                 now = time.monotonic()
-                count = 0
-                while count < len(items) and bucket.take(now):
-                    count += 1
+                count = bucket.take_up_to(len(items), now)
                 if count == 0:
                     with server.lock:
                         server.service.stats["flood_pauses"] += 1
