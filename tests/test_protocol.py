@@ -161,4 +161,3 @@ def test_encode_lines() -> None:
     for event in (ev.Left("bob", "#x"), ev.Quit("bob", "#x", "bye")):
         line = encode(event).decode()
         assert line.startswith("* bob ") and ("left" in line or "quit" in line)
-
