@@ -118,6 +118,8 @@ class LocustResult:
     duration_s: float
     #: messages a timing receiver still lacked at the end (counted at the drain time)
     undelivered: int = 0
+    #: messages the senders wrote, over the whole run
+    sent: int = 0
     raw_failures: dict[str, int] = field(default_factory=dict)
 
 
@@ -199,6 +201,7 @@ def parse_report(doc: dict[str, Any], offered_rate: float) -> LocustResult:
         deliveries_per_s=deliveries / duration if deliveries and duration > 0 else None,
         duration_s=duration,
         undelivered=undelivered,
+        sent=int(sent),
         raw_failures=dict(failures.get("by_kind") or {}),
     )
 

@@ -7,6 +7,7 @@ bars; invalid runs never enter a plot.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
 from bench import aggregate
 
@@ -26,6 +28,19 @@ COLORS: dict[str, str] = {
     "redis": "#666666",
 }
 ORDER = ("reactor", "threaded", "asyncio", "asyncio+uvloop", "redis")
+
+
+def _title(title: str, caption: str, width: int) -> str:
+    """Title plus the machine caption, wrapped to fit the figure's width."""
+    return title + "\n" + textwrap.fill(caption, width)
+
+
+def _short(v: float) -> str:
+    """58.4M, 950k, 12.3: bar labels a reader can take in at a glance."""
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div * 10 or (unit == "M" and abs(v) >= div):
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 def _err(metric: dict[str, float]) -> tuple[float, float]:
@@ -43,7 +58,7 @@ def fanout(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
     rooms = sorted({c["params"]["room"] for c in fan})
     if not rooms:
         return None
-    fig, axes = plt.subplots(1, len(rooms), figsize=(5 * len(rooms), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(rooms), figsize=(5 * len(rooms), 4.8), squeeze=False)
     for ax, room in zip(axes[0], rooms, strict=True):
         for t in _targets(fan):
             for tool, style in (("driver", "-o"), ("locust", "s")):
@@ -73,10 +88,15 @@ def fanout(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("p99 broadcast latency (ms)")
-    if axes[0][-1].get_legend_handles_labels()[0]:
-        axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"Paced fan-out: p99 latency vs load\n{caption}", fontsize=9)
-    fig.tight_layout()
+    # One legend under the panels, so it never covers a point.
+    seen: dict[str, Any] = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=5, fontsize=7)
+    fig.suptitle(_title("Paced fan-out: p99 latency vs load", caption, 160), fontsize=9)
+    fig.tight_layout(rect=(0, 0.12 if seen else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -106,14 +126,14 @@ def _bars(
             continue
         lo, hi = _err(v)
         ax.bar(i, v["median"], color=COLORS.get(t), yerr=[[lo], [hi]], capsize=4)
-        ax.text(i, v["median"], f"{v['median']:.3g}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, v["median"], _short(v["median"]), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(ts)), ts)
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
     if hline is not None:
         ax.axhline(hline, color="red", ls="--", lw=1)
-    ax.set_title(f"{title}\n{caption}", fontsize=9)
+    ax.set_title(_title(title, caption, 80), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -150,7 +170,7 @@ def senders(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
     keys = (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99"), ("latency_p999_ms", "p99.9"))
     width = 0.8 / len(keys)
     for ax, (scen, tool, params, title) in zip(axes, panels, strict=True):
-        for j, (key, name) in enumerate(keys):
+        for j, (key, _name) in enumerate(keys):
             for i, t in enumerate(ts):
                 c = aggregate.find(sel, scen, t, tool, **params)
                 v = c["metrics"].get(key) if c else None
@@ -165,16 +185,19 @@ def senders(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
                     capsize=2,
                     color=COLORS.get(t),
                     alpha=(0.45, 0.75, 1.0)[j],
-                    label=name if i == 0 else None,
                 )
         ax.set_xticks(range(len(ts)), ts, fontsize=8)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=9)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     axes[0].set_ylabel("broadcast latency (ms), bars: p50 / p99 / p99.9")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7)
-    fig.suptitle(f"Many senders and a slow consumer\n{caption}", fontsize=9)
+    # One legend for the shading (colour is the target, as on the x axis).
+    shades = [
+        Patch(color="#555555", alpha=a, label=n)
+        for a, (_, n) in zip((0.45, 0.75, 1.0), keys, strict=True)
+    ]
+    axes[-1].legend(handles=shades, fontsize=7)
+    fig.suptitle(_title("Many senders and a slow consumer", caption, 160), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -209,7 +232,7 @@ def idle(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
     ax.set_ylabel("server RSS growth per connection (bytes)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(f"Idle connections\n{caption}", fontsize=9)
+    ax.set_title(_title("Idle connections", caption, 80), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -144,7 +144,8 @@ def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
             "Figures are median [min–max] over valid repetitions; `(v/n)` marks cells where only "
             "v of n runs were valid. A run is invalid when its load generator saturated (>= 90 % "
             "of a core), sent < 95 % of the offered rate, lost or reordered messages, or its "
-            "server did not exit cleanly. Invalid runs are listed, never averaged in. "
+            "server did not exit cleanly, or when more than half of a pinned CPU went to "
+            "other work (a contended machine). Invalid runs are listed, never averaged in. "
             "A latency marked ≥ comes from a cell where some deliveries had still not arrived "
             "when the load generator stopped waiting; they count at that wait (a lower bound)."
         ),

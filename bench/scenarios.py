@@ -150,12 +150,39 @@ def _finish(srv: servers.Server, records: list[dict[str, Any]]) -> None:
 def run_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     """Run one job; never raises for a server or load problem, records it instead."""
     if job.kind == "driver":
-        return _driver_job(job, m, ctx)
-    if job.kind == "idle":
-        return _idle_job(job, m, ctx)
-    if job.kind == "slow":
-        return _slow_job(job, m, ctx)
-    return _locust_job(job, m, ctx)
+        records = _driver_job(job, m, ctx)
+    elif job.kind == "idle":
+        records = _idle_job(job, m, ctx)
+    elif job.kind == "slow":
+        records = _slow_job(job, m, ctx)
+    else:
+        records = _locust_job(job, m, ctx)
+    for r in records:
+        check_contention(r, ctx)
+    return records
+
+
+def check_contention(rec: dict[str, Any], ctx: Context) -> None:
+    """Invalidate a run whose pinned CPUs were mostly busy with someone else's work.
+
+    On a shared machine another job can take the server's or the load generator's CPU;
+    the figures then measure that job. Per-process CPU cannot show it, /proc/stat can.
+    """
+    busy = rec.get("cpu_busy") or {}
+    for role, cpus, util in (
+        ("server", ctx.server_cpus, (rec.get("server") or {}).get("cpu_util")),
+        ("load generator", ctx.loadgen_cpus, (rec.get("loadgen") or {}).get("cpu_util")),
+    ):
+        if not cpus:
+            continue
+        cpu = f"cpu{min(cpus)}"
+        other = stats.foreign_busy(busy.get(cpu), util)
+        if other is not None and other > stats.MAX_FOREIGN_BUSY:
+            rec["valid"] = False
+            rec["reasons"].append(
+                f"machine contended: {other * 100:.0f} % of the {role}'s CPU ({cpu}) "
+                "went to other work"
+            )
 
 
 # ----------------------------------------------------------------------- lean driver
@@ -476,6 +503,35 @@ def locust_plan(job: Job, m: Matrix) -> locustrun.LocustPlan:
     )
 
 
+def judge_locust(r: locustrun.LocustResult, plan: locustrun.LocustPlan) -> stats.Verdict:
+    """Issue 4's rule plus what loadtest's JSON can prove wrong about a Locust run."""
+    # Sequence faults make a run invalid; any other failure kind does too, by name.
+    lost = r.lost + r.raw_failures.get("reordered", 0)
+    verdict = stats.judge_run(
+        offered_rate=r.offered_rate,
+        achieved_rate=r.achieved_rate,
+        loadgen_saturated=r.saturated,
+        lost=lost,
+    )
+    if r.connects < plan.users:
+        verdict.fail(f"{r.connects}/{plan.users} users connected")
+    others = {k: v for k, v in r.raw_failures.items() if k not in ("lost", "reordered")}
+    if others:
+        verdict.fail(f"locust failures {others}")
+    # loadtest's senders start when they have joined, and intended/sent count from
+    # there, so a server that is slow to register a room can leave a sender only
+    # seconds to send and still look on schedule. Ask for the whole run minus the
+    # configured spawn ramp (and a second for the handshakes).
+    ramp = plan.users / plan.spawn_rate + 1.0
+    expect = plan.offered_rate * max(0.0, r.duration_s - ramp)
+    if r.sent < stats.MIN_SEND_RATIO * expect:
+        verdict.fail(
+            f"senders sent {r.sent} of about {expect:.0f} messages "
+            "(started late: the room took long to fill)"
+        )
+    return verdict
+
+
 def _locust_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     plan = locust_plan(job, m)
     params: dict[str, Any] = {"room": job.room, "payload": plan.payload}
@@ -499,20 +555,7 @@ def _locust_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
             records[-1]["server"] = win.server()
             return records
         r = lr.result
-        # Sequence faults make a run invalid; any other failure kind does too, by name.
-        lost = r.lost + r.raw_failures.get("reordered", 0)
-        verdict = stats.judge_run(
-            offered_rate=r.offered_rate,
-            achieved_rate=r.achieved_rate,
-            loadgen_saturated=r.saturated,
-            lost=lost,
-        )
-        expected_users = plan.users
-        if r.connects < expected_users:
-            verdict.fail(f"{r.connects}/{expected_users} users connected")
-        others = {k: v for k, v in r.raw_failures.items() if k not in ("lost", "reordered")}
-        if others:
-            verdict.fail(f"locust failures {others}")
+        verdict = judge_locust(r, plan)
         lat = r.latency_ms or {}
         metrics = {
             **{f"latency_{k}_ms": v for k, v in lat.items() if k != "count"},

@@ -133,6 +133,19 @@ def is_saturated(cpu_seconds: float, wall_seconds: float) -> bool:
     return wall_seconds > 0 and cpu_seconds / wall_seconds >= SATURATION_CPU
 
 
+#: Share of a pinned CPU that may go to work other than our process (loopback softirq,
+#: kernel threads) before the run counts as contended. Our own softirq measured up to
+#: about 0.35 of the server's CPU under flood.
+MAX_FOREIGN_BUSY: float = 0.5
+
+
+def foreign_busy(cpu_busy: float | None, own_util: float | None) -> float | None:
+    """The part of a CPU's busy share that our process on it did not account for."""
+    if cpu_busy is None or own_util is None:
+        return None
+    return max(0.0, cpu_busy - own_util)
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     """a / b, or None when either is missing or b is zero."""
     if a is None or b is None or b == 0:

@@ -6,6 +6,7 @@ end to end (about 1.5 minutes); it is skipped when chatd, locust or matplotlib i
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench import aggregate, locustrun, matrix, procstat, servers, stats, wire
+from bench import aggregate, locustrun, matrix, procstat, scenarios, servers, stats, wire
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -394,3 +395,62 @@ def test_undelivered_locust_messages_enter_percentiles_at_the_drain_time() -> No
     assert r.latency_ms["p50"] == pytest.approx(1.0, rel=0.01)
     assert r.latency_ms["p99"] == pytest.approx(2000.0, rel=0.01)
     assert r.latency_ms["count"] == 100
+
+
+def _plan(users: int = 1000) -> locustrun.LocustPlan:
+    return locustrun.LocustPlan(
+        users=users,
+        room=users,
+        senders=1,
+        rate_per_sender=30.0,
+        payload=48,
+        run_time_s=12,
+        spawn_rate=float(users),
+    )
+
+
+def test_a_locust_sender_that_started_late_makes_the_run_invalid() -> None:
+    doc = dict(SAMPLE_LOCUST, duration_s=12.0)
+    doc["load_generator"] = {"cpu_percent": 50.0, "saturated": False}
+    doc["connect"] = {"count": 1000}
+    doc["messages"] = {"intended": 2, "sent": 2}  # on schedule, but only for the last 0.1 s
+    r = locustrun.parse_report(doc, offered_rate=30.0)
+    v = scenarios.judge_locust(r, _plan())
+    assert not v.valid and "started late" in v.reasons[0]
+    doc["messages"] = {"intended": 290, "sent": 290}  # 12 s minus a 2 s ramp, at 30/s
+    assert scenarios.judge_locust(locustrun.parse_report(doc, 30.0), _plan()).valid
+
+
+def test_steady_state_senders_goal_uses_the_driver_cells() -> None:
+    m = matrix.full(("reactor", "threaded", "asyncio"))
+    runs = []
+    for target, p99 in (("reactor", 10.0), ("threaded", 60.0), ("asyncio", 40.0)):
+        run = _run(target, 0.0, room=1000, slow_reader=False)
+        run.update(scenario="slow", metrics={"latency_p99_ms": p99})
+        runs.append(run)
+    gs = {g["id"]: g for g in aggregate.goals(aggregate.cells(runs), m)}
+    assert gs["senders_p99_driver"]["met"] is False  # asyncio is only 4x slower
+    assert gs["senders_p99_driver"]["measured"]["threaded_over_reactor"] == 6.0
+    assert gs["senders_p99"]["met"] is None
+
+
+def test_matrix_survives_a_json_round_trip() -> None:
+    m = matrix.full(ALL)
+    back = matrix.from_dict(json.loads(json.dumps(dataclasses.asdict(m))))
+    assert back == m
+
+
+def test_a_run_on_a_contended_cpu_is_invalid() -> None:
+    ctx = scenarios.Context(Path("/tmp"), server_cpus={0}, loadgen_cpus={1})
+    rec = _run("threaded", 1e7)
+    rec["server"] = {"cpu_util": 0.25}
+    rec["loadgen"] = {"cpu_util": 0.07}
+    rec["cpu_busy"] = {"cpu0": 0.94, "cpu1": 0.98}
+    scenarios.check_contention(rec, ctx)
+    assert not rec["valid"] and len(rec["reasons"]) == 2  # both pinned CPUs were taken
+    ok = _run("reactor", 5e7)
+    ok["server"] = {"cpu_util": 0.95}
+    ok["loadgen"] = {"cpu_util": 0.4}
+    ok["cpu_busy"] = {"cpu0": 1.0, "cpu1": 0.6}  # softirq on top of our own use is fine
+    scenarios.check_contention(ok, ctx)
+    assert ok["valid"]

@@ -209,7 +209,7 @@ class AsyncServer:
                     await asyncio.sleep(bucket.wait(now) + 0.001)
                     continue
                 batch, items = items[:count], items[count:]
-            service.handle_items(conn.member, batch)
+            service.handle_items(conn.member, batch, coalesce=False)
 
     async def _shutdown(self) -> None:
         self.service.shutdown()

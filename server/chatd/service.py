@@ -126,13 +126,20 @@ class ChatService:
 
     # ----------------------------------------------------------------- input
 
-    def handle_items(self, member: Member, items: Iterable[Item]) -> bool:
+    def handle_items(self, member: Member, items: Iterable[Item], coalesce: bool = True) -> bool:
         """Act on the items of one read, in order; ``False`` once the client quit.
 
-        Consecutive chat lines are sent to the room as one batch event, so K lines
-        that arrived together cost one append per recipient instead of K. Items after
-        a /quit are ignored.
+        With ``coalesce`` (the reactor), consecutive chat lines are sent to the room as
+        one batch event, so K lines that arrived in one read cost one append per
+        recipient instead of K; every recipient still gets every line, in order. The
+        baseline engines pass ``False`` and fan out each line on its own, as their
+        classic designs do. Items after a /quit are ignored.
         """
+        if not coalesce:
+            for item in items:
+                if not self._handle_one(member, item):
+                    return False
+            return True
         batch: list[str] = []
         registered = member.nick is not None
         for item in items:

@@ -3,8 +3,10 @@
 Kept on purpose as the baseline the benchmarks compare against. Each client has a
 thread that blocks in ``recv``; one lock guards the hub; a broadcast calls blocking
 ``sendall`` on every recipient's socket while holding that lock, so one slow reader
-holds up every sender in the server until its send times out (``--send-timeout``,
-enforced with ``SO_SNDTIMEO``), after which that reader is dropped.
+holds up every sender in the server until its send times out (``--send-timeout`` for
+the whole message, enforced with ``SO_SNDTIMEO`` and a deadline), after which that
+reader is dropped. Each line is fanned out on its own, under the lock, as the classic
+design does (the reactor coalesces the lines of one read; see :mod:`chatd.service`).
 
 What it does *not* have, by design: an output buffer of its own (the kernel's socket
 buffer is the only queue, so ``--max-sendq`` and the soft limit do not apply; the send
@@ -63,11 +65,29 @@ class ThreadedConnection:
 
     # Called with the hub lock held (from any client's thread).
     def write(self, data: bytes) -> None:
-        """Blocking send, bounded by SO_SNDTIMEO; a stuck reader is dropped."""
+        """Blocking send of all of ``data`` within --send-timeout, or drop the reader.
+
+        ``SO_SNDTIMEO`` alone bounds each ``send`` call only while it makes no progress;
+        a reader that drains a trickle would keep every sender waiting indefinitely, so
+        the loop also enforces a deadline for the whole message.
+        """
         if self.dead:
             return
+        sock = self.sock
         try:
-            self.sock.sendall(data)
+            sent = sock.send(data)
+            if sent == len(data):
+                return
+            timeout = self.server.config.send_timeout
+            deadline = time.monotonic() + timeout
+            view = memoryview(data)[sent:]
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(remaining))
+                view = view[sock.send(view) :]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
         except (BlockingIOError, TimeoutError):
             self._kill(DisconnectReason.SEND_TIMEOUT)
         except OSError:
@@ -151,8 +171,10 @@ class ThreadedConnection:
                     time.sleep(bucket.wait(now) + 0.001)
                     continue
                 batch, items = items[:count], items[count:]
-            with server.lock:
-                server.service.handle_items(self.member, batch)  # type: ignore[arg-type]
+            for item in batch:  # the classic design: lock, fan out one line, unlock
+                with server.lock:
+                    if not server.service.handle_items(self.member, (item,), coalesce=False):  # type: ignore[arg-type]
+                        return
 
     def _say_and_close(self, line: bytes, reason: DisconnectReason) -> None:
         with self.server.lock:
