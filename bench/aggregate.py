@@ -134,7 +134,7 @@ def goals(cs: list[dict[str, Any]], m: Matrix) -> list[dict[str, Any]]:
             cs,
             m,
             "senders_p99",
-            "Locust, JSON includes the spawn ramp",
+            "Locust, steady state once the room is full",
             "senders",
             "locust",
             {"room": sn},

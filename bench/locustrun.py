@@ -9,6 +9,7 @@ that knows it, and it is unit-tested against a sample document.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -43,22 +44,39 @@ def available() -> bool:
 
 @dataclass(frozen=True)
 class LocustPlan:
-    """One headless Locust run."""
+    """One headless Locust run that measures steady state only.
+
+    loadtest's start gate holds the senders until every user has joined and
+    ``warmup_s`` more has passed; ``--chat-measure-time`` then stops the test after
+    ``window_s`` of measuring. So the window is the same for every engine however long
+    its join storm takes, and ``run_time_s`` (Locust's ``-t``) is only a safety cap:
+    ``fill_budget_s`` for spawning and joining, plus the warm-up and the window.
+    """
 
     users: int
     room: int
     senders: int
     rate_per_sender: float
     payload: int
-    run_time_s: float
+    #: seconds measured (--chat-measure-time)
+    window_s: float
     spawn_rate: float
     timing_sample: float = 0.1
     slow_reader: bool = False
+    #: seconds between the rooms being full and measuring (--chat-warmup)
+    warmup_s: float = 1.0
+    #: most seconds the spawn and join storm may take before -t cuts into the window
+    fill_budget_s: float = 30.0
 
     @property
     def offered_rate(self) -> float:
         """Messages per second the senders are asked to send in total."""
         return self.senders * self.rate_per_sender
+
+    @property
+    def run_time_s(self) -> int:
+        """Locust's --run-time: an upper bound, whole seconds (Locust's parser wants them)."""
+        return math.ceil(self.fill_budget_s + self.warmup_s + self.window_s)
 
 
 def command(plan: LocustPlan, host: str, port: int, out_json: Path) -> list[str]:
@@ -76,7 +94,7 @@ def command(plan: LocustPlan, host: str, port: int, out_json: Path) -> list[str]
         "-r",
         f"{plan.spawn_rate:g}",
         "-t",
-        f"{plan.run_time_s:g}s",
+        f"{plan.run_time_s}s",
         "--stop-timeout",
         "5",
         "--only-summary",
@@ -94,6 +112,11 @@ def command(plan: LocustPlan, host: str, port: int, out_json: Path) -> list[str]
         f"{plan.timing_sample:g}",
         "--chat-hist-file",
         str(out_json),
+        "--chat-start-when-full",
+        "--chat-warmup",
+        f"{plan.warmup_s:g}",
+        "--chat-measure-time",
+        f"{plan.window_s:g}",
     ]
     if plan.slow_reader:
         argv += ["ChatUser", "SlowReaderUser"]
@@ -118,9 +141,18 @@ class LocustResult:
     duration_s: float
     #: messages a timing receiver still lacked at the end (counted at the drain time)
     undelivered: int = 0
-    #: messages the senders wrote, over the whole run
+    #: messages the senders wrote in the measured window
     sent: int = 0
     raw_failures: dict[str, int] = field(default_factory=dict)
+    #: loadtest waited for full rooms before measuring (its start gate; older JSON: False)
+    start_when_full: bool = False
+    #: every user had joined when measuring started (None: not waited for)
+    rooms_full: bool | None = None
+    #: seconds from test start until every user had joined, and until measuring started
+    fill_s: float | None = None
+    warmup_s: float | None = None
+    #: Unix time measuring started (None: it never did, or older JSON)
+    measure_started_at: float | None = None
 
 
 def _num(d: dict[str, Any], *keys: str, default: float | None = None) -> Any:
@@ -160,9 +192,11 @@ def parse_report(doc: dict[str, Any], offered_rate: float) -> LocustResult:
 
     Latency: the HDR percentiles in microseconds (``latency_us``), converted to ms.
     Achieved send rate: offered x sent / intended, because ``intended`` and ``sent`` are
-    both counted by each sender from its own start, while dividing by the whole run's
-    duration would count the spawn ramp against the sender. Undelivered messages enter
-    the percentiles at the drain timeout (see ``_censored``).
+    both counted by each sender from its own start (with the start gate: from the gate),
+    while without the gate dividing by the whole run's duration would count the spawn
+    ramp against the sender. Undelivered messages enter the percentiles at the drain
+    timeout (see ``_censored``). The ``warmup`` keys are optional (older loadtest JSON
+    has none; such a run counts as measured from test start).
     """
     lat = doc.get("latency_us") or {}
     undelivered = int(_num(doc, "delivery", "undelivered", default=0) or 0)
@@ -187,6 +221,8 @@ def parse_report(doc: dict[str, Any], offered_rate: float) -> LocustResult:
     readers = timers + (received.get("counting_receivers") or 0)
     deliveries = (received.get("timed") or 0) * readers / timers if timers else None
     failures = doc.get("failures") or {}
+    warmup = doc.get("warmup") or {}
+    started = doc.get("measure_started_at")
     return LocustResult(
         latency_ms=latency,
         offered_rate=offered_rate,
@@ -203,6 +239,11 @@ def parse_report(doc: dict[str, Any], offered_rate: float) -> LocustResult:
         undelivered=undelivered,
         sent=int(sent),
         raw_failures=dict(failures.get("by_kind") or {}),
+        start_when_full=bool(warmup.get("start_when_full")),
+        rooms_full=warmup.get("full"),
+        fill_s=_num(doc, "warmup", "fill_s"),
+        warmup_s=_num(doc, "warmup_s"),
+        measure_started_at=float(started) if started is not None else None,
     )
 
 

@@ -49,8 +49,13 @@ class Matrix:
     senders: int = 10
     sender_rate: float = 10.0
     senders_payload: int = 256
-    #: includes the spawn ramp (1 s for 1000 users, plus the server's join storm)
-    locust_run_s: float = 12.0
+    #: Locust's measured window: it starts once every room is full and the warm-up below
+    #: has passed (loadtest's start gate), so neither the spawn ramp nor the server's join
+    #: storm is in it, and it is this long for every engine (--chat-measure-time)
+    locust_window_s: float = 10.0
+    #: seconds between the rooms being full and measuring (--chat-warmup): the last join
+    #: notices drain and the load generator settles after the handshake storm
+    locust_warmup_s: float = 1.0
     locust_timing_sample: float = 0.1
     #: window of each slow-consumer variant (without, then with the stalled member)
     slow_window_s: float = 6.0
@@ -104,7 +109,8 @@ def quick(targets: tuple[str, ...]) -> Matrix:
         senders_room=100,
         senders=10,
         sender_rate=5.0,
-        locust_run_s=4.0,
+        locust_window_s=3.0,
+        locust_warmup_s=0.5,
         slow_window_s=2.0,
         slow_drain_s=6.0,
         idle_counts=(200, 1000),
@@ -171,7 +177,8 @@ def jobs(m: Matrix, *, locust_ok: bool) -> list[Job]:
 
 #: Seconds to start and stop one server process.
 SERVER_OVERHEAD_S = 1.0
-#: Seconds Locust spends outside --run-time (interpreter, gevent, drain, shutdown).
+#: Seconds a Locust run spends outside spawn, join, warm-up and window (interpreter,
+#: gevent, drain, shutdown).
 LOCUST_OVERHEAD_S = 2.0
 
 
@@ -204,7 +211,14 @@ def estimate_s(job: Job, m: Matrix) -> float:
             + 2 * (m.warmup_s + m.slow_window_s + 0.5)
             + stall
         )
-    return SERVER_OVERHEAD_S + LOCUST_OVERHEAD_S + m.locust_run_s
+    # Locust: the users spawn and join (setup_s), then warm-up and the measured window.
+    return (
+        SERVER_OVERHEAD_S
+        + LOCUST_OVERHEAD_S
+        + setup_s(job.target, job.room)
+        + m.locust_warmup_s
+        + m.locust_window_s
+    )
 
 
 def estimate_total_s(js: list[Job], m: Matrix) -> float:

@@ -388,7 +388,11 @@ def _method_section(m: Matrix) -> list[str]:
         (
             "- Locust (loadtest/chat.py, headless, one process): latency from its HDR histogram "
             "(microseconds); achieved send rate = offered x sent / intended; saturated as Locust's "
-            "JSON says. Its figures include the spawn ramp (all users spawn within about a second)."
+            "JSON says. Steady state only: the senders start once every user has joined its "
+            f"room and {m.locust_warmup_s:g} s more have passed (loadtest's start gate), and "
+            f"Locust measures {m.locust_window_s:g} s from there, so neither the spawn ramp nor "
+            "the server's join storm is in its figures; server CPU is taken over the same "
+            "window. The time each engine took to fill the room is `fill_s` in results.json."
         ),
         (
             "- Idle: clients register and `/join` rooms of "

@@ -13,13 +13,14 @@ it served.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import driver, locustrun, procstat, servers, stats
-from bench.matrix import Job, Matrix
+from bench.matrix import Job, Matrix, setup_s
 
 
 @dataclass
@@ -83,6 +84,60 @@ class Window:
         if self.p0 is None or self.p1 is None:
             return {}
         return procstat.busy_fractions(self.p0, self.p1)
+
+
+class Sampler:
+    """Samples the server and /proc/stat every ``period_s`` in a thread, with wall times.
+
+    A Locust run's measured window (loadtest's start gate to its drain) is known only
+    afterwards, from its JSON, in Unix time; sampling all along lets the record take the
+    server's CPU and the CPUs' busy shares over that window instead of over the whole run
+    with its join storm. Reading three small /proc files four times a second costs the
+    bench process next to nothing.
+    """
+
+    def __init__(self, srv: servers.Server, period_s: float = 0.25) -> None:
+        self.srv = srv
+        self.period_s = period_s
+        self.samples: list[tuple[float, float, Any, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="server-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(
+                (time.time(), time.monotonic(), self.srv.sample(), procstat.read_proc_stat())
+            )
+            if self._stop.wait(self.period_s):
+                return
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def window(self, t_from: float, t_to: float) -> Window | None:
+        """A Window between the samples nearest to Unix times t_from and t_to.
+
+        None when the samples cannot resolve it: the window is shorter than four sampling
+        periods, or lies outside what was sampled.
+        """
+        ok = [x for x in self.samples if x[2] is not None]
+        if t_to - t_from < 4 * self.period_s or len(ok) < 2:
+            return None
+        if t_from < ok[0][0] - self.period_s or t_to > ok[-1][0] + self.period_s:
+            return None
+        a = min(ok, key=lambda x: abs(x[0] - t_from))
+        b = min(ok, key=lambda x: abs(x[0] - t_to))
+        if b[1] <= a[1]:
+            return None
+        win = Window(self.srv)
+        _, win.t0, win.s0, win.p0 = a
+        _, win.t1, win.s1, win.p1 = b
+        return win
 
 
 def _record(
@@ -478,18 +533,27 @@ def _idle_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
 
 
 def locust_plan(job: Job, m: Matrix) -> locustrun.LocustPlan:
-    """The Locust run for a fan-out, many-senders or slow-consumer job."""
+    """The Locust run for a fan-out, many-senders or slow-consumer job.
+
+    Locust measures ``m.locust_window_s`` of steady state after the rooms are full and
+    ``m.locust_warmup_s`` more. Its ``-t`` is only a cap, leaving the join storm four
+    times the time the estimate expects, plus 10 s: a slow engine on a busy machine gets
+    the same window, and one that needs even longer shows up as a short window (invalid)
+    instead of stalling the bench.
+    """
+    budget = 10.0 + 4 * setup_s(job.target, job.room)
     if job.scenario == "fanout":
-        rate = m.fanout_rate(job.room, job.deliveries)
         return locustrun.LocustPlan(
             users=job.room,
             room=job.room,
             senders=1,
-            rate_per_sender=rate,
+            rate_per_sender=m.fanout_rate(job.room, job.deliveries),
             payload=m.driver_payload,
-            run_time_s=m.locust_run_s,
+            window_s=m.locust_window_s,
             spawn_rate=float(job.room),
             timing_sample=m.locust_timing_sample,
+            warmup_s=m.locust_warmup_s,
+            fill_budget_s=budget,
         )
     return locustrun.LocustPlan(
         users=job.room,
@@ -497,14 +561,28 @@ def locust_plan(job: Job, m: Matrix) -> locustrun.LocustPlan:
         senders=m.senders,
         rate_per_sender=m.sender_rate,
         payload=m.senders_payload,
-        run_time_s=m.locust_run_s,
+        window_s=m.locust_window_s,
         spawn_rate=float(job.room),
         timing_sample=m.locust_timing_sample,
+        warmup_s=m.locust_warmup_s,
+        fill_budget_s=budget,
     )
 
 
+#: A Locust window this much shorter than planned was cut short by -t (rooms slow to fill).
+MIN_WINDOW_RATIO = 0.9
+
+
 def judge_locust(r: locustrun.LocustResult, plan: locustrun.LocustPlan) -> stats.Verdict:
-    """Issue 4's rule plus what loadtest's JSON can prove wrong about a Locust run."""
+    """Issue 4's rule plus what loadtest's JSON can prove wrong about a Locust run.
+
+    Saturation, a send rate below 95 % of the offered one, sequence faults and any other
+    failure always invalidate. How the window is checked depends on loadtest's start
+    gate: with it (the bench always asks for it) the senders start together once every
+    room is full, so "started late" cannot happen; what can is a room that never filled
+    or a window that -t cut short. Without it (older loadtest JSON) the last sender to
+    join may have sent for only the last seconds, so that is checked instead.
+    """
     # Sequence faults make a run invalid; any other failure kind does too, by name.
     lost = r.lost + r.raw_failures.get("reordered", 0)
     verdict = stats.judge_run(
@@ -518,9 +596,21 @@ def judge_locust(r: locustrun.LocustResult, plan: locustrun.LocustPlan) -> stats
     others = {k: v for k, v in r.raw_failures.items() if k not in ("lost", "reordered")}
     if others:
         verdict.fail(f"locust failures {others}")
-    # loadtest's senders start when they have joined, and intended/sent count from
-    # there, so a server that is slow to register a room can leave a sender only
-    # seconds to send and still look on schedule. Ask for the whole run minus the
+    if r.start_when_full:
+        if r.measure_started_at is None:
+            verdict.fail("measuring never started (the rooms did not fill within -t)")
+        elif r.rooms_full is False:
+            verdict.fail("measured before every user had joined (loadtest's gate timed out)")
+        if r.duration_s < MIN_WINDOW_RATIO * plan.window_s:
+            fill = f"{r.fill_s:.1f}" if r.fill_s is not None else "?"
+            verdict.fail(
+                f"measured {r.duration_s:.1f} s of the planned {plan.window_s:g} s "
+                f"(the rooms took {fill} s to fill; -t {plan.run_time_s} s cut the window)"
+            )
+        return verdict
+    # Without the gate loadtest's senders start when they have joined, and intended/sent
+    # count from there, so a server that is slow to register a room can leave a sender
+    # only seconds to send and still look on schedule. Ask for the whole run minus the
     # configured spawn ramp (and a second for the handshakes).
     ramp = plan.users / plan.spawn_rate + 1.0
     expect = plan.offered_rate * max(0.0, r.duration_s - ramp)
@@ -548,13 +638,21 @@ def _locust_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     try:
         win = Window(srv)
         win("start")
-        lr = locustrun.run(plan, srv.host, srv.port, ctx.workdir / "locust", ctx.loadgen_cpus)
+        with Sampler(srv) as sampler:
+            lr = locustrun.run(plan, srv.host, srv.port, ctx.workdir / "locust", ctx.loadgen_cpus)
         win("end")
         if lr.result is None:
             records.append(_failed(job, job.scenario, "locust", params, lr.error))
             records[-1]["server"] = win.server()
             return records
         r = lr.result
+        # Server CPU and CPU busy shares over Locust's measured window when the samples
+        # resolve it, else over the whole run (join storm included); "window" says which.
+        span = "run"
+        if r.measure_started_at is not None:
+            measured = sampler.window(r.measure_started_at, r.measure_started_at + r.duration_s)
+            if measured is not None:
+                win, span = measured, "measured"
         verdict = judge_locust(r, plan)
         lat = r.latency_ms or {}
         metrics = {
@@ -566,6 +664,9 @@ def _locust_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
             "failures": r.failures,
             "lost": r.lost,
             "missing": r.undelivered,
+            "window_s": r.duration_s,
+            "fill_s": r.fill_s,
+            "warmup_s": r.warmup_s,
         }
         if not lat:
             verdict.fail("no latency samples")
@@ -576,7 +677,7 @@ def _locust_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
                 job=job,
                 params=params,
                 metrics=metrics,
-                server=win.server(),
+                server={**win.server(), "window": span},
                 loadgen={
                     "cpu_s": r.cpu_s,
                     "cpu_util": r.cpu_util,

@@ -19,6 +19,13 @@ How it fits together
   newlines, a ``recv`` and a ``bytes.count`` per read, and read only every
   ``COUNT_INTERVAL_S``. One Locust process can record a few tens of thousands of events per
   second, while a room of 1000 at 100 msg/s delivers about 100 000 lines per second.
+* Measuring starts at a *gate* (``--chat-start-when-full``, on by default): once every
+  spawned user has finished its first handshake -- the rooms are full -- plus
+  ``--chat-warmup`` seconds. Until then senders wait (their schedules start at the gate)
+  and receivers neither time nor count; the JSON's window, rates, counts and CPU start
+  there, so the spawn and join storm is not mixed into steady-state figures. A single
+  process decides by itself; with workers the master decides and tells them (see
+  ``Collector.open_gate``). ``--chat-measure-time`` then ends the test after a fixed window.
 * At test stop (``test_stopping``, before Locust kills the users) every process *drains*:
   senders stop, receivers keep reading until the room is quiet, and the messages some timing
   receiver never got are counted (``delivery`` in the JSON). A master tells its workers to
@@ -33,6 +40,7 @@ Code in this file does I/O and Locust plumbing only; decisions live in ``chat_co
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -95,6 +103,17 @@ DRAINED_MSG = "chatd_drained"
 STOP_POLL_S = 0.2
 #: Nick retries on one connection when the server says a nick is taken or invalid.
 NICK_ATTEMPTS = 3
+#: Custom Locust messages for the start gate: worker -> master "this many of my users
+#: have finished their first handshake", master -> workers "start measuring now".
+FILL_MSG = "chatd_fill"
+START_MSG = "chatd_start"
+#: How often the gate checks whether the rooms are full, and how often a worker reports
+#: its join progress while they are not (only when it changed).
+FILL_POLL_S = 0.05
+#: Beyond --chat-handshake-timeout, how long the gate waits for stragglers before it opens
+#: anyway: every user spawned before ``spawning_complete`` has settled (joined or failed)
+#: within one handshake timeout, so this only covers message round trips.
+FILL_GRACE_S = 2.0
 
 
 # --------------------------------------------------------------------------- options
@@ -118,6 +137,9 @@ class Settings:
     churn_messages: int = 5
     handshake_timeout: float = 30.0
     drain_timeout: float = 2.0
+    start_when_full: bool = True
+    warmup: float = 1.0
+    measure_time: float = 0.0
 
     @classmethod
     def from_options(cls, options: Any) -> Settings:
@@ -145,6 +167,10 @@ class Settings:
             raise ValueError("--chat-handshake-timeout must be positive")
         if self.drain_timeout < 0:
             raise ValueError("--chat-drain-timeout must not be negative")
+        if self.warmup < 0:
+            raise ValueError("--chat-warmup must not be negative")
+        if self.measure_time < 0:
+            raise ValueError("--chat-measure-time must not be negative")
 
 
 @events.init_command_line_parser.add_listener
@@ -227,6 +253,32 @@ def add_options(parser: Any, **_kw: Any) -> None:
         help="At test stop, stop sending and wait up to this many seconds for messages in "
         "flight before counting the undelivered ones; 0 skips the drain (default %(default)s)",
     )
+    parser.add_argument(
+        "--chat-start-when-full",
+        action=argparse.BooleanOptionalAction,
+        default=d.start_when_full,
+        env_var="LOCUST_CHAT_START_WHEN_FULL",
+        help="Start sending and measuring only once all users are spawned and have joined "
+        "their rooms (then wait --chat-warmup); --no-chat-start-when-full measures from test "
+        "start, join storm included (default %(default)s)",
+    )
+    parser.add_argument(
+        "--chat-warmup",
+        type=float,
+        default=d.warmup,
+        env_var="LOCUST_CHAT_WARMUP",
+        help="Seconds to wait after the rooms are full (or after test start with "
+        "--no-chat-start-when-full) before sending and measuring (default %(default)s)",
+    )
+    parser.add_argument(
+        "--chat-measure-time",
+        type=float,
+        default=d.measure_time,
+        env_var="LOCUST_CHAT_MEASURE_TIME",
+        help="Stop the test this many seconds after measuring started, so every run "
+        "measures the same window however long the rooms took to fill; --run-time stays "
+        "an upper bound. 0: run until --run-time or a manual stop (default %(default)s)",
+    )
 
 
 # --------------------------------------------------------------------------- per-process state
@@ -250,16 +302,22 @@ class Collector:
         self.process = psutil.Process()
         self.remote: dict[str, core.Snapshot] = {}
         self.sampler: gevent.Greenlet | None = None
+        #: The greenlet that opens the start gate (or, on a worker, reports join progress).
+        self.gate: gevent.Greenlet | None = None
         self.users: dict[str, Any] = {}
         self.tag = ""
         self.running = False
+        #: Bumped per test, so a timer left over from an earlier web-UI run does nothing.
+        self.generation = 0
         self._reset_measurements()
 
     def _reset_measurements(self) -> None:
         self.hist = core.new_histogram()
         self.counters = dict.fromkeys(core.COUNTERS, 0)
         self.failures: dict[str, int] = {}
+        #: Saturation signs in the measured window, and before it (the join storm).
         self.saturated: set[str] = set()
+        self.warmup_saturated: set[str] = set()
         self.cpu_peak = 0.0
         self.max_late_send = 0.0
         self.senders_active = 0
@@ -269,6 +327,22 @@ class Collector:
         self.users_peak = 0
         self.started_wall = time.time()
         self.started_cpu = self._cpu_now()
+        #: The start gate: set when this process starts measuring (senders wait for it).
+        self.measuring = Event()
+        #: Wall time the gate opened; None while warming up.
+        self.measure_started: float | None = None
+        #: CPU time at the gate, and CPU used before it.
+        self.window_cpu_start = self.started_cpu
+        self.warmup_cpu = 0.0
+        #: Join progress of this process (and, on a master, of every worker).
+        self.fill = core.Fill()
+        #: This process's users that finished their first handshake, and those that joined.
+        self.settled = 0
+        self.joined_first = 0
+        #: Wall time the gate saw the rooms full (or gave up waiting); None before.
+        self.full_at: float | None = None
+        #: Whether every user had settled at that moment (False: the wait timed out).
+        self.was_full = False
         self.stopped_wall: float | None = None
         self.stopped_cpu: float | None = None
         #: Wall time the drain began (sending stopped); None while sending.
@@ -304,14 +378,25 @@ class Collector:
         self.send_share = core.to_fraction(self.settings.send_share)
         self.timing_sample = core.to_fraction(self.settings.timing_sample)
         self.tag = "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
+        self._kill_gate()
         self._reset_measurements()
         self.remote.clear()
         self.users = {}
         self.running = True
+        self.generation += 1
         if self.sampler is not None:
             self.sampler.kill(block=False)
         self.process.cpu_percent(None)  # prime: the next call measures since now
         self.sampler = gevent.spawn(self._sample_cpu)
+        if not self.settings.start_when_full:
+            # Each process on its own clock: nothing to wait for but the warm-up.
+            if self.settings.warmup <= 0:
+                self.open_gate()
+            else:
+                self.gate = gevent.spawn(self._open_after, self.settings.warmup, self.generation)
+        elif isinstance(environment.runner, WorkerRunner):
+            self.gate = gevent.spawn(self._report_fill, self.generation)
+        # A local runner or a master waits for ``spawning_complete`` (on_spawning_complete).
 
     def stop(self) -> None:
         """Freeze wall and CPU time at test stop so later reports carry the same figures."""
@@ -323,13 +408,142 @@ class Collector:
         if self.sampler is not None:
             self.sampler.kill(block=False)
             self.sampler = None
+        self._kill_gate()
+        if not self.measuring.is_set():
+            log.warning(
+                "the test stopped before measuring started (rooms not full, or still in the "
+                "warm-up): nothing was measured; raise --run-time"
+            )
+
+    def _kill_gate(self) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None and gate is not gevent.getcurrent():
+            gate.kill(block=False)
+
+    # ----------------------------------------------------------------- start gate
+
+    def user_settled(self, joined: bool) -> None:
+        """A user of this process finished its first handshake (``joined`` or failed)."""
+        self.settled += 1
+        self.joined_first += int(joined)
+        if not isinstance(self.environment.runner if self.environment else None, WorkerRunner):
+            self.fill.update("local", self.settled, self.joined_first)
+
+    def on_spawning_complete(self, user_count: int) -> None:
+        """Local runner or master: every user exists now; wait for their joins, then start.
+
+        Locust fires this once per ramp (again when the web UI changes the user count);
+        only the first one of a test arms the gate. Workers ignore it: their master
+        fires it only after hearing from all of them, and opens their gates itself.
+        """
+        runner = self.environment.runner if self.environment else None
+        if (
+            not self.running
+            or not self.settings.start_when_full
+            or isinstance(runner, WorkerRunner)
+            or self.gate is not None
+            or self.measuring.is_set()
+        ):
+            return
+        self.fill.expected = user_count
+        self.gate = gevent.spawn(self._fill_then_open, self.generation)
+
+    def _fill_then_open(self, generation: int) -> None:
+        """Wait (bounded) until every user has joined or failed, warm up, open the gate."""
+        deadline = time.time() + self.settings.handshake_timeout + FILL_GRACE_S
+        while not self.fill.full and time.time() < deadline:
+            gevent.sleep(FILL_POLL_S)
+            if self.generation != generation or self.draining or not self.running:
+                return
+        self.full_at = time.time()
+        self.was_full = self.fill.full
+        fill_s = self.full_at - self.started_wall
+        if self.was_full:
+            log.info(
+                "rooms full after %.2f s (%d users joined); measuring in %.1f s",
+                fill_s,
+                self.fill.total_joined,
+                self.settings.warmup,
+            )
+        else:
+            log.warning(
+                "only %d of %s users had finished joining after %.1f s; measuring anyway",
+                self.fill.total_settled,
+                self.fill.expected,
+                fill_s,
+            )
+        self._open_after(self.settings.warmup, generation)
+
+    def _open_after(self, delay: float, generation: int) -> None:
+        if delay > 0:
+            gevent.sleep(delay)
+        if self.generation == generation and self.running and not self.draining:
+            self.open_gate()
+
+    def _report_fill(self, generation: int) -> None:
+        """Worker: tell the master how many of our users have settled, until it says start.
+
+        Only changes are sent, at most every ``FILL_POLL_S``: a few dozen small messages
+        over a join storm. The counts are cumulative, so a lost or repeated one is harmless.
+        """
+        runner = self.environment.runner if self.environment else None
+        last = None
+        while self.generation == generation and self.running and not self.measuring.is_set():
+            now = (self.settled, self.joined_first)
+            if now != last and runner is not None:
+                runner.send_message(FILL_MSG, {"settled": now[0], "joined": now[1]})
+                last = now
+            gevent.sleep(FILL_POLL_S)
+
+    def open_gate(self) -> None:
+        """Start measuring in this process now. Idempotent.
+
+        Window counters and the histogram start from zero (only join notices can have
+        been read so far: senders wait at the gate), the CPU window starts here, and
+        waiting senders wake with their schedules starting now. A master first tells
+        its workers, each of which opens its own gate on receipt; their windows thus
+        start within a message round trip of each other (milliseconds on one machine),
+        and nothing depends on the processes' clocks agreeing. Only the process that
+        writes the report (master or local) arms the ``--chat-measure-time`` stop.
+        """
+        if self.measuring.is_set():
+            return
+        runner = self.environment.runner if self.environment else None
+        now = time.time()
+        if isinstance(runner, MasterRunner) and self.settings.start_when_full:
+            runner.send_message(START_MSG, {})
+        cpu = self._cpu_now()
+        self.measure_started = now
+        self.warmup_cpu = cpu - self.started_cpu
+        self.window_cpu_start = cpu
+        for key in core.WINDOW_COUNTERS:
+            self.counters[key] = 0
+        self.hist = core.new_histogram()
+        self.max_late_send = 0.0
+        self.cpu_peak = 0.0
+        self.process.cpu_percent(None)  # the next CPU sample covers the window only
+        self.measuring.set()
+        if not isinstance(runner, WorkerRunner) and self.settings.measure_time > 0:
+            gevent.spawn_later(self.settings.measure_time, self._end_window, self.generation)
+
+    def _end_window(self, generation: int) -> None:
+        """``--chat-measure-time`` is up: stop the test as Locust's ``--run-time`` would."""
+        env = self.environment
+        if self.generation != generation or not self.running or env is None or not env.runner:
+            return
+        log.info("measured for %.1f s (--chat-measure-time), stopping", self.settings.measure_time)
+        if getattr(env.parsed_options, "headless", False):
+            env.runner.quit()
+        else:
+            env.runner.stop()
 
     def _sample_cpu(self) -> None:
         """Track peak CPU and the user count; flag saturation like Locust's cpu_warning."""
         while True:
             gevent.sleep(CPU_SAMPLE_S)
             pct = self.process.cpu_percent(None)
-            self.cpu_peak = max(self.cpu_peak, pct)
+            if self.measuring.is_set():
+                self.cpu_peak = max(self.cpu_peak, pct)
             if pct >= CPU_WARNING_THRESHOLD:
                 self.saturate(f"cpu sample >= {CPU_WARNING_THRESHOLD}%")
             runner = self.environment.runner if self.environment else None
@@ -337,7 +551,14 @@ class Collector:
                 self.users_peak = max(self.users_peak, runner.user_count)
 
     def saturate(self, reason: str) -> None:
-        """Mark this process's measurements as possibly distorted by its own CPU load."""
+        """Mark this process's measurements as possibly distorted by its own CPU load.
+
+        Before the gate only the join storm is affected, which is not measured: such signs
+        are kept apart (``warmup.saturation_reasons``) and do not mark the run saturated.
+        """
+        if not self.measuring.is_set():
+            self.warmup_saturated.add(reason)
+            return
         if reason not in self.saturated:
             log.warning("load generator saturated: %s", reason)
         self.saturated.add(reason)
@@ -436,15 +657,27 @@ class Collector:
     # ----------------------------------------------------------------- reporting
 
     def snapshot(self, role: str) -> core.Snapshot:
-        """This process's cumulative measurements (frozen once the test stopped)."""
+        """This process's cumulative measurements (frozen once the test stopped).
+
+        CPU and wall time cover the measured window (gate to stop); before the gate opens
+        the window is empty and everything so far counts as warm-up.
+        """
         wall_end = self.stopped_wall if self.stopped_wall is not None else time.time()
         cpu_end = self.stopped_cpu if self.stopped_cpu is not None else self._cpu_now()
-        wall = max(wall_end - self.started_wall, 0.0)
-        cpu = max(cpu_end - self.started_cpu, 0.0)
+        if self.measure_started is None:
+            wall = cpu = 0.0
+            warmup_cpu = max(cpu_end - self.started_cpu, 0.0)
+        else:
+            wall = max(wall_end - self.measure_started, 0.0)
+            cpu = max(cpu_end - self.window_cpu_start, 0.0)
+            warmup_cpu = self.warmup_cpu
         reasons = set(self.saturated)
         if wall >= 1.0 and 100.0 * cpu / wall >= CPU_WARNING_THRESHOLD:
             reasons.add(f"mean cpu >= {CPU_WARNING_THRESHOLD}%")
         return core.Snapshot(
+            measure_started=self.measure_started,
+            warmup_cpu_seconds=warmup_cpu,
+            warmup_saturated=sorted(self.warmup_saturated),
             delivery=self.delivery,
             hist=self.hist.encode().decode("ascii") if self.hist.get_total_count() else "",
             counters=dict(self.counters),
@@ -469,6 +702,19 @@ class Collector:
         snaps = [self.snapshot("master" if is_master else "local"), *self.remote.values()]
         wall_end = self.stopped_wall if self.stopped_wall is not None else time.time()
         send_end = self.drain_started if self.drain_started is not None else wall_end
+        measure = self.measure_started
+        duration = max(send_end - measure, 0.0) if measure is not None else 0.0
+        waited = self.settings.start_when_full
+        warmup = {
+            "start_when_full": waited,
+            "extra_s": self.settings.warmup,
+            # test start -> every user spawned and past its first handshake
+            "fill_s": round(self.full_at - self.started_wall, 3) if self.full_at else None,
+            # every user had settled when the gate opened (null: the gate did not wait)
+            "full": self.was_full if waited else None,
+            "users_expected": self.fill.expected,
+            "users_joined": self.fill.total_joined if waited else None,
+        }
         options = asdict(self.settings)
         options.update(
             users=getattr(env.parsed_options, "num_users", None),
@@ -480,7 +726,9 @@ class Collector:
         users = {"peak": self.users_peak, "by_class": self.users.get("by_class", {})}
         report = core.build_report(
             snaps,
-            duration_s=send_end - self.started_wall,
+            duration_s=duration,
+            measure_started_at=measure,
+            warmup=warmup,
             drain_s=max((s.delivery.drain_s for s in snaps if s.delivery), default=0.0),
             options=options,
             host=env.host or "",
@@ -535,8 +783,22 @@ def on_init(environment: Environment, **_kw: Any) -> None:
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message(DRAIN_MSG, on_drain_message, concurrent=True)
+        runner.register_message(START_MSG, on_start_message)
     elif isinstance(runner, MasterRunner):
         runner.register_message(DRAINED_MSG, on_drained_message)
+        runner.register_message(FILL_MSG, on_fill_message)
+
+
+def on_fill_message(environment: Environment, msg: Any, **_kw: Any) -> None:
+    """Master: a worker's join progress (cumulative counts of its users)."""
+    data = msg.data or {}
+    STATE.fill.update(str(msg.node_id), int(data.get("settled", 0)), int(data.get("joined", 0)))
+
+
+def on_start_message(environment: Environment, msg: Any, **_kw: Any) -> None:
+    """Worker: the master saw every room full and the warm-up pass: start measuring."""
+    if STATE.running:
+        STATE.open_gate()
 
 
 def on_drain_message(environment: Environment, msg: Any, **_kw: Any) -> None:
@@ -571,6 +833,11 @@ def drain_workers(runner: MasterRunner) -> None:
 @events.test_start.add_listener
 def on_test_start(environment: Environment, **_kw: Any) -> None:
     STATE.start(environment)
+
+
+@events.spawning_complete.add_listener
+def on_spawning_complete(user_count: int, **_kw: Any) -> None:
+    STATE.on_spawning_complete(user_count)
 
 
 @events.test_stopping.add_listener
@@ -646,6 +913,9 @@ class Session:
         self.receiver: gevent.Greenlet | None = None
         #: Per session: after a reconnect the messages missed meanwhile are not "lost".
         self.tracker = core.SequenceTracker()
+        #: Wall time the join was confirmed: a sender's schedule starts at the later of
+        #: this and the gate.
+        self.joined_at = 0.0
 
     def shutdown(self) -> None:
         """Kill the receiver and close the socket; safe to call twice."""
@@ -679,6 +949,8 @@ class ChatUser(User):
         self.slot, self.index = STATE.assign_slot()
         self.rng = random.Random()
         self.session: Session | None = None
+        #: Whether this user's first handshake is over (the start gate counts them).
+        self.settled = False
 
     # ----------------------------------------------------------------- roles
 
@@ -737,6 +1009,12 @@ class ChatUser(User):
             else:
                 gevent.wait(waits, count=1)
 
+    def settle(self, joined: bool) -> None:
+        """Count this user's first handshake as over, once, for the start gate."""
+        if not self.settled:
+            self.settled = True
+            STATE.user_settled(joined)
+
     def between_sessions(self) -> None:
         """Pause after a session that ended normally (only churn sessions end normally)."""
         gevent.sleep(RECONNECT_BACKOFF_S * (0.5 + self.rng.random()))
@@ -759,7 +1037,9 @@ class ChatUser(User):
         try:
             session, leftover = self.open_session(settings)
         except HandshakeError:
+            self.settle(joined=False)
             return False
+        self.settle(joined=True)
         self.session = session
         sends = self.will_send()
         if self.reads:
@@ -823,6 +1103,7 @@ class ChatUser(User):
                 raise HandshakeError(stage, "join refused")
             STATE.counters["joins"] += 1
             STATE.fire("join", _ms_since(join_start))
+            session.joined_at = time.time()
             sock.settimeout(None)
             return session, rest
         except HandshakeError as exc:
@@ -883,6 +1164,7 @@ class ChatUser(User):
         """
         sock = session.sock
         counters = STATE.counters
+        measuring = STATE.measuring
         try:
             if timing:
                 splitter = core.LineSplitter()
@@ -897,12 +1179,14 @@ class ChatUser(User):
                     if lines:
                         self.on_lines(session, lines, now)
             else:
-                counters["counted_lines"] += len(leftover)
+                if measuring.is_set():
+                    counters["counted_lines"] += len(leftover)
                 while True:
                     data = sock.recv(RECV_BYTES)
                     if not data:
                         break
-                    counters["counted_lines"] += data.count(b"\n")
+                    if measuring.is_set():  # before the gate: join notices, not traffic
+                        counters["counted_lines"] += data.count(b"\n")
                     STATE.last_arrival = time.time()
                     gevent.sleep(COUNT_INTERVAL_S)
             if not session.closing:
@@ -914,9 +1198,23 @@ class ChatUser(User):
             session.closed.set()
 
     def on_lines(self, session: Session, lines: list[bytes], now: float) -> None:
-        """Time and check a batch of lines that all arrived by ``now`` (epoch seconds)."""
-        now_us = int(now * 1_000_000)
+        """Time and check a batch of lines that all arrived by ``now`` (epoch seconds).
+
+        Before this process's gate opens nothing is timed, counted or sequence-checked:
+        only join notices arrive then, plus (with ``--processes``) the first messages of a
+        worker whose gate opened a few milliseconds earlier, which are counted as
+        ``early_messages``. The sequence baseline is then the first message after the gate.
+        """
         counters = STATE.counters
+        if not STATE.measuring.is_set():
+            for raw in lines:
+                kind, _msg = core.classify(raw)
+                if kind is core.LineKind.MESSAGE:
+                    counters["early_messages"] += 1
+                elif kind is core.LineKind.ERROR:
+                    STATE.fail("server_error", "unexpected ! line from the server")
+            return
+        now_us = int(now * 1_000_000)
         tracker = session.tracker
         fire = STATE.environment.events.request.fire if STATE.environment else None
         for raw in lines:
@@ -961,9 +1259,21 @@ class ChatUser(User):
         (libev rounds its epoll timeout up to whole milliseconds), the sender wakes
         ``SEND_EARLY_S`` early; an early send is stamped with its real write time, so the
         margin removes the timer's bias without ever making a latency look smaller.
+
+        Nothing is sent before the start gate opens. The schedule starts at the gate (or
+        at the join, for a session that joined later), so intended send times, and with
+        them ``intended``, cover the measured window only.
         """
+        if not STATE.measuring.is_set():
+            gevent.wait([STATE.measuring, STATE.drained, session.closed], count=1)
+        if session.closed.is_set():
+            return session.closing
+        if not STATE.measuring.is_set() or STATE.draining or self.stopping():
+            self.wait_session(session)  # the test ended before measuring started
+            return session.closing or self.stopping()
+        start = max(STATE.measure_started or 0.0, session.joined_at)
         schedule = core.SendSchedule(
-            settings.rate, core.Arrivals(settings.arrivals), time.time(), self.rng
+            settings.rate, core.Arrivals(settings.arrivals), start, self.rng
         )
         limit = self.session_messages
         sock = session.sock

@@ -26,6 +26,11 @@ Theory of operation
 * Per sender, each timing receiver expects ``seq`` to grow by exactly one. The first message
   seen from a sender only sets the baseline (the receiver may have joined mid-stream); after
   that a jump is ``lost`` and a step back (or a repeat) is ``reordered``.
+* Measurement starts at a *gate*. By default it opens once every user has finished its first
+  handshake (the rooms are full) plus a warm-up delay: senders wait at the gate, receivers
+  ignore what arrives before it, and the report's window, rates and counts start there. The
+  spawn and join storm is thus not mixed into steady-state latency. ``Fill`` below sums the
+  join progress of all processes; ``chat.py`` does the waiting and the messaging.
 """
 
 from __future__ import annotations
@@ -385,6 +390,45 @@ class SendSchedule:
         return count
 
 
+# --------------------------------------------------------------------------- start gate
+
+
+@dataclass
+class Fill:
+    """How far the join storm has got, summed over processes: may measuring start?
+
+    ``expected`` is the number of users the runner spawned in total, known once Locust's
+    ``spawning_complete`` fired (None before). Every process reports how many of *its*
+    users have *settled* (finished their first handshake, joined or failed) and how many
+    joined; the newest report per process replaces the previous one, so repeated reports
+    never double-count. The rooms are full when every expected user has settled. A failed
+    handshake counts as settled, or one refused user would hold the gate shut forever; the
+    failure itself is reported and spoils the run on its own.
+    """
+
+    expected: int | None = None
+    settled: dict[str, int] = field(default_factory=dict)
+    joined: dict[str, int] = field(default_factory=dict)
+
+    def update(self, source: str, settled: int, joined: int) -> None:
+        """Record ``source``'s newest cumulative counts."""
+        self.settled[source] = settled
+        self.joined[source] = joined
+
+    @property
+    def total_settled(self) -> int:
+        return sum(self.settled.values())
+
+    @property
+    def total_joined(self) -> int:
+        return sum(self.joined.values())
+
+    @property
+    def full(self) -> bool:
+        """All users spawned and every one of them past its first handshake."""
+        return self.expected is not None and self.total_settled >= self.expected
+
+
 # --------------------------------------------------------------------------- measurements
 
 
@@ -472,6 +516,22 @@ COUNTERS: tuple[str, ...] = (
     "timing_receivers",  # sessions whose receiver parsed and timed
     "counting_receivers",  # sessions whose receiver only counted lines
     "senders",  # sessions that sent
+    "early_messages",  # messages a timing receiver got before its process opened the gate
+)
+
+#: Counters of traffic in the measured window. Zeroed when the gate opens, so that lines
+#: read during the join storm (join notices, mostly) do not count as window traffic. The
+#: others (connects, joins, receivers, ...) describe the whole run and are never zeroed.
+WINDOW_COUNTERS: tuple[str, ...] = (
+    "sent",
+    "intended",
+    "late_sends",
+    "timed",
+    "counted_lines",
+    "notices",
+    "other_lines",
+    "lost_messages",
+    "out_of_range",
 )
 
 #: A send this late (seconds after its intended time) counts as ``late_sends``: a sign the
@@ -481,10 +541,12 @@ LATE_SEND_S = 0.010
 
 @dataclass
 class Snapshot:
-    """One process's measurements since test start: what a worker reports to the master.
+    """One process's measurements: what a worker reports to the master.
 
     Everything is cumulative, so the master keeps only the newest snapshot per worker and
-    a late or repeated report can never double-count.
+    a late or repeated report can never double-count. Traffic, latency, CPU and saturation
+    cover the measured window (from the process's gate to its stop); the ``warmup_*``
+    fields cover test start to the gate.
     """
 
     hist: str = ""
@@ -500,6 +562,11 @@ class Snapshot:
     pid: int = 0
     #: End-of-test accounting, present once the process has drained.
     delivery: Delivery | None = None
+    #: Wall time this process opened its gate (started measuring); None: not yet.
+    measure_started: float | None = None
+    #: CPU seconds and saturation signs from test start to the gate (the join storm).
+    warmup_cpu_seconds: float = 0.0
+    warmup_saturated: list[str] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         """Plain dict for Locust's msgpack transport."""
@@ -516,6 +583,9 @@ class Snapshot:
             "role": self.role,
             "pid": self.pid,
             "delivery": self.delivery.to_wire() if self.delivery else None,
+            "measure_started": self.measure_started,
+            "warmup_cpu_seconds": self.warmup_cpu_seconds,
+            "warmup_saturated": list(self.warmup_saturated),
         }
 
     @classmethod
@@ -534,6 +604,11 @@ class Snapshot:
             role=str(data.get("role", "worker")),
             pid=int(data.get("pid", 0)),
             delivery=Delivery.from_wire(data["delivery"]) if data.get("delivery") else None,
+            measure_started=(
+                float(data["measure_started"]) if data.get("measure_started") is not None else None
+            ),
+            warmup_cpu_seconds=float(data.get("warmup_cpu_seconds", 0.0)),
+            warmup_saturated=[str(s) for s in data.get("warmup_saturated", [])],
         )
 
 
@@ -578,12 +653,17 @@ def build_report(
     extra_saturation: Iterable[str] = (),
     cpu_count: int | None = None,
     locust_version: str = "",
+    measure_started_at: float | None = None,
+    warmup: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge per-process snapshots into the JSON document described in ``loadtest/README.md``.
 
-    ``duration_s`` is the sending window as the writing process saw it (test start to the
-    start of the drain, or to test stop without one); rates divide by it. ``drain_s`` is how
-    long the end-of-test drain took.
+    ``duration_s`` is the measured window as the writing process saw it (its gate,
+    ``measure_started_at``, to the start of the drain, or to test stop without one); rates
+    divide by it. ``drain_s`` is how long the end-of-test drain took. ``warmup`` describes
+    the start gate (``chat.py`` fills it in); the warm-up's CPU and saturation are added
+    here from the snapshots. ``measure_started_at`` None means the gate never opened:
+    nothing was measured.
     """
     snaps = list(snapshots)
     hist = new_histogram()
@@ -608,9 +688,14 @@ def build_report(
                 if snap.wall_seconds > 0
                 else 0.0,
                 "cpu_peak_percent": _rnd(snap.cpu_peak_percent, 1),
+                "warmup_cpu_seconds": _rnd(snap.warmup_cpu_seconds),
+                "measure_started_at": (
+                    _rnd(snap.measure_started) if snap.measure_started is not None else None
+                ),
             }
         )
     cpu_seconds = sum(s.cpu_seconds for s in snaps)
+    warmup_reasons = sorted({r for s in snaps for r in s.warmup_saturated})
     dur = max(duration_s, 1e-9)
     latency = latency_summary(hist)
     latency["out_of_range"] = counters["out_of_range"]
@@ -626,6 +711,18 @@ def build_report(
         "stopped_at": _rnd(stopped_at),
         "duration_s": _rnd(duration_s),
         "drain_s": _rnd(drain_s),
+        "measure_started_at": (
+            _rnd(measure_started_at) if measure_started_at is not None else None
+        ),
+        "warmup_s": (
+            _rnd(measure_started_at - started_at) if measure_started_at is not None else None
+        ),
+        "warmup": {
+            **dict(warmup or {}),
+            "cpu_seconds": _rnd(sum(s.warmup_cpu_seconds for s in snaps)),
+            "saturated": bool(warmup_reasons),
+            "saturation_reasons": warmup_reasons,
+        },
         "latency_us": latency,
         "connect": {
             "count": counters["connects"],
@@ -657,6 +754,7 @@ def build_report(
             "other_lines": counters["other_lines"],
             "timing_receivers": counters["timing_receivers"],
             "counting_receivers": counters["counting_receivers"],
+            "early_messages": counters["early_messages"],
         },
         "delivery": {
             "checked": checked,

@@ -238,6 +238,16 @@ def test_parse_locust_report() -> None:
     assert r.deliveries_per_s == pytest.approx(500 * 100 / 10 / 10.0)
 
 
+def test_parse_locust_report_reads_the_start_gate() -> None:
+    doc = dict(SAMPLE_LOCUST, measure_started_at=1000.5, warmup_s=2.5)
+    doc["warmup"] = {"start_when_full": True, "full": True, "fill_s": 1.5}
+    r = locustrun.parse_report(doc, offered_rate=100.0)
+    assert r.start_when_full and r.rooms_full is True
+    assert (r.fill_s, r.warmup_s, r.measure_started_at) == (1.5, 2.5, 1000.5)
+    old = locustrun.parse_report(SAMPLE_LOCUST, offered_rate=100.0)  # no gate in the JSON
+    assert not old.start_when_full and old.rooms_full is None and old.measure_started_at is None
+
+
 def test_parse_locust_report_without_samples() -> None:
     r = locustrun.parse_report({"latency_us": {"count": 0}}, offered_rate=10.0)
     assert r.latency_ms is None and r.achieved_rate is None and not r.saturated
@@ -250,15 +260,31 @@ def test_locust_command_carries_the_plan() -> None:
         senders=10,
         rate_per_sender=10.0,
         payload=512,
-        run_time_s=10,
+        window_s=10,
         spawn_rate=1000,
         slow_reader=True,
+        warmup_s=0.5,
+        fill_budget_s=20.2,
     )
     argv = locustrun.command(plan, "127.0.0.1", 4040, Path("/tmp/x.json"))
     assert argv[argv.index("--chat-send-share") + 1] == "0.01"
     assert argv[argv.index("--host") + 1] == "127.0.0.1:4040"
     assert argv[-2:] == ["ChatUser", "SlowReaderUser"]
     assert plan.offered_rate == 100.0
+    # steady state: wait for full rooms, warm up, measure a fixed window; -t is a cap
+    assert "--chat-start-when-full" in argv
+    assert argv[argv.index("--chat-warmup") + 1] == "0.5"
+    assert argv[argv.index("--chat-measure-time") + 1] == "10"
+    assert argv[argv.index("-t") + 1] == "31s"  # whole seconds, rounded up
+
+
+def test_locust_plans_leave_a_slow_engine_time_to_fill_the_room() -> None:
+    m = matrix.full(("reactor", "threaded"))
+    job = matrix.Job("locust", "threaded", 1, room=m.senders_room, scenario="senders")
+    plan = scenarios.locust_plan(job, m)
+    assert plan.window_s == m.locust_window_s and plan.warmup_s == m.locust_warmup_s
+    assert plan.fill_budget_s >= 3 * matrix.setup_s("threaded", m.senders_room)
+    assert plan.senders == 10 and plan.offered_rate == 100.0
 
 
 # --------------------------------------------------------------------------- aggregate
@@ -404,12 +430,13 @@ def _plan(users: int = 1000) -> locustrun.LocustPlan:
         senders=1,
         rate_per_sender=30.0,
         payload=48,
-        run_time_s=12,
+        window_s=10,
         spawn_rate=float(users),
     )
 
 
 def test_a_locust_sender_that_started_late_makes_the_run_invalid() -> None:
+    """Without loadtest's start gate (older JSON) the whole run was counted."""
     doc = dict(SAMPLE_LOCUST, duration_s=12.0)
     doc["load_generator"] = {"cpu_percent": 50.0, "saturated": False}
     doc["connect"] = {"count": 1000}
@@ -419,6 +446,59 @@ def test_a_locust_sender_that_started_late_makes_the_run_invalid() -> None:
     assert not v.valid and "started late" in v.reasons[0]
     doc["messages"] = {"intended": 290, "sent": 290}  # 12 s minus a 2 s ramp, at 30/s
     assert scenarios.judge_locust(locustrun.parse_report(doc, 30.0), _plan()).valid
+
+
+def _gated(duration_s: float, full: bool | None = True, started: bool = True) -> dict:
+    doc = dict(SAMPLE_LOCUST, duration_s=duration_s)
+    doc["load_generator"] = {"cpu_percent": 50.0, "saturated": False}
+    doc["connect"] = {"count": 1000}
+    intended = round(30 * duration_s)
+    doc["messages"] = {"intended": intended, "sent": intended}
+    doc["measure_started_at"] = 1000.0 if started else None
+    doc["warmup"] = {"start_when_full": True, "full": full, "fill_s": 4.2}
+    return doc
+
+
+def test_a_gated_locust_run_is_judged_on_its_window_not_on_a_late_start() -> None:
+    plan = _plan()
+    # the gate makes "started late" moot: a 10 s window after a 4 s join storm is valid
+    assert scenarios.judge_locust(locustrun.parse_report(_gated(10.0), 30.0), plan).valid
+    short = scenarios.judge_locust(locustrun.parse_report(_gated(6.0), 30.0), plan)
+    assert not short.valid and "measured 6.0 s of the planned 10 s" in short.reasons[0]
+    early = scenarios.judge_locust(locustrun.parse_report(_gated(10.0, full=False), 30.0), plan)
+    assert not early.valid and "before every user had joined" in early.reasons[0]
+    never = scenarios.judge_locust(
+        locustrun.parse_report(_gated(0.0, full=False, started=False), 30.0), plan
+    )
+    assert not never.valid and any("never started" in why for why in never.reasons)
+    # the real validity rules still hold: behind schedule, saturated
+    slow = _gated(10.0)
+    slow["messages"] = {"intended": 300, "sent": 280}
+    assert not scenarios.judge_locust(locustrun.parse_report(slow, 30.0), plan).valid
+    busy = _gated(10.0)
+    busy["load_generator"] = {"saturated": True, "saturation_reasons": ["cpu"]}
+    assert not scenarios.judge_locust(locustrun.parse_report(busy, 30.0), plan).valid
+
+
+class _FakeServer:
+    """Stands in for servers.Server: CPU grows 0.5 s per sampled second."""
+
+    def sample(self) -> procstat.ProcSample:
+        raise AssertionError("not sampled in this test")
+
+
+def test_sampler_cuts_server_cpu_to_the_locust_window() -> None:
+    sampler = scenarios.Sampler(_FakeServer(), period_s=0.25)  # type: ignore[arg-type]
+    stat = procstat.parse_proc_stat("cpu  100 0 100 700 100 0 0 0 0 0\n")
+    for i in range(41):  # 10 s of samples from Unix time 1000
+        t = 1000.0 + i * 0.25
+        s = procstat.ProcSample(t=t, cpu_s=0.5 * i * 0.25, rss=1, hwm=1, threads=1)
+        sampler.samples.append((t, t, s, stat))
+    win = sampler.window(1002.0, 1008.0)
+    assert win is not None
+    assert win.server()["cpu_s"] == pytest.approx(3.0) and win.server()["cpu_util"] == 0.5
+    assert sampler.window(1002.0, 1002.5) is None  # too short to resolve
+    assert sampler.window(990.0, 1008.0) is None  # starts before the samples
 
 
 def test_steady_state_senders_goal_uses_the_driver_cells() -> None:

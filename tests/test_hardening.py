@@ -2,8 +2,8 @@
 descriptor exhaustion, half-close, resets in the middle of a broadcast, and the counters.
 
 Real servers over real sockets on 127.0.0.1 (port 0). Every wait is a read with a
-deadline; the only sleeps let time pass for a timeout under test, pace a sender, or are
-the interval over which CPU time is measured. Random input comes from seeded
+deadline; the only sleeps let time pass for a timeout under test, pace a sender or a
+poll of /stats, or are the interval over which CPU time is measured. Random input comes from seeded
 ``random.Random`` instances, so a failing run replays the same bytes.
 
 The decoder's basic property tests (any bytes, any split: never raises, never an
@@ -316,6 +316,8 @@ class HostileCrowd:
     def __init__(self, server: Server, seed: int) -> None:
         self.server = server
         self.rngs = [random.Random(seed * 1000 + i) for i in range(HOSTILE)]
+        #: Chooses which clients act in each tick.
+        self.pick = random.Random(seed)
         self.socks: list[socket.socket | None] = [None] * HOSTILE
         self.fragments: list[bytes] = [b""] * HOSTILE
         self.streamed = [0] * HOSTILE
@@ -468,6 +470,8 @@ class HostileCrowd:
 
 
 _CHAT_RX = re.compile(r"^(chat\d+): (.*)$")
+#: What must never reach a user: C0 controls but TAB and the IRC formatting codes, DEL, C1.
+_TERMINAL_CONTROL = re.compile("[\x00\x01\x04-\x08\x0a-\x0e\x10-\x15\x17-\x1c\x1e\x7f-\x9f]")
 
 
 def _chat_script(idx: int) -> list[str]:
@@ -502,6 +506,8 @@ def _chatter(
                 next_send = now + rng.uniform(0.02, 0.12)
             wait = next_send - now if sent < len(script) else deadline - now
             for line in recv_lines(client, min(max(wait, 0.001), 0.5)):
+                if _TERMINAL_CONTROL.search(line):
+                    raise AssertionError(f"chat{idx} got a control character: {line!r}")
                 match = _CHAT_RX.match(line)
                 if match and match.group(1) in others:
                     received[match.group(1)].append(match.group(2))
@@ -550,7 +556,7 @@ def test_hostile_mix_chatters_lose_nothing_memory_stays_bounded_and_sigterm_exit
         chatting = any(t.is_alive() for t in threads)
         if not chatting and crowd.streaming_done():
             break
-        for i in crowd.rngs[0].sample(range(HOSTILE), 12):
+        for i in crowd.pick.sample(range(HOSTILE), 12):
             crowd.act(i)
         for i in range(0, HOSTILE, STREAMER_EVERY):  # streamers push every tick
             crowd.act(i)
@@ -585,7 +591,7 @@ def test_hostile_mix_chatters_lose_nothing_memory_stays_bounded_and_sigterm_exit
             f"{crowd.counts['bytes'] >> 20} MiB of hostile input"
         )
     # Most of the crowd vanishes with a reset: the server lets go of every one of them
-    # promptly, whatever flood control was holding back for them. KEPT stay connected.
+    # promptly, whatever flood control was holding back for them. The kept stay on.
     kept = [i for i in range(HOSTILE) if i < NON_READERS or i % 10 == 1]
     for i in range(HOSTILE):
         if i not in kept:
@@ -614,8 +620,8 @@ def test_hostile_mix_chatters_lose_nothing_memory_stays_bounded_and_sigterm_exit
 
 FLOOD_RATE = 40
 FLOOD_BURST = 20
-#: Lines of ~4 KB: with them the flooder's backlog exceeds the socket buffers (its
-#: sendall blocks: backpressure), yet drains at FLOOD_RATE in ~3 seconds.
+#: Lines of ~4 KB, sent in one go: the backlog waits in TCP buffers and in the server's
+#: last read (backpressure), and drains at FLOOD_RATE in ~3 seconds.
 FLOOD_LINES = 140
 FLOOD_TEXT = "f" * 4000
 
@@ -760,27 +766,33 @@ def _accept_failures_logged(text: str) -> int:
     return len(re.findall(r"accept failed|accept\(\) out of system resource", text))
 
 
-def test_fd_exhaustion_costs_no_cpu_existing_clients_chat_and_new_ones_get_in_later(
+def test_fd_exhaustion_costs_no_cpu_logs_once_members_chat_and_new_clients_get_in_later(
     engine: str, launch: Callable[..., Server]
 ) -> None:
     server = launch(engine, preexec_fn=_lower_fd_limit)
-    StderrPump(server)  # a server that logs at every retry must not block on the pipe
+    stderr = StderrPump(server)  # a server that logs at every retry must not block on it
     amy, bob = server.room("amy", "bob")
     greeted, waiting = _fill(server)
     assert greeted and waiting, f"{len(greeted)} greeted, {len(waiting)} waiting: limit not hit"
 
     cpu_before = server.cpu_seconds()
     wall_before = time.monotonic()
-    time.sleep(1.0)  # the measurement interval: connections wait in the backlog
+    # The measurement interval, while connections wait in the backlog: 1.5 s spans more
+    # than one retry period of every engine (asyncio's is 1 s). A server that steps back
+    # is idle here; one that spins, or retries in bursts, is not.
+    time.sleep(1.5)
     cpu_rate = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
-    assert cpu_rate < 0.3, f"{cpu_rate:.2f} s of CPU per second while descriptors ran out"
 
+    # Still out of descriptors: the members chat on.
     amy.send("still chatting")
     assert bob.expect("still chatting")[-1] == "amy: still chatting"
     bob.send("/who")
     assert "amy" in bob.expect(r"^\* #lobby")[-1]
     if engine == "reactor":
         assert stats(amy)["accept_fd_exhausted"] > 0
+    # One episode so far (no descriptor was freed): one log record, not one per retry.
+    log = stderr.text()
+    logged = _accept_failures_logged(log)
 
     # Ten clients leave: connections from the backlog get in.
     for s in greeted[:10]:
@@ -794,28 +806,18 @@ def test_fd_exhaustion_costs_no_cpu_existing_clients_chat_and_new_ones_get_in_la
     assert amy.expect("made it")[-1] == "carol: made it"
     assert server.stop() == 0
     print(f"{engine}: {len(greeted)} greeted, {len(waiting)} waited; CPU {cpu_rate:.3f}/s")
-
-
-def test_fd_exhaustion_is_logged_once_not_at_every_retry(
-    engine: str, launch: Callable[..., Server]
-) -> None:
-    server = launch(engine, preexec_fn=_lower_fd_limit)
-    stderr = StderrPump(server)
-    amy = server.client("amy")
-    greeted, waiting = _fill(server)
-    assert waiting, "limit not hit"
-    time.sleep(1.5)  # several retry periods of every engine pass with no descriptor freed
-    amy.ping()
-    text = stderr.text()
-    count = _accept_failures_logged(text)
-    for s in greeted + waiting:
-        s.close()
-    assert count == 1, f"{count} accept failures logged in one episode: {text[:600]}"
+    # Checked last, so an engine that fails them still shows whether it serves and recovers.
+    problems = []
+    if cpu_rate >= 0.1:
+        problems.append(f"{cpu_rate:.2f} s of CPU per second while descriptors ran out")
+    if logged != 1:
+        problems.append(f"{logged} accept failures logged in one episode: {log[:300]}")
+    assert not problems, problems
 
 
 # --------------------------------------------------------------------------- soft limit
 
-SOFT_SECONDS = 1.5
+SOFT_SECONDS = 2.0
 #: 6 MB: on loopback the kernel holds up to ~4 MB for a peer that reads nothing (the
 #: sender's buffer autotunes up to tcp_wmem's 4 MiB), so ~2 MB stay in the server's queue.
 BURST_LINES = 6000
@@ -844,11 +846,25 @@ def test_soft_limit_drops_a_client_that_stays_above_it_not_one_that_catches_up(
         c.ping()
     at_watcher = Recorder(watcher)
 
+    brief_lines: list[str] = []
+    errors: list[BaseException] = []
+
+    def catch_up() -> None:
+        # "brief" stays above the soft limit for a moment, then reads everything.
+        time.sleep(max(0.0, burst_started + 0.2 - time.monotonic()))
+        try:
+            last = f"writer: {BURST_LINES - 1} "
+            brief_lines.extend(brief.read_until(lambda line: line.startswith(last)))
+        except BaseException as exc:
+            errors.append(exc)
+
     # One burst: far above the soft limit for both non-reading members.
     burst_started = time.monotonic()
+    reader = threading.Thread(target=catch_up)
+    reader.start()
     writer.send("".join(f"{n} {BURST_TEXT}\n" for n in range(BURST_LINES)))
-    time.sleep(0.1)  # "brief" stays above the soft limit for a moment, then catches up
-    brief_lines = brief.read_until(lambda line: line.startswith(f"writer: {BURST_LINES - 1} "))
+    reader.join(30)
+    assert not errors, errors
     assert [x for x in brief_lines if x.startswith("writer: ")] == [
         f"writer: {n} {BURST_TEXT}" for n in range(BURST_LINES)
     ]
@@ -949,24 +965,34 @@ def test_ping_answers_pong_before_and_after_registration(server: Server) -> None
 # --------------------------------------------------------------------------- half-close
 
 
+#: /help replies queued for a half-closed client: ~5 MB, more than loopback's socket
+#: buffers absorb (up to ~4 MB for a peer that is not reading), so part of it is still
+#: in the server's own queue when the EOF arrives.
+HELP_REPLIES = 8000
+
+
 @pytest.mark.parametrize("flood", ["off", "on"])
 def test_half_closed_client_gets_its_pending_output_then_eof(
     engine: str, flood: str, start_server: Callable[..., Server]
 ) -> None:
     """A client that sends lines and shuts down its write side gets every reply, then EOF.
 
-    flood=off: 300 /help replies (~200 KB) are still queued when the EOF is read.
-    flood=on (default limits): 60 lines exceed the burst, so the EOF waits behind
+    flood=off: HELP_REPLIES /help replies are still queued when the EOF is read.
+    flood=on (default limits): 50 lines exceed the burst of 40, so the EOF waits behind
     lines held back by flood control; none of them is lost.
     """
-    args = ("--flood-rate", "0") if flood == "off" else ()
+    if flood == "off":
+        args: tuple[str, ...] = ("--flood-rate", "0", "--max-sendq", str(64 << 20))
+        args += ("--sendq-soft", "0", "--send-timeout", "30")
+    else:
+        args = ()
     server = start_server(engine, *args)
     amy, bob = server.room("amy", "bob")
     if flood == "off":
-        amy.send("hello\n" + "/help\n" * 300 + "/who\n/ping end\nlast words")
+        amy.send("hello\n" + "/help\n" * HELP_REPLIES + "/who\n/ping end\nlast words")
         chat = ["hello", "last words"]
     else:
-        chat = [f"m{i}" for i in range(60)]
+        chat = [f"m{i}" for i in range(50)]
         amy.send("".join(f"{text}\n" for text in chat) + "/who\n/ping end\n")
     amy.sock.shutdown(socket.SHUT_WR)
 
@@ -975,7 +1001,7 @@ def test_half_closed_client_gets_its_pending_output_then_eof(
     who = [x for x in lines if x.startswith("* #lobby")]
     assert len(who) == 1 and "amy" in who[0] and "bob" in who[0]
     if flood == "off":
-        assert sum(x == "* commands:" for x in lines) == 300
+        assert sum(x == "* commands:" for x in lines) == HELP_REPLIES
     got = bob.expect(r"^\* amy (quit|left)", 30)
     assert [x for x in got if x.startswith("amy: ")] == [f"amy: {text}" for text in chat]
     bob.no_more_lines()
@@ -985,10 +1011,13 @@ def test_half_closed_client_gets_its_pending_output_then_eof(
 # --------------------------------------------------------------------------- reset mid-fan-out
 
 RECEIVERS = 12
-#: Each victim resets after reading this many burst lines (small receive buffers for the
-#: first two, so the server still holds output for them when they vanish).
-VICTIMS = (1, 40, 400, 1500)
+#: Each victim resets after reading this many lines of the stream (the first with a tiny
+#: receive buffer, so the server still holds output for it when it vanishes).
+VICTIMS = (1, 300, 1500, 2700)
 RESET_BURST = 3000
+#: The sender streams RESET_BURST lines in CHUNKS pieces over about a second, so the
+#: resets land while the fan-out is in progress, not after it.
+CHUNKS = 30
 
 
 def test_reset_in_the_middle_of_a_broadcast_costs_nobody_else_a_line(
@@ -1000,21 +1029,23 @@ def test_reset_in_the_middle_of_a_broadcast_costs_nobody_else_a_line(
     victims = []
     for v, _ in enumerate(VICTIMS):
         c = Client(server.host, server.port)
-        if v < 2:
+        if v == 0:
             c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.register(f"v{v}")
         victims.append(c)
     for c in [sender, *receivers, *victims]:
         c.ping()
-    expected = [f"sender: {n} {'x' * 80}" for n in range(RESET_BURST)]
+    texts = [f"{n} {'x' * 80}" for n in range(RESET_BURST)]
     errors: list[BaseException] = []
     got: dict[int, list[str]] = {}
+    reset_at: dict[int, float] = {}
 
     def victim(v: int, c: Client) -> None:
         try:
             for _ in range(VICTIMS[v]):
                 c.expect(r"^sender: ")
             reset(c.sock)
+            reset_at[v] = time.monotonic()
         except BaseException as exc:
             errors.append(exc)
 
@@ -1038,18 +1069,30 @@ def test_reset_in_the_middle_of_a_broadcast_costs_nobody_else_a_line(
     threads += [threading.Thread(target=receiver, args=(r, c)) for r, c in enumerate(receivers)]
     for t in threads:
         t.start()
-    sender.send("".join(line.removeprefix("sender: ") + "\n" for line in expected))
+    per_chunk = RESET_BURST // CHUNKS
+    for k in range(CHUNKS):
+        sender.send("".join(text + "\n" for text in texts[k * per_chunk : (k + 1) * per_chunk]))
+        time.sleep(0.03)  # pace the stream
+    stream_ended = time.monotonic()
     for t in threads:
         t.join(90)
     assert not errors, errors[:3]
+    mid_stream = [v for v, at in reset_at.items() if at < stream_ended]
+    assert len(mid_stream) >= 2, f"only victims {mid_stream} reset before the stream ended"
+    expected = [f"sender: {text}" for text in texts]
     for r, lines in got.items():
         assert [x for x in lines if x.startswith("sender: ")] == expected, f"r{r} lost lines"
-        assert sorted(x.split()[1] for x in lines if " quit" in x) == [
+        assert sorted(x.split()[1] for x in lines if re.match(r"^\* v\d ", x)) == [
             f"v{v}" for v in range(len(VICTIMS))
         ]
-    sender.ping()
+    assert len(got) == RECEIVERS
+    told = sender.ping()  # the sender is fine and got nothing but the four departures
+    assert sorted(x.split()[1] for x in told if re.match(r"^\* v\d (quit|left)", x)) == [
+        f"v{v}" for v in range(len(VICTIMS))
+    ], told
+    assert len(told) == len(VICTIMS), told
     counters = stats(sender)
-    assert counters["disconnect_reset"] + counters["disconnect_eof"] == len(VICTIMS), counters
+    assert counters["disconnect_reset"] == len(VICTIMS), counters
 
 
 # --------------------------------------------------------------------------- counters

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -286,6 +287,26 @@ def test_undelivered_counts_the_tail_receivers_never_got() -> None:
     assert core.undelivered([]) == (0, 0)
 
 
+# --------------------------------------------------------------------------- start gate
+
+
+def test_fill_is_full_once_every_spawned_user_has_settled_in_any_process() -> None:
+    fill = core.Fill()
+    fill.update("w1", settled=5, joined=5)
+    fill.update("w2", settled=5, joined=4)  # one handshake failed: settled, not joined
+    assert not fill.full  # spawning not complete: the total is not known yet
+    fill.expected = 12
+    assert not fill.full
+    fill.update("w1", settled=7, joined=7)  # newest counts replace, never add up
+    assert fill.full and fill.total_settled == 12 and fill.total_joined == 11
+
+
+def test_window_counters_are_traffic_not_run_totals() -> None:
+    assert set(core.WINDOW_COUNTERS) <= set(core.COUNTERS)
+    for total in ("connects", "joins", "sessions", "senders", "early_messages"):
+        assert total not in core.WINDOW_COUNTERS
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -310,6 +331,9 @@ def test_report_merges_workers_and_keeps_its_schema() -> None:
     a = _snapshot([1000] * 90, connects=5, sent=100, intended=100, timed=90)
     b = _snapshot([3000] * 10, connects=5, sent=95, intended=100, timed=10)
     b.failures = {"lost": 1}
+    b.warmup_cpu_seconds = 1.25
+    b.warmup_saturated = ["cpu sample >= 90%"]
+    b.measure_started = 3.0
     master = core.Snapshot(role="master", cpu_seconds=0.5, wall_seconds=10.0)
     wire = [core.Snapshot.from_wire(json.loads(json.dumps(s.to_wire()))) for s in (a, b)]
     report = core.build_report(
@@ -323,6 +347,8 @@ def test_report_merges_workers_and_keeps_its_schema() -> None:
         users={"peak": 10},
         rate_per_sender=1.0,
         cpu_count=2,
+        measure_started_at=3.0,
+        warmup={"start_when_full": True, "extra_s": 1.0, "fill_s": 0.8, "full": True},
     )
     lat = report["latency_us"]
     assert lat["count"] == 100
@@ -338,6 +364,15 @@ def test_report_merges_workers_and_keeps_its_schema() -> None:
     assert report["load_generator"]["cpu_seconds"] == pytest.approx(4.5)
     assert report["load_generator"]["cpu_percent"] == pytest.approx(45.0)
     assert report["delivery"] == {"checked": True, "undelivered": 0, "pairs": 0}
+    # the warm-up is reported apart: its saturation does not mark the run saturated
+    assert report["measure_started_at"] == 3.0 and report["warmup_s"] == 2.0
+    warmup = report["warmup"]
+    assert warmup["full"] is True and warmup["fill_s"] == 0.8
+    assert warmup["cpu_seconds"] == pytest.approx(1.25)
+    assert warmup["saturated"] and warmup["saturation_reasons"] == ["cpu sample >= 90%"]
+    assert not report["load_generator"]["saturated"]
+    by_pid = report["load_generator"]["processes"]
+    assert [p["measure_started_at"] for p in by_pid] == [None, None, 3.0]
     json.dumps(report)  # serialisable as is
 
 
@@ -355,6 +390,8 @@ def test_report_of_an_empty_run_has_nulls_not_errors() -> None:
     assert report["latency_us"]["count"] == 0
     assert report["latency_us"]["p99"] is None
     assert report["delivery"]["checked"] is False
+    assert report["measure_started_at"] is None and report["warmup_s"] is None
+    assert report["warmup"]["saturated"] is False
     assert core.decode_histogram(report["latency_us"]["hdr"]).get_total_count() == 0
 
 
@@ -441,7 +478,14 @@ def chatd(request: pytest.FixtureRequest) -> Iterator[int]:
 SMOKE_USERS = 20
 
 
-def _run_locust(exe: str, port: int, tmp: Path, *extra: str) -> tuple[list[dict], dict]:
+def _run_locust(
+    exe: str,
+    port: int,
+    tmp: Path,
+    *extra: str,
+    run_time: str = "4s",
+    env: dict[str, str] | None = None,
+) -> tuple[list[dict], dict]:
     """Run a short headless test; return (Locust's stats JSON, our histogram JSON)."""
     stats_base = tmp / "stats"
     hist_path = tmp / "latency.json"
@@ -457,7 +501,7 @@ def _run_locust(exe: str, port: int, tmp: Path, *extra: str) -> tuple[list[dict]
         "-r",
         str(SMOKE_USERS),
         "-t",
-        "4s",
+        run_time,
         "--only-summary",
         "--loglevel",
         "WARNING",
@@ -476,7 +520,13 @@ def _run_locust(exe: str, port: int, tmp: Path, *extra: str) -> tuple[list[dict]
         *extra,
     ]
     proc = subprocess.run(
-        argv, check=False, capture_output=True, text=True, timeout=90, cwd=tmp, env=_clean_env()
+        argv,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp,
+        env=_clean_env(**(env or {})),
     )
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, f"locust exited {proc.returncode}:\n{tail}"
@@ -502,6 +552,10 @@ def _check_run(stats: list[dict], hist: dict, users: int) -> None:
     assert hist["delivery"]["undelivered"] == 0
     assert hist["messages"]["sent"] > 0
     assert hist["load_generator"]["cpu_seconds"] > 0
+    # 20 users in rooms of 10 join within a second: the gate (on by default) never times out
+    if hist["warmup"]["start_when_full"]:
+        assert hist["warmup"]["full"] is True
+        assert hist["warmup"]["users_expected"] == hist["warmup"]["users_joined"] == users
 
 
 @pytest.mark.timeout(150)
@@ -528,6 +582,59 @@ def test_processes_merge_worker_histograms(locust_exe: str, chatd: int, tmp_path
     master_cpu = sum(p["cpu_seconds"] for p in procs if p["role"] == "master")
     assert sum(p["cpu_seconds"] for p in procs if p["role"] == "worker") > master_cpu
     assert hist["messages"]["senders"] == 10
+    # the master saw all workers' users joined, then started every worker's window at once
+    starts = [p["measure_started_at"] for p in procs]
+    assert None not in starts and max(starts) - min(starts) < 0.5, procs
+    warmup = hist["warmup"]
+    assert warmup["fill_s"] is not None
+    assert hist["measure_started_at"] >= hist["started_at"] + warmup["fill_s"] + 1.0 - 0.01
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("chatd", ["reactor"], indirect=True)
+def test_warmup_measures_a_fixed_window_after_the_rooms_are_full(
+    locust_exe: str, chatd: int, tmp_path: Path
+) -> None:
+    """The gate plus a fixed window, set through the ``LOCUST_`` variables.
+
+    ``-t`` is only a cap here: ``--chat-measure-time`` must stop the run after 2 s of
+    measuring, and the JSON's window, rates and counts must be that window's alone.
+    """
+    env = {"LOCUST_CHAT_WARMUP": "0.5", "LOCUST_CHAT_MEASURE_TIME": "2"}
+    t0 = time.monotonic()
+    stats, hist = _run_locust(locust_exe, chatd, tmp_path, run_time="60s", env=env)
+    wall = time.monotonic() - t0
+    _check_run(stats, hist, SMOKE_USERS)
+    assert wall < 30, "--chat-measure-time did not stop the test"
+    assert hist["options"]["warmup"] == 0.5 and hist["options"]["measure_time"] == 2.0
+    warmup = hist["warmup"]
+    assert warmup["start_when_full"] is True and warmup["extra_s"] == 0.5
+    assert 0 <= warmup["fill_s"] < 10
+    # measuring starts after the fill plus the warm-up (timer slack allowed)
+    assert warmup["fill_s"] + 0.5 - 0.01 <= hist["warmup_s"] <= warmup["fill_s"] + 1.5
+    assert hist["measure_started_at"] == pytest.approx(
+        hist["started_at"] + hist["warmup_s"], abs=0.002
+    )
+    assert hist["duration_s"] == pytest.approx(2.0, abs=0.3)
+    # 10 senders x 5 msg/s, scheduled from the gate: the counts are the window's
+    msgs = hist["messages"]
+    assert abs(msgs["intended"] - 50 * hist["duration_s"]) <= 10 + 2
+    assert msgs["sent"] >= 0.95 * msgs["intended"]
+    assert msgs["intended_rate"] == pytest.approx(50, rel=0.2)
+    assert hist["received"]["early_messages"] == 0
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("chatd", ["reactor"], indirect=True)
+def test_without_the_gate_measuring_starts_at_test_start(
+    locust_exe: str, chatd: int, tmp_path: Path
+) -> None:
+    extra = ("--no-chat-start-when-full", "--chat-warmup", "0")
+    stats, hist = _run_locust(locust_exe, chatd, tmp_path, *extra)
+    _check_run(stats, hist, SMOKE_USERS)
+    assert hist["warmup"]["start_when_full"] is False
+    assert hist["warmup"]["fill_s"] is None and hist["warmup"]["full"] is None
+    assert hist["warmup_s"] == pytest.approx(0.0, abs=0.01)
 
 
 @pytest.mark.timeout(150)

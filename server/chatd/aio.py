@@ -16,6 +16,7 @@ the idiomatic design and what the benchmarks measure.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -24,12 +25,15 @@ from chatd.config import Config
 from chatd.hub import Member
 from chatd.limits import TokenBucket
 from chatd.protocol import SERVER_FULL, Item, LineDecoder
-from chatd.reactor import configure_socket, raise_fd_limit, reset_on_close
 from chatd.service import ChatService, DisconnectReason
+from chatd.sockopts import configure_socket, peer_error, raise_fd_limit, reset_on_close
 
 log = logging.getLogger("chatd.asyncio")
 
 READ_SIZE = 64 * 1024
+#: Pause before accepting again after EMFILE/ENFILE.
+ACCEPT_BACKOFF = 0.2
+FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 SHUTDOWN_FLUSH_SECONDS = 2.0
 #: The soft output limit is sampled this many times per --sendq-soft-seconds.
 SOFT_SAMPLES = 5
@@ -48,10 +52,16 @@ class StreamConnection:
         self.detail = ""
         self.soft_watch = False
         self.member: Member = None  # type: ignore[assignment]  # set by the handler
+        self.sock: socket.socket | None = writer.get_extra_info("socket")
+        self.register_deadline = float("inf")
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if self.dead or transport.is_closing():
+        if self.dead:
+            return
+        if transport.is_closing():
+            self.dead = True  # lost under us; the read loop reports it
+            self.reason = DisconnectReason.RESET
             return
         self.writer.write(data)
         size = transport.get_write_buffer_size()
@@ -106,12 +116,51 @@ class AsyncServer:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, stop.set)
-        server = await asyncio.start_server(self.handle_client, sock=self.listener, backlog=1024)
-        async with server:
-            await stop.wait()
-            log.info("shutting down")
-            server.close()
-            await self._shutdown()
+        self.listener.setblocking(False)
+        acceptor = asyncio.create_task(self._accept_loop())
+        await stop.wait()
+        log.info("shutting down")
+        acceptor.cancel()
+        self.listener.close()
+        await self._shutdown()
+
+    async def _accept_loop(self) -> None:
+        """Accept clients and serve each through streams, backing off when out of fds.
+
+        This is ``asyncio.start_server`` written out: accept, then
+        ``asyncio.open_connection(sock=...)`` for a reader/writer pair, as
+        ``start_server`` does for each client. It is written out because on
+        EMFILE/ENFILE Python 3.11's own accept loop keeps retrying up to its backlog
+        within one callback, logging a traceback per attempt and burning CPU while
+        the descriptors stay exhausted; here we log once and retry after a pause.
+        """
+        loop = self.loop
+        logged = False
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(self.listener)
+            except OSError as exc:
+                if exc.errno not in FD_EXHAUSTED:
+                    log.debug("accept failed: %s", exc)
+                    continue
+                if not logged:
+                    log.warning("accept failed (%s); pausing new connections", exc.strerror)
+                    logged = True
+                self.service.stats["accept_fd_exhausted"] += 1
+                await asyncio.sleep(ACCEPT_BACKOFF)
+                continue
+            logged = False
+            task = loop.create_task(self._serve_socket(sock))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _serve_socket(self, sock: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+        except OSError:
+            sock.close()
+            return
+        await self.handle_client(reader, writer)
 
     async def handle_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -123,16 +172,12 @@ class AsyncServer:
             writer.write(SERVER_FULL)
             writer.close()
             return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
+        conn = StreamConnection(self, writer)
+        if conn.sock is not None:
             try:
-                configure_socket(sock)
+                configure_socket(conn.sock)
             except OSError:
                 pass
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        conn = StreamConnection(self, writer)
         self.conns.add(conn)
         conn.member = member = service.open(conn)
         loop = self.loop
@@ -142,11 +187,13 @@ class AsyncServer:
             if cfg.flood_rate > 0
             else None
         )
-        started = last_active = loop.time()
+        last_active = loop.time()
+        if cfg.register_timeout > 0:
+            conn.register_deadline = last_active + cfg.register_timeout
         try:
             while not conn.closing and not conn.dead:
                 if member.nick is None and cfg.register_timeout > 0:
-                    deadline: float | None = started + cfg.register_timeout
+                    deadline: float | None = conn.register_deadline
                 elif cfg.idle_timeout > 0:
                     deadline = last_active + cfg.idle_timeout
                 else:
@@ -154,6 +201,8 @@ class AsyncServer:
                 try:
                     if deadline is None:
                         data = await reader.read(READ_SIZE)
+                    elif loop.time() >= deadline:  # a busy client never waits in read
+                        raise TimeoutError
                     else:
                         async with asyncio.timeout_at(deadline):
                             data = await reader.read(READ_SIZE)
@@ -180,7 +229,6 @@ class AsyncServer:
                 conn.reason = DisconnectReason.RESET
         finally:
             self.conns.discard(conn)
-            self.tasks.discard(task)
             try:
                 if not conn.dead and not writer.transport.is_closing():
                     if writer.can_write_eof():
@@ -207,6 +255,12 @@ class AsyncServer:
                 if count == 0:
                     service.stats["flood_pauses"] += 1
                     await asyncio.sleep(bucket.wait(now) + 0.001)
+                    if conn.transport.is_closing() or (conn.sock and peer_error(conn.sock)):
+                        # Gone while held back: drop the lines it left behind.
+                        conn.abort(DisconnectReason.RESET)
+                        return
+                    if conn.member.nick is None and self.loop.time() >= conn.register_deadline:
+                        return  # the read loop closes it for the registration timeout
                     continue
                 batch, items = items[:count], items[count:]
             service.handle_items(conn.member, batch, coalesce=False)

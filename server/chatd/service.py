@@ -147,14 +147,18 @@ class ChatService:
                 batch.append(item)
                 continue
             if batch:
-                self._say(member, batch)
+                self._say_batch(member, batch)
                 batch = []
             if not self._handle_one(member, item):
                 return False
             registered = member.nick is not None
         if batch:
-            self._say(member, batch)
+            self._say_batch(member, batch)
         return True
+
+    def _say_batch(self, member: Member, texts: list[str]) -> None:
+        self.stats["lines_in"] += len(texts)  # _handle_one counts the lines it sees
+        self._say(member, texts)
 
     def _say(self, member: Member, texts: list[str]) -> None:
         self.stats["messages_in"] += len(texts)

@@ -29,8 +29,8 @@ from chatd.config import Config
 from chatd.hub import Member
 from chatd.limits import TokenBucket
 from chatd.protocol import SERVER_FULL, Item, LineDecoder
-from chatd.reactor import configure_socket, raise_fd_limit, reset_on_close
 from chatd.service import ChatService, DisconnectReason
+from chatd.sockopts import configure_socket, peer_error, raise_fd_limit, reset_on_close
 
 log = logging.getLogger("chatd.threaded")
 
@@ -58,6 +58,7 @@ class ThreadedConnection:
         self.reason = DisconnectReason.EOF
         self.detail = ""
         self.closing = False
+        self.register_deadline = float("inf")
         sock.setblocking(True)
         configure_socket(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(server.config.send_timeout))
@@ -121,18 +122,21 @@ class ThreadedConnection:
         )
         with server.lock:
             self.member = member = service.open(self)
-        started = last_active = time.monotonic()
+        last_active = time.monotonic()
+        if cfg.register_timeout > 0:
+            self.register_deadline = last_active + cfg.register_timeout
         try:
             while not self.closing and not self.dead:
+                if self._registration_expired():  # checked on every turn: busy clients too
+                    self._say_and_close(
+                        b"! registration timeout\n", DisconnectReason.REGISTER_TIMEOUT
+                    )
+                    break
                 try:
                     data = self.sock.recv(READ_SIZE)
                 except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: check deadlines
                     now = time.monotonic()
-                    if member.nick is None and 0 < cfg.register_timeout <= now - started:
-                        self._say_and_close(
-                            b"! registration timeout\n", DisconnectReason.REGISTER_TIMEOUT
-                        )
-                    elif member.nick and 0 < cfg.idle_timeout <= now - last_active:
+                    if member.nick and 0 < cfg.idle_timeout <= now - last_active:
                         self._say_and_close(b"! idle timeout\n", DisconnectReason.IDLE)
                     continue
                 except OSError:
@@ -169,12 +173,26 @@ class ThreadedConnection:
                     with server.lock:
                         server.service.stats["flood_pauses"] += 1
                     time.sleep(bucket.wait(now) + 0.001)
+                    if peer_error(self.sock):
+                        # Reset while held back: drop it and the lines it left behind.
+                        self.dead = True
+                        self.reason = DisconnectReason.RESET
+                        return
+                    if self._registration_expired():
+                        return  # run() closes it
                     continue
                 batch, items = items[:count], items[count:]
             for item in batch:  # the classic design: lock, fan out one line, unlock
                 with server.lock:
                     if not server.service.handle_items(self.member, (item,), coalesce=False):  # type: ignore[arg-type]
                         return
+
+    def _registration_expired(self) -> bool:
+        return (
+            self.member is not None
+            and self.member.nick is None
+            and time.monotonic() >= self.register_deadline
+        )
 
     def _say_and_close(self, line: bytes, reason: DisconnectReason) -> None:
         with self.server.lock:
@@ -214,6 +232,7 @@ class ThreadedServer:
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         # The accept loop wakes twice a second to notice a stop request.
         self.listener.settimeout(0.5)
+        fd_shortage_logged = False
         try:
             while not self.stopping:
                 try:
@@ -222,9 +241,14 @@ class ThreadedServer:
                     continue
                 except OSError as exc:
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.warning("accept failed (%s); retrying shortly", exc.strerror)
+                        if not fd_shortage_logged:  # once per episode, not per retry
+                            log.warning("accept failed (%s); retrying shortly", exc.strerror)
+                            fd_shortage_logged = True
+                        with self.lock:
+                            self.service.stats["accept_fd_exhausted"] += 1
                         time.sleep(0.2)  # this thread only accepts: sleeping here blocks no client
                     continue
+                fd_shortage_logged = False
                 self._add(sock)
             self._shutdown()
         finally:

@@ -1,0 +1,61 @@
+"""Socket settings and checks shared by the three engines."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import socket
+import struct
+
+log = logging.getLogger("chatd")
+
+#: TCP keepalive: first probe after this many idle seconds, then every 10 s, 6 tries.
+KEEPALIVE_IDLE = 60
+
+
+def configure_socket(sock: socket.socket) -> None:
+    """Low latency for small lines, and keepalive so dead peers are found eventually."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make ``close()`` send RST and free the kernel's send buffer at once.
+
+    Used for clients dropped for not reading: otherwise the kernel would keep up to a
+    few MiB per dropped socket and trickle them out to a peer that is not reading.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    except OSError:
+        pass
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft open-file limit to the hard one: each client costs a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit: %s", exc)
+
+
+def peer_error(sock: socket.socket) -> int:
+    """The socket's pending error (e.g. ECONNRESET after a reset), or 0.
+
+    An engine that is not reading a connection (flood control holds it back) would not
+    otherwise notice that the peer reset it, and would go on relaying the lines it
+    already buffered from a client that is gone.
+    """
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError as exc:
+        return exc.errno or -1
