@@ -29,6 +29,8 @@ def have_uvloop() -> bool:
     except ImportError:
         return False
     return True
+
+
 #: Default read deadline: generous, since the 2 CPUs are shared with the server.
 TIMEOUT = 10.0
 

@@ -12,7 +12,10 @@ from chatwire import Server, chatd_env
 def run_client(server: Server, stdin: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "chatd.client", "--port", str(server.port), *args],
-        input=stdin, capture_output=True, timeout=30, env=chatd_env(),
+        input=stdin,
+        capture_output=True,
+        timeout=30,
+        env=chatd_env(),
     )
 
 
@@ -47,7 +50,10 @@ def test_connection_refused_is_a_clear_error(start_server) -> None:
     server.stop()
     proc = subprocess.run(
         [sys.executable, "-m", "chatd.client", "--port", str(port)],
-        input=b"", capture_output=True, timeout=30, env=chatd_env(),
+        input=b"",
+        capture_output=True,
+        timeout=30,
+        env=chatd_env(),
     )
     assert proc.returncode != 0
     assert b"cannot connect" in proc.stderr and b"Traceback" not in proc.stderr
@@ -57,7 +63,10 @@ def test_server_going_away_is_reported(start_server) -> None:
     server = start_server("reactor")
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatd.client", "--port", str(server.port), "--nick", "dave"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=chatd_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=chatd_env(),
     )
     assert proc.stdout is not None
     while b"dave" not in proc.stdout.readline():
