@@ -126,8 +126,9 @@ def main(
             write_outputs(readme.load(rerender), rerender)
             click.echo(f"bench: rebuilt {rerender}/report.md and plots")
         if update_readme:
-            readme.update(update_readme)
-            click.echo(f"bench: updated {readme.README} from {update_readme}")
+            for target in (readme.README, readme.PROJECT_README):
+                readme.update(update_readme, target)
+                click.echo(f"bench: updated {target} from {update_readme}")
         return
     if not servers.chatd_available():
         raise click.ClickException("`python -m chatd --help` does not run; is server/ there?")

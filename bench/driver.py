@@ -49,6 +49,10 @@ SETUP_BATCH = 100
 QUIET_S = 0.25
 
 
+#: Seconds of the server's recent delivery rate the flood keeps in flight per member.
+FLOOD_INFLIGHT_S = 0.25
+
+
 class DriverError(RuntimeError):
     """The server refused or dropped clients during setup."""
 
@@ -325,7 +329,13 @@ class Fleet:
         line = wire.resp_publish(body) if self.redis else wire.chat_line(body)
         frame = wire.resp_push(body) if self.redis else sender.nick.encode() + b": " + line
         flen = len(frame)
-        inflight = max(64, inflight_bytes // flen)
+        # In flight per member: at most inflight_bytes, and at most what the server
+        # delivered in the last FLOOD_INFLIGHT_S (re-estimated every 0.1 s, starting
+        # small). A fixed 512 KiB is minutes of backlog for a server that fans out line
+        # by line at ~200k deliveries/s, which then could not drain for the exact check.
+        inflight_cap = max(64, inflight_bytes // flen)
+        inflight = 64
+        tick_at, slowest_at_tick = time.monotonic() + 0.1, 0
         per_block = max(1, 65536 // len(line))
         block = memoryview(line * per_block)
         lpm = self.lines_per_message
@@ -358,6 +368,10 @@ class Fleet:
                     hook("end")
                     break
                 slowest = min(m.rx_bytes for m in members) // flen
+                if now >= tick_at:
+                    rate = (slowest - slowest_at_tick) / (now - tick_at + 0.1)
+                    inflight = min(inflight_cap, max(64, int(rate * FLOOD_INFLIGHT_S)))
+                    tick_at, slowest_at_tick = now + 0.1, slowest
                 can_send = sent_bytes // len(line) - slowest < inflight
                 if can_send and not want_out:
                     try:

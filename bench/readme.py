@@ -1,4 +1,4 @@
-"""Keep bench/README.md's headline in step with a committed report.
+"""Keep the headline in bench/README.md and README.md in step with a committed report.
 
 The README must show only figures that come from a committed report, so it is never
 edited by hand between its markers: ``python -m bench --update-readme DIR`` rewrites that
@@ -15,6 +15,8 @@ from typing import Any
 from bench import matrix, report
 
 README = Path(__file__).resolve().parent / "README.md"
+#: The project's README shows the same headline block.
+PROJECT_README = README.parent.parent / "README.md"
 START = "<!-- headline:start -->"
 END = "<!-- headline:end -->"
 
