@@ -3,12 +3,13 @@
 One coroutine per client reading with ``reader.read`` from a stream pair, as
 ``asyncio.start_server`` would set up (the accept loop is written out to survive
 descriptor exhaustion; see :meth:`AsyncServer._accept_loop`). Each line is fanned out
-on its own, as soon as it is parsed. A broadcast calls ``writer.write`` on every recipient and never awaits ``drain()``:
-awaiting one slow peer inside the loop would stall the room. Since a stream's write
-buffer grows without limit when nobody drains it, this engine enforces the output
-limits itself by looking at ``transport.get_write_buffer_size()`` after each write:
-past ``--max-sendq`` the transport is aborted (asyncio reports the loss on a later
-loop turn, so the fan-out in progress is never disturbed).
+on its own, as soon as it is parsed. A broadcast calls ``writer.write`` on every
+recipient and never awaits ``drain()``: awaiting one slow peer inside the loop would
+stall the room. Since a stream's write buffer grows without limit when nobody drains
+it, this engine enforces the output limits itself by looking at
+``transport.get_write_buffer_size()`` after each write: past ``--max-sendq`` the
+transport is aborted (asyncio reports the loss on a later loop turn, so the fan-out in
+progress is never disturbed).
 
 Unlike the reactor, a transport's ``write`` sends at once when its buffer is empty,
 so each delivery to a keeping-up client costs a syscall; that is the honest cost of
