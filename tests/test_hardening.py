@@ -1185,3 +1185,21 @@ def test_connection_beyond_max_clients_is_refused_and_counted(
     assert data == b"! server full\n"
     assert stats(amy)["disconnect_server_full"] == 1
     bob.no_more_lines()  # the refused connection never reached the room
+
+
+def test_half_close_behind_flood_control_keeps_held_lines_and_the_unterminated_last_one(
+    engine: str, start_server: Callable[..., Server]
+) -> None:
+    """The EOF arrives while flood control holds lines back: every line still arrives."""
+    server = start_server(engine, "--flood-rate", "20", "--flood-burst", "3")
+    (bob,) = server.room("bob")
+    amy = Client(server.host, server.port)
+    amy.send(b"amy\n" + b"".join(b"m%d\n" % i for i in range(8)) + b"last-unterminated")
+    amy.sock.shutdown(socket.SHUT_WR)
+    got = bob.expect("last-unterminated", 15)
+    assert [line for line in got if line.startswith("amy: ")] == [
+        *(f"amy: m{i}" for i in range(8)),
+        "amy: last-unterminated",
+    ]
+    assert "amy quit" in bob.expect("amy quit")[-1]
+    amy.wait_closed()

@@ -111,6 +111,7 @@ class Connection:
         "soft_since",
         "limit",
         "accepted_at",
+        "eof",
         "__weakref__",
     )
 
@@ -154,6 +155,8 @@ class Connection:
         #: Output size past which :meth:`write` takes its slow path.
         self.limit = reactor.write_threshold
         self.accepted_at = 0.0
+        #: The peer closed its side; close once the lines held by flood control are done.
+        self.eof = False
 
     # ----------------------------------------------------------------- service side
 
@@ -406,10 +409,12 @@ class Reactor:
         if not data:
             # EOF (perhaps only a half-close): a last unterminated line still counts,
             # and pending output is still delivered before we close.
+            conn.eof = True
             if conn.decoder.buffered:
                 conn.decoder.feed(b"\n")
                 self._process_input(conn)
-            conn.close_soon(DisconnectReason.EOF)
+            if not conn.paused:  # else _resume closes once the held lines are handled
+                conn.close_soon(DisconnectReason.EOF)
             return
         self.service.stats["bytes_in"] += len(data)
         conn.last_active = self.now
@@ -455,6 +460,8 @@ class Reactor:
         conn.paused = False
         if not conn.closing:
             self._process_input(conn)
+        if conn.eof and not conn.paused:
+            conn.close_soon(DisconnectReason.EOF)
         self.update_mask(conn)
 
     # ----------------------------------------------------------------- writing
@@ -541,7 +548,7 @@ class Reactor:
         if conn.closed:
             return
         want = 0
-        if not (conn.paused or conn.closing or conn.dead):
+        if not (conn.paused or conn.closing or conn.dead or conn.eof):
             want = EVENT_READ
         if conn.want_write and not conn.dead:
             want |= EVENT_WRITE
