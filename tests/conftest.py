@@ -22,8 +22,9 @@ def start_server() -> Iterator[Callable[..., Server]]:
     """Start chatd subprocesses; each is stopped (SIGTERM) at the end of the test."""
     servers: list[Server] = []
 
-    def start(engine: str, *args: str) -> Server:
-        server = Server(engine, *args)
+    def start(engine: str, *args: str, **kw: Callable[[], None]) -> Server:
+        """Keywords (``preexec_fn``) go to :class:`Server`."""
+        server = Server(engine, *args, **kw)
         servers.append(server)
         return server
 

@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -174,24 +174,6 @@ class Recorder:
     def stop(self) -> None:
         self._stop = True
         self._thread.join(5)
-
-
-@pytest.fixture
-def launch() -> Iterator[Callable[..., Server]]:
-    """Like conftest's ``start_server``, but passes keywords (``preexec_fn``) through."""
-    servers: list[Server] = []
-
-    def start(engine: str, *args: str, **kw: Callable[[], None]) -> Server:
-        server = Server(engine, *args, **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        try:
-            server.stop()
-        except Exception:
-            pass
 
 
 def skip_threaded_sendq(engine: str) -> None:
@@ -521,10 +503,10 @@ def _chatter(
 
 @pytest.mark.slow
 def test_hostile_mix_chatters_lose_nothing_memory_stays_bounded_and_sigterm_exits_0(
-    engine: str, launch: Callable[..., Server]
+    engine: str, start_server: Callable[..., Server]
 ) -> None:
     """100 hostile clients against 10 chatters, with production defaults (flood control on)."""
-    server = launch(engine)
+    server = start_server(engine)
     stderr = StderrPump(server)
     chatters = server.room(*(f"chat{i}" for i in range(CHATTERS)))
     crowd = HostileCrowd(server, SEED)
@@ -767,9 +749,9 @@ def _accept_failures_logged(text: str) -> int:
 
 
 def test_fd_exhaustion_costs_no_cpu_logs_once_members_chat_and_new_clients_get_in_later(
-    engine: str, launch: Callable[..., Server]
+    engine: str, start_server: Callable[..., Server]
 ) -> None:
-    server = launch(engine, preexec_fn=_lower_fd_limit)
+    server = start_server(engine, preexec_fn=_lower_fd_limit)
     stderr = StderrPump(server)  # a server that logs at every retry must not block on it
     amy, bob = server.room("amy", "bob")
     greeted, waiting = _fill(server)
