@@ -19,7 +19,6 @@ the idiomatic design and what the benchmarks measure.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
 import socket
@@ -29,14 +28,19 @@ from chatd.hub import Member
 from chatd.limits import TokenBucket
 from chatd.protocol import SERVER_FULL, Item, LineDecoder
 from chatd.service import ChatService, DisconnectReason
-from chatd.sockopts import configure_socket, peer_error, raise_fd_limit, reset_on_close
+from chatd.sockopts import (
+    FD_EXHAUSTED,
+    configure_socket,
+    peer_error,
+    raise_fd_limit,
+    reset_on_close,
+)
 
 log = logging.getLogger("chatd.asyncio")
 
 READ_SIZE = 64 * 1024
 #: Pause before accepting again after EMFILE/ENFILE.
 ACCEPT_BACKOFF = 0.2
-FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 SHUTDOWN_FLUSH_SECONDS = 2.0
 #: The soft output limit is sampled this many times per --sendq-soft-seconds.
 SOFT_SAMPLES = 5
@@ -108,10 +112,9 @@ class AsyncServer:
         self.service = ChatService(config)
         self.conns: set[StreamConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        soft = config.sendq_soft if 0 < config.sendq_soft < config.max_sendq else 0
-        self.soft_limit = soft
+        self.soft_limit = config.soft_limit
         self.soft_step = config.sendq_soft_seconds / SOFT_SAMPLES
-        self.write_threshold = soft or config.max_sendq
+        self.write_threshold = config.write_threshold
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     async def main(self) -> None:
@@ -210,10 +213,11 @@ class AsyncServer:
                         async with asyncio.timeout_at(deadline):
                             data = await reader.read(READ_SIZE)
                 except TimeoutError:
-                    registering = member.nick is None
-                    conn.write(b"! registration timeout\n" if registering else b"! idle timeout\n")
-                    conn.close_soon(
-                        DisconnectReason.REGISTER_TIMEOUT if registering else DisconnectReason.IDLE
+                    service.time_out(
+                        member,
+                        DisconnectReason.REGISTER_TIMEOUT
+                        if member.nick is None
+                        else DisconnectReason.IDLE,
                     )
                     break
                 if not data:
@@ -277,8 +281,7 @@ class AsyncServer:
             await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_FLUSH_SECONDS)
         for conn in list(self.conns):
             conn.abort(DisconnectReason.SHUTDOWN)
-        stats = sorted(self.service.snapshot().items())
-        log.info("stats: %s", " ".join(f"{k}={v}" for k, v in stats))
+        self.service.log_stats()
 
 
 def serve(config: Config, listener: socket.socket) -> None:

@@ -40,3 +40,13 @@ class Config:
     uvloop: bool = False
     #: Name shown in the greeting.
     server_name: str = "chatd"
+
+    @property
+    def soft_limit(self) -> int:
+        """The soft output limit in force: 0 when off or not below the hard limit."""
+        return self.sendq_soft if 0 < self.sendq_soft < self.max_sendq else 0
+
+    @property
+    def write_threshold(self) -> int:
+        """Output size past which an engine must check the limits."""
+        return self.soft_limit or self.max_sendq

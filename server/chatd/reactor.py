@@ -35,7 +35,6 @@ Invariants the code relies on:
 
 from __future__ import annotations
 
-import errno
 import heapq
 import logging
 import selectors
@@ -52,7 +51,13 @@ from chatd.hub import Member
 from chatd.limits import TokenBucket
 from chatd.protocol import SERVER_FULL, Item, LineDecoder
 from chatd.service import ChatService, DisconnectReason
-from chatd.sockopts import configure_socket, peer_error, raise_fd_limit, reset_on_close
+from chatd.sockopts import (
+    FD_EXHAUSTED,
+    configure_socket,
+    peer_error,
+    raise_fd_limit,
+    reset_on_close,
+)
 
 log = logging.getLogger("chatd.reactor")
 
@@ -74,7 +79,6 @@ ACCEPT_BACKOFF = 0.2
 #: How long shutdown waits for pending output to drain before closing anyway.
 SHUTDOWN_FLUSH_SECONDS = 2.0
 
-_FD_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 _LISTENER = "listener"
 _WAKEUP = "wakeup"
@@ -217,9 +221,8 @@ class Reactor:
         self.stopping = False
         self._accepting = False
         self._emfile_logged = False
-        soft = config.sendq_soft if 0 < config.sendq_soft < config.max_sendq else 0
-        self.soft_limit = soft
-        self.write_threshold = soft or config.max_sendq
+        self.soft_limit = config.soft_limit
+        self.write_threshold = config.write_threshold
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -331,7 +334,7 @@ class Reactor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in _FD_EXHAUSTED:
+                if exc.errno in FD_EXHAUSTED:
                     # Linux keeps reporting the listener ready; step back and retry.
                     if not self._emfile_logged:
                         log.warning("accept failed (%s); pausing new connections", exc.strerror)
@@ -382,8 +385,7 @@ class Reactor:
                 continue
             if conn.member.nick is not None:
                 continue
-            conn.write(b"! registration timeout\n")
-            conn.close_soon(DisconnectReason.REGISTER_TIMEOUT)
+            self.service.time_out(conn.member, DisconnectReason.REGISTER_TIMEOUT)
 
     def _idle_deadline(self, conn: Connection) -> None:
         if conn.closed or conn.closing or conn.dead:
@@ -392,8 +394,7 @@ class Reactor:
         if conn.member.nick is None or deadline > self.now:
             self.call_at(max(deadline, self.now + 1.0), self._idle_deadline, conn)
             return
-        conn.write(b"! idle timeout\n")
-        conn.close_soon(DisconnectReason.IDLE)
+        self.service.time_out(conn.member, DisconnectReason.IDLE)
 
     # ----------------------------------------------------------------- reading
 
@@ -614,9 +615,7 @@ class Reactor:
         for conn in list(self.conns.values()):
             conn.abort(DisconnectReason.SHUTDOWN)
         self.before_sleep()
-        log.info(
-            "stats: %s", " ".join(f"{k}={v}" for k, v in sorted(self.service.snapshot().items()))
-        )
+        self.service.log_stats()
 
 
 def _gather(out: list[bytes], offset: int) -> list[bytes | memoryview]:

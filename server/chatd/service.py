@@ -120,6 +120,16 @@ class ChatService:
         """Count a connection turned away because the server is full."""
         self.stats["disconnect_" + DisconnectReason.SERVER_FULL.value] += 1
 
+    def time_out(self, member: Member, reason: DisconnectReason) -> None:
+        """Tell a client it timed out (registration or idle) and close it after flushing."""
+        text = QUIT_TEXT[reason]
+        self._reply(member, ev.Error(text))
+        member.conn.close_soon(reason)
+
+    def log_stats(self) -> None:
+        """Log every counter on one line (at shutdown)."""
+        log.info("stats: %s", " ".join(f"{k}={v}" for k, v in sorted(self.snapshot().items())))
+
     def shutdown(self) -> None:
         """Tell every connected client that the server is going away."""
         self.deliver([(ev.ServerShutdown(), tuple(self.hub.everyone()), None)])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
 import socket
 import struct
 
 log = logging.getLogger("chatd")
+
+#: accept() errors that mean "out of descriptors or memory": back off, don't spin.
+FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 #: TCP keepalive: first probe after this many idle seconds, then every 10 s, 6 tries.
 KEEPALIVE_IDLE = 60

@@ -17,7 +17,6 @@ holds back its reads just as the reactor does.
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import socket
@@ -30,7 +29,13 @@ from chatd.hub import Member
 from chatd.limits import TokenBucket
 from chatd.protocol import SERVER_FULL, Item, LineDecoder
 from chatd.service import ChatService, DisconnectReason
-from chatd.sockopts import configure_socket, peer_error, raise_fd_limit, reset_on_close
+from chatd.sockopts import (
+    FD_EXHAUSTED,
+    configure_socket,
+    peer_error,
+    raise_fd_limit,
+    reset_on_close,
+)
 
 log = logging.getLogger("chatd.threaded")
 
@@ -128,16 +133,14 @@ class ThreadedConnection:
         try:
             while not self.closing and not self.dead:
                 if self._registration_expired():  # checked on every turn: busy clients too
-                    self._say_and_close(
-                        b"! registration timeout\n", DisconnectReason.REGISTER_TIMEOUT
-                    )
+                    self._time_out(DisconnectReason.REGISTER_TIMEOUT)
                     break
                 try:
                     data = self.sock.recv(READ_SIZE)
                 except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: check deadlines
                     now = time.monotonic()
                     if member.nick and 0 < cfg.idle_timeout <= now - last_active:
-                        self._say_and_close(b"! idle timeout\n", DisconnectReason.IDLE)
+                        self._time_out(DisconnectReason.IDLE)
                     continue
                 except OSError:
                     if not self.dead:
@@ -194,10 +197,9 @@ class ThreadedConnection:
             and time.monotonic() >= self.register_deadline
         )
 
-    def _say_and_close(self, line: bytes, reason: DisconnectReason) -> None:
+    def _time_out(self, reason: DisconnectReason) -> None:
         with self.server.lock:
-            self.write(line)
-        self.close_soon(reason)
+            self.server.service.time_out(self.member, reason)  # type: ignore[arg-type]
 
     def _finish(self) -> None:
         server = self.server
@@ -240,7 +242,7 @@ class ThreadedServer:
                 except TimeoutError:
                     continue
                 except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if exc.errno in FD_EXHAUSTED:
                         if not fd_shortage_logged:  # once per episode, not per retry
                             log.warning("accept failed (%s); retrying shortly", exc.strerror)
                             fd_shortage_logged = True
@@ -294,8 +296,7 @@ class ThreadedServer:
             if thread.name == "chatd-client":
                 thread.join(max(0.0, deadline - time.monotonic()))
         with self.lock:
-            stats = sorted(self.service.snapshot().items())
-        log.info("stats: %s", " ".join(f"{k}={v}" for k, v in stats))
+            self.service.log_stats()
 
 
 def serve(config: Config, listener: socket.socket) -> None:
