@@ -239,9 +239,4 @@ def encode(event: ev.Event) -> bytes:
     raise TypeError(f"no line encoding for {event!r}")
 
 
-def encode_decode_error(error: DecodeError) -> bytes:
-    """The error line answering a framing fault."""
-    return ("! " + error.value + "\n").encode()
-
-
 SERVER_FULL = b"! server full\n"
