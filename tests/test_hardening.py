@@ -29,7 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatd.protocol import DecodeError, LineDecoder
+from chatd.dialects.line import DecodeError, LineDecoder
 from chatwire import Client, Server
 
 LINGER_ZERO = struct.pack("ii", 1, 0)

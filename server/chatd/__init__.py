@@ -1,14 +1,17 @@
 """chatd: a chat daemon built on a single-threaded selectors reactor.
 
-Modules, one job each:
+The layers, each knowing nothing of the next:
 
-* :mod:`chatd.protocol` — the line dialect, sans-IO (framing, commands, encoding)
-* :mod:`chatd.events` — what the hub reports, free of any wire format
-* :mod:`chatd.hub` — rooms, nicknames, membership; no I/O, no clock
-* :mod:`chatd.service` — lines in, hub calls, encoded events out to connections
-* :mod:`chatd.limits` — the flood-control token bucket
-* :mod:`chatd.reactor`, :mod:`chatd.threaded`, :mod:`chatd.aio` — the three engines
-* :mod:`chatd.cli` — the ``chatd`` command; :mod:`chatd.client` — ``chatd-client``
+* :mod:`chatd.core` — the chat: hub (rooms, nicks, modes), events, targets, the router
+  that encodes each event once per dialect, names and rate limits. No I/O.
+* :mod:`chatd.dialects` — wire formats (``line``, ``irc``): framing, registration,
+  commands and encoders, sans-IO. A dialect knows no socket.
+* :mod:`chatd.net` — listeners, socket options, admission (caps per address) and the
+  transport/session contract between engines and dialects.
+* :mod:`chatd.engines` — the three I/O models: ``reactor``, ``threaded``, ``asyncio``.
+  An engine knows no dialect.
+* :mod:`chatd.service` — the composition root; :mod:`chatd.cli` — the ``chatd`` command;
+  :mod:`chatd.client` — ``chatd-client``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

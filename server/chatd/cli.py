@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 
 import click
 
 from chatd import __version__
 from chatd.config import ENGINES, Config
-from chatd.hub import normalize_room
+from chatd.core.names import normalize_room, room_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv4 or IPv6 by the address given)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    return socket.create_server(address, family=family, backlog=1024)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,6 +45,47 @@ def bind(host: str, port: int) -> socket.socket:
     default=10000,
     show_default=True,
     help="Connections accepted at once.",
+)
+@click.option(
+    "--max-per-address",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="Connections held at once from one IP address (0: no limit).",
+)
+@click.option(
+    "--connect-rate",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="New connections per second from one address; more wait to be read (0: no limit).",
+)
+@click.option(
+    "--connect-burst",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="New connections one address may open at once before --connect-rate applies.",
+)
+@click.option(
+    "--exempt-loopback/--no-exempt-loopback",
+    default=True,
+    show_default=True,
+    help="Exempt 127.0.0.0/8 and ::1 from the per-address limits.",
+)
+@click.option(
+    "--private-rate",
+    type=click.IntRange(0),
+    default=64 * 1024,
+    show_default=True,
+    help="Bytes per second one member may be sent privately by all others (0: no limit).",
+)
+@click.option(
+    "--private-burst",
+    type=click.IntRange(1),
+    default=256 * 1024,
+    show_default=True,
+    help="Bytes of private messages one member may be sent at once.",
 )
 @click.option(
     "--sendq-soft",
@@ -114,6 +147,12 @@ def main(
     max_line: int,
     max_sendq: int,
     max_clients: int,
+    max_per_address: int,
+    connect_rate: float,
+    connect_burst: int,
+    exempt_loopback: bool,
+    private_rate: int,
+    private_burst: int,
     sendq_soft: int,
     sendq_soft_seconds: float,
     flood_rate: float,
@@ -131,8 +170,9 @@ def main(
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     default_room = normalize_room(room)
-    if default_room is None:
-        raise click.BadParameter(f"invalid room name {room!r}", param_hint="--room")
+    problem = room_problem(default_room)
+    if problem:
+        raise click.BadParameter(f"invalid room name {room!r}: {problem}", param_hint="--room")
     if uvloop:
         if engine != "asyncio":
             raise click.BadParameter("--uvloop needs --engine asyncio", param_hint="--uvloop")
@@ -150,6 +190,12 @@ def main(
         max_line=max_line,
         max_sendq=max_sendq,
         max_clients=max_clients,
+        max_per_address=max_per_address,
+        connect_rate=connect_rate,
+        connect_burst=connect_burst,
+        exempt_loopback=exempt_loopback,
+        private_rate=private_rate,
+        private_burst=private_burst,
         sendq_soft=sendq_soft,
         sendq_soft_seconds=sendq_soft_seconds,
         flood_rate=flood_rate,
@@ -159,19 +205,19 @@ def main(
         send_timeout=send_timeout,
         uvloop=uvloop,
     )
+    from chatd.service import ChatService
+
+    service = ChatService(config)
     try:
-        listener = bind(host, port)
+        listeners = service.bind_listeners()
     except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from None
-    real_host, real_port = listener.getsockname()[:2]
-    shown = f"[{real_host}]" if ":" in real_host else real_host
-    print(f"chatd {engine}: listening on {shown}:{real_port}", flush=True)
+        raise click.ClickException(exc.strerror or str(exc)) from None
+    for listener in listeners:
+        print(listener.announcement(engine), flush=True)
     if engine == "reactor":
-        from chatd.reactor import serve
+        from chatd.engines.reactor import serve
     elif engine == "threaded":
-        from chatd.threaded import serve
+        from chatd.engines.threaded import serve
     else:
-        from chatd.aio import serve
-    serve(config, listener)
+        from chatd.engines.aio import serve
+    serve(service, listeners)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ENGINES = ("reactor", "threaded", "asyncio")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    """One listening socket: where, and which dialect its connections speak."""
+
+    host: str
+    port: int
+    dialect: str = "line"
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -14,14 +24,23 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 4040
     engine: str = "reactor"
-    #: Room a newly registered client starts in.
+    #: Extra listeners (the IRC port); the line listener on host:port comes first.
+    listeners: tuple[ListenerSpec, ...] = ()
+    #: Room a newly registered line client starts in.
     room: str = "#lobby"
     #: Longest accepted line in bytes, not counting the terminator.
     max_line: int = 4096
-    #: Hard output-buffer limit per connection: past it the client is dropped at once.
+    #: Hard output limit per connection: output the kernel refused past it drops the client.
     max_sendq: int = 1 << 20
     #: Connections held at once; one more gets "! server full".
     max_clients: int = 10000
+    #: Connections held at once from one address (0: no limit).
+    max_per_address: int = 10
+    #: New connections per second from one address, and how many at once (0: no limit).
+    connect_rate: float = 2.0
+    connect_burst: int = 10
+    #: Loopback addresses are exempt from the per-address limits.
+    exempt_loopback: bool = True
     #: Soft output limit: a client above it for ``sendq_soft_seconds`` is dropped.
     #: 0 disables it.
     sendq_soft: int = 256 * 1024
@@ -30,16 +49,30 @@ class Config:
     flood_rate: float = 10.0
     #: Lines a client may send at once before the rate applies.
     flood_burst: int = 40
+    #: Bytes per second one member may be sent in private messages by all others
+    #: together, and at once; 0 disables.
+    private_rate: int = 64 * 1024
+    private_burst: int = 256 * 1024
     #: Seconds a connection may stay without a nickname.
     register_timeout: float = 30.0
     #: Seconds a registered client may stay silent; 0 disables.
     idle_timeout: float = 0.0
+    #: IRC: seconds of silence before the server sends PING; as long again for the PONG.
+    ping_interval: float = 120.0
     #: threaded engine: seconds one blocking send may take before the client is dropped.
     send_timeout: float = 5.0
     #: asyncio engine: use uvloop's event loop.
     uvloop: bool = False
-    #: Name shown in the greeting.
+    #: Name shown in the greeting and as the IRC server name.
     server_name: str = "chatd"
+    #: Connection password (None: none needed).
+    password: str | None = None
+    #: IRC server operators: name → password.
+    opers: dict[str, str] = field(default_factory=dict)
+    #: Lines of the message of the day (IRC MOTD).
+    motd: tuple[str, ...] = ()
+    #: Rooms one member may be in at once (IRC CHANLIMIT); 0: no limit.
+    max_rooms: int = 0
 
     @property
     def soft_limit(self) -> int:
@@ -47,6 +80,6 @@ class Config:
         return self.sendq_soft if 0 < self.sendq_soft < self.max_sendq else 0
 
     @property
-    def write_threshold(self) -> int:
-        """Output size past which an engine must check the limits."""
-        return self.soft_limit or self.max_sendq
+    def all_listeners(self) -> tuple[ListenerSpec, ...]:
+        """The line listener first (PROTOCOL.md's "listening on" line), then the others."""
+        return (ListenerSpec(self.host, self.port, "line"), *self.listeners)

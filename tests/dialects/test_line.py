@@ -1,18 +1,26 @@
-"""The sans-IO line dialect: framing, command parsing, encoding. No sockets."""
+"""The sans-IO line dialect: framing, command parsing, encoding, forgery rule. No sockets."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatd import events as ev
-from chatd.protocol import (
+from chatd.core import events as ev
+from chatd.core.events import Role
+from chatd.dialects.base import BLANK
+from chatd.dialects.line import (
+    ENCODER,
+    NOTICES,
+    RESERVED_NICKS,
     Command,
     DecodeError,
     LineDecoder,
     Say,
-    encode,
+    action_forgeable,
+    listing,
     parse_command,
 )
 
@@ -147,17 +155,85 @@ def test_parse_command() -> None:
     assert parse_command("/who") == Command("who", "")
 
 
+BOB = ev.Source("bob", "line", "10.0.0.2")
+
+
+def encode(event: ev.Event, role: Role = Role.OTHER) -> bytes:
+    return ENCODER.encode(event, role)
+
+
 def test_encode_lines() -> None:
-    assert encode(ev.Message("bob", "#lobby", "hi")) == b"bob: hi\n"
-    assert encode(ev.Messages("bob", "#lobby", ("a", "b"))) == b"bob: a\nbob: b\n"
-    assert encode(ev.PrivateMessage("bob", "amy", "psst")) == b"bob (private): psst\n"
-    assert encode(ev.Action("bob", "#lobby", "waves")) == b"* bob waves\n"
-    assert encode(ev.NickChanged("a", "b")) == b"* a is now known as b\n"
-    assert encode(ev.Error("nope")) == b"! nope\n"
-    greeting = encode(ev.Greeting("chatd")).decode().splitlines()
-    assert all(line.startswith("* ") for line in greeting) and "nickname" in greeting[-1]
-    joined = encode(ev.Joined("bob", "#x")).decode()
-    assert joined.startswith("* ") and "bob" in joined and "joined" in joined
-    for event in (ev.Left("bob", "#x"), ev.Quit("bob", "#x", "bye")):
-        line = encode(event).decode()
-        assert line.startswith("* bob ") and ("left" in line or "quit" in line)
+    assert encode(ev.Chat(BOB, "#lobby", ("hi",))) == b"bob: hi\n"
+    assert encode(ev.Chat(BOB, "#lobby", ("a", "b"))) == b"bob: a\nbob: b\n"
+    assert encode(ev.PrivateChat(BOB, "amy", "psst")) == b"bob (private): psst\n"
+    assert encode(ev.Chat(BOB, "#lobby", ("waves",), ev.ChatKind.ACTION)) == b"* bob waves\n"
+    assert encode(ev.NickChanged(BOB, "b")) == b"* bob is now known as b\n"
+    assert encode(ev.Joined(BOB, "#x", 3)) == b"* bob joined #x\n"
+    assert encode(ev.Joined(BOB, "#x", 3), Role.ACTOR) == b""  # the session says "you joined"
+    assert encode(ev.Parted(BOB, "#x")) == b"* bob left #x\n"
+    assert encode(ev.Quit(BOB, "bye", True)) == b"* bob quit (bye)\n"
+    assert encode(ev.Quit(BOB)) == b"* bob quit\n"
+    kick = ev.Kicked(ev.Source("op", "u", "h"), "#x", "bob", "rude")
+    assert encode(kick) == b"* bob was kicked from #x by op (rude)\n"
+    assert encode(kick, Role.SUBJECT) == b"* you were kicked from #x by op (rude)\n"
+    assert encode(ev.ServerShutdown()) == b"* server shutting down\n"
+    assert encode(ev.AwayChanged(BOB, "lunch")) == b""
+
+
+def test_blank_lines_are_items_so_that_flood_control_can_charge_them() -> None:
+    dec = LineDecoder(MAX)
+    dec.feed(b"\n \r\n\nx\n")
+    assert [dec.next_item() for _ in range(5)] == [BLANK, BLANK, BLANK, "x", None]
+
+
+def test_end_of_input_delivers_an_unterminated_last_line_once() -> None:
+    dec = LineDecoder(MAX)
+    dec.feed(b"one\ntwo")
+    dec.feed_eof()
+    assert dec.items() == ["one", "two"]
+    dec.feed_eof()
+    assert dec.items() == []
+    overlong = LineDecoder(MAX)
+    overlong.feed(b"y" * 100)
+    overlong.feed_eof()
+    assert overlong.items() == [DecodeError.TOO_LONG]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "quit (connection reset)",
+        "quit",
+        "joined #kitchen",
+        "left #lobby",
+        "left #lobby (bye)",
+        "is now known as bob",
+        "was kicked from #lobby by op (spam)",
+        "set the topic of #lobby to: free beer",
+        "set mode +o mallory on #lobby",
+    ],
+)
+def test_actions_that_render_as_a_notice_are_forgeable(text: str) -> None:
+    assert action_forgeable("mallory", text)
+
+
+@pytest.mark.parametrize("text", ["waves", "quit smoking", "joined the fun", "left early"])
+def test_ordinary_actions_are_not(text: str) -> None:
+    assert not action_forgeable("mallory", text)
+
+
+def test_the_words_that_open_fixed_notices_are_reserved_nicks() -> None:
+    assert {"server", "pong", "you", "bye", "welcome", "rooms", "stats"} <= RESERVED_NICKS
+    for template in NOTICES.values():  # every fixed notice is covered by a reservation
+        first = re.split(r"[ :{(]", template, maxsplit=1)[0]
+        if first and not first.startswith("-"):
+            assert first in RESERVED_NICKS, template
+
+
+def test_listings_are_split_into_lines_of_bounded_length() -> None:
+    words = [f"nick{i:05d}" for i in range(5000)]
+    lines = listing("* #big (5000): ", words)
+    assert all(len(line.encode()) + 1 <= 512 for line in lines)
+    assert all(line.startswith("* #big (5000): ") for line in lines)
+    assert [w for line in lines for w in line.split(": ", 1)[1].split()] == words
+    assert listing("* #empty (0): ", []) == ["* #empty (0): "]

@@ -1,0 +1,57 @@
+"""Where a published event goes, by name, never as a live view of members.
+
+A target names rooms and members by their folded keys (:func:`chatd.core.names.fold`),
+so it means the same thing on every node of a later cluster; the
+:class:`~chatd.core.router.Router` resolves it against the local hub at delivery time.
+``skip`` names a member that must not receive it (the sender of a chat line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ToMember:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToRoom:
+    room: str
+    skip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToRooms:
+    """Everyone in any of ``rooms``, once each, plus ``also`` (a member in none of them).
+
+    A quit or a nick change goes to everyone who shares a room with the member.
+    """
+
+    rooms: tuple[str, ...]
+    skip: str | None = None
+    also: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToRoomOperators:
+    """The operators of ``room`` (IRCv3 invite-notify)."""
+
+    room: str
+    skip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToUserMode:
+    """Every registered member with user mode ``mode`` (``w`` for WALLOPS)."""
+
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToEveryone:
+    """Every connection, registered or not (server shutdown)."""
+
+
+Target = ToMember | ToRoom | ToRooms | ToRoomOperators | ToUserMode | ToEveryone

@@ -1,0 +1,1 @@
+"""The three I/O models: ``reactor`` (the product), ``threaded`` and ``asyncio`` (baselines)."""

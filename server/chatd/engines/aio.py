@@ -1,0 +1,296 @@
+"""The asyncio engine: what a Python developer would write with streams.
+
+One coroutine per client reading with ``reader.read`` from a stream pair, as
+``asyncio.start_server`` would set up (the accept loop is written out to survive
+descriptor exhaustion; see :meth:`AsyncServer._accept_loop`). A broadcast calls
+``writer.write`` on every recipient and never awaits ``drain()``: awaiting one slow peer
+inside the loop would stall the room. Since a stream's write buffer grows without limit
+when nobody drains it, this engine enforces the output limits itself from
+``transport.get_write_buffer_size()`` after each write. That size is what the kernel
+refused: asyncio's transport sends at once while its buffer is empty and keeps only what
+``send`` did not take. Past ``--max-sendq`` the transport is aborted (asyncio reports
+the loss on a later loop turn, so the fan-out in progress is never disturbed).
+
+The service policy (batching the chat lines of one read, flood control, timeouts) is the
+session's, as in every engine; flood control makes the client's task sleep instead of
+reading.
+
+Unlike the reactor, a transport's ``write`` sends at once when its buffer is empty, so
+each delivery to a keeping-up client costs a syscall; that is the honest cost of the
+idiomatic design and what the benchmarks measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+from chatd.net.listeners import Listener, peer_host
+from chatd.net.sockopts import (
+    FD_EXHAUSTED,
+    configure_socket,
+    peer_error,
+    raise_fd_limit,
+    reset_on_close,
+)
+from chatd.net.transport import DisconnectReason, SessionProtocol
+from chatd.service import ChatService
+
+log = logging.getLogger("chatd.asyncio")
+
+READ_SIZE = 64 * 1024
+#: Pause before accepting again after EMFILE/ENFILE.
+ACCEPT_BACKOFF = 0.2
+SHUTDOWN_FLUSH_SECONDS = 2.0
+#: The soft output limit is sampled this many times per --sendq-soft-seconds.
+SOFT_SAMPLES = 5
+
+
+class StreamConnection:
+    """One client: its stream writer plus the state the limits need."""
+
+    def __init__(
+        self,
+        server: AsyncServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        session: SessionProtocol,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.transport = writer.transport
+        self.session: SessionProtocol | None = session
+        self.dead = False
+        self.closing = False
+        #: Why it ends; the first reason given wins.
+        self.reason: DisconnectReason | None = None
+        self.detail = ""
+        self.soft_watch = False
+        self.sock: socket.socket | None = writer.get_extra_info("socket")
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if self.dead:
+            return
+        if transport.is_closing():
+            self.dead = True  # lost under us; the read loop reports it
+            if self.reason is None:
+                self.reason = DisconnectReason.RESET
+            return
+        self.writer.write(data)
+        size = transport.get_write_buffer_size()
+        server = self.server
+        if size > server.write_threshold:
+            if size > server.config.max_sendq:
+                self.abort(DisconnectReason.SENDQ)
+            elif not self.soft_watch:
+                self.soft_watch = True
+                server.loop.call_later(server.soft_step, self._check_soft, SOFT_SAMPLES)
+
+    def _check_soft(self, samples_left: int) -> None:
+        """Drop the client if every sample over --sendq-soft-seconds was above the limit."""
+        if self.dead or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() <= self.server.soft_limit:
+            self.soft_watch = False
+        elif samples_left <= 1:
+            self.abort(DisconnectReason.SOFT_SENDQ)
+        else:
+            self.server.loop.call_later(self.server.soft_step, self._check_soft, samples_left - 1)
+
+    def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if self.reason is None:
+            self.reason = reason
+            self.detail = detail
+        # Wake the read loop if it waits in read() (a timer or another client closed us).
+        self.reader.feed_eof()
+
+    def call_at(self, when: float) -> None:
+        if self.timer is not None:
+            if self.timer_at <= when:
+                return
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.server.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        session = self.session
+        if session is not None and not self.dead:
+            try:
+                session.on_timer(self.server.loop.time())
+            except Exception:
+                log.exception("error in a timer; dropping the connection")
+                self.abort(DisconnectReason.RESET)
+
+    def abort(self, reason: DisconnectReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.dead = True
+        if self.sock is not None:
+            reset_on_close(self.sock)
+        self.transport.abort()
+
+
+class AsyncServer:
+    def __init__(self, service: ChatService, listeners: list[Listener]) -> None:
+        self.service = service
+        self.config = service.config
+        self.listeners = listeners
+        self.conns: set[StreamConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.soft_limit = self.config.soft_limit
+        self.soft_step = self.config.sendq_soft_seconds / SOFT_SAMPLES
+        self.write_threshold = self.soft_limit or self.config.max_sendq
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+
+    async def main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, stop.set)
+        acceptors = []
+        for listener in self.listeners:
+            listener.sock.setblocking(False)
+            acceptors.append(asyncio.create_task(self._accept_loop(listener)))
+        await stop.wait()
+        log.info("shutting down")
+        for acceptor in acceptors:
+            acceptor.cancel()
+        for listener in self.listeners:
+            listener.sock.close()
+        await self._shutdown()
+
+    async def _accept_loop(self, listener: Listener) -> None:
+        """Accept clients and serve each through streams, backing off when out of fds.
+
+        This is ``asyncio.start_server`` written out: accept, then
+        ``asyncio.open_connection(sock=...)`` for a reader/writer pair, as
+        ``start_server`` does for each client. It is written out because on
+        EMFILE/ENFILE Python 3.11's own accept loop keeps retrying up to its backlog
+        within one callback, logging a traceback per attempt and burning CPU while
+        the descriptors stay exhausted; here we log once and retry after a pause.
+        """
+        loop = self.loop
+        logged = False
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(listener.sock)
+            except OSError as exc:
+                if exc.errno not in FD_EXHAUSTED:
+                    log.debug("accept failed: %s", exc)
+                    continue
+                if not logged:
+                    log.warning("accept failed (%s); pausing new connections", exc.strerror)
+                    logged = True
+                self.service.stats["accept_fd_exhausted"] += 1
+                await asyncio.sleep(ACCEPT_BACKOFF)
+                continue
+            logged = False
+            task = loop.create_task(self._serve_socket(listener, sock, peer_host(addr)))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _serve_socket(self, listener: Listener, sock: socket.socket, host: str) -> None:
+        session = self.service.accept(listener.dialect, host, self.loop.time())  # type: ignore[arg-type]
+        if isinstance(session, bytes):
+            try:
+                sock.setblocking(False)
+                sock.send(session)
+            except OSError:
+                pass
+            sock.close()
+            return
+        try:
+            configure_socket(sock)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+        except OSError:
+            sock.close()
+            session.connection_lost(DisconnectReason.RESET)
+            return
+        await self.handle_client(reader, writer, session)
+
+    async def handle_client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        session: SessionProtocol,
+    ) -> None:
+        loop = self.loop
+        conn = StreamConnection(self, reader, writer, session)
+        self.conns.add(conn)
+        session.connection_made(conn, loop.time())
+        try:
+            while not conn.closing and not conn.dead:
+                data = await reader.read(READ_SIZE)
+                if conn.closing or conn.dead:
+                    break  # woken by close_soon/abort, not by the peer
+                if data:
+                    session.data_received(data)
+                else:
+                    session.eof_received()
+                delay = session.process(loop.time())
+                while delay is not None and not conn.closing and not conn.dead:
+                    # Flood control: this task sleeps, so its client is not read.
+                    await asyncio.sleep(delay)
+                    if conn.transport.is_closing() or (conn.sock and peer_error(conn.sock)):
+                        # Gone while held back: drop the lines it left behind.
+                        conn.abort(DisconnectReason.RESET)
+                        break
+                    delay = session.process(loop.time())
+                if not data:
+                    break
+        except (ConnectionError, OSError):
+            if conn.reason is None:
+                conn.reason = DisconnectReason.RESET
+        except Exception:
+            log.exception("error handling a connection; dropping it")
+            conn.abort(DisconnectReason.RESET)
+        finally:
+            if conn.timer is not None:
+                conn.timer.cancel()
+            self.conns.discard(conn)
+            try:
+                if not conn.dead and not writer.transport.is_closing():
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
+                        await writer.drain()
+            except (ConnectionError, OSError, RuntimeError, TimeoutError):
+                pass  # the peer is gone or stuck: nothing more to flush
+            finally:
+                writer.close()
+                conn.session = None
+                session.connection_lost(conn.reason or DisconnectReason.EOF, conn.detail)
+
+    async def _shutdown(self) -> None:
+        self.service.shutdown()
+        for conn in list(self.conns):
+            conn.close_soon(DisconnectReason.SHUTDOWN)
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_FLUSH_SECONDS)
+        for conn in list(self.conns):
+            conn.abort(DisconnectReason.SHUTDOWN)
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=0.5)
+        self.service.log_stats()
+
+
+def serve(service: ChatService, listeners: list[Listener]) -> None:
+    raise_fd_limit()
+    if service.config.uvloop:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    else:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(AsyncServer(service, listeners).main())

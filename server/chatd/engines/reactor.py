@@ -1,0 +1,644 @@
+"""The reactor engine: one thread, one selector, non-blocking sockets.
+
+Theory of operation
+-------------------
+One loop turn is::
+
+    select(timeout) -> on_acceptable / on_readable / on_writable for each ready fd
+                    -> run the timers that are due
+                    -> before_sleep(): free connections marked to close, then flush
+                       every connection with pending output, and repeat until neither
+                       list has work
+
+Invariants the code relies on:
+
+* **Nothing blocks.** Every socket is non-blocking; we never call ``sendall``, never
+  resolve a name, never sleep. Each ready event does a bounded amount of work: one
+  ``recv`` of at most :data:`READ_SIZE` bytes, at most :data:`WRITE_BUDGET` bytes sent
+  per connection per turn, at most :data:`ACCEPTS_PER_TURN` accepts per listener. One
+  busy client cannot starve the rest.
+* **Writes are appends.** :meth:`Connection.write` appends the shared ``bytes`` object of
+  a broadcast to the connection's output list and puts the connection on the pending
+  list the first time in a turn (Redis' ``clients_pending_write``). Small writes are
+  copied into one private ``bytearray`` at the tail instead, so the hundred small notices
+  a member gets in a turn (joins, actions, nick changes) go out as one buffer.
+* **A flush sends until the kernel says no.** ``before_sleep`` sends each pending
+  connection's output with ``send``/``sendmsg`` until ``EAGAIN`` (or a short send, which
+  means the socket buffer is full) or until the turn's :data:`WRITE_BUDGET` is spent. A
+  connection stopped by the budget stays pending for the next turn; one stopped by the
+  kernel asks for EVENT_WRITE.
+* **Output limits measure the kernel.** ``--max-sendq`` and the soft limit are checked
+  after a flush the kernel refused, against what is still queued: a reader that keeps
+  up is never dropped, however large the room's burst in one turn. (Redis checks
+  ``obuf`` after ``writeToClient`` for the same reason.) As a memory backstop, a queue
+  past :data:`BACKSTOP_FACTOR` × ``--max-sendq`` is dropped even if the kernel was not
+  asked yet.
+* **EVENT_WRITE only while the kernel refuses** (as in asyncio's selector transport); the
+  mask is derived from state and ``modify`` is called only when it changes.
+* **Never close during a fan-out.** A connection that fails or exceeds its output limit
+  is marked ``dead`` and queued; writes to it are dropped; it is unregistered, closed
+  and reported to its session (which tells the hub) in ``before_sleep``. So the room
+  dict being iterated by a broadcast never changes under it.
+* **Backpressure, not punishment.** A session over its flood budget returns a delay from
+  ``process``; its connection is simply not read from until then.
+* **Timers hold weak references**, so a closed connection is freed at once, not when
+  its registration or keepalive deadline would have come.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import selectors
+import signal
+import socket
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from chatd.net.listeners import Listener, peer_host
+from chatd.net.sockopts import (
+    FD_EXHAUSTED,
+    configure_socket,
+    peer_error,
+    raise_fd_limit,
+    reset_on_close,
+)
+from chatd.net.transport import DisconnectReason, SessionProtocol
+from chatd.service import ChatService
+
+log = logging.getLogger("chatd.reactor")
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+#: Bytes read from one connection per ready event: enough for a burst of ~1000 short
+#: lines in one syscall, small enough that one flooder cannot hog a turn.
+READ_SIZE = 64 * 1024
+#: Bytes sent to one connection per turn at most (fairness between connections).
+WRITE_BUDGET = 1 << 20
+#: Buffers handed to one ``sendmsg``; Linux' IOV_MAX is 1024.
+IOV_LIMIT = 512
+#: Writes up to this size are copied into the tail buffer rather than queued by reference.
+SMALL_WRITE = 512
+#: Size the tail buffer may grow to before a new one starts.
+TAIL_LIMIT = 64 * 1024
+#: A queue this many times --max-sendq is dropped even before the kernel refused it.
+BACKSTOP_FACTOR = 8
+#: New connections taken per listener per turn, so a connect storm cannot starve chat.
+ACCEPTS_PER_TURN = 64
+#: Pause before accepting again after EMFILE/ENFILE (the listener stays readable and
+#: a naive loop would spin on the failing accept).
+ACCEPT_BACKOFF = 0.2
+#: How long shutdown waits for pending output to drain before closing anyway.
+SHUTDOWN_FLUSH_SECONDS = 2.0
+
+
+class _Wakeup:
+    """Selector data of the signal wake-up socket."""
+
+
+_WAKEUP = _Wakeup()
+
+
+class Connection:
+    """A client socket and its output queue; the transport of one session."""
+
+    __slots__ = (
+        "reactor",
+        "sock",
+        "fd",
+        "session",
+        "out",
+        "out_offset",
+        "out_bytes",
+        "pending",
+        "want_write",
+        "mask",
+        "closing",
+        "dead",
+        "closed",
+        "reason",
+        "detail",
+        "paused",
+        "eof",
+        "soft_since",
+        "__weakref__",
+    )
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, session: SessionProtocol) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.session: SessionProtocol | None = session
+        #: Output queue, oldest first: shared ``bytes`` of broadcasts, and private
+        #: ``bytearray`` tails that small writes are merged into. A list, not a deque:
+        #: an empty list is 56 bytes and an empty deque 760, at 10,000 idle clients.
+        self.out: list[bytes | bytearray] = []
+        #: Bytes of ``out[0]`` already sent.
+        self.out_offset = 0
+        self.out_bytes = 0
+        #: On the reactor's pending list: a flush is coming this turn.
+        self.pending = False
+        #: The kernel refused output: waiting for EVENT_WRITE.
+        self.want_write = False
+        self.mask = 0
+        #: Graceful close requested: stop reading, flush, then close.
+        self.closing = False
+        #: Abortive close requested: output discarded, closed before the next sleep.
+        self.dead = False
+        self.closed = False
+        self.reason = DisconnectReason.EOF
+        self.detail = ""
+        #: Not reading because the session asked to wait (flood control).
+        self.paused = False
+        #: The peer closed its side; read no more.
+        self.eof = False
+        #: When output first stayed above the soft limit (None while below it).
+        self.soft_since: float | None = None
+
+    # ----------------------------------------------------------------- transport
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; the reactor flushes it before it next sleeps."""
+        if self.dead:
+            return
+        out = self.out
+        size = len(data)
+        if size > SMALL_WRITE:
+            out.append(data)
+        elif out and out[-1].__class__ is bytearray and len(out[-1]) + size <= TAIL_LIMIT:
+            out[-1] += data  # type: ignore[operator]
+        else:
+            out.append(bytearray(data))
+        self.out_bytes += size
+        if self.want_write:
+            # The kernel refused this connection's output already and has not asked for
+            # more: everything queued now is refused output, so the limits apply here.
+            if self.out_bytes > self.reactor.write_threshold:
+                self.reactor.over_limit(self)
+        elif not self.pending:
+            self.pending = True
+            self.reactor.pending.append(self)
+
+    def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
+        """Stop reading, flush what is queued, then close (see :meth:`Reactor.finish`)."""
+        if self.closing or self.dead:
+            return
+        self.closing = True
+        self.reason = reason
+        self.detail = detail
+        self.reactor.update_mask(self)
+        if not self.out:
+            self.reactor.to_close.append(self)
+
+    def call_at(self, when: float) -> None:
+        self.reactor.call_at(when, self.reactor.session_timer, weakref.ref(self))
+
+    def abort(self, reason: DisconnectReason) -> None:
+        """Drop the connection before the next sleep, discarding its output.
+
+        A connection already closing keeps the reason it was closed for: a client that
+        sent /quit and reset before its goodbye was flushed still quit.
+        """
+        if self.dead or self.closed:
+            return
+        self.dead = True
+        if not self.closing:
+            self.reason = reason
+        self.out.clear()
+        self.out_bytes = 0
+        self.reactor.to_close.append(self)
+
+
+class Reactor:
+    """The event loop: owns the selector, the listeners, every connection and the timers."""
+
+    def __init__(self, service: ChatService, listeners: list[Listener]) -> None:
+        self.service = service
+        self.config = service.config
+        self.now = time.monotonic()
+        self.listeners = listeners
+        for listener in listeners:
+            listener.sock.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.conns: dict[int, Connection] = {}
+        #: Connections with output to flush this turn (see :meth:`before_sleep`).
+        self.pending: list[Connection] = []
+        #: Connections to free before the next sleep.
+        self.to_close: list[Connection] = []
+        self._timers: list[tuple[float, int, Callable[[Any], None], Any]] = []
+        self._timer_seq = 0
+        self.stopping = False
+        self._accepting = False
+        self._emfile_logged = False
+        self.max_sendq = service.config.max_sendq
+        self.soft_limit = service.config.soft_limit
+        #: Refused output past this needs a look (the soft limit, else the hard one).
+        self.write_threshold = self.soft_limit or self.max_sendq
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # ----------------------------------------------------------------- running
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM, then say goodbye, flush and return."""
+        raise_fd_limit()
+        self.selector.register(self._wake_r, EVENT_READ, _WAKEUP)
+        self._start_accepting()
+        old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        try:
+            while not self.stopping:
+                self.run_once()
+            self._shutdown()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            self.selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def run_once(self) -> None:
+        """One loop turn: wait, dispatch, run timers, flush."""
+        events = self.selector.select(self._timeout())
+        self.now = time.monotonic()
+        for key, mask in events:
+            conn = key.data
+            if conn.__class__ is Connection:
+                try:
+                    if mask & EVENT_READ and not (conn.closed or conn.dead):
+                        self.on_readable(conn)
+                    if mask & EVENT_WRITE and not (conn.closed or conn.dead):
+                        self.flush(conn)
+                except Exception:
+                    # A bug must cost one connection, not the server.
+                    log.exception("error handling a connection; dropping it")
+                    conn.abort(DisconnectReason.RESET)
+            elif conn.__class__ is Listener:
+                self.on_acceptable(conn)
+            else:
+                self._drain_wakeup()
+        self._run_timers()
+        self.before_sleep()
+
+    def _timeout(self) -> float | None:
+        if self.pending or self.to_close or self.stopping:
+            return 0
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # ----------------------------------------------------------------- timers
+
+    def call_at(self, when: float, callback: Callable[[Any], None], arg: Any) -> None:
+        """Run ``callback(arg)`` at monotonic time ``when`` (callbacks check liveness)."""
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, callback, arg))
+
+    def _run_timers(self) -> None:
+        timers = self._timers
+        now = self.now
+        while timers and timers[0][0] <= now:
+            _, _, callback, arg = heapq.heappop(timers)
+            try:
+                callback(arg)
+            except Exception:
+                log.exception("error in a timer")
+                conn = arg() if isinstance(arg, weakref.ref) else None
+                if conn is not None:
+                    conn.abort(DisconnectReason.RESET)
+
+    def session_timer(self, ref: weakref.ref[Connection]) -> None:
+        conn = ref()
+        if conn is not None and conn.session is not None and not (conn.closed or conn.dead):
+            conn.session.on_timer(self.now)
+
+    # ----------------------------------------------------------------- accepting
+
+    def _start_accepting(self) -> None:
+        if not self._accepting:
+            for listener in self.listeners:
+                self.selector.register(listener.sock, EVENT_READ, listener)
+            self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        if self._accepting:
+            for listener in self.listeners:
+                self.selector.unregister(listener.sock)
+            self._accepting = False
+
+    def _resume_accepting(self, _: object) -> None:
+        if not self.stopping:
+            self._start_accepting()
+
+    def on_acceptable(self, listener: Listener) -> None:
+        """Accept up to :data:`ACCEPTS_PER_TURN` connections from one listener."""
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                sock, addr = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in FD_EXHAUSTED:
+                    # Linux keeps reporting the listener ready; step back and retry.
+                    if not self._emfile_logged:
+                        log.warning("accept failed (%s); pausing new connections", exc.strerror)
+                        self._emfile_logged = True
+                    self.service.stats["accept_fd_exhausted"] += 1
+                    self._stop_accepting()
+                    self.call_at(self.now + ACCEPT_BACKOFF, self._resume_accepting, None)
+                    return
+                log.debug("accept failed: %s", exc)  # e.g. ECONNABORTED: the peer gave up
+                continue
+            self._emfile_logged = False
+            self._add_connection(listener, sock, peer_host(addr))
+
+    def _add_connection(self, listener: Listener, sock: socket.socket, host: str) -> None:
+        sock.setblocking(False)
+        session = self.service.accept(listener.dialect, host, self.now)  # type: ignore[arg-type]
+        if isinstance(session, bytes):
+            try:
+                sock.send(session)
+            except OSError:
+                pass
+            sock.close()
+            return
+        configure_socket(sock)
+        conn = Connection(self, sock, session)
+        self.conns[conn.fd] = conn
+        self.update_mask(conn)
+        session.connection_made(conn, self.now)
+
+    # ----------------------------------------------------------------- reading
+
+    def on_readable(self, conn: Connection) -> None:
+        """One ``recv``, then let the session handle what its flood budget allows."""
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            conn.abort(DisconnectReason.RESET)
+            return
+        session = conn.session
+        assert session is not None
+        if data:
+            session.data_received(data)
+        else:
+            # EOF (perhaps only a half-close): a last unterminated line still counts,
+            # and pending output is still delivered before we close.
+            conn.eof = True
+            session.eof_received()
+            self.update_mask(conn)
+        self._process(conn)
+
+    def _process(self, conn: Connection) -> None:
+        delay = conn.session.process(self.now)  # type: ignore[union-attr]
+        if delay is not None and not (conn.closing or conn.dead):
+            if not conn.paused:
+                conn.paused = True
+                self.update_mask(conn)
+            self.call_at(self.now + delay, self._resume, weakref.ref(conn))
+
+    def _resume(self, ref: weakref.ref[Connection]) -> None:
+        conn = ref()
+        if conn is None or conn.closed or conn.dead or not conn.paused:
+            return
+        if peer_error(conn.sock):
+            # Reset while we were not reading: drop it and the lines it left behind.
+            conn.abort(DisconnectReason.RESET)
+            return
+        conn.paused = False
+        self._process(conn)
+        self.update_mask(conn)
+
+    # ----------------------------------------------------------------- writing
+
+    def flush(self, conn: Connection) -> None:
+        """Send until the kernel refuses or the turn's budget is spent; then check limits."""
+        out = conn.out
+        sock = conn.sock
+        budget = WRITE_BUDGET
+        refused = False
+        while out and budget > 0:
+            try:
+                # Views of a bytearray tail die with this statement (reference counting),
+                # so a later write() may extend it again.
+                if len(out) == 1:
+                    chunk = out[0]
+                    offset = conn.out_offset
+                    if offset or len(chunk) > budget:
+                        attempted = min(len(chunk) - offset, budget)
+                        sent = sock.send(memoryview(chunk)[offset : offset + budget])
+                    else:
+                        attempted = len(chunk)
+                        sent = sock.send(chunk)
+                else:
+                    bufs, attempted = _gather(out, conn.out_offset, budget)
+                    sent = sock.sendmsg(bufs)
+                    bufs = None
+            except (BlockingIOError, InterruptedError):
+                refused = True
+                break
+            except OSError:
+                conn.abort(DisconnectReason.RESET)
+                return
+            budget -= sent
+            _consume(conn, sent)
+            if sent < attempted:
+                refused = True  # a short send: the socket buffer is full
+                break
+        conn.pending = False
+        if out and not refused and not conn.dead:
+            conn.pending = True
+            self.pending.append(conn)  # the budget stopped us: go on next turn
+        if refused:
+            if conn.out_bytes > self.write_threshold:
+                self.over_limit(conn)
+                if conn.dead:
+                    return
+        elif conn.out_bytes > BACKSTOP_FACTOR * self.max_sendq:
+            self.service.stats["sendq_drops_bytes"] += conn.out_bytes
+            conn.abort(DisconnectReason.SENDQ)
+            return
+        if conn.soft_since is not None and conn.out_bytes <= self.soft_limit:
+            conn.soft_since = None
+        if refused != conn.want_write:
+            conn.want_write = refused
+            self.update_mask(conn)
+        if not out and conn.closing:
+            self.to_close.append(conn)
+
+    def over_limit(self, conn: Connection) -> None:
+        """Output the kernel refused is above the soft or the hard limit."""
+        size = conn.out_bytes
+        if size > self.max_sendq:
+            self.service.stats["sendq_drops_bytes"] += size
+            conn.abort(DisconnectReason.SENDQ)
+        elif self.soft_limit and conn.soft_since is None:
+            conn.soft_since = since = self.now
+            seconds = self.config.sendq_soft_seconds
+            self.call_at(since + seconds, self._soft_deadline, (weakref.ref(conn), since))
+
+    def _soft_deadline(self, arg: tuple[weakref.ref[Connection], float]) -> None:
+        ref, since = arg
+        conn = ref()
+        if conn is None or conn.closed or conn.dead or conn.soft_since != since:
+            return
+        if conn.out_bytes <= self.soft_limit:
+            conn.soft_since = None
+            return
+        conn.abort(DisconnectReason.SOFT_SENDQ)
+
+    def before_sleep(self) -> None:
+        """Free the connections marked to close, then flush each pending one."""
+        while self.to_close or self.pending:
+            while self.to_close:
+                closing, self.to_close = self.to_close, []
+                for conn in closing:
+                    self.finish(conn)
+            pending, self.pending = self.pending, []
+            for conn in pending:
+                if conn.pending and not conn.closed and not conn.dead:
+                    self.flush(conn)
+            if self.pending and not self.to_close:
+                break  # budget-limited connections go on next turn, after a poll
+
+    def update_mask(self, conn: Connection) -> None:
+        """Register exactly the interest the connection's state calls for."""
+        if conn.closed:
+            return
+        want = 0
+        if not (conn.paused or conn.closing or conn.dead or conn.eof):
+            want = EVENT_READ
+        if conn.want_write and not conn.dead:
+            want |= EVENT_WRITE
+        if want == conn.mask:
+            return
+        if want == 0:
+            self.selector.unregister(conn.sock)
+        elif conn.mask == 0:
+            self.selector.register(conn.sock, want, conn)
+        else:
+            self.selector.modify(conn.sock, want, conn)
+        conn.mask = want
+
+    # ----------------------------------------------------------------- closing
+
+    def finish(self, conn: Connection) -> None:
+        """Unregister, close and report one connection. Runs only from before_sleep.
+
+        A graceful close (quit, EOF, timeouts) has flushed its output already; we shut
+        down our side and read away what the peer sent after its last line, so the
+        kernel sends FIN rather than a reset that could destroy that output in flight.
+        """
+        if conn.closed:
+            return
+        if conn.closing and not conn.dead and conn.out:
+            return  # still flushing; flush() queues it again once drained
+        conn.closed = True
+        if conn.mask:
+            self.selector.unregister(conn.sock)
+            conn.mask = 0
+        self.conns.pop(conn.fd, None)
+        sock = conn.sock
+        if conn.dead:
+            reset_on_close(sock)
+        else:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                sock.recv(READ_SIZE)  # one bounded read empties a typical buffer
+            except OSError:
+                pass
+        sock.close()
+        session, conn.session = conn.session, None
+        conn.out = []
+        if session is not None:
+            session.connection_lost(conn.reason, conn.detail)
+
+    def _shutdown(self) -> None:
+        """Tell everyone, stop accepting, flush for a bounded time, close the rest."""
+        self._stop_accepting()
+        for listener in self.listeners:
+            listener.sock.close()
+        self.service.shutdown()
+        for conn in list(self.conns.values()):
+            conn.close_soon(DisconnectReason.SHUTDOWN)
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_SECONDS
+        self.before_sleep()
+        while self.conns and time.monotonic() < deadline:
+            wait = 0.0 if self.pending else max(0.0, deadline - time.monotonic())
+            events = self.selector.select(wait)
+            self.now = time.monotonic()
+            for key, mask in events:
+                conn = key.data
+                if conn.__class__ is Connection and mask & EVENT_WRITE and not conn.closed:
+                    self.flush(conn)
+                elif conn is _WAKEUP:
+                    self._drain_wakeup()
+            self.before_sleep()
+        for conn in list(self.conns.values()):
+            conn.abort(DisconnectReason.SHUTDOWN)
+        self.before_sleep()
+        self.service.log_stats()
+
+
+def _gather(
+    out: list[bytes | bytearray], offset: int, budget: int
+) -> tuple[list[bytes | bytearray | memoryview], int]:
+    """Up to :data:`IOV_LIMIT` buffers and about ``budget`` bytes from the queue head."""
+    bufs: list[bytes | bytearray | memoryview] = []
+    total = 0
+    for chunk in out:
+        piece: bytes | bytearray | memoryview = chunk
+        if offset:
+            piece = memoryview(chunk)[offset:]
+            offset = 0
+        if total + len(piece) > budget:
+            piece = memoryview(piece)[: budget - total]
+        bufs.append(piece)
+        total += len(piece)
+        if total >= budget or len(bufs) >= IOV_LIMIT:
+            break
+    return bufs, total
+
+
+def _consume(conn: Connection, sent: int) -> None:
+    """Drop ``sent`` bytes from the head of the connection's queue."""
+    out = conn.out
+    conn.out_bytes -= sent
+    if conn.out_bytes == 0:
+        out.clear()
+        conn.out_offset = 0
+        return
+    offset = conn.out_offset + sent
+    done = 0
+    while offset >= len(out[done]):
+        offset -= len(out[done])
+        done += 1
+    if done:
+        del out[:done]
+    conn.out_offset = offset
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def serve(service: ChatService, listeners: list[Listener]) -> None:
+    """Entry point used by the command line."""
+    Reactor(service, listeners).run()

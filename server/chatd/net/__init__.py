@@ -1,0 +1,1 @@
+"""Listeners, socket options, admission and the engine/session contract."""

@@ -1,0 +1,43 @@
+"""Listening sockets: bind each :class:`~chatd.config.ListenerSpec` and announce it."""
+
+from __future__ import annotations
+
+import socket
+
+from chatd.config import ListenerSpec
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6 by the address given)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    return socket.create_server(address, family=family, backlog=1024)
+
+
+class Listener:
+    """A bound socket and the dialect its connections speak (asyncio binds a listener to
+    a protocol factory the same way)."""
+
+    __slots__ = ("spec", "sock", "dialect")
+
+    def __init__(self, spec: ListenerSpec, sock: socket.socket, dialect: object) -> None:
+        self.spec = spec
+        self.sock = sock
+        self.dialect = dialect
+
+    def address(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{port}"
+
+    def announcement(self, engine: str) -> str:
+        """``chatd reactor line: listening on 127.0.0.1:4040`` (PROTOCOL.md's line)."""
+        tls = " tls" if self.spec.tls else ""
+        return f"chatd {engine} {self.spec.dialect}{tls}: listening on {self.address()}"
+
+
+def peer_host(address: object) -> str:
+    """The IP address of an accepted socket's peer, as text (no DNS: never blocks)."""
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return "unknown"
