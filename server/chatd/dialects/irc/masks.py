@@ -201,12 +201,12 @@ def channel_error(
     if len(name) > channellen:
         return f"longer than {channellen} characters"
     for c in name:
+        if c in _FORMATTING:  # before isspace(), which holds for U+001C..U+001F
+            return f"{_describe(c)} (IRC {_FORMATTING[c]} code) is not allowed"
         if c.isspace():
             return f"{_describe(c)} (white space) is not allowed"
         if c in _RESERVED:
             return f"{_RESERVED[c]} is not allowed"
-        if c in _FORMATTING:
-            return f"{_describe(c)} (IRC {_FORMATTING[c]} code) is not allowed"
         category = unicodedata.category(c)
         if category == "Cc":
             return f"{_describe(c)} (control character) is not allowed"
