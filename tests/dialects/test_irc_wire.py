@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from chatd.dialects.irc.wire import (
     MAX_BLANKS_PER_ITEM,
+    MAX_TAGS_TOTAL,
     Blank,
     InputTooLong,
     InvalidUtf8,
@@ -92,12 +93,14 @@ CASES: list[tuple[bytes, list[Item]]] = [
     (b"\r\n\n   \r\nPING x\r\n\n", [Blank(3), M("PING", "x"), Blank(1)]),
     (BODY_510 + b"\r\n", [M("PRIVMSG", "nick2", "a" * 495)]),
     (BODY_510 + b"a\r\nPING x\r\n", [InputTooLong("body"), M("PING", "x")]),
-    # The tag section, "@" and space included, may be 8191 bytes; the body still 510.
+    # A client's tag section, "@" and space included, may be 4096 bytes; the body 510.
     (
-        b"@t=" + b"v" * 8187 + b" " + BODY_510 + b"\n",
-        [Message("PRIVMSG", ("nick2", "a" * 495), None, {"t": "v" * 8187})],
+        b"@t=" + b"v" * 4092 + b" " + BODY_510 + b"\n",
+        [Message("PRIVMSG", ("nick2", "a" * 495), None, {"t": "v" * 4092})],
     ),
-    (b"@t=" + b"v" * 8188 + b" PING x\nPING y\n", [InputTooLong("tags"), M("PING", "y")]),
+    (b"@t=" + b"v" * 4093 + b" PING x\nPING y\n", [InputTooLong("tags"), M("PING", "y")]),
+    # irctest messages.py testLineTooLong's line.
+    (b"@+clientOnlyTagExample=" + b"a" * 4096 + b" PRIVMSG #xyz hi!\r\n", [InputTooLong("tags")]),
     (b"@t=1  " + BODY_510 + b"\n", [InputTooLong("body")]),
     (b"PRIVMSG bar hi\xaa\r\n", [InvalidUtf8(M("PRIVMSG", "bar", "hi\xaa"))]),
     (b"PRIVMSG bar :\xc3\xa9t\xc3\xa9\r\n", [M("PRIVMSG", "bar", "été")]),
@@ -187,7 +190,7 @@ def test_unterminated_line_never_buffers_past_the_limits() -> None:
         peak = max(peak, decoder.buffered)
         if items:
             assert items == [InputTooLong("tags")]
-    assert peak <= 8191 + 512
+    assert peak <= 4096 + 512
 
 
 def test_a_run_of_blank_lines_comes_out_in_bounded_items() -> None:
@@ -197,6 +200,28 @@ def test_a_run_of_blank_lines_comes_out_in_bounded_items() -> None:
     assert all(i.count <= MAX_BLANKS_PER_ITEM for i in items if isinstance(i, Blank))
     assert sum(i.count for i in items if isinstance(i, Blank)) == 2000
     assert items[-1] == M("PING", "x")
+
+
+def test_irctest_message_tags_length_limits() -> None:
+    """message_tags.py testLengthLimits: tag section of 4096 bytes passes, 4097 does not."""
+    at_limit = "@foo=bar;+baz={} TAGMSG #test".format("a" * 4081)
+    over = "@foo=bar;+baz={} TAGMSG #test".format("a" * 4082)
+    max_privmsg = "@foo=bar;+baz={} PRIVMSG #test {}".format("a" * 4081, "b" * 496)
+    items, _ = decode([f"{at_limit}\r\n{over}\r\n{max_privmsg}\r\n".encode()])
+    assert items == [
+        Message("TAGMSG", ("#test",), None, {"foo": "bar", "+baz": "a" * 4081}),
+        InputTooLong("tags"),
+        Message("PRIVMSG", ("#test", "b" * 496), None, {"foo": "bar", "+baz": "a" * 4081}),
+    ]
+
+
+def test_server_to_client_tag_limit_is_available() -> None:
+    decoder = IrcDecoder(max_tags=MAX_TAGS_TOTAL)
+    decoder.feed(b"@t=" + b"v" * 8187 + b" PING x\n@t=" + b"v" * 8188 + b" PING y\n")
+    assert decoder.items() == [
+        Message("PING", ("x",), None, {"t": "v" * 8187}),
+        InputTooLong("tags"),
+    ]
 
 
 def test_decoder_limits_are_configurable() -> None:
@@ -286,7 +311,7 @@ def test_encode_then_parse_round_trips(message: Message) -> None:
 def _fits(message: Message) -> bool:
     line = message.to_bytes()
     tags, _, body = line.partition(b" ") if message.tags else (b"", b"", line)
-    return len(tags) + 1 <= 8191 and len(body) <= 512
+    return len(tags) + 1 <= 4096 and len(body) <= 512
 
 
 @settings(max_examples=150, deadline=None)

@@ -25,8 +25,14 @@ Choices, each with its reason:
   between two ``feed()`` calls still counts as one terminator (``_skip_lf``).
 * **Lengths.** The 512-byte limit of RFC 1459 counts the CR LF, so the part of a line
   after its tags may hold ``max_line - 2`` = 510 bytes; the tag section (``@`` to the
-  space after it, both included) may hold ``max_tags`` = 8191 bytes (IRCv3
-  message-tags). Extra spaces after the tag section count toward the 510. A line over
+  space after it, both included) may hold ``max_tags`` bytes. IRCv3 message-tags allows
+  8191 for a whole tag section but only 4094 bytes of tag data *from a client* (the
+  other half is the server's to add), so a server reading clients uses 4096 = 4094 +
+  ``@`` + space, the default: irctest's message_tags.py (testLengthLimits) sends a
+  4096-byte section that must pass and a 4097-byte one that must get 417, and
+  messages.py (testLineTooLong) a 4120-byte one that must get 417. Pass
+  ``max_tags=MAX_TAGS_TOTAL`` to read server-to-client traffic. Extra spaces after the
+  tag section count toward the 510. A line over
   either limit is reported once as :class:`InputTooLong` (the server answers 417
   ERR_INPUTTOOLONG, as InspIRCd and ergo do) as soon as the buffered part proves it is
   too long, and the rest of it is dropped as it arrives: memory stays bounded by
@@ -63,8 +69,11 @@ from dataclasses import dataclass, field
 
 #: Longest line of RFC 1459, CR LF included, tags excluded (``max_line``).
 DEFAULT_MAX_LINE = 512
-#: Longest tag section of IRCv3 message-tags, ``@`` and the space after it included.
-DEFAULT_MAX_TAGS = 8191
+#: Longest tag section a client may send, ``@`` and the space after it included: IRCv3
+#: message-tags' 4094 bytes of client tag data, plus those two.
+DEFAULT_MAX_TAGS = 4096
+#: Longest tag section of any IRCv3 message (client and server tags together).
+MAX_TAGS_TOTAL = 8191
 #: Most parameters a message has (RFC 1459 / modern.ircdocs.horse).
 MAX_PARAMS = 15
 #: A run of blank lines is reported in items of at most this many, so one call to
