@@ -7,8 +7,9 @@ documentation for whoever writes the reply; ``.text`` is the default last parame
 command="PRIVMSG")``), and ``None`` where the last parameter is data (a topic, a
 realname, a list of names) rather than prose. Texts are modern.ircdocs.horse's, typos of
 the original numerics included (``Erroneus nickname``): clients match on codes, some
-people on texts. The four numerics modern.ircdocs.horse lists without a text take
-theirs from RFC 2812 (303, 467, 477) and from hybrid/solanum (479).
+people on texts. The numerics modern.ircdocs.horse lists without a text take
+theirs from RFC 2812 (303, 467, 477) and from hybrid/solanum (479); 410 and 730-734 come
+from the IRCv3 capability-negotiation and monitor specs, 335 from ircdocs' bot mode.
 
 IRCv3 standard replies (``FAIL``/``WARN``/``NOTE``) are commands, not numerics; the codes
 chatd sends with them are in :data:`STANDARD_REPLY_CODES`.
@@ -114,6 +115,7 @@ class Numeric(enum.Enum):
     RPL_LISTEND = ("323", "<client> :End of /LIST", "End of /LIST")
     RPL_CHANNELMODEIS = ("324", "<client> <channel> <modestring> <mode arguments>...", None)
     RPL_CREATIONTIME = ("329", "<client> <channel> <creationtime>", None)
+    RPL_WHOISBOT = ("335", "<client> <nick> :is a bot", "is a bot")
     RPL_WHOISACCOUNT = ("330", "<client> <nick> <account> :is logged in as", "is logged in as")
     RPL_NOTOPIC = ("331", "<client> <channel> :No topic is set", "No topic is set")
     RPL_TOPIC = ("332", "<client> <channel> :<topic>", None)
@@ -184,6 +186,7 @@ class Numeric(enum.Enum):
         "<client> :No recipient given (<command>)",
         "No recipient given ({command})",
     )
+    ERR_INVALIDCAPCMD = ("410", "<client> <subcommand> :Invalid CAP command", "Invalid CAP command")
     ERR_NOTEXTTOSEND = ("412", "<client> :No text to send", "No text to send")
     ERR_INPUTTOOLONG = ("417", "<client> :Input line was too long", "Input line was too long")
     ERR_UNKNOWNCOMMAND = ("421", "<client> <command> :Unknown command", "Unknown command")
@@ -302,6 +305,15 @@ class Numeric(enum.Enum):
     RPL_HELPSTART = ("704", "<client> <subject> :<first line of help section>", None)
     RPL_HELPTXT = ("705", "<client> <subject> :<line of help text>", None)
     RPL_ENDOFHELP = ("706", "<client> <subject> :<last line of help text>", None)
+    RPL_MONONLINE = ("730", "<client> :<target>[!<user>@<host>]{,<target>[!<user>@<host>]}", None)
+    RPL_MONOFFLINE = ("731", "<client> :<target>{,<target>}", None)
+    RPL_MONLIST = ("732", "<client> :<target>{,<target>}", None)
+    RPL_ENDOFMONLIST = ("733", "<client> :End of MONITOR list", "End of MONITOR list")
+    ERR_MONLISTFULL = (
+        "734",
+        "<client> <limit> <targets> :Monitor list is full.",
+        "Monitor list is full.",
+    )
     RPL_LOGGEDIN = (
         "900",
         "<client> <nick>!<user>@<host> <account> :You are now logged in as <username>",
