@@ -18,25 +18,26 @@ Grammar (modern.ircdocs.horse "Message format", IRCv3 message-tags)::
 
 Choices, each with its reason:
 
-* **Terminators.** ``\\r\\n``, a bare ``\\n`` and a bare ``\\r`` all end a line, as in
-  ngircd, hybrid and solanum (they scan for either byte). irctest only ever sends
-  ``\\r\\n``; accepting ``\\r`` too means a ``\\r`` can never reach a parameter, so a
-  relayed text can never smuggle one into another client's stream. A ``\\r\\n`` split
-  between two ``feed()`` calls still counts as one terminator (``_skip_lf``).
+* **Terminators.** ``\r\n``, a bare ``\n`` and a bare ``\r`` all end a line, as in
+  ngircd (checked: ``NICK abc\rUSER a b c :d\r`` registers on ngircd 26.1, and
+  ``PING x1\rPING x2\n`` gets two PONGs) and the ratbox/solanum line buffer; ergo
+  splits on ``\n`` only. irctest only ever sends ``\r\n``. Accepting ``\r`` means a
+  ``\r`` can never reach a parameter, so a relayed text can never smuggle one into
+  another client's stream. A ``\r\n`` split between two ``feed()`` calls still counts
+  as one terminator (``_skip_lf``); ``\n\r`` is a line end and an empty line.
 * **Lengths.** The 512-byte limit of RFC 1459 counts the CR LF, so the part of a line
-  after its tags may hold ``max_line - 2`` = 510 bytes; the tag section (``@`` to the
-  space after it, both included) may hold ``max_tags`` bytes. IRCv3 message-tags allows
-  8191 for a whole tag section but only 4094 bytes of tag data *from a client* (the
-  other half is the server's to add), so a server reading clients uses 4096 = 4094 +
-  ``@`` + space, the default: irctest's message_tags.py (testLengthLimits) sends a
-  4096-byte section that must pass and a 4097-byte one that must get 417, and
-  messages.py (testLineTooLong) a 4120-byte one that must get 417. Pass
-  ``max_tags=MAX_TAGS_TOTAL`` to read server-to-client traffic. Extra spaces after the
-  tag section count toward the 510. A line over
-  either limit is reported once as :class:`InputTooLong` (the server answers 417
-  ERR_INPUTTOOLONG, as InspIRCd and ergo do) as soon as the buffered part proves it is
-  too long, and the rest of it is dropped as it arrives: memory stays bounded by
-  ``max_tags + max_line`` per connection whatever the peer sends.
+  after its tags may hold ``max_line - 2`` = 510 bytes (extra spaces after the tag
+  section count toward it). The tag section (``@`` to the space after it, both
+  included) may hold ``max_tags`` bytes: IRCv3 message-tags allows 8191 for a whole tag
+  section but only 4094 bytes of tag data *from a client* (the rest is the server's to
+  add), so a server reading clients uses 4096 = 4094 + ``@`` + space, the default.
+  irctest's message_tags.py (testLengthLimits) sends a 4096-byte section that must pass
+  and a 4097-byte one that must get 417, messages.py (testLineTooLong) a 4120-byte one
+  that must get 417. ``max_tags=MAX_TAGS_TOTAL`` reads server-to-client traffic. A line
+  over either limit is reported once as :class:`InputTooLong` (the server answers 417
+  ERR_INPUTTOOLONG, as ergo does and irctest requires) as soon as the buffered part
+  proves it is too long, and the rest of it is dropped as it arrives: memory stays
+  bounded by ``max_tags + max_line`` per connection whatever the peer sends.
 * **UTF-8.** A line that is not valid UTF-8 becomes :class:`InvalidUtf8`, carrying the
   message decoded as latin-1 (every byte one character, nothing lost), so the handler
   knows the command and label and can answer ``FAIL <command> INVALID_UTF8`` — what ergo
