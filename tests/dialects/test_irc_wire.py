@@ -398,6 +398,7 @@ def test_ctcp_parse_and_build() -> None:
             ctcp(*bad)
 
 
+@settings(deadline=None)
 @given(
     st.from_regex(r"\A[A-Z]{1,10}\Z"),
     st.text(st.characters(blacklist_characters="\x01\r\n\0", blacklist_categories=("Cs",))),
