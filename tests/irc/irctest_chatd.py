@@ -1,0 +1,116 @@
+"""irctest controller for chatd's IRC dialect.
+
+irctest (``/work/shared/irctest``, see its PINNED.md) starts a fresh server in the
+foreground for every test through a controller's ``run()`` and kills its process group
+afterwards. This one runs ``python -m chatd`` from the checkout this file lives in (its
+``server/`` goes first on ``PYTHONPATH``), with the names irctest assumes: server
+``My.Little.Server``, operator ``operuser``/``operpassword``, and the connection password
+a test passes. Flood control is off because irctest sends bursts faster than a human.
+
+The engine comes from ``CHATD_ENGINE``: ``reactor`` (default), ``threaded``, ``asyncio``
+or ``asyncio+uvloop``. ``CHATD_PYTHON`` overrides the interpreter (default: the one
+running irctest). TLS, WebSocket and services are not offered yet: ``run()`` raises
+``NotImplementedByController``, which irctest reports as a skip.
+
+Use it with ``tests/irc/run_irctest.py``; by hand, put ``tests/irc`` on ``PYTHONPATH``
+and pass ``--controller irctest_chatd`` to pytest in the irctest folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from irctest.basecontrollers import BaseServerController, DirectoryBasedController
+from irctest.runner import NotImplementedByController
+
+#: The checkout's ``server/`` folder (``tests/irc/`` → two levels up).
+SERVER_DIR = Path(__file__).resolve().parents[2] / "server"
+
+#: ``CHATD_ENGINE`` value → chatd engine options.
+ENGINE_ARGS: dict[str, list[str]] = {
+    "reactor": ["--engine", "reactor"],
+    "threaded": ["--engine", "threaded"],
+    "asyncio": ["--engine", "asyncio"],
+    "asyncio+uvloop": ["--engine", "asyncio", "--uvloop"],
+}
+
+
+def engine_args(name: str) -> list[str]:
+    """The chatd options for one ``CHATD_ENGINE`` value; an unknown one is our bug."""
+    try:
+        return ENGINE_ARGS[name]
+    except KeyError:
+        raise ValueError(f"CHATD_ENGINE={name!r}: expected one of {sorted(ENGINE_ARGS)}") from None
+
+
+class ChatdController(BaseServerController, DirectoryBasedController):
+    """Runs one chatd per test; chatd needs no config file (the directory stays empty)."""
+
+    software_name = "chatd"
+    supported_sasl_mechanisms: set[str] = set()
+    supports_sts = False
+    #: No services: tests marked ``services`` are deselected, and registerUser raises.
+    nickserv = "NickServ"
+    #: No extbans yet (mute_extban.py skips when this is None).
+    extban_mute_char = None
+    #: chatd answers every command in order, so irctest's PING/PONG sync is enough.
+    sync_sleep_time = 0.0
+
+    def run(
+        self,
+        hostname: str,
+        port: int,
+        *,
+        password: str | None,
+        ssl: bool,
+        run_services: bool,
+        faketime: str | None,
+        websocket_hostname: str | None,
+        websocket_port: int | None,
+    ) -> None:
+        if ssl:
+            raise NotImplementedByController("TLS")
+        if websocket_hostname is not None or websocket_port is not None:
+            raise NotImplementedByController("Websocket")
+        if run_services:
+            raise NotImplementedByController("services")
+        assert self.proc is None
+        self.hostname = hostname
+        self.port = port
+        self.create_config()
+        command = [
+            os.environ.get("CHATD_PYTHON", sys.executable),
+            "-m",
+            "chatd",
+            *engine_args(os.environ.get("CHATD_ENGINE", "reactor")),
+            "--host",
+            hostname,
+            "--port",
+            "0",
+            "--irc-port",
+            str(port),
+            "--server-name",
+            "My.Little.Server",
+            "--oper",
+            "operuser:operpassword",
+            *(["--password", password] if password else []),
+            "--flood-rate",
+            "0",
+            "--log-level",
+            "warning",
+        ]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(SERVER_DIR), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        self.proc = self.execute(command, proc_name="chatd", env=env)
+        # Tests call addClient() → wait_for_port() before connecting; waiting here too
+        # makes a chatd that exits at once (say, on an unknown option) fail in setUp with
+        # ProcessStopped instead of inside the test body.
+        self.wait_for_port()
+
+
+def get_irctest_controller_class() -> type[ChatdController]:
+    return ChatdController
