@@ -9,7 +9,7 @@ import pytest
 from chatd.core import errors as err
 from chatd.core import events as ev
 from chatd.core.events import Role
-from chatd.core.hub import OP, VOICE, Hub, Member, ModeChange, glob_match, parse_mode_changes
+from chatd.core.hub import OP, VOICE, Hub, Member, ModeChange, parse_mode_changes
 from chatd.core.router import Router
 
 
@@ -260,11 +260,3 @@ def test_topic_needs_an_operator_under_plus_t() -> None:
     room = w.hub.rooms["#lobby"]
     assert (room.topic, room.topic_by, room.topic_at) == ("welcome", "op", 1000.0)
     assert w.got(bob) == [ev.TopicChanged(op.source, "#lobby", "welcome")]
-
-
-def test_glob_masks() -> None:
-    assert glob_match("*!*@10.*", "Bob!line@10.1.2.3")
-    assert glob_match("BOB!*@*", "bob!x@y")
-    assert not glob_match("b?b!*@*", "bob2!x@y")
-    assert glob_match("*a*a*a*a*a*b", "a" * 40 + "b")
-    assert not glob_match("*a*a*a*a*a*b", "a" * 40)

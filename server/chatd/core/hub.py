@@ -32,6 +32,7 @@ from typing import Any
 from chatd.core import errors as err
 from chatd.core import events as ev
 from chatd.core.limits import TokenBucket
+from chatd.core.masks import mask_match, normalize_ban_mask
 from chatd.core.names import fold, nick_problem, normalize_room, room_problem
 from chatd.core.targets import (
     Target,
@@ -192,47 +193,6 @@ class ModeChange:
     sign: str
     char: str
     arg: str | None = None
-
-
-def glob_match(mask: str, text: str) -> bool:
-    """IRC mask match: ``*`` any run, ``?`` one character; case folded in ASCII."""
-    return _glob(fold(mask), fold(text))
-
-
-def _glob(pattern: str, text: str) -> bool:
-    # Iterative wildcard match with one backtrack point: linear in practice, no regex
-    # compilation per ban, no catastrophic backtracking on hostile masks.
-    p = t = 0
-    star = -1
-    mark = 0
-    while t < len(text):
-        if p < len(pattern) and (pattern[p] == "?" or pattern[p] == text[t]):
-            p += 1
-            t += 1
-        elif p < len(pattern) and pattern[p] == "*":
-            star = p
-            mark = t
-            p += 1
-        elif star >= 0:
-            p = star + 1
-            mark += 1
-            t = mark
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == "*":
-        p += 1
-    return p == len(pattern)
-
-
-def normalize_mask(mask: str) -> str:
-    """Complete a ban mask as IRC servers do: ``bob`` → ``bob!*@*``, ``*@h`` → ``*!*@h``."""
-    if "!" not in mask and "@" not in mask:
-        return mask + "!*@*"
-    if "!" not in mask:
-        return "*!" + mask
-    if "@" not in mask:
-        return mask + "@*"
-    return mask
 
 
 class Hub:
@@ -409,7 +369,7 @@ class Hub:
         if not room.bans:
             return False
         mask = member.mask
-        return any(glob_match(ban, mask) for ban, _, _ in room.bans)
+        return any(mask_match(ban, mask) for ban, _, _ in room.bans)
 
     def part(self, member: Member, name: str, reason: str = "", *, echo: bool = True) -> None:
         source = self._registered(member)
@@ -603,7 +563,7 @@ class Hub:
         if char in LIST_MODES:
             if not arg:
                 raise err.NeedMoreParams(f"MODE {sign}{char}")
-            mask = normalize_mask(arg)
+            mask = normalize_ban_mask(arg)
             change.arg = mask
             present = [i for i, (m, _, _) in enumerate(room.bans) if fold(m) == fold(mask)]
             if adding:

@@ -16,13 +16,14 @@ same room whether a line user or an IRC user names it.
   among them), the IRC formatting codes (which are controls), names that change under
   NFKC (the Kelvin sign, full-width letters, decomposed accents), and names whose
   letters come from more than one script (a Cyrillic ``о`` inside ``#lobby``; an
-  all-Cyrillic ``#лобби`` is fine).
+  all-Cyrillic ``#лобби`` is fine; UTS #39's Japanese, Chinese and Korean mixes too).
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from chatd.core.masks import channel_error
 
 #: PROTOCOL.md's nickname rule.
 NICK_RE = re.compile(r"[A-Za-z_\[\]\\^{}|`][A-Za-z0-9_\-\[\]\\^{}|`]{0,29}")
@@ -51,54 +52,12 @@ def valid_nick(nick: str) -> bool:
     return NICK_RE.fullmatch(nick) is not None
 
 
-#: Characters that separate names on the IRC wire or in line commands.
-_SEPARATORS = frozenset(" ,:\x07")
-
-
-def _script(ch: str) -> str | None:
-    """The script of a letter (``LATIN``, ``CYRILLIC``, ...), ``None`` for other characters.
-
-    Unicode's Script property is not in :mod:`unicodedata`; the first word of a letter's
-    name is the script for every alphabet people mix up (Latin, Greek, Cyrillic,
-    Armenian, Hebrew, ...), which is what the check is for.
-    """
-    if not unicodedata.category(ch).startswith("L"):
-        return None
-    name = unicodedata.name(ch, "")
-    return name.split(" ", 1)[0] if name else None
-
-
 def room_problem(name: str) -> str | None:
-    """Why ``name`` (with its leading ``#``) is not a valid room name, or ``None``."""
-    if not name.startswith("#") or len(name) < 2:
-        return "a room name is # followed by at least one character"
-    if len(name) > CHANNELLEN:
-        return f"a room name is at most {CHANNELLEN} characters"
-    if name.isascii():  # the common case, and the ASCII rules are simple
-        for ch in name:
-            if ch in _SEPARATORS or ch.isspace() or not ch.isprintable():
-                return "room names may not contain white space, commas, colons or controls"
-        return None
-    if unicodedata.normalize("NFKC", name) != name:
-        return "room names must be in Unicode NFKC form (no look-alike compatibility characters)"
-    scripts = set()
-    for ch in name:
-        category = unicodedata.category(ch)
-        if ch in _SEPARATORS or category[0] in "CZ":  # Cc Cf Co Cs Cn, Zs Zl Zp
-            return (
-                "room names may not contain white space, commas, colons, "
-                "control, format or bidi characters"
-            )
-        script = _script(ch)
-        if script is not None:
-            scripts.add(script)
-    if len(scripts) > 1:
-        return (
-            "room names may not mix letters of different scripts ("
-            + ", ".join(sorted(scripts))
-            + ")"
-        )
-    return None
+    """Why ``name`` (with its leading ``#``) is not a valid room name, or ``None``.
+
+    The rule and its reasons are :func:`chatd.core.masks.channel_error`'s.
+    """
+    return channel_error(name)
 
 
 def normalize_room(name: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatd.dialects.irc.masks import (
+from chatd.core.masks import (
     casefold,
     channel_error,
     mask_match,

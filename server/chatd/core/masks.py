@@ -1,8 +1,8 @@
-"""IRC names: casemapping, ``nick!user@host`` mask matching, nickname and channel rules.
+"""Names and masks: casemapping, ``nick!user@host`` mask matching, nickname and room rules.
 
-Pure functions, shared by both dialects: the line dialect's ``! invalid room name: ...``
-and IRC's 479/403 can carry the same reason, because the validators return a reason
-(``str``) or ``None`` for a valid name instead of a bare bool.
+Pure functions, shared by the hub and both dialects (bans match line users too): the line
+dialect's ``! invalid room name: ...`` and IRC's 479/403 can carry the same reason,
+because the validators return a reason (``str``) or ``None`` instead of a bare bool.
 
 Casemapping. ``ascii`` (chatd's default, what ergo and modern servers advertise) folds
 ``A-Z`` only; ``rfc1459`` also folds ``[]\\~`` to ``{}|^`` (the Scandinavian heritage of
