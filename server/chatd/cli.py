@@ -8,7 +8,7 @@ import sys
 import click
 
 from chatd import __version__
-from chatd.config import ENGINES, Config
+from chatd.config import ENGINES, Config, ListenerSpec
 from chatd.core.names import normalize_room, room_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -23,7 +23,51 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     show_default=True,
     help="TCP port; 0 picks a free one.",
 )
+@click.option(
+    "--irc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also listen for IRC clients on this port (0 picks a free one; off if not given).",
+)
 @click.option("--engine", type=click.Choice(ENGINES), default="reactor", show_default=True)
+@click.option(
+    "--server-name",
+    default="chatd",
+    show_default=True,
+    help="The server's name (greeting, IRC server name).",
+)
+@click.option(
+    "--password",
+    default=None,
+    help="Connection password: IRC clients send PASS, line clients /pass before their nick.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Read the connection password from the first line of this file.",
+)
+@click.option(
+    "--motd",
+    "motd_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="IRC message of the day, from a UTF-8 text file.",
+)
+@click.option(
+    "--oper",
+    "opers",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    help="An IRC server operator (OPER NAME PASSWORD); may be given several times.",
+)
+@click.option(
+    "--ping-interval",
+    type=click.FloatRange(0),
+    default=120.0,
+    show_default=True,
+    help="IRC: seconds of silence before the server PINGs a client, and waits as long again.",
+)
 @click.option("--room", default="#lobby", show_default=True, help="Room a new client starts in.")
 @click.option(
     "--max-line",
@@ -142,7 +186,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def main(
     host: str,
     port: int,
+    irc_port: int | None,
     engine: str,
+    server_name: str,
+    password: str | None,
+    password_file: str | None,
+    motd_file: str | None,
+    opers: tuple[str, ...],
+    ping_interval: float,
     room: str,
     max_line: int,
     max_sendq: int,
@@ -182,10 +233,42 @@ def main(
             raise click.UsageError(
                 "--uvloop: uvloop is not installed (pip install uvloop)"
             ) from None
+    if password is not None and password_file is not None:
+        raise click.UsageError("give --password or --password-file, not both")
+    if password_file is not None:
+        password = _first_line(password_file, "--password-file")
+        if not password:
+            raise click.BadParameter("the file is empty", param_hint="--password-file")
+    if password is not None and (not password or " " in password):
+        raise click.BadParameter("a password is one word", param_hint="--password")
+    operators: dict[str, str] = {}
+    for entry in opers:
+        name, sep, secret = entry.partition(":")
+        if not sep or not name or not secret or " " in entry:
+            raise click.BadParameter(f"{entry!r} is not NAME:PASSWORD", param_hint="--oper")
+        operators[name] = secret
+    motd: tuple[str, ...] = ()
+    if motd_file is not None:
+        try:
+            with open(motd_file, encoding="utf-8") as f:
+                motd = tuple(line.rstrip("\r\n") for line in f)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--motd") from None
+    if " " in server_name or not server_name:
+        raise click.BadParameter("a server name is one word", param_hint="--server-name")
+    listeners = ()
+    if irc_port is not None:
+        listeners = (ListenerSpec(host, irc_port, "irc"),)
     config = Config(
         host=host,
         port=port,
         engine=engine,
+        listeners=listeners,
+        server_name=server_name,
+        password=password,
+        opers=operators,
+        motd=motd,
+        ping_interval=ping_interval,
         room=default_room,
         max_line=max_line,
         max_sendq=max_sendq,
@@ -221,3 +304,11 @@ def main(
     else:
         from chatd.engines.aio import serve
     serve(service, listeners)
+
+
+def _first_line(path: str, option: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None

@@ -9,7 +9,9 @@ before closing. That is all an engine knows of chat.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from chatd.config import Config
 from chatd.core import events as ev
@@ -27,7 +29,8 @@ log = logging.getLogger("chatd")
 class ChatService:
     """Everything the connections of one server share."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: wall time for the hub (topics, WHOWAS, server-time); tests pass a fake."""
         self.config = config
         #: Event counters shown by /stats and logged at shutdown.
         self.stats: Counter[str] = Counter()
@@ -50,6 +53,7 @@ class ChatService:
             private_rate=config.private_rate,
             private_burst=config.private_burst,
             max_rooms_per_member=config.max_rooms,
+            clock=clock,
         )
         self.router.attach(self.hub)
         self.admission = Admission(

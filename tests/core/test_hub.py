@@ -107,9 +107,15 @@ def test_say_reaches_everyone_in_the_room_but_the_sender_once_per_batch() -> Non
     w = World()
     amy, bob, cid = w.member("amy"), w.member("bob"), w.member("cid")
     before = w.stats["writes_out"]
-    w.hub.say(amy, "#lobby", ("hi", "there"))
+    event = w.hub.say(amy, "#lobby", ("hi", "there"))
+    assert (event.source, event.room, event.texts, event.at) == (
+        amy.source,
+        "#lobby",
+        ("hi", "there"),
+        1000.0,
+    )
     assert w.got(amy) == []
-    assert w.got(bob) == w.got(cid) == [ev.Chat(amy.source, "#lobby", ("hi", "there"))]
+    assert w.got(bob) == w.got(cid) == [event]
     assert w.stats["writes_out"] - before == 2
 
 

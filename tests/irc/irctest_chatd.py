@@ -80,6 +80,10 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         self.hostname = hostname
         self.port = port
         self.create_config()
+        # The line listener's port comes from irctest's own registry of used ports too:
+        # a kernel-chosen one (--port 0) could be a port irctest has just handed another
+        # worker's server and that server has not bound yet.
+        _, line_port = self.get_hostname_and_port()
         command = [
             os.environ.get("CHATD_PYTHON", sys.executable),
             "-m",
@@ -88,7 +92,7 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             "--host",
             hostname,
             "--port",
-            "0",
+            str(line_port),
             "--irc-port",
             str(port),
             "--server-name",

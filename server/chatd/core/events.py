@@ -44,6 +44,8 @@ class ChatKind(enum.Enum):
     ACTION = "action"
     #: IRC NOTICE (never answered automatically).
     NOTICE = "notice"
+    #: IRCv3 TAGMSG: client-only tags and no text (only tag-aware clients see it).
+    TAGMSG = "tagmsg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,11 @@ class Chat:
     room: str
     texts: tuple[str, ...]
     kind: ChatKind = ChatKind.SAY
+    #: IRCv3 client-only tags (``+typing``...), relayed to clients that understand them.
+    tags: tuple[tuple[str, str], ...] = ()
+    #: When the hub accepted it (wall time) and its id: the same in an echo and the relay.
+    at: float = 0.0
+    msgid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,9 @@ class PrivateChat:
     target: str
     text: str
     kind: ChatKind = ChatKind.SAY
+    tags: tuple[tuple[str, str], ...] = ()
+    at: float = 0.0
+    msgid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,8 @@ class Joined:
     room: str
     members: int
     realname: str = ""
+    #: The joiner's away message (IRCv3 away-notify tells the room at once).
+    away: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,6 +236,9 @@ class Hub:
         self.members: dict[Member, None] = {}
         self.whowas: deque[WhowasEntry] = deque(maxlen=WHOWAS_KEEP)
         self.max_registered = 0
+        self._msgids = 0
+        #: When the hub started (IRC's 003 "created" and RPL_CREATIONTIME of rooms).
+        self.started = clock()
 
     # ----------------------------------------------------------------- life cycle
 
@@ -349,7 +352,7 @@ class Hub:
         room.members[member] = flags
         member.rooms[key] = room
         room.invites.discard(member.key)  # type: ignore[arg-type]
-        event = ev.Joined(source, room.name, len(room.members), member.realname)
+        event = ev.Joined(source, room.name, len(room.members), member.realname, member.away)
         self.publish(event, ToRoom(key, None if echo else member.key), member, None)
         return room
 
@@ -436,16 +439,24 @@ class Hub:
         name: str,
         texts: tuple[str, ...],
         kind: ev.ChatKind = ev.ChatKind.SAY,
-    ) -> Room:
-        """Lines from ``member`` to room ``name`` (every other member gets each, in order)."""
+        tags: tuple[tuple[str, str], ...] = (),
+    ) -> ev.Chat:
+        """Lines from ``member`` to room ``name`` (every other member gets each, in order).
+
+        Returns the event, so that a dialect can echo it to its sender (echo-message).
+        """
         source = self._registered(member)
         room = self.room_or_raise(name)
         self._check_can_send(member, room)
         if kind is ev.ChatKind.ACTION:
             self._check_action(source.nick, texts)
-        event = ev.Chat(source, room.name, texts, kind)
+        event = ev.Chat(source, room.name, texts, kind, tags, self.clock(), self._next_id())
         self.publish(event, ToRoom(room.key, member.key), None, None)
-        return room
+        return event
+
+    def _next_id(self) -> str:
+        self._msgids += 1
+        return f"{self._msgids:x}"
 
     def _check_can_send(self, member: Member, room: Room) -> None:
         flags = room.members.get(member)
@@ -473,11 +484,12 @@ class Hub:
         text: str,
         kind: ev.ChatKind = ev.ChatKind.SAY,
         cost: int = 0,
-    ) -> Member:
+        tags: tuple[tuple[str, str], ...] = (),
+    ) -> ev.PrivateChat:
         """A private message; refused if ``nick``'s budget for this second is spent.
 
         ``cost`` is what the message costs the recipient's budget (the sender's dialect
-        knows its size on the wire; 0 means the length of the text).
+        knows its size on the wire; 0 means the length of the text). Returns the event.
         """
         source = self._registered(member)
         recipient = self.nicks.get(fold(nick))
@@ -487,9 +499,17 @@ class Hub:
             self._check_action(source.nick, (text,))
         if self.private_rate > 0 and recipient is not member:
             self._charge_inbox(recipient, cost or len(text) + 64)
-        event = ev.PrivateChat(source, recipient.nick, text, kind)  # type: ignore[arg-type]
+        event = ev.PrivateChat(
+            source,
+            recipient.nick,  # type: ignore[arg-type]
+            text,
+            kind,
+            tags,
+            self.clock(),
+            self._next_id(),
+        )
         self.publish(event, ToMember(recipient.key), None, recipient)  # type: ignore[arg-type]
-        return recipient
+        return event
 
     def _charge_inbox(self, recipient: Member, cost: int) -> None:
         now = self.monotonic()

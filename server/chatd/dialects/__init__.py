@@ -3,9 +3,10 @@ the command line and the service find them by name."""
 
 from __future__ import annotations
 
-from chatd.dialects import line
+from chatd.dialects import irc, line
 from chatd.dialects.base import Dialect
 
 DIALECTS: dict[str, Dialect] = {
     line.DIALECT.name: line.DIALECT,
+    irc.DIALECT.name: irc.DIALECT,
 }

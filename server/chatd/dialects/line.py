@@ -573,8 +573,8 @@ class LineSession(Session):
             self.error(_USAGE["msg"])
             return
         self.service.stats["private_in"] += 1
-        recipient = self.service.hub.private(self.member, target, text)
-        self.write(notice("sent", nick=recipient.nick, text=text))
+        event = self.service.hub.private(self.member, target, text)
+        self.write(notice("sent", nick=event.target, text=text))
 
     def _me(self, args: str) -> None:
         self.service.stats["messages_in"] += 1

@@ -414,17 +414,19 @@ def encode(
     *params: str,
     source: str | None = None,
     tags: Mapping[str, str | None] | None = None,
+    colon: bool = False,
 ) -> bytes:
     """One ready wire line, ``\\r\\n`` included.
 
     The last parameter gets a ``:`` when it needs one (empty, starts with ``:``, holds a
-    space). Tag values are escaped; ``None`` or ``""`` sends the key alone. Raises
-    ``ValueError`` for what the peer cannot have caused: a bad command, more than 15
-    parameters, a CR, LF or NUL anywhere, a middle parameter that is empty, holds a
-    space or starts with ``:``, a source with a space, an invalid tag key, a NUL in a tag
-    value (IRCv3 has no escape for it), or text that
-    is not encodable as UTF-8 (a lone surrogate). No length limit is applied here: use
-    :func:`split_text` for chat text.
+    space), or always with ``colon``: text is sent that way by every server, and bots
+    that split on `` :`` rely on it. Tag values are escaped; ``None`` or ``""`` sends the
+    key alone. Raises ``ValueError`` for what the peer cannot have caused: a bad command,
+    more than 15 parameters, a CR, LF or NUL anywhere, a middle parameter that is empty,
+    holds a space or starts with ``:``, a source with a space, an invalid tag key, a NUL
+    in a tag value (IRCv3 has no escape for it), or text that is not encodable as UTF-8
+    (a lone surrogate). No length limit is applied here: use :func:`split_text` for chat
+    text.
     """
     if not _COMMAND.fullmatch(command):
         raise ValueError(f"bad IRC command {command!r}")
@@ -449,7 +451,7 @@ def encode(
         if _FORBIDDEN.search(param):
             raise ValueError(f"CR, LF or NUL in parameter {param!r}")
         if k == len(params) - 1:
-            if not param or param[0] == ":" or " " in param:
+            if colon or not param or param[0] == ":" or " " in param:
                 param = ":" + param
         elif not param or param[0] == ":" or " " in param:
             raise ValueError(f"middle parameter {param!r} is empty, has a space or a ':'")
