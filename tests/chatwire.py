@@ -79,6 +79,23 @@ class Server:
             raise RuntimeError(f"chatd did not start: {line!r} {err}")
         self.host = "127.0.0.1"
         self.port = int(match.group(2))
+        #: The IRC listener's port, when started with ``--irc-port``.
+        self.irc_port: int | None = None
+        if "--irc-port" in args:
+            line = self.proc.stdout.readline().decode()
+            match = re.search(r" irc: listening on (\S+):(\d+)", line)
+            if not match:
+                self.proc.kill()
+                raise RuntimeError(f"chatd did not announce its IRC listener: {line!r}")
+            self.irc_port = int(match.group(2))
+
+    def irc(self, nick: str | None = None, caps: str = "", **kw: float) -> IrcClient:
+        """An IRC client on the IRC listener, registered as ``nick`` if given."""
+        assert self.irc_port is not None, "start the server with --irc-port 0"
+        c = IrcClient(self.host, self.irc_port, **kw)
+        if nick is not None:
+            c.register(nick, caps)
+        return c
 
     def client(self, nick: str | None = None, **kw: float) -> Client:
         c = Client(self.host, self.port, **kw)
@@ -114,6 +131,71 @@ class Server:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+
+class IrcClient:
+    """A blocking IRC client with deadlines: lines without CR LF, parsed on demand."""
+
+    def __init__(self, host: str, port: int, timeout: float = TIMEOUT) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = b""
+        self.nick: str | None = None
+
+    def send(self, text: str | bytes) -> None:
+        data = text if isinstance(text, bytes) else (text + "\r\n").encode()
+        self.sock.sendall(data)
+
+    def read_line(self, timeout: float | None = None) -> str:
+        """The next line (answering the server's PINGs); TimeoutError or EOFError."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while True:
+            while b"\n" not in self.buf:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no line within the deadline; have {self.buf[:200]!r}")
+                self.sock.settimeout(remaining)
+                try:
+                    chunk = self.sock.recv(65536)
+                except TimeoutError as exc:
+                    raise TimeoutError(f"no line; have {self.buf[:200]!r}") from exc
+                if not chunk:
+                    raise EOFError(f"server closed; have {self.buf[:200]!r}")
+                self.buf += chunk
+            raw, _, self.buf = self.buf.partition(b"\n")
+            line = raw.rstrip(b"\r").decode()
+            if line.startswith("PING "):
+                self.send("PONG " + line[5:])
+                continue
+            return line
+
+    def expect(self, pattern: str, timeout: float | None = None) -> list[str]:
+        """Lines up to the first that matches the regular expression ``pattern``."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        lines = []
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            lines.append(line)
+            if rx.search(line):
+                return lines
+
+    def register(self, nick: str, caps: str = "") -> list[str]:
+        if caps:
+            self.send(f"CAP LS 302\r\nCAP REQ :{caps}\r\nCAP END")
+        self.send(f"NICK {nick}\r\nUSER {nick} 0 * :{nick} real name")
+        lines = self.expect(rf"^:\S+ (376|422) {re.escape(nick)} ")
+        self.nick = nick
+        return lines
+
+    def sync(self, token: str = "sync") -> list[str]:
+        """Every line the server sent before the PONG to our PING (a round trip)."""
+        self.send(f"PING {token}")
+        return self.expect(rf"^:\S+ PONG \S+ :?{re.escape(token)}$")[:-1]
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Client:

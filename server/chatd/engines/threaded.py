@@ -191,21 +191,26 @@ class ThreadedConnection:
 
     def _finish(self) -> None:
         server = self.server
-        if not self.dead:
-            try:  # FIN after our output, then read away what is left so no RST kills it
+        graceful = not self.dead
+        if graceful:
+            try:  # FIN after our output (every send so far was blocking, so it is out)
                 self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        with server.conns_lock:
+            server.conns.discard(self)
+        session, self.session = self.session, None
+        if session is not None:  # the hub learns at once, not after the lingering read
+            with server.lock:
+                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
+        if graceful:
+            try:  # read away what the peer sent after its last line, so no RST kills ours
                 self.sock.settimeout(0.2)
                 self.sock.recv(READ_SIZE)
             except OSError:
                 pass
         self.dead = True
         self.sock.close()
-        with server.conns_lock:
-            server.conns.discard(self)
-        session, self.session = self.session, None
-        if session is not None:
-            with server.lock:
-                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
 
 
 class ThreadedServer:
