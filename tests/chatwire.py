@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_SRC = ROOT / "server"
@@ -97,7 +98,7 @@ class Server:
             c.register(nick, caps)
         return c
 
-    def client(self, nick: str | None = None, **kw: float) -> Client:
+    def client(self, nick: str | None = None, **kw: Any) -> Client:
         c = Client(self.host, self.port, **kw)
         if nick is not None:
             c.register(nick)
@@ -198,11 +199,44 @@ class IrcClient:
         self.sock.close()
 
 
+def connect(
+    host: str,
+    port: int,
+    timeout: float = TIMEOUT,
+    source: str | None = None,
+    rcvbuf: int | None = None,
+) -> socket.socket:
+    """A connected TCP socket, optionally from address ``source`` and with SO_RCVBUF
+    ``rcvbuf`` (which only shapes the window when set before the handshake)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            sock.bind((source, 0))
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Client:
     """A blocking line client with deadlines."""
 
-    def __init__(self, host: str, port: int, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = TIMEOUT,
+        source: str | None = None,
+        rcvbuf: int | None = None,
+    ) -> None:
+        """``source``: the local address to connect from (any address in 127.0.0.0/8
+        reaches a server on 127.0.0.1, so per-address limits can be tested);
+        ``rcvbuf``: SO_RCVBUF, set before connecting so the TCP window obeys it."""
+        self.sock = connect(host, port, timeout, source=source, rcvbuf=rcvbuf)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.buf = b""

@@ -783,7 +783,7 @@ def test_fd_exhaustion_costs_no_cpu_logs_once_members_chat_and_new_clients_get_i
     for s in greeted + waiting:
         s.close()
     carol = server.client("carol")
-    assert "carol joined" in amy.expect("carol joined")[-1]
+    assert amy.expect("carol joined")[-1] == "* carol joined #lobby"
     carol.send("made it")
     assert amy.expect("made it")[-1] == "carol: made it"
     assert server.stop() == 0
@@ -1183,5 +1183,5 @@ def test_half_close_behind_flood_control_keeps_held_lines_and_the_unterminated_l
         *(f"amy: m{i}" for i in range(8)),
         "amy: last-unterminated",
     ]
-    assert "amy quit" in bob.expect("amy quit")[-1]
+    assert bob.expect("amy quit")[-1] == "* amy quit (connection closed)"
     amy.wait_closed()
