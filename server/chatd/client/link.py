@@ -8,6 +8,7 @@ half, so a piped client whose input ends sends ``/quit`` over TLS instead.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host name: {exc.strerror or exc}"
     if isinstance(exc, OSError):
+        if exc.errno:  # asyncio's strerror is "Connect call failed (...)": say what failed
+            return os.strerror(exc.errno)
         return exc.strerror or str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__
 
