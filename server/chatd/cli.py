@@ -288,7 +288,10 @@ def main(
         send_timeout=send_timeout,
         uvloop=uvloop,
     )
+    from chatd.memory import return_large_buffers_to_the_os
     from chatd.service import ChatService
+
+    return_large_buffers_to_the_os()
 
     service = ChatService(config)
     try:

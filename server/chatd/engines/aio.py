@@ -48,6 +48,23 @@ SHUTDOWN_FLUSH_SECONDS = 2.0
 SOFT_SAMPLES = 5
 
 
+class ResetAfterDataReader(asyncio.StreamReader):
+    """A stream reader that reports a reset *after* the bytes that arrived before it.
+
+    asyncio's reader raises a connection error from ``read()`` at once, dropping what it
+    had buffered; a client that sends ``/quit`` and closes with unread input (which makes
+    its kernel send a reset) would be reported as reset instead of quitting. Here the
+    error ends the stream like EOF, after the buffered bytes, and is kept in ``reset``.
+    (This is what ``asyncio.open_connection`` builds, with this reader class.)
+    """
+
+    reset: BaseException | None = None
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.reset = exc
+        self.feed_eof()
+
+
 class StreamConnection:
     """One client: its stream writer plus the state the limits need."""
 
@@ -75,12 +92,9 @@ class StreamConnection:
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if self.dead:
-            return
-        if transport.is_closing():
-            self.dead = True  # lost under us; the read loop reports it
-            if self.reason is None:
-                self.reason = DisconnectReason.RESET
+        if self.dead or transport.is_closing():
+            # Lost under us: the read loop reports it, after the lines the peer sent
+            # before it went (a /quit among them still counts).
             return
         self.writer.write(data)
         size = transport.get_write_buffer_size()
@@ -211,7 +225,10 @@ class AsyncServer:
             return
         try:
             configure_socket(sock)
-            reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+            reader = ResetAfterDataReader(limit=READ_SIZE, loop=self.loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
+            transport, _ = await self.loop.connect_accepted_socket(lambda: protocol, sock)
+            writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
         except OSError:
             sock.close()
             session.connection_lost(DisconnectReason.RESET)
@@ -238,6 +255,9 @@ class AsyncServer:
                 else:
                     session.eof_received()
                 delay = session.process(loop.time())
+                reset = getattr(reader, "reset", None)
+                if not data and reset is not None and conn.reason is DisconnectReason.EOF:
+                    conn.reason = DisconnectReason.RESET  # its last lines did not /quit
                 while delay is not None and not conn.closing and not conn.dead:
                     # Flood control: this task sleeps, so its client is not read.
                     await asyncio.sleep(delay)

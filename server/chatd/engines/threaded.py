@@ -75,6 +75,8 @@ class ThreadedConnection:
         self.timer_at = 0.0
         #: At shutdown, sends must not block: what does not fit is dropped.
         self.nonblocking_sends = False
+        #: A send failed because the peer is gone; its reader thread finds out why.
+        self.broken = False
         sock.setblocking(True)
         configure_socket(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(server.config.send_timeout))
@@ -90,7 +92,7 @@ class ThreadedConnection:
         a reader that drains a trickle would keep every sender waiting indefinitely, so
         the loop also enforces a deadline for the whole message.
         """
-        if self.dead:
+        if self.dead or self.broken:
             return
         sock = self.sock
         try:
@@ -113,7 +115,9 @@ class ThreadedConnection:
         except (BlockingIOError, TimeoutError):
             self.kill(DisconnectReason.SEND_TIMEOUT)
         except OSError:
-            self.kill(DisconnectReason.RESET)
+            # The peer is gone (EPIPE, ECONNRESET). Stop writing, but let its thread read
+            # what it sent before it went: a /quit that arrived before the reset counts.
+            self.broken = True
 
     def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
         if self.closing:
