@@ -52,6 +52,9 @@ class _Blank:
 #: Decoders yield this for every empty (or all-white-space) line they skip.
 BLANK: Any = _Blank()
 
+#: Longest single wait :meth:`Session.process` asks for; it asks again if need be.
+PAUSE_SLICE = 0.5
+
 
 class Decoder:
     """What a session needs from its dialect's decoder (h11-style: store, then pull)."""
@@ -202,7 +205,9 @@ class Session:
                     if not self.paused:
                         self.paused = True
                         self.service.stats["flood_pauses"] += 1
-                    return max(bucket.wait(now), 0.001)
+                    # In slices: between them the engine checks that the peer is still
+                    # there, so a reset is noticed even behind a long debt.
+                    return min(max(bucket.wait(now), 0.001), PAUSE_SLICE)
                 if item is BLANK:
                     continue
                 extra = self.handle(item)

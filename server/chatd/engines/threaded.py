@@ -178,7 +178,7 @@ class ThreadedConnection:
                 while delay is not None and not self.closing and not self.dead:
                     # Flood control: this thread sleeps, so its client is not read.
                     time.sleep(delay)
-                    if peer_error(self.sock):
+                    if self.broken or peer_error(self.sock):
                         # Reset while held back: drop it and the lines it left behind.
                         self.kill(DisconnectReason.RESET)
                         break
