@@ -42,6 +42,7 @@ per-process state ``chat_collector.py``, the decisions the sans-IO modules ``cha
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 import time
@@ -57,7 +58,7 @@ from locust.user.task import LOCUST_STATE_STOPPING
 # Sibling modules: Locust puts the locustfile's directory on sys.path while importing it.
 import chat_webui
 from chat_client import CLIENTS, ChatClient, HandshakeError, IrcChatClient, LineChatClient
-from chat_collector import DRAIN_POLL_S, FILL_MSG, START_MSG, STATE
+from chat_collector import DRAIN_POLL_S, FILL_MSG, START_MSG, STATE, host_problem
 from chat_options import Settings, add_options
 
 import chat_core as core
@@ -91,6 +92,10 @@ DRAINED_MSG = "chatd_drained"
 #: How often a parked user checks whether Locust asked it to stop gracefully.
 STOP_POLL_S = 0.2
 
+log = logging.getLogger("chatd.loadtest")
+#: Kinds of unexpected session errors already logged with their traceback.
+_logged_errors: set[str] = set()
+
 
 # --------------------------------------------------------------------------- Locust events
 
@@ -118,10 +123,9 @@ def on_init(environment: Environment, **_kw: Any) -> None:
         except ValueError as exc:
             sys.exit(f"loadtest/chat.py: {exc}")  # SystemExit passes through Locust's fire()
         if not isinstance(runner, WorkerRunner) and (environment.host or opts.headless):
-            try:
-                core.parse_host(environment.host, settings.dialect_class.default_port)
-            except ValueError as exc:
-                sys.exit(f"loadtest/chat.py: {exc}")
+            problem = host_problem(environment, settings)
+            if problem:
+                sys.exit(f"loadtest/chat.py: {problem}")
         picked = getattr(opts, "user_classes", None) or getattr(opts, "class_picker", False)
         classes = environment.user_classes
         if not picked and not isinstance(runner, WorkerRunner) and ChatUser in classes:
@@ -349,7 +353,16 @@ class ChatUser(ChatClientUser):
         parks in ``wait_session`` with its receiver still reading.
         """
         while not self.stopping():
-            ok = self.run_session()
+            try:
+                ok = self.run_session()
+            except Exception as exc:
+                # A bug here would otherwise make Locust restart the task at once, forever,
+                # with a traceback each time: log it once, count it, and back off instead.
+                if type(exc).__name__ not in _logged_errors:
+                    _logged_errors.add(type(exc).__name__)
+                    log.exception("unexpected error in a chat session (logged once per kind)")
+                STATE.fail("user_error", f"unexpected {type(exc).__name__}")
+                ok = False
             if self.stopping():
                 return
             self.client.close()

@@ -57,6 +57,18 @@ FILL_POLL_S = 0.05
 FILL_GRACE_S = 2.0
 
 
+def host_problem(environment: Environment, settings: Settings) -> str | None:
+    """What is wrong with the target, or None: ``--host`` must parse, unless user classes
+    bring their own ``host`` (a custom scenario may)."""
+    if not environment.host and any(getattr(c, "host", None) for c in environment.user_classes):
+        return None
+    try:
+        core.parse_host(environment.host, settings.dialect_class.default_port)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 class ChatFailure(Exception):
     """A failure we report to Locust. Messages are generic so Locust groups them by kind."""
 
@@ -171,10 +183,9 @@ class Collector:
         self.process.cpu_percent(None)  # prime: the next call measures since now
         self.sampler = gevent.spawn(self._sample_cpu)
         if not isinstance(environment.runner, WorkerRunner):
-            try:
-                core.parse_host(environment.host, self.settings.dialect_class.default_port)
-            except ValueError as exc:  # the web UI's host field; the CLI was checked at init
-                log.error("%s: not starting", exc)
+            problem = host_problem(environment, self.settings)
+            if problem:  # the web UI's host field; the command line was checked at init
+                log.error("%s: not starting", problem)
                 gevent.spawn(self.end_test)
         if not self.settings.start_when_full:
             # Each process on its own clock: nothing to wait for but the warm-up.
