@@ -1,9 +1,10 @@
 """Sans-IO core of the chat load test: identities, wire payloads, checks and the report.
 
-Nothing here touches a socket, a clock or Locust. ``chat.py`` (the locustfile) does the I/O
-and feeds bytes and timestamps in; this module decides what they mean. Keeping the two apart
-lets ``tests/test_loadtest.py`` exercise the measurement logic without importing Locust,
-which monkey-patches ``socket``, ``threading`` and ``selectors`` the moment it is imported.
+Nothing here touches a socket, a clock or Locust. ``chat_client.py`` does the I/O and feeds
+bytes and timestamps in; this module (with the dialects ``line_core.py`` and ``irc_core.py``)
+decides what they mean. Keeping the two apart lets ``tests/test_loadtest.py`` exercise the
+measurement logic without importing Locust, which monkey-patches ``socket``, ``threading``
+and ``selectors`` the moment it is imported.
 
 Theory of operation
 -------------------
@@ -17,7 +18,8 @@ Theory of operation
   the same count to within one per worker. ``spread`` picks the end of each period and
   ``spread_early`` its start, so senders and timing receivers are mostly different users.
   No coordination between processes is needed.
-* A chat message's text is ``LT <sender> <seq> <stamp_us> <padding>``. ``stamp_us`` is the
+* A chat message's text is ``LT <sender> <seq> <stamp_us> <padding>`` in either dialect
+  (plain ASCII, so it survives any IRC daemon). ``stamp_us`` is the
   wall-clock time (microseconds since the epoch) at which the sender's schedule *meant* to
   send it -- or the real write time if the sender's timer released it a little early, but
   never a later write time. Latency is measured from that instant, so a stalled server (or a
@@ -39,10 +41,10 @@ import enum
 import math
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from hdrh.histogram import HdrHistogram
 
@@ -74,38 +76,89 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
 #: memory one misbehaving connection can make a receiver hold.
 MAX_PARTIAL_LINE = 64 * 1024
 
+#: Longest nick the load test generates: RFC 2812's NICKLEN, and ngircd's default. A server
+#: announces its own limit only in ISUPPORT (005), which comes after registration, too late
+#: for the first NICK; nine characters fit every server.
+NICK_MAX = 9
+#: Length of the random per-process tag in a nick (base 36).
+NICK_TAG_LEN = 3
+
 _NICK_CHARS = r"A-Za-z0-9_\-\[\]\\^{}|`"
 _NICK_RE = re.compile(rf"^[A-Za-z_\[\]\\^{{}}|`][{_NICK_CHARS}]{{0,29}}$")
-_TOKEN_RE = re.compile(rf"[#{_NICK_CHARS}]+")
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class ProtocolError(Exception):
     """The server sent something the wire contract does not allow (a peer fault)."""
 
 
+# --------------------------------------------------------------------------- options
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from ``30``, ``30s``, ``1.5s``, ``250ms``, ``2m``, ``1h``, ``1m30s`` (or a number).
+
+    Locust's own ``--run-time`` takes ``30s``; the load test's time options take the same
+    (plus fractions and ``ms``), so a bare number still means seconds. Negative or
+    malformed values raise ``ValueError``.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"negative duration {text!r}")
+        return float(text)
+    rest = str(text).strip().lower().replace(" ", "")
+    if not rest:
+        raise ValueError("empty duration")
+    total, pos = 0.0, 0
+    while pos < len(rest):
+        match = _DURATION_RE.match(rest, pos)
+        number, unit = match.groups() if match else (None, None)
+        if match is None or (unit is None and (pos or match.end() != len(rest))):
+            raise ValueError(f"not a duration: {text!r} (use e.g. 30, 30s, 250ms, 2m, 1m30s)")
+        total += float(number) * _DURATION_UNITS[unit or "s"]
+        pos = match.end()
+    return total
+
+
 # --------------------------------------------------------------------------- identities
 
 
 def parse_host(host: str | None, default_port: int = 4040) -> tuple[str, int]:
-    """Split Locust's ``--host`` into (address, port).
+    """Split Locust's ``--host`` into (address, port); ``ValueError`` says what is wrong.
 
-    Locust was built for URLs, so accept ``tcp://h:p`` as well as the plain ``h:p`` the
-    README uses, ``[v6]:p`` for IPv6, and a bare host meaning the chatd default port.
+    Locust was built for URLs, so accept ``tcp://h:p`` (any scheme) as well as the plain
+    ``h:p`` the README uses, ``[v6]:p`` for IPv6, and a bare host meaning ``default_port``
+    (the dialect's: 4040 for chatd's line protocol, 6667 for IRC). Anything else -- a path,
+    a port that is not a number from 1 to 65535, spaces -- is refused here, once, rather
+    than by every user's connect.
     """
-    if not host:
+    if not host or not host.strip():
         raise ValueError("no --host given; use e.g. --host 127.0.0.1:4040")
     rest = host.strip()
     if "://" in rest:
         rest = rest.split("://", 1)[1]
     rest = rest.rstrip("/")
     if rest.startswith("["):
-        addr, _, tail = rest[1:].partition("]")
-        port = int(tail[1:]) if tail.startswith(":") else default_port
-        return addr, port
-    if rest.count(":") == 1:
+        addr, close, tail = rest[1:].partition("]")
+        if not close or (tail and not tail.startswith(":")):
+            raise ValueError(f"malformed --host {host!r}: expected [IPV6]:PORT")
+        port_text = tail[1:] if tail else None
+    elif rest.count(":") == 1:
         addr, port_text = rest.split(":")
-        return addr or "127.0.0.1", int(port_text)
-    return rest, default_port
+        addr = addr or "127.0.0.1"
+    elif ":" in rest:
+        raise ValueError(f"malformed --host {host!r}: put an IPv6 address in brackets, [::1]:PORT")
+    else:
+        addr, port_text = rest, None
+    if not addr or any(c in addr for c in " /\t?#@"):
+        raise ValueError(f"malformed --host {host!r}: expected HOST:PORT, e.g. 127.0.0.1:4040")
+    if port_text is None:
+        return addr, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"malformed --host {host!r}: the port must be a number from 1 to 65535")
+    return addr, int(port_text)
 
 
 def to_fraction(share: float) -> Fraction:
@@ -151,69 +204,87 @@ def room_for(index: int, room_size: int, prefix: str = "load") -> str:
     return f"#{prefix}{index // max(room_size, 1)}"
 
 
-def make_nick(tag: str, worker_index: int, serial: int) -> str:
-    """A nickname unique per process (``serial``), worker and run (``tag``).
+def base36(number: int) -> str:
+    """``number`` (>= 0) in lower-case base 36: the densest alphabet every nick syntax allows."""
+    if number < 0:
+        raise ValueError("negative number")
+    digits = []
+    while True:
+        number, digit = divmod(number, 36)
+        digits.append(_B36[digit])
+        if number == 0:
+            return "".join(reversed(digits))
 
-    ``tag`` is random per process so that two runs against one server, or connections of an
-    earlier run the server has not reaped yet, do not collide.
+
+def make_nick(tag: str, worker_index: int, serial: int, workers: int = 1) -> str:
+    """``l<tag><id>``: a nick unique per process, worker and run, at most ``NICK_MAX`` long.
+
+    ``tag`` is ``NICK_TAG_LEN`` random base-36 characters per process, so two runs against
+    one server, or connections of an earlier run the server has not reaped yet, do not
+    collide (and if they do, the server says so and the client takes the next serial).
+    ``id`` interleaves the per-process ``serial`` over the workers like ``global_index``,
+    in base 36: nine characters leave room for 60 million sessions per run. Lower-case
+    letters and digits only, starting with a letter, so the nick is valid on chatd and on
+    every IRC server and compares equal under any IRC case mapping.
     """
-    nick = f"lt{tag}w{max(worker_index, 0)}n{serial}"
+    if len(tag) != NICK_TAG_LEN or any(c not in _B36 for c in tag):
+        raise ValueError(f"nick tag must be {NICK_TAG_LEN} base-36 characters, got {tag!r}")
+    nick = f"l{tag}{base36(global_index(serial, worker_index, workers))}"
+    if len(nick) > NICK_MAX:
+        raise ValueError(f"nick serials exhausted: {nick!r} is longer than {NICK_MAX}")
     if not _NICK_RE.match(nick):
         raise ValueError(f"generated an invalid nickname {nick!r}")
     return nick
 
 
-def _tokens(text: str) -> set[str]:
-    """Case-folded words of a notice; room names lose their optional ``#``."""
-    return {tok.lower().lstrip("#") for tok in _TOKEN_RE.findall(text)}
-
-
-def confirms_registration(line: str, nick: str) -> bool:
-    """Whether ``line`` is the server's ``* `` confirmation that names our nick.
-
-    The contract says the confirmation names the nick and the room; the welcome lines sent
-    before it cannot name a nick we had not sent yet, so matching the nick is enough.
-    """
-    return line.startswith("* ") and nick.lower() in _tokens(line[2:])
-
-
-def confirms_join(line: str, nick: str, room: str) -> bool:
-    """Whether ``line`` is the ``* `` notice telling us that we are now in ``room``.
-
-    The contract fixes only that a join produces ``* `` lines naming the nick and room, so
-    accept a notice that names the room and either our nick or "you". That rejects, say,
-    ``* bob left #lobby for #load0``, which another member's move can put in front of ours.
-    """
-    if not line.startswith("* "):
-        return False
-    words = _tokens(line[2:])
-    return room.lower().lstrip("#") in words and (nick.lower() in words or "you" in words)
-
-
 # --------------------------------------------------------------------------- wire payload
 
 
-def encode_message(sender: str, seq: int, intended_us: int, payload_bytes: int) -> bytes:
-    """One chat line (with its ``\\n``) whose text is padded to ``payload_bytes``.
+def encode_text(sender: str, seq: int, intended_us: int, payload_bytes: int) -> bytes:
+    """The text of one load-test message (no terminator), padded to ``payload_bytes``.
 
-    The header always fits, so a payload smaller than the header yields just the header.
+    The header always fits, so a payload smaller than the header yields just the header;
+    padding needs a separator and at least one byte, so a payload of exactly the header
+    plus one byte yields the header alone too. Never longer than asked otherwise.
     """
     head = b"%s %s %d %d" % (MAGIC, sender.encode("ascii"), seq, intended_us)
     pad = payload_bytes - len(head) - 1
     if pad > 0:
-        return head + b" " + b"." * pad + b"\n"
-    return head + b"\n"
+        return head + b" " + b"." * pad
+    return head
+
+
+def parse_text(stamped: bytes, text: bytes, line: bytes = b"") -> Message:
+    """Parse a load-test message's ``text`` (``LT ...``); ``stamped`` is the server's nick.
+
+    Raises ``ProtocolError`` for a text that looks like ours but is mangled, because that
+    means the server corrupted a message in transit. ``line`` is only for the error.
+    """
+    parts = text.split(b" ", 4)
+    if len(parts) < 4:
+        raise ProtocolError(f"truncated load-test message: {(line or text)[:120]!r}")
+    try:
+        return Message(
+            stamped.decode("ascii"), parts[1].decode("ascii"), int(parts[2]), int(parts[3])
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"mangled load-test message: {(line or text)[:120]!r}") from exc
 
 
 class LineKind(enum.Enum):
     """What a server line is, as far as the load test cares."""
 
-    #: A load-test chat message (``<nick>: LT ...``).
+    #: A load-test chat message (``<nick>: LT ...``; IRC: a ``PRIVMSG`` to the channel).
     MESSAGE = "message"
-    #: A ``* `` notice from the server: joins, leaves, replies.
+    #: A notice from the server: ``* `` lines; IRC numerics, ``NOTICE``, ``JOIN``, ``MODE``...
     NOTICE = "notice"
-    #: A ``! `` error: we never send anything that should cause one.
+    #: An error caused by something we sent (``! ``; IRC 4xx/5xx numerics): we never send
+    #: anything that should cause one.
     ERROR = "error"
+    #: A keep-alive the client must answer at once (IRC ``PING``).
+    PING = "ping"
+    #: The server announces that it closes the connection (IRC ``ERROR``).
+    CLOSING = "closing"
     #: Anything else: chat from a non-load-test client, private messages.
     OTHER = "other"
 
@@ -232,29 +303,17 @@ class Message:
     intended_us: int
 
 
-def classify(line: bytes) -> tuple[LineKind, Message | None]:
-    """Classify one server line (without terminator) and parse it if it is ours.
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One line as ``ChatClient.receive`` hands it to a scenario."""
 
-    Raises ``ProtocolError`` for a line that looks like ours but is mangled, because that
-    means the server corrupted a message in transit.
-    """
-    if line.startswith(b"* "):
-        return LineKind.NOTICE, None
-    if line.startswith(b"! "):
-        return LineKind.ERROR, None
-    stamped, sep, text = line.partition(b": ")
-    if not sep or not text.startswith(MAGIC + b" ") or b" " in stamped:
-        return LineKind.OTHER, None
-    parts = text.split(b" ", 4)
-    if len(parts) < 4:
-        raise ProtocolError(f"truncated load-test message: {line[:120]!r}")
-    try:
-        seq = int(parts[2])
-        intended_us = int(parts[3])
-        msg = Message(stamped.decode("ascii"), parts[1].decode("ascii"), seq, intended_us)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"mangled load-test message: {line[:120]!r}") from exc
-    return LineKind.MESSAGE, msg
+    kind: LineKind
+    #: The parsed load-test message, for ``LineKind.MESSAGE``.
+    message: Message | None
+    #: The raw line without its terminator.
+    line: bytes
+    #: Wall time of the read that completed the line (epoch seconds).
+    arrived: float
 
 
 class LineSplitter:
@@ -285,6 +344,109 @@ class LineSplitter:
     def pending(self) -> int:
         """Bytes of an incomplete line held back."""
         return len(self._tail)
+
+    @property
+    def tail(self) -> bytes:
+        """The incomplete line held back (a counting receiver continues from it)."""
+        return self._tail
+
+
+class NewlineCounter:
+    """What a counting (non-timing) receiver does with a read: count its newlines.
+
+    The line dialect needs nothing else; ``irc_core.IrcCounter`` also finds ``PING``s.
+    """
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> tuple[int, Sequence[bytes]]:
+        """(lines completed by ``data``, replies to send back: never any)."""
+        return data.count(b"\n"), ()
+
+
+# --------------------------------------------------------------------------- dialects
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The server accepted our nick and is ready for a join (IRC: after the MOTD)."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRefused:
+    """The server refused our nick (or us)."""
+
+    reason: str
+    #: Another nick may work (it was taken); False: retrying is pointless.
+    retry: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """We are in ``room`` now."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRefused:
+    """The server refused the join (a full, closed or invalid room)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Bytes the client must send back at once (an IRC ``PONG``)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """The server announced that it closes the connection (IRC ``ERROR``)."""
+
+    reason: str
+
+
+HandshakeEvent = Registered | RegisterRefused | Joined | JoinRefused | Reply | Closing
+
+
+class Counter(Protocol):
+    """A counting receiver's per-connection state (see ``NewlineCounter``)."""
+
+    def feed(self, data: bytes) -> tuple[int, Sequence[bytes]]: ...
+
+
+class Dialect(Protocol):
+    """A client-side wire dialect, sans-IO: what to send, and what the server's lines mean.
+
+    One instance per connection. ``chat_client.ChatClient`` writes the bytes these methods
+    return and feeds every line it reads (terminator stripped) to ``handshake_event`` until
+    it is joined, then to ``classify``. Implemented by ``line_core.LineDialect`` (chatd's
+    line protocol) and ``irc_core.IrcDialect``.
+    """
+
+    #: ``--chat-dialect`` value.
+    name: ClassVar[str]
+    #: Port a ``--host`` without one means.
+    default_port: ClassVar[int]
+    #: Largest ``--chat-payload`` the dialect can carry in one line.
+    max_payload: ClassVar[int]
+    #: Our nick as the server knows it (set by ``register``, updated by the server's reply).
+    nick: str
+
+    def register(self, nick: str) -> bytes: ...
+    def renick(self, nick: str) -> bytes: ...
+    def join(self, room: str) -> bytes: ...
+    def chat(self, text: bytes) -> bytes: ...
+    def quit(self) -> bytes: ...
+    def handshake_event(self, line: bytes) -> HandshakeEvent | None: ...
+    def classify(self, line: bytes) -> tuple[LineKind, Message | None]: ...
+    def pong(self, line: bytes) -> bytes: ...
+    def counter(self, tail: bytes = b"") -> Counter: ...
 
 
 # --------------------------------------------------------------------------- checks
@@ -655,6 +817,8 @@ def build_report(
     locust_version: str = "",
     measure_started_at: float | None = None,
     warmup: Mapping[str, Any] | None = None,
+    label: str = "",
+    dialect: str = "line",
 ) -> dict[str, Any]:
     """Merge per-process snapshots into the JSON document described in ``loadtest/README.md``.
 
@@ -663,7 +827,8 @@ def build_report(
     divide by it. ``drain_s`` is how long the end-of-test drain took. ``warmup`` describes
     the start gate (``chat.py`` fills it in); the warm-up's CPU and saturation are added
     here from the snapshots. ``measure_started_at`` None means the gate never opened:
-    nothing was measured.
+    nothing was measured. ``label`` names the target (``--chat-label``: its name or
+    engine; "" becomes null) and ``dialect`` the wire dialect the clients spoke.
     """
     snaps = list(snapshots)
     hist = new_histogram()
@@ -707,6 +872,8 @@ def build_report(
     return {
         "schema": SCHEMA,
         "host": host,
+        "label": label or None,
+        "dialect": dialect,
         "started_at": _rnd(started_at),
         "stopped_at": _rnd(stopped_at),
         "duration_s": _rnd(duration_s),
