@@ -56,12 +56,11 @@ from locust.user.task import LOCUST_STATE_STOPPING
 
 # isort: split
 # Sibling modules: Locust puts the locustfile's directory on sys.path while importing it.
+import chat_core as core
 import chat_webui
 from chat_client import CLIENTS, ChatClient, HandshakeError, IrcChatClient, LineChatClient
 from chat_collector import DRAIN_POLL_S, FILL_MSG, START_MSG, STATE, host_problem
 from chat_options import Settings, add_options
-
-import chat_core as core
 
 __all__ = [
     "ChatClient",

@@ -40,12 +40,11 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 # isort: split
+import chat_core as core
 from chat_collector import REQUEST_TYPE, STATE, Collector
+from chat_core import LineKind
 from irc_core import IrcDialect
 from line_core import LineDialect
-
-import chat_core as core
-from chat_core import LineKind
 
 log = logging.getLogger("chatd.loadtest")
 

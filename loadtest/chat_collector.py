@@ -29,10 +29,9 @@ from locust.env import Environment
 from locust.runners import CPU_WARNING_THRESHOLD, MasterRunner, WorkerRunner
 
 # isort: split
+import chat_core as core
 import chat_verdict as verdict
 from chat_options import Settings
-
-import chat_core as core
 
 log = logging.getLogger("chatd.loadtest")
 

@@ -17,10 +17,9 @@ import argparse
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import chat_core as core
 from irc_core import IrcDialect
 from line_core import LineDialect
-
-import chat_core as core
 
 #: ``--chat-dialect`` values and their sans-IO dialects.
 DIALECTS: dict[str, type[core.Dialect]] = {"line": LineDialect, "irc": IrcDialect}

@@ -48,11 +48,10 @@ SERVER_SRC = REPO / "server"
 if str(LOADTEST) not in sys.path:
     sys.path.insert(0, str(LOADTEST))
 
+import chat_core as core  # noqa: E402
 import chat_options as options  # noqa: E402
 import chat_verdict as verdict  # noqa: E402
 import line_core as line_dialect  # noqa: E402
-
-import chat_core as core  # noqa: E402
 
 # --------------------------------------------------------------------------- framing
 

@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from test_loadtest import (
     LOADTEST,
     _check_run,
@@ -46,10 +47,9 @@ from test_loadtest import (
 if str(LOADTEST) not in sys.path:
     sys.path.insert(0, str(LOADTEST))
 
+import chat_core as core  # noqa: E402
 import chat_options as options  # noqa: E402
 import irc_core as irc  # noqa: E402
-
-import chat_core as core  # noqa: E402
 
 
 @pytest.fixture(name="locust_exe")

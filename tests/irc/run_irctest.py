@@ -4,10 +4,10 @@
     python tests/irc/run_irctest.py --server ngircd [-n 2]
     python tests/irc/run_irctest.py --controller irctest.controllers.inspircd
 
-It runs pytest in the irctest folder (``IRCTEST_DIR``, default ``/work/shared/irctest``)
-on ``irctest/server_tests`` with the selection PINNED.md's reference numbers use, a
-60-second per-test timeout, a junit XML report, and the ``irctest_loopback`` plugin (every
-server listens on 127.0.0.1, not 0.0.0.0). It then prints one line::
+It runs pytest in the irctest folder (``IRCTEST_DIR``, else ``../shared/irctest`` beside
+the project) on ``irctest/server_tests`` with the selection PINNED.md's reference numbers
+use, a 60-second per-test timeout, a junit XML report, and the ``irctest_loopback`` plugin
+(every server listens on 127.0.0.1, not 0.0.0.0). It then prints one line::
 
     irctest ENGINE: N passed, N failed, N skipped, N xfailed, N errors
 
@@ -36,7 +36,19 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-IRCTEST_DIR = Path(os.environ.get("IRCTEST_DIR", "/work/shared/irctest"))
+
+
+def find_irctest() -> Path | None:
+    """``$IRCTEST_DIR``, else the pinned copy beside the project (``../shared/irctest``)."""
+    candidates = [os.environ.get("IRCTEST_DIR"), HERE.parents[2] / "shared" / "irctest"]
+    candidates.append("/work/shared/irctest")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "irctest" / "server_tests").is_dir():
+            return Path(candidate)
+    return None
+
+
+IRCTEST_DIR = find_irctest()
 #: The marker selection of PINNED.md's reference results.
 SELECTION = "not services and not implementation-specific and not deprecated and not strict"
 #: ``--server NAME`` → controller module.
@@ -122,6 +134,9 @@ def kill_leftovers(run_id: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if IRCTEST_DIR is None:
+        print("irctest: the suite was not found (set IRCTEST_DIR or put it in ../shared/irctest)")
+        return 2
     controller = args.controller or SERVERS[args.server]
     label = args.engine if controller == SERVERS["chatd"] else controller.rsplit(".", 1)[-1]
     junit = args.junit or Path(tempfile.gettempdir()) / f"irctest-{label}.xml"

@@ -27,9 +27,9 @@ import logging
 import signal
 import socket
 
+from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
-    FD_EXHAUSTED,
     configure_socket,
     peer_error,
     raise_fd_limit,
@@ -41,8 +41,6 @@ from chatd.service import ChatService
 log = logging.getLogger("chatd.asyncio")
 
 READ_SIZE = 64 * 1024
-#: Pause before accepting again after EMFILE/ENFILE.
-ACCEPT_BACKOFF = 0.2
 SHUTDOWN_FLUSH_SECONDS = 2.0
 #: The soft output limit is sampled this many times per --sendq-soft-seconds.
 SOFT_SAMPLES = 5
@@ -194,21 +192,16 @@ class AsyncServer:
         the descriptors stay exhausted; here we log once and retry after a pause.
         """
         loop = self.loop
-        logged = False
+        guard = AcceptGuard(self.service.stats)
         while True:
             try:
                 sock, addr = await loop.sock_accept(listener.sock)
             except OSError as exc:
-                if exc.errno not in FD_EXHAUSTED:
-                    log.debug("accept failed: %s", exc)
-                    continue
-                if not logged:
-                    log.warning("accept failed (%s); pausing new connections", exc.strerror)
-                    logged = True
-                self.service.stats["accept_fd_exhausted"] += 1
-                await asyncio.sleep(ACCEPT_BACKOFF)
+                pause = guard.failed(exc)
+                if pause is not None:
+                    await asyncio.sleep(pause)
                 continue
-            logged = False
+            guard.accepted()
             task = loop.create_task(self._serve_socket(listener, sock, peer_host(addr)))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -216,12 +209,7 @@ class AsyncServer:
     async def _serve_socket(self, listener: Listener, sock: socket.socket, host: str) -> None:
         session = self.service.accept(listener.dialect, host, self.loop.time())  # type: ignore[arg-type]
         if isinstance(session, bytes):
-            try:
-                sock.setblocking(False)
-                sock.send(session)
-            except OSError:
-                pass
-            sock.close()
+            refuse(sock, session)
             return
         try:
             configure_socket(sock)

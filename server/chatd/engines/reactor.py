@@ -57,9 +57,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
-    FD_EXHAUSTED,
     configure_socket,
     peer_error,
     raise_fd_limit,
@@ -88,9 +88,6 @@ TAIL_LIMIT = 64 * 1024
 BACKSTOP_FACTOR = 8
 #: New connections taken per listener per turn, so a connect storm cannot starve chat.
 ACCEPTS_PER_TURN = 64
-#: Pause before accepting again after EMFILE/ENFILE (the listener stays readable and
-#: a naive loop would spin on the failing accept).
-ACCEPT_BACKOFF = 0.2
 #: How long shutdown waits for pending output to drain before closing anyway.
 SHUTDOWN_FLUSH_SECONDS = 2.0
 
@@ -232,7 +229,7 @@ class Reactor:
         self._timer_seq = 0
         self.stopping = False
         self._accepting = False
-        self._emfile_logged = False
+        self.accept_guard = AcceptGuard(service.stats)
         self.max_sendq = service.config.max_sendq
         self.soft_limit = service.config.soft_limit
         #: Refused output past this needs a look (the soft limit, else the hard one).
@@ -354,29 +351,20 @@ class Reactor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in FD_EXHAUSTED:
-                    # Linux keeps reporting the listener ready; step back and retry.
-                    if not self._emfile_logged:
-                        log.warning("accept failed (%s); pausing new connections", exc.strerror)
-                        self._emfile_logged = True
-                    self.service.stats["accept_fd_exhausted"] += 1
+                pause = self.accept_guard.failed(exc)
+                if pause is not None:
                     self._stop_accepting()
-                    self.call_at(self.now + ACCEPT_BACKOFF, self._resume_accepting, None)
+                    self.call_at(self.now + pause, self._resume_accepting, None)
                     return
-                log.debug("accept failed: %s", exc)  # e.g. ECONNABORTED: the peer gave up
                 continue
-            self._emfile_logged = False
+            self.accept_guard.accepted()
             self._add_connection(listener, sock, peer_host(addr))
 
     def _add_connection(self, listener: Listener, sock: socket.socket, host: str) -> None:
         sock.setblocking(False)
         session = self.service.accept(listener.dialect, host, self.now)  # type: ignore[arg-type]
         if isinstance(session, bytes):
-            try:
-                sock.send(session)
-            except OSError:
-                pass
-            sock.close()
+            refuse(sock, session)
             return
         configure_socket(sock)
         conn = Connection(self, sock, session)

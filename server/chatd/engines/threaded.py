@@ -23,7 +23,6 @@ while holding the hub lock; the goodbye notices are then sent without blocking.
 from __future__ import annotations
 
 import logging
-import select
 import selectors
 import signal
 import socket
@@ -31,10 +30,11 @@ import struct
 import threading
 import time
 
+from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
-    FD_EXHAUSTED,
     configure_socket,
+    full_send_buffers,
     peer_error,
     raise_fd_limit,
     reset_on_close,
@@ -238,7 +238,7 @@ class ThreadedServer:
         for listener in self.listeners:
             listener.sock.setblocking(False)
             selector.register(listener.sock, selectors.EVENT_READ, listener)
-        fd_shortage_logged = False
+        guard = AcceptGuard(self.service.stats)
         try:
             while not self.stopping:
                 # Wakes twice a second to notice a stop request.
@@ -249,15 +249,12 @@ class ThreadedServer:
                     except (BlockingIOError, InterruptedError):
                         continue
                     except OSError as exc:
-                        if exc.errno in FD_EXHAUSTED:
-                            if not fd_shortage_logged:  # once per episode, not per retry
-                                log.warning("accept failed (%s); retrying shortly", exc.strerror)
-                                fd_shortage_logged = True
-                            with self.lock:
-                                self.service.stats["accept_fd_exhausted"] += 1
-                            time.sleep(0.2)  # this thread only accepts: it blocks no client
+                        with self.lock:
+                            pause = guard.failed(exc)
+                        if pause is not None:
+                            time.sleep(pause)  # this thread only accepts: it blocks no client
                         continue
-                    fd_shortage_logged = False
+                    guard.accepted()
                     self._add(listener, sock, peer_host(addr))
             self._shutdown()
         finally:
@@ -273,11 +270,7 @@ class ThreadedServer:
         with self.lock:
             session = self.service.accept(listener.dialect, host, time.monotonic())  # type: ignore[arg-type]
         if isinstance(session, bytes):
-            try:
-                sock.send(session, socket.MSG_DONTWAIT)
-            except OSError:
-                pass
-            sock.close()
+            refuse(sock, session)
             return
         conn = ThreadedConnection(self, sock, session)
         with self.conns_lock:
@@ -292,8 +285,10 @@ class ThreadedServer:
             conns = list(self.conns)
         # A thread blocked sending to a stuck reader holds the hub lock for up to
         # --send-timeout per recipient: shut those sockets first, which fails its send.
-        for conn in _not_writable(conns):
-            conn.kill(DisconnectReason.SHUTDOWN)
+        full = set(full_send_buffers([conn.sock for conn in conns]))
+        for conn in conns:
+            if conn.sock in full:
+                conn.kill(DisconnectReason.SHUTDOWN)
         if self.lock.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.5)):
             try:
                 for conn in conns:
@@ -320,22 +315,6 @@ class ThreadedServer:
                 self.service.log_stats()
             finally:
                 self.lock.release()
-
-
-def _not_writable(conns: list[ThreadedConnection]) -> list[ThreadedConnection]:
-    """The connections whose send buffer is full right now (one poll, any number of fds)."""
-    poller = select.poll()
-    by_fd: dict[int, ThreadedConnection] = {}
-    for conn in conns:
-        try:
-            fd = conn.sock.fileno()
-        except OSError:
-            continue
-        if fd >= 0:
-            by_fd[fd] = conn
-            poller.register(fd, select.POLLOUT)
-    writable = {fd for fd, events in poller.poll(0) if events & select.POLLOUT}
-    return [conn for fd, conn in by_fd.items() if fd not in writable]
 
 
 def serve(service: ChatService, listeners: list[Listener]) -> None:

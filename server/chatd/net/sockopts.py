@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import resource
+import select
 import socket
 import struct
 
@@ -63,3 +64,19 @@ def peer_error(sock: socket.socket) -> int:
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     except OSError as exc:
         return exc.errno or -1
+
+
+def full_send_buffers(socks: list[socket.socket]) -> list[socket.socket]:
+    """The sockets whose send buffer is full right now (one ``poll``, any number of fds).
+
+    A blocking ``send`` to one of them would wait for its peer to read.
+    """
+    poller = select.poll()
+    by_fd: dict[int, socket.socket] = {}
+    for sock in socks:
+        fd = sock.fileno()
+        if fd >= 0:
+            by_fd[fd] = sock
+            poller.register(fd, select.POLLOUT)
+    writable = {fd for fd, events in poller.poll(0) if events & select.POLLOUT}
+    return [sock for fd, sock in by_fd.items() if fd not in writable]

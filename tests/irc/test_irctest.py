@@ -1,0 +1,53 @@
+"""The public IRC conformance suite (irctest, pinned in ../shared/irctest) on every engine.
+
+Each case runs ``tests/irc/run_irctest.py`` for one engine, with the selection of
+PINNED.md, and holds the engine to issue 9's bar: at least :data:`MIN_PASSED` passed,
+nothing failed or errored, no hang (the runner's per-test timeout, and this test's).
+A missing suite is a skip with the reason, not a pass.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatwire import ENGINES, UVLOOP, have_uvloop
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run_irctest import IRCTEST_DIR  # noqa: E402
+
+#: Issue 9: "done at >= 175 passed, 0 failed, no hang, on every engine".
+MIN_PASSED = 175
+SUMMARY = re.compile(
+    r"irctest (\S+): (\d+) passed, (\d+) failed, (\d+) skipped, (\d+) xfailed, (\d+) errors"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("engine", ENGINES + ((UVLOOP,) if have_uvloop() else ()))
+def test_irctest_passes_on_every_engine(engine: str) -> None:
+    if IRCTEST_DIR is None:
+        pytest.skip("irctest not found: set IRCTEST_DIR or put it in ../shared/irctest")
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "run_irctest.py"), "--engine", engine, "-n", "3"],
+        capture_output=True,
+        text=True,
+        timeout=880,
+        check=False,
+    )
+    match = SUMMARY.search(proc.stdout)
+    assert match, proc.stdout[-3000:] + proc.stderr[-3000:]
+    passed, failed, errors = int(match[2]), int(match[3]), int(match[6])
+    print(match[0])
+    failures = "\n".join(
+        line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))
+    )
+    assert failed == 0 and errors == 0, f"{match[0]}\n{failures}"
+    assert passed >= MIN_PASSED, match[0]
