@@ -409,8 +409,9 @@ class LineSession(Session):
 
     def __init__(self, service: Any, host: str, now: float, delay: float = 0.0) -> None:
         super().__init__(service, host, now, delay)
-        #: Chat lines to the current room collected from this read (see flush_batch).
-        self.batch: list[str] = []
+        #: Chat lines to the current room collected from this read (see flush_batch);
+        #: ``None`` between reads, so an idle connection holds no list.
+        self.batch: list[str] | None = None
         self.authenticated = service.config.password is None
 
     def make_decoder(self) -> LineDecoder:
@@ -438,14 +439,14 @@ class LineSession(Session):
         stats["lines_in"] += 1
         member = self.member
         if member.nick is not None and not item.startswith("/"):
-            self.batch.append(item)
+            self._collect(item)
             return 0
         self.flush_batch()
         parsed = parse_command(item)
         if member.nick is None:
             return self._before_registration(parsed)
         if isinstance(parsed, Say):
-            self.batch.append(parsed.text)
+            self._collect(parsed.text)
             return 0
         handler = _COMMANDS.get(parsed.name)
         if handler is None:
@@ -460,11 +461,17 @@ class LineSession(Session):
             self.error(exc.text)
             return 0
 
+    def _collect(self, text: str) -> None:
+        if self.batch is None:
+            self.batch = [text]
+        else:
+            self.batch.append(text)
+
     def flush_batch(self) -> None:
         batch = self.batch
         if not batch:
             return
-        self.batch = []
+        self.batch = None
         self.service.stats["messages_in"] += len(batch)
         room = self.member.room
         try:
