@@ -18,6 +18,16 @@ reading.
 Unlike the reactor, a transport's ``write`` sends at once when its buffer is empty, so
 each delivery to a keeping-up client costs a syscall; that is the honest cost of the
 idiomatic design and what the benchmarks measure.
+
+TLS is asyncio's own: ``loop.connect_accepted_socket(..., ssl=context)`` with
+``ssl_handshake_timeout`` (what ``start_server(ssl=...)`` does per client), and the
+stream pair is built on the resulting transport. The session is created at accept (it
+holds its slot) and made after the handshake; a handshake that fails, times out or is
+cancelled at shutdown ends in one ``connection_lost``. ``writer.close()`` sends
+close_notify and waits at most :data:`~chatd.net.tls.SHUTDOWN_SECONDS` for the peer's.
+Write-buffer sizes include what the SSL layer holds, so the limits keep working. Each
+connection's ``SSLProtocol`` preallocates a 256 KiB read buffer (CPython 3.11); that is
+the idiomatic design's cost and what the idle-memory figure shows.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
@@ -35,6 +46,7 @@ from chatd.net.sockopts import (
     raise_fd_limit,
     reset_on_close,
 )
+from chatd.net.tls import SHUTDOWN_SECONDS as TLS_SHUTDOWN_SECONDS
 from chatd.net.transport import DisconnectReason, SessionProtocol
 from chatd.service import ChatService
 
@@ -147,6 +159,8 @@ class AsyncServer:
         self.listeners = listeners
         self.conns: set[StreamConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Tasks in a TLS handshake: cancelled at shutdown (nobody to say goodbye to).
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.soft_limit = self.config.soft_limit
         self.soft_step = self.config.sendq_soft_seconds / SOFT_SAMPLES
         self.write_threshold = self.soft_limit or self.config.max_sendq
@@ -157,6 +171,8 @@ class AsyncServer:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, stop.set)
+        if self.service.tls is not None:
+            self.loop.add_signal_handler(signal.SIGHUP, self.service.tls.reload)
         acceptors = []
         for listener in self.listeners:
             listener.sock.setblocking(False)
@@ -202,12 +218,18 @@ class AsyncServer:
     async def _serve_socket(self, listener: Listener, sock: socket.socket, host: str) -> None:
         session = self.service.accept(listener.dialect, host, self.loop.time())  # type: ignore[arg-type]
         if isinstance(session, bytes):
-            try:
-                sock.setblocking(False)
-                sock.send(session)
-            except OSError:
-                pass
+            if listener.tls is None:  # a TLS client could not read it before a handshake
+                try:
+                    sock.setblocking(False)
+                    sock.send(session)
+                except OSError:
+                    pass
             sock.close()
+            return
+        if listener.tls is not None:
+            streams = await self._handshake(sock, listener.tls.context, session)
+            if streams is not None:
+                await self.handle_client(*streams, session)
             return
         try:
             configure_socket(sock)
@@ -217,6 +239,43 @@ class AsyncServer:
             session.connection_lost(DisconnectReason.RESET)
             return
         await self.handle_client(reader, writer, session)
+
+    async def _handshake(
+        self, sock: socket.socket, context: ssl.SSLContext, session: SessionProtocol
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A TLS stream pair for ``sock`` (what ``start_server(ssl=...)`` builds per client),
+        or None after telling the session it was lost."""
+        loop = self.loop
+        task = asyncio.current_task()
+        assert task is not None
+        self.handshakes.add(task)  # type: ignore[arg-type]
+        try:
+            configure_socket(sock)
+            reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=context,
+                ssl_handshake_timeout=self.config.tls_handshake_timeout,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS,
+            )
+        except asyncio.CancelledError:
+            sock.close()
+            session.connection_lost(DisconnectReason.SHUTDOWN)
+            raise
+        except ConnectionAbortedError:  # how asyncio and uvloop report the deadline
+            sock.close()
+            session.connection_lost(DisconnectReason.HANDSHAKE_TIMEOUT)
+            return None
+        except OSError:  # ssl.SSLError included: not TLS, refused, reset, EOF
+            sock.close()
+            session.connection_lost(DisconnectReason.HANDSHAKE_FAILED)
+            return None
+        finally:
+            self.handshakes.discard(task)  # type: ignore[arg-type]
+        self.service.stats["tls_handshakes"] += 1
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def handle_client(
         self,
@@ -272,6 +331,8 @@ class AsyncServer:
                 session.connection_lost(conn.reason or DisconnectReason.EOF, conn.detail)
 
     async def _shutdown(self) -> None:
+        for task in list(self.handshakes):
+            task.cancel()
         self.service.shutdown()
         for conn in list(self.conns):
             conn.close_soon(DisconnectReason.SHUTDOWN)
