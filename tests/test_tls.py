@@ -191,6 +191,46 @@ def test_irc_tls_port_needs_the_irc_dialect(tls_files: TLSFiles) -> None:
         assert done.returncode == 2 and "this build has no IRC dialect" in done.stderr
 
 
+def test_a_line_sent_with_the_clients_finished_is_answered(
+    engine: str, start_server: ServerFactory, tls_files: TLSFiles
+) -> None:
+    """A client may send its first line in the same segment as its Finished: the server
+    gets both in one read, and must not wait for more bytes before handling the line."""
+    server = start_server(engine, tls=tls_files)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = tls_files.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    sock.sendall(outgoing.read())
+    while True:
+        chunk = sock.recv(65536)
+        assert chunk, "closed during the handshake"
+        incoming.write(chunk)
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            continue
+    client.write(b"amy\n")
+    sock.sendall(outgoing.read())  # Finished and the line, in one send
+    got = b""
+    deadline = time.monotonic() + TIMEOUT
+    while b"you are amy" not in got:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no answer to a line sent with the Finished: {got!r}"
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        assert chunk, f"closed: {got!r}"
+        incoming.write(chunk)
+        try:
+            while True:
+                got += client.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+    sock.close()
+
+
 # --------------------------------------------------------------------------- handshakes
 
 

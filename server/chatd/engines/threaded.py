@@ -88,6 +88,8 @@ class ThreadedConnection:
         self.timer_at = 0.0
         #: At shutdown, sends must not block: what does not fit is dropped.
         self.nonblocking_sends = False
+        #: Input waits in a layer above the socket: hand it over before the next recv.
+        self.buffered_input = False
         sock.setblocking(True)
         configure_socket(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(server.config.send_timeout))
@@ -160,8 +162,10 @@ class ThreadedConnection:
         """Get the connection ready for chat before the session is made (TLS: handshake)."""
         return True
 
-    def received(self, data: bytes, session: SessionProtocol) -> bool:
+    def received(self, data: bytes | None, session: SessionProtocol) -> bool:
         """Hand what ``recv`` returned to the session (hub lock held); True at its end."""
+        if data is None:
+            return False
         if data:
             session.data_received(data)
             return False
@@ -192,14 +196,20 @@ class ThreadedConnection:
                         self.timer_at = 0.0
                         session.on_timer(now)
                     continue
-                try:
-                    data = self.sock.recv(READ_SIZE)
-                except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: check deadlines
-                    continue
-                except OSError:
-                    if self.reason is None:
-                        self.reason = DisconnectReason.RESET
-                    break
+                if self.buffered_input:
+                    # TLS: input arrived with the handshake; it is in the stream, where
+                    # recv cannot see it.
+                    self.buffered_input = False
+                    data = None
+                else:
+                    try:
+                        data = self.sock.recv(READ_SIZE)
+                    except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: check deadlines
+                        continue
+                    except OSError:
+                        if self.reason is None:
+                            self.reason = DisconnectReason.RESET
+                        break
                 if self.dead:
                     break
                 with lock:
@@ -322,6 +332,7 @@ class TLSThreadedConnection(ThreadedConnection):
             if not self.dead:
                 sock.settimeout(None)  # blocking again; SO_RCVTIMEO/SO_SNDTIMEO still apply
         self.established = True
+        self.buffered_input = True  # records may have come with the client's Finished
         with self.server.lock:
             self.server.service.stats["tls_handshakes"] += 1
         return True
@@ -332,12 +343,16 @@ class TLSThreadedConnection(ThreadedConnection):
         self.dead = True  # abortive close: nothing to flush, no close_notify
         reset_on_close(self.sock)
 
-    def received(self, data: bytes, session: SessionProtocol) -> bool:
-        """Decrypt (hub lock held), send what the stream answers, pass plaintext on."""
+    def received(self, data: bytes | None, session: SessionProtocol) -> bool:
+        """Decrypt (hub lock held), send what the stream answers, pass plaintext on.
+
+        ``None``: nothing new from the socket; read what the handshake's last read
+        brought beside the client's Finished (a client may send its first line at once).
+        """
         tls = self.tls
         if data:
             tls.feed(data)
-        else:
+        elif data is not None:
             tls.feed_eof()
         try:
             plain, closed = tls.read()
