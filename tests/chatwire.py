@@ -2,6 +2,11 @@
 
 Every wait is a read with a deadline, never a sleep: a test that expects a line blocks
 in ``recv`` until the line arrives or the deadline passes (then it fails).
+
+TLS: :class:`TLSFiles` makes a throwaway CA and server certificate with ``trustme``
+(never a file committed to the repository); a :class:`Server` started with ``tls=``
+also listens with TLS, and its :meth:`Server.client` and :meth:`Server.connect` then
+speak TLS, so the same test body runs over either transport.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +40,36 @@ def have_uvloop() -> bool:
 
 #: Default read deadline: generous, since the 2 CPUs are shared with the server.
 TIMEOUT = 10.0
+#: Options that add a listener, each announced on its own ``listening on`` line.
+LISTENER_OPTIONS = ("--irc-port", "--tls-port", "--irc-tls-port")
+_LISTENING = re.compile(r"^chatd \S+ (\w+)( tls)?: listening on (\S+):(\d+)")
+
+
+class TLSFiles:
+    """A throwaway CA and a certificate for localhost/127.0.0.1, as PEM files in ``directory``."""
+
+    def __init__(self, directory: Path, name: str = "chatd") -> None:
+        import trustme
+
+        self.ca = trustme.CA()
+        issued = self.ca.issue_cert("localhost", "127.0.0.1")
+        self.cert = directory / f"{name}-cert.pem"
+        self.key = directory / f"{name}-key.pem"
+        self.ca_file = directory / f"{name}-ca.pem"
+        issued.cert_chain_pems[0].write_to_path(str(self.cert))
+        for extra in issued.cert_chain_pems[1:]:
+            extra.write_to_path(str(self.cert), append=True)
+        issued.private_key_pem.write_to_path(str(self.key))
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+
+    def args(self) -> tuple[str, ...]:
+        return ("--tls-cert", str(self.cert), "--tls-key", str(self.key))
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this CA only (and checks the host name)."""
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
 
 
 def chatd_env() -> dict[str, str]:
@@ -47,10 +83,20 @@ class Server:
     """A ``python -m chatd`` subprocess on a free loopback port."""
 
     def __init__(
-        self, engine: str, *args: str, preexec_fn: Callable[[], None] | None = None
+        self,
+        engine: str,
+        *args: str,
+        preexec_fn: Callable[[], None] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
-        """``preexec_fn`` runs in the child before exec (e.g. to lower a resource limit)."""
+        """``preexec_fn`` runs in the child before exec (e.g. to lower a resource limit).
+
+        ``tls``: also listen with TLS (``--tls-port 0``); :attr:`port`, :meth:`client`
+        and :meth:`connect` then use the TLS listener, :attr:`plain_port` the plain one.
+        """
         self.engine = engine
+        if tls is not None:
+            args = (*args, *tls.args(), "--tls-port", "0")
         if engine == UVLOOP:
             engine, args = "asyncio", ("--uvloop", *args)
         self.proc = subprocess.Popen(
@@ -72,23 +118,24 @@ class Server:
             preexec_fn=preexec_fn,
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        match = re.search(r"listening on (\S+):(\d+)", line)
-        if not match:
-            self.proc.kill()
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            raise RuntimeError(f"chatd did not start: {line!r} {err}")
-        self.host = "127.0.0.1"
-        self.port = int(match.group(2))
-        #: The IRC listener's port, when started with ``--irc-port``.
-        self.irc_port: int | None = None
-        if "--irc-port" in args:
+        #: Port of each listener: "line", "line tls", "irc", "irc tls".
+        self.ports: dict[str, int] = {}
+        for _ in range(1 + sum(arg in LISTENER_OPTIONS for arg in args)):
             line = self.proc.stdout.readline().decode()
-            match = re.search(r" irc: listening on (\S+):(\d+)", line)
+            match = _LISTENING.search(line)
             if not match:
                 self.proc.kill()
-                raise RuntimeError(f"chatd did not announce its IRC listener: {line!r}")
-            self.irc_port = int(match.group(2))
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"chatd did not start: {line!r} {err}")
+            self.ports[match.group(1) + (match.group(2) or "")] = int(match.group(4))
+        self.host = "127.0.0.1"
+        self.plain_port = self.ports["line"]
+        #: The context clients of this server use, when it is tested over TLS.
+        self.tls: ssl.SSLContext | None = tls.client_context() if tls is not None else None
+        #: Where :meth:`client` connects: the TLS listener when tested over TLS.
+        self.port = self.ports["line tls"] if tls is not None else self.plain_port
+        #: The IRC listener's port, when started with ``--irc-port``.
+        self.irc_port: int | None = self.ports.get("irc")
 
     def irc(self, nick: str | None = None, caps: str = "", **kw: float) -> IrcClient:
         """An IRC client on the IRC listener, registered as ``nick`` if given."""
@@ -99,10 +146,14 @@ class Server:
         return c
 
     def client(self, nick: str | None = None, **kw: Any) -> Client:
-        c = Client(self.host, self.port, **kw)
+        c = Client(self.host, self.port, tls=self.tls, **kw)
         if nick is not None:
             c.register(nick)
         return c
+
+    def connect(self, timeout: float = TIMEOUT) -> socket.socket:
+        """A bare socket to :attr:`port`, through a finished handshake when over TLS."""
+        return open_socket(self.host, self.port, timeout, self.tls)
 
     def room(self, *nicks: str) -> list[Client]:
         """Register clients in order, then drain their join notices (a /ping each)."""
@@ -134,12 +185,33 @@ class Server:
         raise RuntimeError("no VmRSS")
 
 
+def open_socket(
+    host: str, port: int, timeout: float = TIMEOUT, tls: ssl.SSLContext | None = None
+) -> socket.socket:
+    """A connected socket with TCP_NODELAY; with ``tls``, wrapped and handshaken."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is None:
+        return sock
+    try:
+        # Ragged EOFs raise: a server that closes without close_notify fails the test.
+        return tls.wrap_socket(sock, server_hostname="localhost", suppress_ragged_eofs=False)
+    except BaseException:
+        sock.close()
+        raise
+
+
 class IrcClient:
     """A blocking IRC client with deadlines: lines without CR LF, parsed on demand."""
 
-    def __init__(self, host: str, port: int, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = TIMEOUT,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.sock = open_socket(host, port, timeout, tls)
         self.timeout = timeout
         self.buf = b""
         self.nick: str | None = None
@@ -223,7 +295,11 @@ def connect(
 
 
 class Client:
-    """A blocking line client with deadlines."""
+    """A blocking line client with deadlines (over TLS when given a client context).
+
+    Over TLS an EOF without close_notify raises ``ssl.SSLEOFError`` from the reads, so a
+    test that waits for a graceful close also checks that the server said goodbye.
+    """
 
     def __init__(
         self,
@@ -232,12 +308,23 @@ class Client:
         timeout: float = TIMEOUT,
         source: str | None = None,
         rcvbuf: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``source``: the local address to connect from (any address in 127.0.0.0/8
         reaches a server on 127.0.0.1, so per-address limits can be tested);
         ``rcvbuf``: SO_RCVBUF, set before connecting so the TCP window obeys it."""
-        self.sock = connect(host, port, timeout, source=source, rcvbuf=rcvbuf)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = connect(host, port, timeout, source=source, rcvbuf=rcvbuf)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                # Ragged EOFs raise: a server closing without close_notify fails the test.
+                sock = tls.wrap_socket(
+                    sock, server_hostname="localhost", suppress_ragged_eofs=False
+                )
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
         self.timeout = timeout
         self.buf = b""
         self.nick: str | None = None

@@ -1,13 +1,16 @@
-"""Every line of PROTOCOL.md, over real sockets, against every engine."""
+"""Every line of PROTOCOL.md, over real sockets, against every engine, in plain TCP and
+over TLS (the same test bodies: ``server.client()`` speaks whichever the server is for)."""
 
 from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from chatwire import ENGINES, UVLOOP, Client, Server, have_uvloop
+from chatwire import ENGINES, UVLOOP, Server, TLSFiles, have_uvloop
 
 
 @pytest.fixture(params=ENGINES + ((UVLOOP,) if have_uvloop() else ()))
@@ -16,15 +19,34 @@ def engine(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.fixture(params=("plain", "tls"))
+def transport(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def start_server(
+    start_server: Callable[..., Server], transport: str, tls_files: TLSFiles
+) -> Callable[..., Server]:
+    """conftest's ``start_server``; for ``tls``, clients use the server's TLS listener."""
+    if transport == "plain":
+        return start_server
+
+    def start(engine: str, *args: str, **kw: Any) -> Server:
+        return start_server(engine, *args, tls=tls_files, **kw)
+
+    return start
+
+
 def test_greeting_asks_for_a_nickname(server: Server) -> None:
-    c = Client(server.host, server.port)
+    c = server.client()
     assert c.greeting and all(line.startswith("* ") for line in c.greeting)
     assert "nickname" in c.greeting[-1]
 
 
 def test_registration_confirms_nick_and_room_and_tells_the_room(server: Server) -> None:
     amy = server.client("amy")
-    bob = Client(server.host, server.port)
+    bob = server.client()
     lines = bob.register("bob")
     assert lines[-1].startswith("* ") and "bob" in lines[-1] and "#lobby" in lines[-1]
     joined = amy.expect("joined")
@@ -33,7 +55,7 @@ def test_registration_confirms_nick_and_room_and_tells_the_room(server: Server) 
 
 def test_invalid_and_taken_nicknames_get_an_error_and_the_server_waits(server: Server) -> None:
     amy = server.client("amy")
-    c = Client(server.host, server.port)
+    c = server.client()
     for bad in ("AMY", "9lives", "-dash", "has space", "x" * 31):
         c.send(bad)
         assert c.read_line().startswith("! "), bad
@@ -135,7 +157,7 @@ def test_nick_command(server: Server) -> None:
     assert bob.read_line().startswith("! ")
     bob.send("/nick")
     assert bob.read_line().startswith("! ")
-    other = Client(server.host, server.port)
+    other = server.client()
     other.register("amy")  # the old nick is free
 
 
@@ -229,27 +251,32 @@ def test_reset_socket_tells_the_room(server: Server) -> None:
 
 def test_room_option_sets_the_default_room(engine: str, start_server) -> None:
     server = start_server(engine, "--room", "main")
-    bob = Client(server.host, server.port)
+    bob = server.client()
     assert "#main" in bob.register("bob")[-1]
 
 
 def test_max_clients_refuses_with_server_full(engine: str, start_server) -> None:
     server = start_server(engine, "--max-clients", "2")
     a, b = server.room("a", "b")
-    extra = socket.create_connection((server.host, server.port), timeout=10)
-    data = b""
-    while True:
-        chunk = extra.recv(1024)
-        if not chunk:
-            break
-        data += chunk
-    assert data == b"! server full\n"
+    if server.tls is None:
+        extra = server.connect()
+        data = b""
+        while True:
+            chunk = extra.recv(1024)
+            if not chunk:
+                break
+            data += chunk
+        assert data == b"! server full\n"
+    else:
+        # Refused before a handshake, which a full server does not spend on anyone.
+        with pytest.raises(OSError):
+            server.connect().recv(1024)
     a.send("still fine")
     assert b.expect("still fine")[-1] == "a: still fine"
 
 
 def test_commands_before_registration(server: Server) -> None:
-    c = Client(server.host, server.port)
+    c = server.client()
     c.send("/who")
     assert c.read_line().startswith("! ")
     c.send("/nick amy")

@@ -181,6 +181,17 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="threaded engine: longest blocking send before the client is dropped.",
 )
 @click.option("--uvloop", is_flag=True, help="asyncio engine: run on uvloop.")
+@click.option("--tls-cert", metavar="FILE", help="PEM certificate chain for TLS (SIGHUP reloads).")
+@click.option("--tls-key", metavar="FILE", help="PEM private key (default: in --tls-cert).")
+@click.option("--tls-port", type=click.IntRange(0, 65535), help="TLS listener, line dialect.")
+@click.option("--irc-tls-port", type=click.IntRange(0, 65535), help="TLS listener, IRC dialect.")
+@click.option(
+    "--tls-handshake-timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a TLS handshake may take (it holds a --max-clients slot).",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.version_option(__version__, prog_name="chatd")
 def main(
@@ -212,6 +223,11 @@ def main(
     idle_timeout: float,
     send_timeout: float,
     uvloop: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_port: int | None,
+    irc_tls_port: int | None,
+    tls_handshake_timeout: float,
     log_level: str,
 ) -> None:
     """Run the chat daemon in the foreground until SIGINT or SIGTERM."""
@@ -259,6 +275,7 @@ def main(
     listeners = ()
     if irc_port is not None:
         listeners = (ListenerSpec(host, irc_port, "irc"),)
+    _check_tls(tls_cert, tls_key, tls_port, irc_tls_port)
     config = Config(
         host=host,
         port=port,
@@ -287,8 +304,14 @@ def main(
         idle_timeout=idle_timeout,
         send_timeout=send_timeout,
         uvloop=uvloop,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_port=tls_port,
+        irc_tls_port=irc_tls_port,
+        tls_handshake_timeout=tls_handshake_timeout,
     )
     from chatd.memory import return_large_buffers_to_the_os
+    from chatd.net.tls import TLSConfigError
     from chatd.service import ChatService
 
     return_large_buffers_to_the_os()
@@ -296,6 +319,8 @@ def main(
     service = ChatService(config)
     try:
         listeners = service.bind_listeners()
+    except TLSConfigError as exc:
+        raise click.ClickException(f"TLS: {exc}") from None
     except OSError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
     for listener in listeners:
@@ -315,3 +340,19 @@ def _first_line(path: str, option: str) -> str:
             return f.readline().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _check_tls(cert: str | None, key: str | None, port: int | None, irc_port: int | None) -> None:
+    """TLS options that only make sense together (the files are checked at bind)."""
+    if port is None and irc_port is None:
+        if cert or key:
+            raise click.UsageError("--tls-cert/--tls-key need --tls-port or --irc-tls-port")
+        return
+    if not cert:
+        hint = "--tls-port" if port is not None else "--irc-tls-port"
+        raise click.UsageError(f"{hint} needs --tls-cert (and --tls-key unless it holds the key)")
+    if irc_port is not None:
+        from chatd.dialects import DIALECTS
+
+        if "irc" not in DIALECTS:
+            raise click.UsageError("--irc-tls-port: this build has no IRC dialect yet")

@@ -73,6 +73,14 @@ class Config:
     motd: tuple[str, ...] = ()
     #: Rooms one member may be in at once (IRC CHANLIMIT); 0: no limit.
     max_rooms: int = 0
+    #: TLS: PEM certificate chain and private key (None: the key is in ``tls_cert``).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: TLS listeners on ``host`` for the line and IRC dialects (None: none).
+    tls_port: int | None = None
+    irc_tls_port: int | None = None
+    #: Seconds a TLS handshake may take; meanwhile it holds a --max-clients slot.
+    tls_handshake_timeout: float = 10.0
 
     @property
     def soft_limit(self) -> int:
@@ -81,5 +89,11 @@ class Config:
 
     @property
     def all_listeners(self) -> tuple[ListenerSpec, ...]:
-        """The line listener first (PROTOCOL.md's "listening on" line), then the others."""
-        return (ListenerSpec(self.host, self.port, "line"), *self.listeners)
+        """The line listener first (PROTOCOL.md's "listening on" line), then the others,
+        then the TLS ones."""
+        tls = tuple(
+            ListenerSpec(self.host, port, dialect, tls=True)
+            for port, dialect in ((self.tls_port, "line"), (self.irc_tls_port, "irc"))
+            if port is not None
+        )
+        return (ListenerSpec(self.host, self.port, "line"), *self.listeners, *tls)

@@ -3,7 +3,8 @@
 Engines build one :class:`ChatService`, bind its listeners, and for each accepted socket
 call :meth:`ChatService.accept` with the listener's dialect: they get a session to drive
 through :class:`~chatd.net.transport.SessionProtocol`, or the bytes of a refusal to send
-before closing. That is all an engine knows of chat.
+before closing. That is all an engine knows of chat. A TLS listener also carries the
+service's one :class:`~chatd.net.tls.ServerTLS`; sessions never see it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from chatd.dialects import DIALECTS
 from chatd.dialects.base import Dialect, Session
 from chatd.net.admission import Admission, Refused
 from chatd.net.listeners import Listener, bind
+from chatd.net.tls import ServerTLS, TLSConfigError
 
 log = logging.getLogger("chatd")
 
@@ -63,11 +65,22 @@ class ChatService:
             config.connect_burst,
             config.exempt_loopback,
         )
+        #: The TLS context of the TLS listeners (loaded by bind_listeners), else None.
+        self.tls: ServerTLS | None = None
 
     def bind_listeners(self) -> list[Listener]:
-        """Bind every listener of the configuration (raises OSError for a busy port)."""
+        """Bind every listener of the configuration (raises OSError for a busy port).
+
+        The TLS certificate is loaded first, so a bad one fails before any port is
+        taken (raises :class:`~chatd.net.tls.TLSConfigError`).
+        """
+        specs = self.config.all_listeners
+        if self.tls is None and any(spec.tls for spec in specs):
+            if not self.config.tls_cert:
+                raise TLSConfigError("a TLS listener needs a certificate (--tls-cert)")
+            self.tls = ServerTLS(self.config.tls_cert, self.config.tls_key)
         listeners: list[Listener] = []
-        for spec in self.config.all_listeners:
+        for spec in specs:
             try:
                 sock = bind(spec.host, spec.port)
             except OSError as exc:
@@ -76,7 +89,8 @@ class ChatService:
                 raise OSError(
                     exc.errno, f"cannot listen on {spec.host}:{spec.port}: {exc.strerror or exc}"
                 ) from None
-            listeners.append(Listener(spec, sock, DIALECTS[spec.dialect]))
+            tls = self.tls if spec.tls else None
+            listeners.append(Listener(spec, sock, DIALECTS[spec.dialect], tls))
         return listeners
 
     def accept(self, dialect: Dialect, host: str, now: float) -> Session | bytes:

@@ -268,6 +268,12 @@ class Session:
             return
         service.stats["disconnect_" + reason.value] += 1
         member = self.member
+        if member is None:
+            # Never made (a TLS handshake that failed): the hub never knew it.
+            service.admission.release(self.host)
+            self.decoder = None  # type: ignore[assignment]
+            self.service = None  # type: ignore[assignment]
+            return
         if reason is DisconnectReason.SHUTDOWN:
             # Everyone was told already; N quit notices to N closing members is N².
             service.hub.disconnect(member, quiet=True)

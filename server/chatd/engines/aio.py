@@ -18,6 +18,16 @@ reading.
 Unlike the reactor, a transport's ``write`` sends at once when its buffer is empty, so
 each delivery to a keeping-up client costs a syscall; that is the honest cost of the
 idiomatic design and what the benchmarks measure.
+
+TLS is asyncio's own: ``loop.connect_accepted_socket(..., ssl=context)`` with
+``ssl_handshake_timeout`` (what ``start_server(ssl=...)`` does per client), and the
+stream pair is built on the resulting transport. The session is created at accept (it
+holds its slot) and made after the handshake; a handshake that fails, times out or is
+cancelled at shutdown ends in one ``connection_lost``. ``writer.close()`` sends
+close_notify and waits at most :data:`~chatd.net.tls.SHUTDOWN_SECONDS` for the peer's.
+Write-buffer sizes include what the SSL layer holds, so the limits keep working. Each
+connection's ``SSLProtocol`` preallocates a 256 KiB read buffer (CPython 3.11); that is
+the idiomatic design's cost and what the idle-memory figure shows.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
+from typing import Any
 
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
@@ -35,6 +47,7 @@ from chatd.net.sockopts import (
     raise_fd_limit,
     reset_on_close,
 )
+from chatd.net.tls import SHUTDOWN_SECONDS as TLS_SHUTDOWN_SECONDS
 from chatd.net.transport import DisconnectReason, SessionProtocol
 from chatd.service import ChatService
 
@@ -159,6 +172,8 @@ class AsyncServer:
         self.listeners = listeners
         self.conns: set[StreamConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        #: Tasks in a TLS handshake: cancelled at shutdown (nobody to say goodbye to).
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.soft_limit = self.config.soft_limit
         self.soft_step = self.config.sendq_soft_seconds / SOFT_SAMPLES
         self.write_threshold = self.soft_limit or self.config.max_sendq
@@ -169,6 +184,8 @@ class AsyncServer:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, stop.set)
+        if self.service.tls is not None:
+            self.loop.add_signal_handler(signal.SIGHUP, self.service.tls.reload)
         acceptors = []
         for listener in self.listeners:
             listener.sock.setblocking(False)
@@ -209,19 +226,55 @@ class AsyncServer:
     async def _serve_socket(self, listener: Listener, sock: socket.socket, host: str) -> None:
         session = self.service.accept(listener.dialect, host, self.loop.time())  # type: ignore[arg-type]
         if isinstance(session, bytes):
-            refuse(sock, session)
+            # A TLS client could not read a plain refusal before its handshake.
+            refuse(sock, session if listener.tls is None else b"")
             return
+        context = listener.tls.context if listener.tls is not None else None
+        streams = await self._open_streams(sock, context, session)
+        if streams is not None:
+            await self.handle_client(*streams, session)
+
+    async def _open_streams(
+        self, sock: socket.socket, context: ssl.SSLContext | None, session: SessionProtocol
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The stream pair ``start_server`` builds per client (over TLS with ``context``),
+        with the reader class above; or None after telling the session it was lost."""
+        loop = self.loop
+        tls: dict[str, Any] = {}
+        task = asyncio.current_task()
+        if context is not None:
+            tls = {
+                "ssl": context,
+                "ssl_handshake_timeout": self.config.tls_handshake_timeout,
+                "ssl_shutdown_timeout": TLS_SHUTDOWN_SECONDS,
+            }
+            self.handshakes.add(task)  # type: ignore[arg-type]
         try:
             configure_socket(sock)
-            reader = ResetAfterDataReader(limit=READ_SIZE, loop=self.loop)
-            protocol = asyncio.StreamReaderProtocol(reader, loop=self.loop)
-            transport, _ = await self.loop.connect_accepted_socket(lambda: protocol, sock)
-            writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
-        except OSError:
+            reader = ResetAfterDataReader(limit=READ_SIZE, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, **tls)
+        except asyncio.CancelledError:
             sock.close()
-            session.connection_lost(DisconnectReason.RESET)
-            return
-        await self.handle_client(reader, writer, session)
+            session.connection_lost(DisconnectReason.SHUTDOWN)
+            raise
+        except ConnectionAbortedError:  # how asyncio and uvloop report the TLS deadline
+            sock.close()
+            session.connection_lost(
+                DisconnectReason.HANDSHAKE_TIMEOUT if tls else DisconnectReason.RESET
+            )
+            return None
+        except OSError:  # ssl.SSLError included: not TLS, refused, reset, EOF
+            sock.close()
+            session.connection_lost(
+                DisconnectReason.HANDSHAKE_FAILED if tls else DisconnectReason.RESET
+            )
+            return None
+        finally:
+            self.handshakes.discard(task)  # type: ignore[arg-type]
+        if tls:
+            self.service.stats["tls_handshakes"] += 1
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def handle_client(
         self,
@@ -280,6 +333,8 @@ class AsyncServer:
                 session.connection_lost(conn.reason or DisconnectReason.EOF, conn.detail)
 
     async def _shutdown(self) -> None:
+        for task in list(self.handshakes):
+            task.cancel()
         self.service.shutdown()
         for conn in list(self.conns):
             conn.close_soon(DisconnectReason.SHUTDOWN)

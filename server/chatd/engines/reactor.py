@@ -43,6 +43,36 @@ Invariants the code relies on:
   ``process``; its connection is simply not read from until then.
 * **Timers hold weak references**, so a closed connection is freed at once, not when
   its registration or keepalive deadline would have come.
+
+TLS
+---
+A TLS listener's connections are :class:`TLSConnection`: the same plaintext queue and
+the same rules, with a :class:`~chatd.net.tls.TLSStream` (an ``SSLObject`` over two
+``MemoryBIO``) between that queue and the socket, as asyncio's ``sslproto`` does. The
+session never knows; plain connections never pay for it (the loop tells the two apart
+by class, once per event).
+
+* **Handshake first, session after.** The session is created at accept, so the
+  connection holds its ``--max-clients`` slot from the start, but ``connection_made`` is
+  called only once the handshake is done. A handshake that fails (garbage, an EOF or a
+  reset half-way) or misses ``--tls-handshake-timeout`` costs an abort and one
+  ``connection_lost``; no one else is involved. At most :data:`HANDSHAKES_PER_TURN`
+  handshake steps run per turn (each may cost a key exchange and a signature), so a
+  storm of handshakes delays chat by a bounded amount per turn.
+* **Reads drain.** Each ready event is one ``recv`` of at most
+  :data:`~chatd.net.tls.READ_SIZE`, fed to the stream, and then *all* plaintext of the
+  complete records is read out, so nothing sits decrypted where ``select`` cannot see
+  it. What the stream wants to send after any call (a handshake flight, an answer to a
+  key update, an alert) is appended to the connection's ciphertext buffer at once.
+* **Writes encrypt at flush time.** ``write`` queues plaintext exactly as for a plain
+  connection (limits measure that queue); the flush joins up to
+  :data:`~chatd.net.tls.WRITE_BATCH` bytes of it into one ``SSLObject.write`` (one
+  record, as Redis joins small iovecs into one ``SSL_write``) only when the ciphertext
+  buffer is empty, so at most one record per connection waits encrypted. A write
+  OpenSSL refuses until it reads is held by the stream and retried unchanged.
+* **A graceful close says close_notify.** Once the queue is flushed, the stream's
+  close_notify goes out through the same buffer, then the socket is shut and closed as
+  for a plain connection (at shutdown, within the same flush deadline); aborts skip it.
 """
 
 from __future__ import annotations
@@ -52,6 +82,7 @@ import logging
 import selectors
 import signal
 import socket
+import ssl
 import time
 import weakref
 from collections.abc import Callable
@@ -65,6 +96,9 @@ from chatd.net.sockopts import (
     raise_fd_limit,
     reset_on_close,
 )
+from chatd.net.tls import READ_SIZE as TLS_READ_SIZE
+from chatd.net.tls import WRITE_BATCH as TLS_WRITE_BATCH
+from chatd.net.tls import TLSStream
 from chatd.net.transport import DisconnectReason, SessionProtocol
 from chatd.service import ChatService
 
@@ -90,6 +124,9 @@ BACKSTOP_FACTOR = 8
 ACCEPTS_PER_TURN = 64
 #: How long shutdown waits for pending output to drain before closing anyway.
 SHUTDOWN_FLUSH_SECONDS = 2.0
+#: TLS handshake steps run per turn at most (a step may cost a key exchange and a
+#: signature, about a millisecond): a storm of handshakes waits its turn behind chat.
+HANDSHAKES_PER_TURN = 16
 
 
 class _Wakeup:
@@ -209,6 +246,44 @@ class Connection:
         self.reactor.to_close.append(self)
 
 
+class TLSConnection(Connection):
+    """A connection with a TLS stream between its plaintext queue and its socket."""
+
+    __slots__ = ("tls", "wire", "handshaking", "notified")
+
+    def __init__(
+        self, reactor: Reactor, sock: socket.socket, session: SessionProtocol, tls: TLSStream
+    ) -> None:
+        super().__init__(reactor, sock, session)
+        self.tls: TLSStream | None = tls
+        #: Ciphertext not yet taken by the kernel: handshake flights, records, alerts.
+        self.wire = bytearray()
+        #: The session has not been made yet (connection_made comes after the handshake).
+        self.handshaking = True
+        #: close_notify has been queued.
+        self.notified = False
+
+    def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
+        """As for a plain connection, then close_notify after the queue (see flush_tls)."""
+        if self.closing or self.dead:
+            return
+        if self.handshaking:
+            self.abort(reason)  # nobody was greeted: there is nothing to flush
+            return
+        self.closing = True
+        self.reason = reason
+        self.detail = detail
+        self.reactor.update_mask(self)
+        self.reactor.schedule(self)
+
+    def queue_wire(self) -> None:
+        """Move what the stream wants sent into the ciphertext buffer; flush soon."""
+        data = self.tls.take()  # type: ignore[union-attr]
+        if data:
+            self.wire += data
+            self.reactor.schedule(self)
+
+
 class Reactor:
     """The event loop: owns the selector, the listeners, every connection and the timers."""
 
@@ -228,6 +303,10 @@ class Reactor:
         self._timers: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._timer_seq = 0
         self.stopping = False
+        #: SIGHUP arrived: reload the TLS certificate at the top of the next turn.
+        self.reload_requested = False
+        #: TLS handshake steps left this turn (HANDSHAKES_PER_TURN).
+        self.handshake_budget = HANDSHAKES_PER_TURN
         self._accepting = False
         self.accept_guard = AcceptGuard(service.stats)
         self.max_sendq = service.config.max_sendq
@@ -247,6 +326,8 @@ class Reactor:
         self._start_accepting()
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        if self.service.tls is not None:
+            old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         try:
             while not self.stopping:
                 self.run_once()
@@ -263,19 +344,30 @@ class Reactor:
         """One loop turn: wait, dispatch, run timers, flush."""
         events = self.selector.select(self._timeout())
         self.now = time.monotonic()
+        self.handshake_budget = HANDSHAKES_PER_TURN
+        if self.reload_requested:
+            self.reload_requested = False
+            self.service.tls.reload()  # type: ignore[union-attr]
         for key, mask in events:
             conn = key.data
-            if conn.__class__ is Connection:
+            cls = conn.__class__
+            if cls is Connection or cls is TLSConnection:
                 try:
                     if mask & EVENT_READ and not (conn.closed or conn.dead):
-                        self.on_readable(conn)
+                        if cls is Connection:
+                            self.on_readable(conn)
+                        else:
+                            self.on_readable_tls(conn)
                     if mask & EVENT_WRITE and not (conn.closed or conn.dead):
-                        self.flush(conn)
+                        if cls is Connection:
+                            self.flush(conn)
+                        else:
+                            self.flush_tls(conn)
                 except Exception:
                     # A bug must cost one connection, not the server.
                     log.exception("error handling a connection; dropping it")
                     conn.abort(DisconnectReason.RESET)
-            elif conn.__class__ is Listener:
+            elif cls is Listener:
                 self.on_acceptable(conn)
             else:
                 self._drain_wakeup()
@@ -292,6 +384,10 @@ class Reactor:
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         self.stopping = True
+
+    def _on_reload(self, signum: int, frame: object) -> None:
+        # Only a flag: the wake-up fd ends the select, and run_once reloads.
+        self.reload_requested = True
 
     def _drain_wakeup(self) -> None:
         try:
@@ -364,13 +460,26 @@ class Reactor:
         sock.setblocking(False)
         session = self.service.accept(listener.dialect, host, self.now)  # type: ignore[arg-type]
         if isinstance(session, bytes):
-            refuse(sock, session)
+            # A TLS client could not read a plain refusal before its handshake.
+            refuse(sock, session if listener.tls is None else b"")
             return
         configure_socket(sock)
+        if listener.tls is not None:
+            conn: Connection = TLSConnection(self, sock, session, listener.tls.stream())
+            self.conns[conn.fd] = conn
+            self.update_mask(conn)
+            deadline = self.now + self.config.tls_handshake_timeout
+            self.call_at(deadline, self._handshake_deadline, weakref.ref(conn))
+            return
         conn = Connection(self, sock, session)
         self.conns[conn.fd] = conn
         self.update_mask(conn)
         session.connection_made(conn, self.now)
+
+    def _handshake_deadline(self, ref: weakref.ref[TLSConnection]) -> None:
+        conn = ref()
+        if conn is not None and conn.handshaking and not (conn.closed or conn.dead):
+            conn.abort(DisconnectReason.HANDSHAKE_TIMEOUT)
 
     # ----------------------------------------------------------------- reading
 
@@ -390,6 +499,54 @@ class Reactor:
         else:
             # EOF (perhaps only a half-close): a last unterminated line still counts,
             # and pending output is still delivered before we close.
+            conn.eof = True
+            session.eof_received()
+            self.update_mask(conn)
+        self._process(conn)
+
+    def on_readable_tls(self, conn: TLSConnection) -> None:
+        """One ``recv`` through the TLS stream: a handshake step, or plaintext for the
+        session (all of it that the records fed so far hold)."""
+        handshaking = conn.handshaking
+        if handshaking:
+            if self.handshake_budget <= 0:
+                return  # still readable: the next turn takes it
+            self.handshake_budget -= 1
+        failed = DisconnectReason.HANDSHAKE_FAILED if handshaking else DisconnectReason.RESET
+        try:
+            data = conn.sock.recv(TLS_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            conn.abort(failed)
+            return
+        tls = conn.tls
+        assert tls is not None
+        if data:
+            tls.feed(data)
+        else:
+            tls.feed_eof()
+        try:
+            if handshaking:
+                if not tls.handshake():
+                    conn.queue_wire()
+                    return
+                conn.handshaking = False
+                self.service.stats["tls_handshakes"] += 1
+                conn.queue_wire()
+                conn.session.connection_made(conn, self.now)  # type: ignore[union-attr]
+                if conn.closing or conn.dead:
+                    return
+            plain, closed = tls.read()
+        except ssl.SSLError:
+            conn.abort(failed)
+            return
+        conn.queue_wire()
+        session = conn.session
+        assert session is not None
+        if plain:
+            session.data_received(plain)
+        if closed:
             conn.eof = True
             session.eof_received()
             self.update_mask(conn)
@@ -416,6 +573,12 @@ class Reactor:
         self.update_mask(conn)
 
     # ----------------------------------------------------------------- writing
+
+    def schedule(self, conn: Connection) -> None:
+        """Flush ``conn`` before the next sleep (unless it waits for EVENT_WRITE)."""
+        if not conn.pending and not conn.want_write:
+            conn.pending = True
+            self.pending.append(conn)
 
     def flush(self, conn: Connection) -> None:
         """Send until the kernel refuses or the turn's budget is spent; then check limits."""
@@ -472,6 +635,80 @@ class Reactor:
         if not out and conn.closing:
             self.to_close.append(conn)
 
+    def flush_tls(self, conn: TLSConnection) -> None:
+        """:meth:`flush` through the TLS stream: encrypt one batch of the plaintext queue
+        whenever the ciphertext buffer is empty, send, repeat; then close_notify."""
+        tls = conn.tls
+        assert tls is not None
+        wire = conn.wire
+        out = conn.out
+        sock = conn.sock
+        failed = DisconnectReason.HANDSHAKE_FAILED if conn.handshaking else DisconnectReason.RESET
+        budget = WRITE_BUDGET
+        refused = False
+        while budget > 0:
+            if not wire:
+                if tls.held:
+                    if conn.closing:  # what is held waits for a read closing stops
+                        conn.abort(DisconnectReason.RESET)
+                        return
+                elif out:
+                    if len(out) == 1 and not conn.out_offset and len(out[0]) <= TLS_WRITE_BATCH:
+                        chunk: bytes | bytearray = out[0]
+                    else:
+                        bufs, _ = _gather(out, conn.out_offset, TLS_WRITE_BATCH)
+                        chunk = b"".join(bufs)
+                        bufs = None  # release the views before the queue changes
+                    size = len(chunk)
+                    try:
+                        tls.encrypt(chunk)
+                    except ssl.SSLError:
+                        conn.abort(DisconnectReason.RESET)
+                        return
+                    chunk = b""
+                    _consume(conn, size)
+                elif conn.closing and not conn.notified:
+                    conn.notified = True
+                    tls.close_notify()
+                data = tls.take()
+                if not data:
+                    break
+                wire += data
+            try:
+                sent = sock.send(wire)
+            except (BlockingIOError, InterruptedError):
+                refused = True
+                break
+            except OSError:
+                conn.abort(failed)
+                return
+            del wire[:sent]
+            budget -= sent
+            if wire:
+                refused = True  # a short send: the socket buffer is full
+                break
+        conn.pending = False
+        more = wire or (not tls.held and (out or (conn.closing and not conn.notified)))
+        if more and not refused and not conn.dead:
+            conn.pending = True
+            self.pending.append(conn)  # the budget stopped us: go on next turn
+        if refused:
+            if conn.out_bytes > self.write_threshold:
+                self.over_limit(conn)
+                if conn.dead:
+                    return
+        elif conn.out_bytes > BACKSTOP_FACTOR * self.max_sendq:
+            self.service.stats["sendq_drops_bytes"] += conn.out_bytes
+            conn.abort(DisconnectReason.SENDQ)
+            return
+        if conn.soft_since is not None and conn.out_bytes <= self.soft_limit:
+            conn.soft_since = None
+        if refused != conn.want_write:
+            conn.want_write = refused
+            self.update_mask(conn)
+        if conn.closing and conn.notified and not wire:
+            self.to_close.append(conn)
+
     def over_limit(self, conn: Connection) -> None:
         """Output the kernel refused is above the soft or the hard limit."""
         size = conn.out_bytes
@@ -503,7 +740,10 @@ class Reactor:
             pending, self.pending = self.pending, []
             for conn in pending:
                 if conn.pending and not conn.closed and not conn.dead:
-                    self.flush(conn)
+                    if conn.__class__ is Connection:
+                        self.flush(conn)
+                    else:
+                        self.flush_tls(conn)  # type: ignore[arg-type]
             if self.pending and not self.to_close:
                 break  # budget-limited connections go on next turn, after a poll
 
@@ -556,6 +796,9 @@ class Reactor:
         sock.close()
         session, conn.session = conn.session, None
         conn.out = []
+        if conn.__class__ is TLSConnection:
+            conn.tls = None  # type: ignore[attr-defined]
+            conn.wire = bytearray()  # type: ignore[attr-defined]
         if session is not None:
             session.connection_lost(conn.reason, conn.detail)
 
@@ -577,6 +820,8 @@ class Reactor:
                 conn = key.data
                 if conn.__class__ is Connection and mask & EVENT_WRITE and not conn.closed:
                     self.flush(conn)
+                elif conn.__class__ is TLSConnection and mask & EVENT_WRITE and not conn.closed:
+                    self.flush_tls(conn)
                 elif conn is _WAKEUP:
                     self._drain_wakeup()
             self.before_sleep()

@@ -18,6 +18,16 @@ timeout plays their part) and a bound on threads beyond ``--max-clients``.
 Shutdown is bounded by :data:`SHUTDOWN_SECONDS` even with stuck readers: sockets whose
 send buffer is full are shut at once, which fails the send a thread may be blocked in
 while holding the hub lock; the goodbye notices are then sent without blocking.
+
+TLS (:class:`TLSThreadedConnection`): the client's thread runs the handshake right after
+accept, within ``--tls-handshake-timeout`` in all (a total deadline, so a peer that
+trickles bytes cannot stretch it), and only then makes the session. It does not use
+``SSLContext.wrap_socket``: a wrapped socket would be read by the client's thread while
+other threads write to it, and an OpenSSL ``SSL`` object must never be used by two
+threads at once. Instead the raw socket is read and written exactly as for a plain
+client, and the bytes pass through a :class:`~chatd.net.tls.TLSStream` that is only
+touched with the hub lock held (writes already run under it). A graceful close sends
+close_notify, within the send deadline.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import logging
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -39,6 +50,8 @@ from chatd.net.sockopts import (
     raise_fd_limit,
     reset_on_close,
 )
+from chatd.net.tls import READ_SIZE as TLS_READ_SIZE
+from chatd.net.tls import TLSStream
 from chatd.net.transport import DisconnectReason, SessionProtocol
 from chatd.service import ChatService
 
@@ -77,6 +90,8 @@ class ThreadedConnection:
         self.nonblocking_sends = False
         #: A send failed because the peer is gone; its reader thread finds out why.
         self.broken = False
+        #: Input waits in a layer above the socket: hand it over before the next recv.
+        self.buffered_input = False
         sock.setblocking(True)
         configure_socket(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(server.config.send_timeout))
@@ -85,7 +100,7 @@ class ThreadedConnection:
     # ----------------------------------------------------------------- transport
     # Called with the hub lock held (from any client's thread).
 
-    def write(self, data: bytes) -> None:
+    def write_raw(self, data: bytes) -> None:
         """Blocking send of all of ``data`` within --send-timeout, or drop the reader.
 
         ``SO_SNDTIMEO`` alone bounds each ``send`` call only while it makes no progress;
@@ -119,6 +134,9 @@ class ThreadedConnection:
             # what it sent before it went: a /quit that arrived before the reset counts.
             self.broken = True
 
+    #: A plain connection sends what the session writes as it is.
+    write = write_raw
+
     def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
         if self.closing:
             return
@@ -144,14 +162,37 @@ class ThreadedConnection:
 
     # ----------------------------------------------------------------- the thread
 
+    def start(self) -> bool:
+        """Get the connection ready for chat before the session is made (TLS: handshake)."""
+        return True
+
+    def received(self, data: bytes | None, session: SessionProtocol) -> bool:
+        """Hand what ``recv`` returned to the session (hub lock held); True at its end."""
+        if data is None:
+            return False
+        if data:
+            session.data_received(data)
+            return False
+        session.eof_received()
+        return True
+
+    def closing_bytes(self) -> bytes:
+        """What to send after the last output of a graceful close (TLS: close_notify)."""
+        return b""
+
+    def say_goodbye(self) -> None:
+        """At shutdown, hub lock held, before the socket is shut: send closing_bytes."""
+
     def run(self) -> None:
         server = self.server
         lock = server.lock
         session = self.session
         assert session is not None
-        with lock:
-            session.connection_made(self, time.monotonic())
         try:
+            if not self.start():
+                return
+            with lock:
+                session.connection_made(self, time.monotonic())
             while not self.closing and not self.dead:
                 now = time.monotonic()
                 if self.timer_at and now >= self.timer_at:
@@ -159,21 +200,24 @@ class ThreadedConnection:
                         self.timer_at = 0.0
                         session.on_timer(now)
                     continue
-                try:
-                    data = self.sock.recv(READ_SIZE)
-                except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: check deadlines
-                    continue
-                except OSError:
-                    if self.reason is None:
-                        self.reason = DisconnectReason.RESET
-                    break
+                if self.buffered_input:
+                    # TLS: input arrived with the handshake; it is in the stream, where
+                    # recv cannot see it.
+                    self.buffered_input = False
+                    data = None
+                else:
+                    try:
+                        data = self.sock.recv(READ_SIZE)
+                    except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO: check deadlines
+                        continue
+                    except OSError:
+                        if self.reason is None:
+                            self.reason = DisconnectReason.RESET
+                        break
                 if self.dead:
                     break
                 with lock:
-                    if data:
-                        session.data_received(data)
-                    else:
-                        session.eof_received()
+                    ended = self.received(data, session)
                     delay = session.process(time.monotonic())
                 while delay is not None and not self.closing and not self.dead:
                     # Flood control: this thread sleeps, so its client is not read.
@@ -188,13 +232,19 @@ class ThreadedConnection:
                             self.timer_at = 0.0
                             session.on_timer(now)
                         delay = session.process(now) if not self.closing else None
-                if not data:
+                if ended:
                     break
         finally:
             self._finish()
 
     def _finish(self) -> None:
         server = self.server
+        if not self.dead:
+            last = self.closing_bytes()
+            if last:
+                if self.reason is None:
+                    self.reason = DisconnectReason.EOF  # the loop ended at EOF
+                self.write_raw(last)
         graceful = not self.dead
         if graceful:
             try:  # FIN after our output (every send so far was blocking, so it is out)
@@ -217,6 +267,135 @@ class ThreadedConnection:
         self.sock.close()
 
 
+class TLSThreadedConnection(ThreadedConnection):
+    """A client on a TLS listener: a TLS stream between the session and the socket."""
+
+    def __init__(
+        self,
+        server: ThreadedServer,
+        sock: socket.socket,
+        session: SessionProtocol,
+        tls: TLSStream,
+    ) -> None:
+        super().__init__(server, sock, session)
+        self.tls = tls
+        #: The handshake is done.
+        self.established = False
+        #: close_notify is queued: later writes are dropped (the session is closing).
+        self.notified = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        """Encrypt (hub lock held, like every write), then the plain blocking send."""
+        if self.dead or self.notified:
+            return
+        tls = self.tls
+        try:
+            tls.encrypt(data)
+        except ssl.SSLError:
+            self.kill(DisconnectReason.RESET)
+            return
+        if tls.held > self.server.config.max_sendq:
+            self.kill(DisconnectReason.SENDQ)
+            return
+        out = tls.take()
+        if out:
+            self.write_raw(out)
+
+    def start(self) -> bool:
+        """The handshake, in this client's thread, within --tls-handshake-timeout.
+
+        No other thread knows this connection yet (the session is not made, so the hub
+        cannot write to it), so the stream is used without the hub lock here.
+        """
+        tls = self.tls
+        sock = self.sock
+        deadline = time.monotonic() + self.server.config.tls_handshake_timeout
+        try:
+            while not tls.handshake():
+                out = tls.take()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+                if out:
+                    sock.sendall(out)
+                data = sock.recv(TLS_READ_SIZE)
+                if self.closing or self.dead:
+                    self._fail(DisconnectReason.SHUTDOWN)  # shut down under us
+                    return False
+                if data:
+                    tls.feed(data)
+                else:
+                    tls.feed_eof()  # the next step raises SSLEOFError
+            out = tls.take()
+            if out:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                sock.sendall(out)
+        except TimeoutError:
+            self._fail(DisconnectReason.HANDSHAKE_TIMEOUT)
+            return False
+        except OSError:  # ssl.SSLError included: not TLS, refused, reset, EOF
+            self._fail(DisconnectReason.HANDSHAKE_FAILED)
+            return False
+        finally:
+            if not self.dead:
+                sock.settimeout(None)  # blocking again; SO_RCVTIMEO/SO_SNDTIMEO still apply
+        self.established = True
+        self.buffered_input = True  # records may have come with the client's Finished
+        with self.server.lock:
+            self.server.service.stats["tls_handshakes"] += 1
+        return True
+
+    def _fail(self, reason: DisconnectReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.dead = True  # abortive close: nothing to flush, no close_notify
+        reset_on_close(self.sock)
+
+    def received(self, data: bytes | None, session: SessionProtocol) -> bool:
+        """Decrypt (hub lock held), send what the stream answers, pass plaintext on.
+
+        ``None``: nothing new from the socket; read what the handshake's last read
+        brought beside the client's Finished (a client may send its first line at once).
+        """
+        tls = self.tls
+        if data:
+            tls.feed(data)
+        elif data is not None:
+            tls.feed_eof()
+        try:
+            plain, closed = tls.read()
+        except ssl.SSLError:
+            self.kill(DisconnectReason.RESET)
+            return True
+        out = tls.take()
+        if out:
+            self.write_raw(out)
+        if plain:
+            session.data_received(plain)
+        if closed:
+            session.eof_received()
+        return closed
+
+    def closing_bytes(self) -> bytes:
+        with self.server.lock:
+            return self._close_notify()
+
+    def say_goodbye(self) -> None:
+        # Shutdown shuts every socket next (the FIN would come before a later notify).
+        data = self._close_notify()
+        if data:
+            self.write_raw(data)
+
+    def _close_notify(self) -> bytes:
+        """close_notify's bytes, once, after the handshake (hub lock held)."""
+        if self.notified or not self.established:
+            return b""
+        self.notified = True
+        self.tls.close_notify()
+        return self.tls.take()
+
+
 class ThreadedServer:
     """Accepts in the main thread; one daemon thread per client."""
 
@@ -234,6 +413,10 @@ class ThreadedServer:
     def run(self) -> None:
         raise_fd_limit()
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        tls = self.service.tls
+        if tls is not None:
+            # The main thread only accepts: reloading right in the handler delays no one.
+            old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: tls.reload())
         selector = selectors.DefaultSelector()
         for listener in self.listeners:
             listener.sock.setblocking(False)
@@ -270,9 +453,13 @@ class ThreadedServer:
         with self.lock:
             session = self.service.accept(listener.dialect, host, time.monotonic())  # type: ignore[arg-type]
         if isinstance(session, bytes):
-            refuse(sock, session)
+            # A TLS client could not read a plain refusal before its handshake.
+            refuse(sock, session if listener.tls is None else b"")
             return
-        conn = ThreadedConnection(self, sock, session)
+        if listener.tls is None:
+            conn = ThreadedConnection(self, sock, session)
+        else:
+            conn = TLSThreadedConnection(self, sock, session, listener.tls.stream())
         with self.conns_lock:
             self.conns.add(conn)
         threading.Thread(target=conn.run, name="chatd-client", daemon=True).start()
@@ -296,6 +483,7 @@ class ThreadedServer:
                 self.service.shutdown()
                 for conn in conns:
                     conn.close_soon(DisconnectReason.SHUTDOWN)
+                    conn.say_goodbye()
             finally:
                 self.lock.release()
         else:

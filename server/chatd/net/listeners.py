@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from chatd.config import ListenerSpec
+
+if TYPE_CHECKING:
+    from chatd.net.tls import ServerTLS
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -16,14 +20,22 @@ def bind(host: str, port: int) -> socket.socket:
 
 class Listener:
     """A bound socket and the dialect its connections speak (asyncio binds a listener to
-    a protocol factory the same way)."""
+    a protocol factory the same way), and for a TLS listener the context to use."""
 
-    __slots__ = ("spec", "sock", "dialect")
+    __slots__ = ("spec", "sock", "dialect", "tls")
 
-    def __init__(self, spec: ListenerSpec, sock: socket.socket, dialect: object) -> None:
+    def __init__(
+        self,
+        spec: ListenerSpec,
+        sock: socket.socket,
+        dialect: object,
+        tls: ServerTLS | None = None,
+    ) -> None:
         self.spec = spec
         self.sock = sock
         self.dialect = dialect
+        #: Set for a TLS listener: engines put a TLS layer under every session.
+        self.tls = tls
 
     def address(self) -> str:
         host, port = self.sock.getsockname()[:2]

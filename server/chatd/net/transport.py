@@ -52,6 +52,10 @@ class DisconnectReason(enum.Enum):
     PROTOCOL = "protocol"
     #: The server is shutting down.
     SHUTDOWN = "shutdown"
+    #: TLS: no handshake within --tls-handshake-timeout (the session was never made).
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    #: TLS: the handshake failed: not TLS, refused, or the peer left in the middle.
+    HANDSHAKE_FAILED = "handshake_failed"
 
 
 #: What the other members are told when someone goes for a reason other than their own.
@@ -97,7 +101,11 @@ class SessionProtocol(Protocol):
     """What an engine calls on the session of each connection."""
 
     def connection_made(self, transport: Transport, now: float) -> None:
-        """The connection is accepted; the session queues its greeting."""
+        """The connection is ready for chat; the session queues its greeting.
+
+        On a TLS listener that is after the handshake, so the session is created at
+        accept (its address holds a slot) but may be lost before it is ever made.
+        """
 
     def data_received(self, data: bytes) -> None:
         """Store bytes read from the peer (handled by :meth:`process`)."""
@@ -117,4 +125,8 @@ class SessionProtocol(Protocol):
         """A timer asked for with :meth:`Transport.call_at` is due."""
 
     def connection_lost(self, reason: DisconnectReason, detail: str = "") -> None:
-        """The connection is gone; called exactly once. Drops every reference it holds."""
+        """The connection is gone; called exactly once. Drops every reference it holds.
+
+        Also called, once, for a session that was never made (its TLS handshake failed
+        or timed out): it releases what accept gave it.
+        """
