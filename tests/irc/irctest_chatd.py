@@ -9,7 +9,8 @@ a test passes. Flood control is off because irctest sends bursts faster than a h
 
 The engine comes from ``CHATD_ENGINE``: ``reactor`` (default), ``threaded``, ``asyncio``
 or ``asyncio+uvloop``. ``CHATD_PYTHON`` overrides the interpreter (default: the one
-running irctest). TLS, WebSocket and services are not offered yet: ``run()`` raises
+running irctest). With ``ssl`` the IRC port is a TLS listener (``--irc-tls-port``) with the
+certificate irctest generates. WebSocket and services are not offered: ``run()`` raises
 ``NotImplementedByController``, which irctest reports as a skip.
 
 Use it with ``tests/irc/run_irctest.py``; by hand, put ``tests/irc`` on ``PYTHONPATH``
@@ -70,8 +71,6 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         websocket_hostname: str | None,
         websocket_port: int | None,
     ) -> None:
-        if ssl:
-            raise NotImplementedByController("TLS")
         if websocket_hostname is not None or websocket_port is not None:
             raise NotImplementedByController("Websocket")
         if run_services:
@@ -93,8 +92,9 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             hostname,
             "--port",
             str(line_port),
-            "--irc-port",
+            "--irc-tls-port" if ssl else "--irc-port",
             str(port),
+            *self._tls_args(ssl),
             "--server-name",
             "My.Little.Server",
             "--oper",
@@ -114,6 +114,14 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         # makes a chatd that exits at once (say, on an unknown option) fail in setUp with
         # ProcessStopped instead of inside the test body.
         self.wait_for_port()
+
+
+    def _tls_args(self, ssl: bool) -> list[str]:
+        """With ``ssl``, the certificate irctest makes (its openssl-based gen_ssl)."""
+        if not ssl:
+            return []
+        self.gen_ssl()
+        return ["--tls-cert", str(self.pem_path), "--tls-key", str(self.key_path)]
 
 
 def get_irctest_controller_class() -> type[ChatdController]:
