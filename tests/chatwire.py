@@ -138,9 +138,13 @@ class Server:
         self.irc_port: int | None = self.ports.get("irc")
 
     def irc(self, nick: str | None = None, caps: str = "", **kw: float) -> IrcClient:
-        """An IRC client on the IRC listener, registered as ``nick`` if given."""
+        """An IRC client on the IRC listener (its TLS one when tested over TLS),
+        registered as ``nick`` if given."""
         assert self.irc_port is not None, "start the server with --irc-port 0"
-        c = IrcClient(self.host, self.irc_port, **kw)
+        if self.tls is not None and "irc tls" in self.ports:
+            c = IrcClient(self.host, self.ports["irc tls"], tls=self.tls, **kw)
+        else:
+            c = IrcClient(self.host, self.irc_port, **kw)
         if nick is not None:
             c.register(nick, caps)
         return c

@@ -1,4 +1,4 @@
-"""The IRC listener on every engine, over real sockets, beside line clients in one room.
+"""The IRC listener on every engine, over real sockets (plain and TLS), beside line clients.
 
 The conformance suite (irctest, run by tests/irc/run_irctest.py from .ci/run) checks the
 letter of IRC; these check what crosses between the dialects and that bad IRC input
@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from chatwire import ENGINES, UVLOOP, Client, IrcClient, Server, have_uvloop
+from chatwire import ENGINES, UVLOOP, IrcClient, Server, TLSFiles, have_uvloop
 
 
 @pytest.fixture(params=ENGINES + ((UVLOOP,) if have_uvloop() else ()))
@@ -20,14 +20,22 @@ def engine(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def server(engine: str, start_server) -> Server:
-    return start_server(engine, "--irc-port", "0", "--server-name", "irc.test")
+@pytest.fixture(params=("plain", "tls"))
+def server(
+    engine: str, start_server, tls_files: TLSFiles, request: pytest.FixtureRequest
+) -> Server:
+    """A server with an IRC listener; for ``tls``, every client (line and IRC) uses TLS."""
+    args = ("--irc-port", "0", "--server-name", "irc.test")
+    if request.param == "tls":
+        return start_server(engine, *args, "--irc-tls-port", "0", tls=tls_files)
+    return start_server(engine, *args)
 
 
 def test_announces_one_line_per_listener_line_first(server: Server) -> None:
-    assert server.irc_port is not None and server.irc_port != server.port
-    c = Client(server.host, server.port)  # the first announced port is the line dialect's
+    names = list(server.ports)  # in the order of the "listening on" lines
+    assert names[0] == "line" and "irc" in names  # PROTOCOL.md's line comes first
+    assert len(set(server.ports.values())) == len(names)
+    c = server.client()  # the line listener (its TLS one when tested over TLS)
     assert "nickname" in c.greeting[-1]
 
 
@@ -118,7 +126,7 @@ def test_nicknames_are_unique_across_dialects(server: Server) -> None:
     assert re.match(r"^:irc\.test 433 \* SAM :", irc.read_line())
     irc.send("NICK tom")
     irc.expect(r" (376|422) tom ")
-    line = Client(server.host, server.port)
+    line = server.client()
     line.send("Tom")
     assert line.read_line() == "! nickname is taken: Tom"
     irc.send("NICK sam")

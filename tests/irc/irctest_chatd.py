@@ -115,7 +115,6 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         # ProcessStopped instead of inside the test body.
         self.wait_for_port()
 
-
     def _tls_args(self, ssl: bool) -> list[str]:
         """With ``ssl``, the certificate irctest makes (its openssl-based gen_ssl)."""
         if not ssl:
