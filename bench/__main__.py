@@ -108,7 +108,7 @@ def summarize(rec: dict[str, Any]) -> str:
     "--reps",
     type=click.IntRange(1, 20),
     default=None,
-    help="Repetitions per cell (the saturation headline's too).",
+    help="Repetitions of every cell (the saturation headline's too).",
 )
 @click.option(
     "--room",
@@ -188,7 +188,7 @@ def main(
     if scens:
         m = dataclasses.replace(m, scenarios=tuple(s for s in matrix.SCENARIOS if s in scens))
     if reps:
-        m = dataclasses.replace(m, reps=reps, headline_reps=reps)
+        m = dataclasses.replace(m, reps=reps, headline_reps=reps, aux_reps=reps)
     if sat_rooms:
         rooms = tuple(sorted(set(sat_rooms)))
         head = m.headline_room if m.headline_room in rooms else max(rooms)

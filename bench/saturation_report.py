@@ -139,42 +139,75 @@ def knee_table(ks: list[dict[str, Any]], m: Matrix, only_headline: bool = False)
     return rows
 
 
+def _count_at(k: dict[str, Any], rate: float | None) -> dict[str, Any] | None:
+    """The counting step at ``rate`` (None: at repetition 1's knee), if it was valid."""
+    counted = k.get("sendcount") or {}
+    if rate is None:
+        rep1 = next((p for p in k["per_rep"] if p["rep"] == 1), None)
+        rate = rep1["rate"] if rep1 else None
+    return counted.get(str(rate)) if rate is not None else None
+
+
 def mechanism(ks: list[dict[str, Any]], m: Matrix) -> list[str]:
     """Why the knees differ, in this run's own counters (headline configuration)."""
     room, n = m.headline_room, m.headline_senders
     head = {k["target"]: k for k in ks if (k["room"], k["senders"]) == (room, n)}
-    if "reactor" not in head:
+    if not head:
         return []
-    r = head["reactor"]
-    parts = []
+    at_knee, at_rate = [], []
     for t in ORDER:
         k = head.get(t)
-        if k is None or t == "reactor":
+        if k is None:
             continue
-        parts.append(
-            f"{t} {sends_at(k, m.count_rate)} (knee {knee_text(k).split(' [')[0]} msg/s, "
-            f"{sends_at(k, None)} at it)"
-        )
-    out = [
-        "### What the counters show",
-        "",
+        c = _count_at(k, None)
+        dps = (k["at_knee"].get("deliveries_per_s") or {}).get("median")
+        if c and c["sends_per_delivery"]:
+            spd = c["sends_per_delivery"]
+            rate = f"{fmt(dps * spd)} sends/s, " if dps else ""
+            at_knee.append(
+                f"{t} {fmt(1 / spd)} deliveries per send ({rate}knee "
+                f"{knee_text(k).split(' [')[0]} msg/s)"
+            )
+        c = _count_at(k, m.count_rate)
+        if c and c["sends_per_delivery"]:
+            per_write = c.get("deliveries_per_write")
+            extra = f", {fmt(per_write)} per queued write" if per_write else ""
+            at_rate.append(f"{t} {fmt(1 / c['sends_per_delivery'])}{extra}")
+    if not at_knee and not at_rate:
+        return []
+    out = ["### What the counters show", ""]
+    if at_knee:
+        out += [
+            (
+                f"Room of {room}, {n} senders, counted by perf on the server process in a "
+                "separate step at each target's knee (repetition 1): "
+                + "; ".join(at_knee)
+                + ". Sends/s is deliveries per second at the knee over deliveries per send."
+            ),
+            "",
+        ]
+    if at_rate:
+        out += [
+            (
+                f"At a common {fmt(m.count_rate)} msg/s, deliveries per send: "
+                + "; ".join(at_rate)
+                + "."
+            ),
+            "",
+        ]
+    out += [
         (
-            f"Room of {room}, {n} senders. Send syscalls per delivery at a common "
-            f"{fmt(m.count_rate)} msg/s, counted by perf on the server process: reactor "
-            f"{sends_at(r, m.count_rate)}; " + "; ".join(parts) + ". At its own knee "
-            f"({knee_text(r).split(' [')[0]} msg/s) the reactor made {sends_at(r, None)} "
-            "sends per delivery."
-        ),
-        "",
-        (
-            "Deliveries per write is chatd's `/stats` `writes_out` (one per batch queued to "
-            "one member) against the deliveries counted at the members: above 1, a batch "
-            "carried several lines of one sender's read, which every engine does. Sends per "
-            "delivery is what the I/O model makes of those writes: an engine that sends "
-            "each batch to each member as it comes makes about one send per write, while "
-            "one that flushes each member once per loop turn merges the writes of every "
-            "sender in that turn into one send, and the merge grows with the load, so its "
-            "cost per delivery falls as the rate rises until the turn itself is the limit."
+            "How to read them: deliveries per queued write (chatd's `/stats` `writes_out`, "
+            "one per batch queued to one member) above 1 means a read held several lines of "
+            "one sender, which every chatd engine batches into one event; a server that "
+            "falls behind reads more lines per read, so it also shows where queueing has "
+            "set in. Deliveries per send above deliveries per write means the server merged "
+            "the writes of several senders into one send to a member, which only a server "
+            "that flushes each connection once per loop turn does. A small send costs "
+            "about the same whatever it carries (the syscall and loopback's TCP path, not "
+            "the copy of a few hundred bytes), so a server whose sends per second use up "
+            "its core has reached its knee: the more deliveries each send carries, the "
+            "higher the rate before that happens."
         ),
         "",
     ]

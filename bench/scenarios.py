@@ -559,8 +559,9 @@ def _paced_record(
         )
     except (driver.DriverError, OSError) as exc:
         return _failed(job, scenario, "driver", params, str(exc))
-    util = r.driver_cpu_s / r.window_s
-    saturated = stats.is_saturated(r.driver_cpu_s, r.window_s)
+    wall = r.cpu_wall_s or r.window_s
+    util = r.driver_cpu_s / wall
+    saturated = stats.is_saturated(r.driver_cpu_s, wall)
     verdict = stats.judge_run(
         offered_rate=rate,
         achieved_rate=r.achieved_send_rate,

@@ -209,6 +209,11 @@ def test_parse_listening_tells_the_irc_listener_from_the_line_one() -> None:
     assert servers.parse_listening(irc) is None
     assert servers.parse_listening(irc, "irc") == ("127.0.0.1", 6667)
     assert servers.parse_listening("chatd asyncio tls: listening on 127.0.0.1:6697") is None
+    # the listener lines name their dialect (and TLS) once chatd has several listeners
+    tagged = "chatd threaded line: listening on 127.0.0.1:4041"
+    assert servers.parse_listening(tagged) == ("127.0.0.1", 4041)
+    for tls in ("chatd reactor line tls: listening on [::1]:1", "chatd reactor irc tls: ..."):
+        assert servers.parse_listening(tls) is None and servers.parse_listening(tls, "irc") is None
 
 
 def test_chatd_argv_names_engine_and_uvloop() -> None:
@@ -399,11 +404,14 @@ def test_full_run_fits_in_40_minutes_with_every_cell_repeated() -> None:
     sweeps: dict[tuple, int] = {}
     for j in js:
         key = (j.kind, j.target, j.room, j.scenario, j.deliveries, j.fanout)
-        if j.kind != "locust" or not servers.target_for(j.target).is_irc:
-            per_cell[key] = per_cell.get(key, 0) + (j.kind != "driver" or j.fanout)
+        per_cell[key] = per_cell.get(key, 0) + 1
         for n in j.sweeps:
             sweeps[(j.target, j.room, n)] = sweeps.get((j.target, j.room, n), 0) + 1
-    assert set(per_cell.values()) - {0} == {m.reps}
+    for (kind, target, _room, _scen, _d, fanout), count in per_cell.items():
+        if kind == "driver":
+            assert count == m.reps or not fanout  # jobs without fan-out: extra sweeps
+        else:
+            assert count == m.aux_reps, (kind, target)
     for (target, room, n), count in sweeps.items():
         headline = (room, n) == (m.headline_room, m.headline_senders)
         assert count == (m.headline_reps if headline else m.saturation_grid_reps), target
@@ -496,14 +504,20 @@ def test_quick_bench_smoke(tmp_path: Path) -> None:
     why = _missing_for_smoke()
     if why:
         pytest.skip(why)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--label", "smoke", "--out", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=230,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "--quick", "--label", "smoke", "--out", str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=230,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        load = os.getloadavg()[0]
+        if load > 2 * (os.cpu_count() or 1):
+            pytest.skip(f"quick bench ran out of time on a busy machine (load average {load:.0f})")
+        raise
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (outdir,) = tmp_path.iterdir()
     doc = json.loads((outdir / "results.json").read_text())
@@ -840,7 +854,7 @@ def test_send_counter_counts_this_process_sends_only_while_enabled() -> None:
 
 def _paced_ok(fleet: driver.Fleet, rate: float, senders: int) -> driver.PacedResult:
     r = fleet.paced(
-        rate=rate, warmup_s=0.1, window_s=0.6, payload=48, drain_s=3.0, active_senders=senders
+        rate=rate, warmup_s=0.1, window_s=0.6, payload=48, drain_s=10.0, active_senders=senders
     )
     assert (r.errors, r.lost, r.reordered, r.missing) == (0, 0, 0, 0), fleet.error_lines
     assert r.expected_samples > 0 and len(r.latencies_ns) == r.expected_samples
