@@ -21,7 +21,7 @@ Theory of operation
 * Paced runs read the timing receivers (below) as soon as data arrives and every other
   socket lazily, every 10-100 ms: at low rates a server sends each delivery on its own,
   and reading 1,000 sockets promptly cost the driver a syscall per delivery (it
-  saturated at 100k deliveries/s); read lazily, each read takes several messages while
+  saturated far below the servers' knees); read lazily, each read takes several messages while
   the socket's kernel buffer holds them (32 KiB at most, inside loopback's window).
 * Timing receivers: a sample of the members also split lines, parse the stamp
   (``wire.parse_stamp``), check each sender's sequence (lost / reordered) and record
@@ -678,7 +678,7 @@ class Fleet:
         # measurement); every other socket only every lazy_ns, so it holds several
         # messages per read. At low rates a server sends every delivery on its own, and
         # reading 1,000 sockets promptly would cost the driver a syscall per delivery
-        # (it saturated at 100k deliveries/s); read lazily, the sockets' kernel buffers
+        # (it saturated far below the servers' knees); read lazily, the sockets' kernel buffers
         # hold the difference (LAZY_BYTES per socket, well inside loopback's window).
         fast, lazy = self._fast_ep, self._lazy_ep
         lazy_fds = [m.sock.fileno() for m in self.members + self.senders if id(m) not in timed_ids]

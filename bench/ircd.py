@@ -10,7 +10,7 @@ penalties and ``MaxConnectionsIP = 0`` its per-address limit; InspIRCd's connect
 gets a threshold and command rate no sender reaches, ``fakelag="no"``, send and receive
 queues as large as chatd's ``--max-sendq`` (1 MiB) and no per-address limit, and
 ``<performance netbuffersize="65534">`` lets one read take 64 KiB. Both ping only once
-an hour (the driver answers PINGs, but a bench job lasts a minute at most), and neither
+an hour (the driver answers PINGs, but a bench job is far shorter), and neither
 looks up DNS or ident, which on loopback would only add a delay per connection.
 
 The configs are pure text from a port (and a directory for InspIRCd's pid and log

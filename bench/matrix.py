@@ -265,7 +265,8 @@ def jobs(m: Matrix, *, locust_ok: bool, locust_irc: bool = False) -> list[Job]:
     One driver job per (target, room) does everything the lean driver measures in that
     room -- the fan-out rates, the saturation sweeps, the flood -- on one server and one
     set of connections, so each room's join storm is paid once per repetition (ngircd
-    takes about a minute to register 1,000 clients). ``locust_irc``: loadtest's Locust
+    forks a resolver per connection, so its room of 1,000 is slow to fill). ``locust_irc``:
+    loadtest's Locust
     user speaks IRC (``--chat-dialect irc``), so the IRC targets get Locust runs too.
     """
     out: list[Job] = []
@@ -309,7 +310,7 @@ def jobs(m: Matrix, *, locust_ok: bool, locust_irc: bool = False) -> list[Job]:
         if locust_ok and "senders" in m.scenarios:
             for t in m.targets:
                 # IRC targets' Locust runs: the first repetition only (a cross-check of
-                # the lean driver's IRC figures; ngircd's join storm is a minute a run)
+                # the lean driver's IRC figures; ngircd's join storm is slow to fill)
                 irc = locust_irc and rep == 1
                 if takes_part(t, "senders", locust_irc=irc):
                     out.append(Job("locust", t, rep, room=m.senders_room, scenario="senders"))

@@ -262,6 +262,7 @@ class _Room:
         self.stats: counters.StatsClient | None = None
         self.records: list[dict[str, Any]] = []
         self.done: list[dict[str, Any]] = []
+        self.setup_s = 0.0
 
     def open(self) -> str | None:
         """Start the server and fill the room; the reason when that failed."""
@@ -280,14 +281,15 @@ class _Room:
             self.srv.host, self.srv.port, dialect=self.target.dialect, prefix="d"
         )
         n = self.job.room
+        t = time.monotonic()
         try:
             # Redis: n-1 subscribers plus separate publishers, so a message reaches n-1
             # receivers, as in a chatd or IRC room of n.
-            self.fleet.add(
-                n - 1 + self.senders if self.target.is_redis else n, senders=self.senders
-            )
+            size = n - 1 + self.senders if self.target.is_redis else n
+            self.fleet.add(size, senders=self.senders)
         except (driver.DriverError, OSError) as exc:
             return f"setup: {exc}"
+        self.setup_s = time.monotonic() - t
         return None
 
     @property
@@ -303,6 +305,8 @@ class _Room:
             self.fleet = None
         if self.srv is not None:
             _finish(self.srv, self.records)
+            for r in self.records:
+                r["server"]["setup_s"] = self.setup_s  # filling the room: the join storm
             self.srv = None
         self.done += self.records
         self.records = []

@@ -5,8 +5,8 @@ merges many lines into one send per member per loop turn makes far fewer sends t
 engine that sends each batch to each member), and it must be measured, not argued.
 
 Why perf and not /proc/PID/io: ``syscw`` there counts write(2) and writev(2) but not
-send(2)/sendto(2)/sendmsg(2) -- checked on this kernel: 1000 ``socket.send`` calls add 0
-to syscw -- and Python's ``socket.send`` is sendto(2), while redis-server and ngircd use
+send(2)/sendto(2)/sendmsg(2) (tests/test_bench.py checks it: ``socket.send`` calls leave
+syscw as it was), and Python's ``socket.send`` is sendto(2), while redis-server and ngircd use
 write(2). The tracepoints ``syscalls:sys_enter_*`` count every one of them exactly, per
 process (all threads), whichever call a server uses.
 

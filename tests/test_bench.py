@@ -884,3 +884,28 @@ def test_the_driver_paces_any_dialect_with_any_number_of_active_senders(
     finally:
         fleet.close()
         assert srv.stop(), srv.stderr_tail
+
+
+def test_proc_io_syscw_does_not_count_socket_sends() -> None:
+    """Why bench/syscount.py uses perf: /proc/PID/io's syscw misses send(2)."""
+    try:
+        open("/proc/self/io").close()
+    except OSError:
+        pytest.skip("no /proc/self/io")
+
+    def syscw() -> int:
+        with open("/proc/self/io") as f:
+            return int(dict(line.split(": ") for line in f.read().splitlines())["syscw"])
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    with a, b, srv:
+        before = syscw()
+        for _ in range(100):
+            a.send(b"x")
+        after_sends = syscw()
+        for _ in range(100):
+            os.write(a.fileno(), b"x")
+        after_writes = syscw()
+    assert after_sends == before and after_writes - after_sends >= 100
