@@ -60,7 +60,7 @@ class Window:
         s0, s1 = self.s0, self.s1
         if s0 is None or s1 is None:
             return {"cpu_s": None, "cpu_util": None, "rss_bytes": None}
-        wall = max(1e-9, self.t1 - self.t0)
+        wall = max(1e-9, s1.t - s0.t)  # both taken right after reading /proc/PID
         return {
             "cpu_s": s1.cpu_s - s0.cpu_s,
             "cpu_util": (s1.cpu_s - s0.cpu_s) / wall,
@@ -356,6 +356,7 @@ def _driver_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
                     room.records.append(_failed(job, "flood", "driver", {"room": job.room}, why))
                     return room.done + room.records
             assert room.srv is not None and room.fleet is not None
+            _settle(room)
             room.records.append(_flood_run(job, m, room.srv, room.fleet))
     finally:
         room.close()
@@ -372,6 +373,34 @@ def _sat_params(job: Job, m: Matrix, n_send: int, rate: float | None = None) -> 
     return p
 
 
+#: A server is idle once it uses less than this share of a core over SETTLE_PERIOD_S.
+SETTLE_CPU = 0.1
+SETTLE_PERIOD_S = 0.25
+#: Longest wait for a server to work off a backlog before the next measurement.
+SETTLE_MAX_S = 15.0
+
+
+def _settle(room: _Room) -> None:
+    """Wait (bounded) until the server has worked off what the last step left queued.
+
+    After a step past saturation the server may still be delivering a backlog after the
+    driver's quiet period (a threaded server stalls in blocking sends); a measurement
+    started then would count that work as its own.
+    """
+    if room.srv is None or room.fleet is None:
+        return
+    deadline = time.monotonic() + SETTLE_MAX_S
+    prev = room.srv.sample()
+    while prev is not None and time.monotonic() < deadline:
+        room.fleet.drain_quiet(time.monotonic() + SETTLE_PERIOD_S)
+        now = room.srv.sample()
+        if now is None or now.t <= prev.t:
+            return
+        if (now.cpu_s - prev.cpu_s) / (now.t - prev.t) < SETTLE_CPU:
+            return
+        prev = now
+
+
 def _sweep(job: Job, m: Matrix, room: _Room, n_send: int) -> None:
     """One saturation sweep: the total rate doubles from saturation_start until a step's
     p99 passes stop_p99_ms, a message is lost, the step is invalid (load generator
@@ -381,6 +410,7 @@ def _sweep(job: Job, m: Matrix, room: _Room, n_send: int) -> None:
     knee and, in the headline configuration, at the common count_rate.
     """
     steps: list[dict[str, Any]] = []
+    _settle(room)
     for rate in m.saturation_rates():
         rec = _saturation_step(job, m, room, n_send, rate, count=False)
         check_contention(rec, room.ctx)
@@ -421,6 +451,7 @@ def _sweep(job: Job, m: Matrix, room: _Room, n_send: int) -> None:
     for rate in rates:
         if room.broken:
             break
+        _settle(room)
         room.records.append(_saturation_step(job, m, room, n_send, rate, count=True))
 
 
@@ -436,6 +467,13 @@ def _stop_reason(rec: dict[str, Any], m: Matrix) -> str:
     if (met.get("lost") or 0) + (met.get("reordered") or 0):
         return "messages lost"
     reasons = rec.get("reasons") or []
+    if _was_contended(rec):
+        # Other work took a pinned CPU (twice: the step was measured again), which also
+        # explains senders behind schedule or a starved load generator. Go on up the
+        # rates: the steps stay invalid and the knee says "contended", but the curve is
+        # drawn; only what contention cannot explain ends the sweep.
+        soft = ("machine contended", "% of offered", "load generator saturated")
+        reasons = [r for r in reasons if not any(x in r for x in soft)]
     if reasons:
         return "; ".join(reasons)
     p99 = met.get("latency_p99_ms")
