@@ -20,25 +20,28 @@ from typing import Any
 
 import click
 
-from bench import aggregate, locustrun, matrix, procstat, scenarios, servers
+from bench import aggregate, ircd, locustrun, matrix, procstat, scenarios, servers, syscount
 from bench.report import fmt
 
 REPORTS = Path(__file__).resolve().parent / "reports"
-SCHEMA = "chatd-bench/1"
+SCHEMA = "chatd-bench/2"
 
 
 def available_targets() -> tuple[list[str], list[str]]:
-    """(targets that can run here, notes on the ones that cannot)."""
-    out, notes = ["reactor", "threaded", "asyncio"], []
-    if servers.uvloop_available():
-        out.append("asyncio+uvloop")
-    else:
-        notes.append("asyncio+uvloop skipped: uvloop or chatd --uvloop not available")
-    if servers.redis_available():
-        out.append("redis")
-    else:
-        notes.append("redis skipped: redis-server not installed")
+    """(targets that can run here, notes on the ones that cannot: "X skipped: why")."""
+    out, notes = [], []
+    for name in servers.TARGETS:
+        why = servers.unavailable(name)
+        if why:
+            notes.append(f"{name} skipped: {why}")
+        else:
+            out.append(name)
     return out, notes
+
+
+#: Targets of `--quick` (those available): the three I/O models' extremes, the Redis
+#: anchor and one IRC target, so every code path of the driver runs once.
+QUICK_TARGETS: tuple[str, ...] = ("reactor", "threaded", "redis", "reactor-irc", "inspircd")
 
 
 def summarize(rec: dict[str, Any]) -> str:
@@ -46,6 +49,13 @@ def summarize(rec: dict[str, Any]) -> str:
     m = rec["metrics"]
     if rec["scenario"] == "flood":
         body = f"{fmt(m.get('deliveries_per_s'))} deliveries/s"
+    elif rec["scenario"] == "sendcount":
+        body = (
+            f"{rec['params'].get('senders')} senders, {fmt(rec['params'].get('offered'))} msg/s: "
+            f"{fmt(m.get('sends_per_delivery'))} sends/delivery"
+        )
+        if m.get("deliveries_per_write") is not None:
+            body += f", {fmt(m.get('deliveries_per_write'))} deliveries/write"
     elif rec["scenario"] == "idle":
         body = (
             f"{rec['params'].get('connections')} conns: {fmt(m.get('rss_per_conn_bytes'))} B/conn"
@@ -55,7 +65,12 @@ def summarize(rec: dict[str, Any]) -> str:
             f"p50 {fmt(m.get('latency_p50_ms'))} ms p99 {fmt(m.get('latency_p99_ms'))} ms, "
             f"{fmt(m.get('deliveries_per_s'))} deliv/s"
         )
-        if "offered" in rec["params"]:
+        if rec["scenario"] == "saturation":
+            p = rec["params"]
+            body = f"{p.get('senders')} senders, {fmt(p.get('offered'))} msg/s: " + body
+            if rec.get("sweep_stop"):
+                body += f" [sweep ends: {rec['sweep_stop']}]"
+        elif "offered" in rec["params"]:
             body = f"offered {fmt(rec['params']['offered'])}/s: " + body
     lg = rec.get("loadgen") or {}
     srv = rec.get("server") or {}
@@ -75,8 +90,12 @@ def summarize(rec: dict[str, Any]) -> str:
     "--engine",
     "engines",
     multiple=True,
-    type=click.Choice(list(servers.ENGINES) + ["redis"]),
-    help="Targets to run (repeatable) [default: all available; quick: reactor, threaded, redis].",
+    type=click.Choice(list(servers.TARGETS)),
+    help=(
+        "Targets to run (repeatable) [default: all available; quick: "
+        + ", ".join(QUICK_TARGETS)
+        + " where available]."
+    ),
 )
 @click.option(
     "--scenario",
@@ -85,7 +104,26 @@ def summarize(rec: dict[str, Any]) -> str:
     type=click.Choice(list(matrix.SCENARIOS)),
     help="Scenarios to run (repeatable) [default: all].",
 )
-@click.option("--reps", type=click.IntRange(1, 20), default=None, help="Repetitions per cell.")
+@click.option(
+    "--reps",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="Repetitions of every cell (the saturation headline's too).",
+)
+@click.option(
+    "--room",
+    "sat_rooms",
+    multiple=True,
+    type=click.IntRange(2, 10000),
+    help="Saturation sweep: room sizes (repeatable) [default: 100 and 1000].",
+)
+@click.option(
+    "--senders",
+    "sat_senders",
+    multiple=True,
+    type=click.IntRange(1, 1000),
+    help="Saturation sweep: sender counts (repeatable) [default: 1, 10 and 100].",
+)
 @click.option("--no-locust", is_flag=True, help="Skip the Locust scenarios.")
 @click.option(
     "--out",
@@ -112,6 +150,8 @@ def main(
     engines: tuple[str, ...],
     scens: tuple[str, ...],
     reps: int | None,
+    sat_rooms: tuple[int, ...],
+    sat_senders: tuple[int, ...],
     no_locust: bool,
     out_root: Path,
     dry_run: bool,
@@ -138,22 +178,39 @@ def main(
         if missing:
             raise click.ClickException(f"not available here: {', '.join(missing)}")
         targets = tuple(engines)
+        notes = []  # the targets not asked for need no note
     elif quick:
-        targets = tuple(t for t in ("reactor", "threaded", "redis") if t in avail)
+        irc = [t for t in ("reactor-irc", "inspircd") if t in avail][:1]
+        targets = tuple(t for t in ("reactor", "threaded", "redis") if t in avail) + tuple(irc)
     else:
         targets = tuple(avail)
     m = matrix.quick(targets) if quick else matrix.full(targets)
     if scens:
         m = dataclasses.replace(m, scenarios=tuple(s for s in matrix.SCENARIOS if s in scens))
     if reps:
-        m = dataclasses.replace(m, reps=reps)
+        m = dataclasses.replace(m, reps=reps, headline_reps=reps, aux_reps=reps)
+    if sat_rooms:
+        rooms = tuple(sorted(set(sat_rooms)))
+        head = m.headline_room if m.headline_room in rooms else max(rooms)
+        m = dataclasses.replace(m, saturation_rooms=rooms, headline_room=head)
+    if sat_senders:
+        sends = tuple(sorted(set(sat_senders)))
+        head = m.headline_senders if m.headline_senders in sends else sends[0]
+        m = dataclasses.replace(m, saturation_senders=sends, headline_senders=head)
     locust_ok = not no_locust and locustrun.available()
     if not locust_ok:
         notes.append(
             "Locust scenarios skipped: "
             + ("--no-locust" if no_locust else "locust or loadtest/chat.py missing")
         )
-    js = matrix.jobs(m, locust_ok=locust_ok)
+    locust_irc = locust_ok and locustrun.speaks_irc()
+    if locust_ok and not locust_irc and any(servers.target_for(t).is_irc for t in targets):
+        notes.append("Locust runs of the IRC targets skipped: loadtest/ has no --chat-dialect yet")
+    if "saturation" in m.scenarios and m.count_sends:
+        why = syscount.unavailable()
+        if why:
+            notes.append(f"send syscalls not counted: {why}")
+    js = matrix.jobs(m, locust_ok=locust_ok, locust_irc=locust_irc)
     est = matrix.estimate_total_s(js, m)
     label = label or ("quick" if quick else "full")
     command = "python -m bench" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
@@ -204,7 +261,8 @@ def main(
         remaining = max(0.0, remaining - matrix.estimate_s(job, m))
     duration = time.monotonic() - t_start
     cs = aggregate.cells(runs)
-    gs = aggregate.goals(cs, m)
+    ks = aggregate.knees(runs, m)
+    gs = aggregate.goals(cs, m, ks)
     steals = [r["steal"].get("cpu") for r in runs if r.get("steal", {}).get("cpu") is not None]
     now = dt.datetime.now()
     outdir = out_root / f"{now:%Y-%m-%d}-{label}"
@@ -223,7 +281,14 @@ def main(
         "steal_mean": statistics.fmean(steals) if steals else 0.0,
         "notes": notes,
         "matrix": {k: v for k, v in dataclasses.asdict(m).items() if k != "notes"},
+        "versions": {t: servers.version(t) for t in targets},
+        "irc_configs": {
+            t: ircd.config_text(servers.target_for(t).kind, "PORT", "RUNDIR")
+            for t in targets
+            if servers.target_for(t).kind in ircd.EXECUTABLES
+        },
         "goals": gs,
+        "knees": ks,
         "cells": cs,
         "runs": runs,
     }
@@ -241,7 +306,10 @@ def write_outputs(doc: dict[str, Any], outdir: Path) -> None:
     """results.json, the plots and report.md into outdir (doc["_matrix"] is the Matrix)."""
     from bench import plots, report  # matplotlib only once there is something to draw
 
-    plot_files = plots.all_plots(doc["cells"], outdir, doc["caption"])
+    m: matrix.Matrix = doc["_matrix"]
+    plot_files = plots.all_plots(
+        doc["cells"], outdir, doc["caption"], knee_ms=m.knee_p99_ms, stop_ms=m.stop_p99_ms
+    )
     doc["plots"] = plot_files
     plain = {k: v for k, v in doc.items() if k != "_matrix"}
     (outdir / "results.json").write_text(json.dumps(plain, indent=1, default=str) + "\n")

@@ -1,8 +1,13 @@
-"""From run records to cells (median and range over valid runs) and to issue 4's goals.
+"""From run records to cells (median and range over valid runs), knees, and the goals.
 
 A cell is every repetition of one (scenario, tool, target, params). Only valid runs enter
 its median and range; the invalid ones are counted and their reasons kept, so the report
 can list them instead of averaging them in.
+
+A knee (issue 10) is per (target, room, senders): each repetition's sweep gives one
+(``stats.knee``), the headline is their median, and the figures beside it -- p99, server
+and load-generator CPU, sends and writes per delivery -- are those of the steps at the
+knee.
 """
 
 from __future__ import annotations
@@ -14,8 +19,15 @@ from typing import Any
 from bench import stats
 from bench.matrix import Matrix
 
-#: Goal ids, in report order.
-GOAL_IDS = ("flood_vs_threaded", "flood_vs_redis", "senders_p99", "senders_p99_driver", "idle_rss")
+#: Goal ids, in report order: issue 10's (the saturation knee) first, then issue 4's.
+KNEE_GOAL_IDS = ("knee_vs_threaded", "knee_vs_asyncio", "knee_vs_redis")
+GOAL_IDS = KNEE_GOAL_IDS + (
+    "flood_vs_threaded",
+    "flood_vs_redis",
+    "senders_p99",
+    "senders_p99_driver",
+    "idle_rss",
+)
 
 
 def cell_key(run: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -103,9 +115,189 @@ def median_of(c: dict[str, Any] | None, metric: str) -> float | None:
     return m["median"] if m else None
 
 
-def goals(cs: list[dict[str, Any]], m: Matrix) -> list[dict[str, Any]]:
-    """Judge issue 4's goals on this run's cells. met is None when a side is missing."""
+#: Figures taken from the step at each repetition's knee (metrics, then resources).
+_AT_KNEE_METRICS = ("latency_p50_ms", "latency_p99_ms", "deliveries_per_s", "deliveries_per_write")
+_AT_KNEE_SECTIONS = (("server", "cpu_util"), ("loadgen", "cpu_util"))
+
+
+def knees(runs: list[dict[str, Any]], m: Matrix) -> list[dict[str, Any]]:
+    """One entry per (target, room, senders) that was swept, in target/room/senders order.
+
+    ``rate`` is the median over repetitions of each sweep's knee (a knee below the first
+    step counts as 0 there and shows as None when it is the median); ``per_rep`` keeps
+    every repetition's knee with what ended it; ``at_knee`` has median/min/max of the
+    knee steps' figures; ``sendcount`` the counting steps (sends per delivery) by rate.
+    """
+    sweeps: dict[tuple[str, int, int], dict[int, list[dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    counts: dict[tuple[str, int, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        p = r.get("params") or {}
+        if r.get("scenario") not in ("saturation", "sendcount") or "senders" not in p:
+            continue
+        key = (r["target"], p["room"], p["senders"])
+        if r["scenario"] == "sendcount":
+            counts[key].append(r)
+        elif "offered" in p and not r.get("retried"):
+            sweeps[key][r["rep"]].append(r)
     out = []
+    order = {t: i for i, t in enumerate(_target_order())}
+    for key in sorted(sweeps, key=lambda k: (order.get(k[0], 99), k[1], k[2])):
+        target, room, senders = key
+        per, at = [], []
+        for rep, steps in sorted(sweeps[key].items()):
+            k = stats.knee(steps, m.knee_p99_ms)
+            last = max(steps, key=lambda st: st["params"]["offered"])
+            per.append(
+                {
+                    "rep": rep,
+                    "rate": k.rate,
+                    "limit": k.limit,
+                    "detail": k.detail,
+                    "lower_bound": k.lower_bound,
+                    "sweep_stop": last.get("sweep_stop", ""),
+                    "steps": len(steps),
+                    "first_rate": min(st["params"]["offered"] for st in steps),
+                }
+            )
+            if k.rate is not None:
+                at += [st for st in steps if st["params"]["offered"] == k.rate and st["valid"]]
+        rates = [p["rate"] or 0.0 for p in per]
+        med = stats.median(rates)
+        mid = min(per, key=lambda p: abs((p["rate"] or 0.0) - med))
+        at_knee: dict[str, Any] = {}
+        for name in _AT_KNEE_METRICS:
+            vals = [st["metrics"][name] for st in at if _is_num(st["metrics"].get(name))]
+            sp = stats.spread(vals)
+            if sp is not None:
+                at_knee[name] = sp.as_dict()
+        for section, name in _AT_KNEE_SECTIONS:
+            sp = stats.spread(
+                [st[section][name] for st in at if _is_num((st.get(section) or {}).get(name))]
+            )
+            if sp is not None:
+                at_knee[f"{section}_{name}"] = sp.as_dict()
+        sendcount = {}
+        for c in counts.get(key, []):
+            met = c["metrics"]
+            if c["valid"] and _is_num(met.get("sends_per_delivery")):
+                sendcount[str(c["params"]["offered"])] = {
+                    "offered": c["params"]["offered"],
+                    "sends_per_delivery": met["sends_per_delivery"],
+                    "deliveries_per_write": met.get("deliveries_per_write"),
+                    "send_syscalls": c.get("send_syscalls"),
+                    "rep": c["rep"],
+                }
+        out.append(
+            {
+                "target": target,
+                "room": room,
+                "senders": senders,
+                "rate": med if med > 0 else None,
+                "lower_bound": bool(mid["lower_bound"]),
+                "limit": mid["limit"],
+                "per_rep": per,
+                "at_knee": at_knee,
+                "sendcount": sendcount,
+            }
+        )
+    return out
+
+
+def _target_order() -> tuple[str, ...]:
+    from bench.servers import TARGETS
+
+    return tuple(TARGETS)
+
+
+def find_knee(
+    ks: list[dict[str, Any]], target: str, room: int, senders: int
+) -> dict[str, Any] | None:
+    for k in ks:
+        if (k["target"], k["room"], k["senders"]) == (target, room, senders):
+            return k
+    return None
+
+
+def _interval(k: dict[str, Any] | None, start: float) -> tuple[float, float] | None:
+    """The range the true knee lies in, as far as the sweep can tell."""
+    if k is None:
+        return None
+    if k["rate"] is None:
+        if k["lower_bound"]:
+            return None  # the first step could not be measured: nothing is known
+        return 0.0, start  # the server failed the first step: below it
+    if k["lower_bound"]:
+        return k["rate"], float("inf")
+    return k["rate"], k["rate"]
+
+
+def knee_goal(
+    gid: str,
+    ks: list[dict[str, Any]],
+    m: Matrix,
+    other: str,
+    factor: float,
+) -> dict[str, Any]:
+    """Reactor's knee >= factor x other's, in the headline configuration.
+
+    Judged on intervals: a knee cut short by the load generator is a lower bound, one
+    below the first step an upper bound, so "met" needs the worst case to pass and
+    "not met" the best case to fail; otherwise it is not judged.
+    """
+    room, senders = m.headline_room, m.headline_senders
+    kr = find_knee(ks, "reactor", room, senders)
+    ko = find_knee(ks, other, room, senders)
+    ir, io = _interval(kr, m.saturation_start), _interval(ko, m.saturation_start)
+    met: bool | None = None
+    ratio = None
+    if ir is not None and io is not None:
+        lo = ir[0] / io[1] if io[1] > 0 else float("inf")
+        hi = ir[1] / io[0] if io[0] > 0 else float("inf")
+        if lo >= factor:
+            met = True
+        elif hi < factor:
+            met = False
+        if kr and ko and kr["rate"] and ko["rate"]:
+            ratio = kr["rate"] / ko["rate"]
+    times = f"{factor:g}x " if factor != 1 else ""
+    text = (
+        f"saturation knee (msg/s at p99 <= {m.knee_p99_ms:g} ms, nothing lost), room of "
+        f"{room}, {senders} senders: reactor >= {times}{other}"
+    )
+    measured: dict[str, Any] = {
+        "reactor": kr["rate"] if kr else None,
+        other: ko["rate"] if ko else None,
+        "ratio": ratio,
+    }
+    notes = [
+        _bound_note(name, k, m.saturation_start)
+        for name, k in (("reactor", kr), (other, ko))
+        if k is not None and (k["rate"] is None or k["lower_bound"])
+    ]
+    if notes:
+        measured["bounds"] = "; ".join(notes)
+    return _goal(gid, text, measured, met)
+
+
+def _bound_note(name: str, k: dict[str, Any], start: float) -> str:
+    if k["rate"] is None and not k["lower_bound"]:
+        return f"{name} failed the first step ({start:g} msg/s): its knee is below it"
+    if k["rate"] is None:
+        return f"{name} not measured ({k['limit']})"
+    return f"{name} >= {k['rate']:g} (cut short: {k['limit']})"
+
+
+def goals(
+    cs: list[dict[str, Any]], m: Matrix, ks: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Judge issue 10's knee goals and issue 4's goals. met is None when a side is missing."""
+    out = []
+    if ks:
+        out.append(knee_goal("knee_vs_threaded", ks, m, "threaded", 10.0))
+        out.append(knee_goal("knee_vs_asyncio", ks, m, "asyncio", 10.0))
+        out.append(knee_goal("knee_vs_redis", ks, m, "redis", 1.0))
     n = m.flood_room
     fr = median_of(find(cs, "flood", "reactor", room=n), "deliveries_per_s")
     ft = median_of(find(cs, "flood", "threaded", room=n), "deliveries_per_s")

@@ -42,6 +42,21 @@ def available() -> bool:
     return locust_exe() is not None and LOCUSTFILE.exists()
 
 
+def speaks_irc() -> bool:
+    """True when loadtest's Locust user has its IRC dialect (``--chat-dialect irc``).
+
+    Read from the source, not by importing it: importing locust monkey-patches the
+    bench process (see the module docstring), and ``locust --help`` costs seconds.
+    """
+    for path in LOCUSTFILE.parent.glob("*.py"):
+        try:
+            if "--chat-dialect" in path.read_text(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @dataclass(frozen=True)
 class LocustPlan:
     """One headless Locust run that measures steady state only.
@@ -67,6 +82,8 @@ class LocustPlan:
     warmup_s: float = 1.0
     #: most seconds the spawn and join storm may take before -t cuts into the window
     fill_budget_s: float = 30.0
+    #: the wire protocol: "line" (chatd's) or "irc" (loadtest's --chat-dialect irc)
+    dialect: str = "line"
 
     @property
     def offered_rate(self) -> float:
@@ -118,6 +135,8 @@ def command(plan: LocustPlan, host: str, port: int, out_json: Path) -> list[str]
         "--chat-measure-time",
         f"{plan.window_s:g}",
     ]
+    if plan.dialect != "line":
+        argv += ["--chat-dialect", plan.dialect]
     if plan.slow_reader:
         argv += ["ChatUser", "SlowReaderUser"]
     return argv

@@ -16,18 +16,33 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from bench import aggregate
 
-#: One colour per target, stable across plots.
+#: One colour per target, stable across plots; the IRC targets are drawn dashed.
 COLORS: dict[str, str] = {
     "reactor": "#1b9e77",
     "threaded": "#d95f02",
     "asyncio": "#7570b3",
     "asyncio+uvloop": "#e7298a",
     "redis": "#666666",
+    "reactor-irc": "#1b9e77",
+    "ngircd": "#a6761d",
+    "inspircd": "#e6ab02",
 }
-ORDER = ("reactor", "threaded", "asyncio", "asyncio+uvloop", "redis")
+ORDER = (
+    "reactor",
+    "threaded",
+    "asyncio",
+    "asyncio+uvloop",
+    "redis",
+    "reactor-irc",
+    "ngircd",
+    "inspircd",
+)
+#: Targets that speak IRC (dashed lines).
+IRC = frozenset({"reactor-irc", "ngircd", "inspircd"})
 
 
 def _title(title: str, caption: str, width: int) -> str:
@@ -97,6 +112,95 @@ def fanout(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
         fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=5, fontsize=7)
     fig.suptitle(_title("Paced fan-out: p99 latency vs load", caption, 160), fontsize=9)
     fig.tight_layout(rect=(0, 0.12 if seen else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def saturation(
+    cs: list[dict[str, Any]],
+    path: Path,
+    caption: str,
+    knee_ms: float = 100.0,
+    stop_ms: float = 1000.0,
+) -> Path | None:
+    """p99 against offered rate (log-log), one panel per (room, senders), one line per
+    target: the median over valid repetitions at each rate. A line ends where its
+    sweep stopped; the dotted lines are the knee's bound and the stop line."""
+    sat = [
+        c
+        for c in cs
+        if c["scenario"] == "saturation"
+        and "offered" in c["params"]
+        and "latency_p99_ms" in c["metrics"]
+    ]
+    rooms = sorted({c["params"]["room"] for c in sat})
+    sends = sorted({c["params"]["senders"] for c in sat})
+    if not rooms or not sends:
+        return None
+    fig, axes = plt.subplots(
+        len(rooms),
+        len(sends),
+        figsize=(4.6 * len(sends), 3.9 * len(rooms) + 0.9),
+        squeeze=False,
+        sharey=True,
+    )
+    for row, room in zip(axes, rooms, strict=True):
+        for ax, n in zip(row, sends, strict=True):
+            for t in _targets(sat):
+                pts = sorted(
+                    (c["params"]["offered"], c["metrics"]["latency_p99_ms"])
+                    for c in sat
+                    if (c["target"], c["params"]["room"], c["params"]["senders"]) == (t, room, n)
+                    and "latency_p99_ms" in c["metrics"]
+                )
+                if not pts:
+                    continue
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1]["median"] for p in pts],
+                    yerr=[[_err(p[1])[0] for p in pts], [_err(p[1])[1] for p in pts]],
+                    fmt="--o" if t in IRC else "-o",
+                    ms=3.5,
+                    mfc="none" if t in IRC else None,
+                    color=COLORS.get(t),
+                    capsize=2,
+                    label=t,
+                )
+            ax.axhline(knee_ms, color="red", ls=":", lw=1)
+            ax.axhline(stop_ms, color="black", ls=":", lw=0.8)
+            ax.set_xscale("log", base=2)
+            xs = sorted(
+                {
+                    c["params"]["offered"]
+                    for c in sat
+                    if (c["params"]["room"], c["params"]["senders"]) == (room, n)
+                }
+            )
+            ax.set_xticks(xs, [_short(x) for x in xs], fontsize=7, rotation=45)
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _short(v)))
+            ax.set_title(f"room of {room}, {n} sender{'s' if n != 1 else ''}", fontsize=9)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_xlabel("offered messages/s (total)", fontsize=8)
+        row[0].set_ylabel("p99 latency (ms)", fontsize=8)
+    seen: dict[str, Any] = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=8, fontsize=8)
+    fig.suptitle(
+        _title(
+            f"Saturation: p99 vs offered rate (knee: p99 <= {knee_ms:g} ms, red)",
+            caption,
+            int(14 * 4.6 * len(sends)),
+        ),
+        fontsize=9,
+    )
+    height = 3.9 * len(rooms) + 0.9
+    fig.tight_layout(rect=(0, (0.35 / height) if seen else 0, 1, 1 - 0.8 / height))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -239,10 +343,26 @@ def idle(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
     return path
 
 
-def all_plots(cs: list[dict[str, Any]], outdir: Path, caption: str) -> dict[str, str]:
+def all_plots(
+    cs: list[dict[str, Any]],
+    outdir: Path,
+    caption: str,
+    knee_ms: float = 100.0,
+    stop_ms: float = 1000.0,
+) -> dict[str, str]:
     """Write every plot that has data; return {name: file name}."""
     made = {}
-    for name, fn in (("fanout", fanout), ("flood", flood), ("senders", senders), ("idle", idle)):
+
+    def sat(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
+        return saturation(cs, path, caption, knee_ms, stop_ms)
+
+    for name, fn in (
+        ("saturation", sat),
+        ("fanout", fanout),
+        ("flood", flood),
+        ("senders", senders),
+        ("idle", idle),
+    ):
         p = fn(cs, outdir / f"{name}.png", caption)
         if p is not None:
             made[name] = p.name

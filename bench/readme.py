@@ -2,8 +2,8 @@
 
 The README must show only figures that come from a committed report, so it is never
 edited by hand between its markers: ``python -m bench --update-readme DIR`` rewrites that
-block from DIR/results.json (the goals, the headline table, the main plot, the command
-and the machine).
+block from DIR/results.json (the knee goals and table, the saturation plot, issue 4's
+goals and headline table, the command and the machine).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import matrix, report
+from bench import aggregate, matrix, report, saturation_report
 
 README = Path(__file__).resolve().parent / "README.md"
 #: The project's README shows the same headline block.
@@ -38,14 +38,31 @@ def block(report_dir: Path, readme: Path = README) -> str:
         f"`{doc['command']}` ({doc['duration_s'] / 60:.1f} min). **Machine:** {doc['caption']}; "
         f"{doc['machine']['cpu_model']}, Python {doc['python']}.",
         "",
-        *report.goals_table(doc),
-        "",
-        *report.headline(doc["cells"], doc["_matrix"]),
-        "",
     ]
     plots = doc.get("plots") or {}
-    if "fanout" in plots:
-        lines += [f"![paced fan-out: p99 latency vs load]({rel}/{plots['fanout']})", ""]
+    m = doc["_matrix"]
+    knee_goals = report.goals_table(doc, aggregate.KNEE_GOAL_IDS)
+    if knee_goals:
+        lines += [
+            f"**Where the designs differ: the saturation knee** (the highest total rate at "
+            f"which p99 <= {m.knee_p99_ms:g} ms and nothing is lost; {m.headline_senders} "
+            f"senders into a room of {m.headline_room}, open loop, rate doubling per step):",
+            "",
+            *knee_goals,
+            "",
+            *saturation_report.headline_rows(doc),
+            "",
+        ]
+        if "saturation" in plots:
+            lines += [f"![saturation: p99 vs offered rate]({rel}/{plots['saturation']})", ""]
+    lines += [
+        "**Issue 4's scenarios** (paced fan-out, flood, many senders, slow consumer, idle):",
+        "",
+        *report.goals_table(doc, report.ISSUE4_GOALS),
+        "",
+        *report.headline(doc["cells"], m),
+        "",
+    ]
     lines.append(END)
     return "\n".join(lines)
 

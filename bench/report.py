@@ -8,25 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import aggregate
+from bench import aggregate, saturation_report
 from bench.matrix import SCENARIO_TITLES, Matrix
 from bench.plots import ORDER
+from bench.textfmt import fmt
 
-
-def fmt(v: float | None, unit: str = "") -> str:
-    """Short human number: 1.23M, 45.6k, 7.89, with an optional unit."""
-    if v is None:
-        return "–"
-    a = abs(v)
-    if a >= 1e6:
-        s = f"{v / 1e6:.3g}M"
-    elif a >= 1e4:
-        s = f"{v / 1e3:.3g}k"
-    elif a >= 100:
-        s = f"{v:.0f}"
-    else:
-        s = f"{v:.3g}"
-    return s + unit
+__all__ = ["fmt", "render", "goals_table", "headline"]
 
 
 def cell_text(c: dict[str, Any] | None, metric: str, unit: str = "") -> str:
@@ -61,8 +48,12 @@ def _invalid_list(cs: list[dict[str, Any]]) -> list[str]:
 
 
 def _goal_line(g: dict[str, Any]) -> str:
-    met = {True: "**met**", False: "**not met**", None: "not judged (missing valid cells)"}
-    meas = ", ".join(f"{k} {fmt(v)}" for k, v in g["measured"].items())
+    met = {
+        True: "**met**",
+        False: "**not met**",
+        None: "not judged (a side missing, or only bounded)",
+    }
+    meas = ", ".join(f"{k} {v if isinstance(v, str) else fmt(v)}" for k, v in g["measured"].items())
     return f"| {g['goal']} | {meas} | {met[g['met']]} |"
 
 
@@ -98,12 +89,20 @@ def headline(cs: list[dict[str, Any]], m: Matrix) -> list[str]:
     return rows
 
 
-def goals_table(doc: dict[str, Any]) -> list[str]:
+def goals_table(doc: dict[str, Any], ids: tuple[str, ...] | None = None) -> list[str]:
+    """The goals (those with the given ids, in doc order) as a markdown table."""
+    gs = [g for g in doc["goals"] if ids is None or g["id"] in ids]
+    if not gs:
+        return []
     return [
         "| goal | measured (medians) | verdict |",
         "|---|---|---|",
-        *[_goal_line(g) for g in doc["goals"]],
+        *[_goal_line(g) for g in gs],
     ]
+
+
+#: Issue 4's goal ids (the scenarios 1-5).
+ISSUE4_GOALS = tuple(g for g in aggregate.GOAL_IDS if g not in aggregate.KNEE_GOAL_IDS)
 
 
 def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
@@ -150,12 +149,18 @@ def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
             "when the load generator stopped waiting; they count at that wait (a lower bound)."
         ),
         "",
+    ]
+    knee_goals = goals_table(doc, aggregate.KNEE_GOAL_IDS)
+    if knee_goals:
+        out += ["## Goals (issue 10: the saturation knee)", "", *knee_goals, ""]
+        out += [f"### Knee, room of {m.headline_room}, {m.headline_senders} senders", ""]
+        out += [f"_{caption}_", "", *saturation_report.headline_rows(doc), ""]
+    out += [
         "## Goals (issue 4)",
         "",
-        *goals_table(doc),
+        *goals_table(doc, ISSUE4_GOALS),
         "",
-        *_analysis_section(doc),
-        "## Headline",
+        "## Headline of scenarios 1-5",
         "",
         f"_{caption}_",
         "",
@@ -165,74 +170,35 @@ def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
         "",
         "| scenario | tool |",
         "|---|---|",
-        "| 1. paced fan-out, rate sweep, all targets incl. Redis | lean driver (bench/driver.py) |",
-        "| 1. paced fan-out, one rate per room, chatd engines | Locust (`loadtest/chat.py`) |",
+        "| 0. saturation sweep, every target (chatd, Redis, IRC daemons) | lean driver |",
+        "| 1. paced fan-out, rate sweep, every target | lean driver (bench/driver.py) |",
+        (
+            "| 1. paced fan-out, one rate in rooms of "
+            f"{', '.join(map(str, m.fanout_locust_rooms))}, chatd engines | Locust |"
+        ),
         "| 2. flood | lean driver |",
-        "| 3. many senders | Locust |",
+        "| 3. many senders | Locust (`loadtest/chat.py`; IRC targets with --chat-dialect irc) |",
         "| 4. slow consumer (with and without) | lean driver |",
         "| 5. idle connections | lean driver |",
-        "| 6. Redis anchor (1 and 2) | lean driver, same code path as chatd |",
+        "| 6. Redis anchor (0, 1 and 2) | lean driver, same code path as chatd |",
+        "",
+        (
+            "The lean driver speaks chatd's line protocol to chatd's engines, RESP to Redis "
+            "and IRC (NICK/USER, JOIN, PRIVMSG, PING answered) to chatd's IRC listener, "
+            "ngircd and InspIRCd: the same pacing, stamps and counting code for all."
+        ),
         "",
     ]
+    out += saturation_report.section(doc, plots)
     out += _fanout_section(cs, m, caption, plots)
     out += _flood_section(cs, m, caption, plots)
     out += _senders_section(cs, m, caption, plots)
     out += _idle_section(cs, m, caption, plots)
     inv = _invalid_list(cs)
     out += ["## Invalid runs", ""] + (inv or ["None."]) + [""]
+    out += saturation_report.versions_section(doc)
     out += _method_section(m)
     return "\n".join(out) + "\n"
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else fmt(value, " ms")
-
-
-def _analysis_section(doc: dict[str, Any]) -> list[str]:
-    """Why a goal was missed, with this run's own figures (issue 4: explain, or meet it)."""
-    cs: list[dict[str, Any]] = doc["cells"]
-    m: Matrix = doc["_matrix"]
-    missed = {g["id"] for g in doc["goals"] if g["met"] is False}
-    if not missed & {"senders_p99", "senders_p99_driver"}:
-        return []
-    sn = m.senders_room
-    p99 = "latency_p99_ms"
-
-    def slow(target: str, stalled: bool) -> float | None:
-        cell = aggregate.find(cs, "slow", target, "driver", room=sn, slow_reader=stalled)
-        return aggregate.median_of(cell, p99)
-
-    fr = aggregate.median_of(
-        aggregate.find(cs, "flood", "reactor", room=m.flood_room), "deliveries_per_s"
-    )
-    ft = aggregate.median_of(
-        aggregate.find(cs, "flood", "threaded", room=m.flood_room), "deliveries_per_s"
-    )
-    return [
-        "### Why the 10-sender latency goal is missed",
-        "",
-        (
-            f"At {m.senders} senders x {m.sender_rate:g} msg/s into a room of {sn}, messages "
-            "arrive one or two per loop turn, so the reactor's batching (one append per member "
-            "per read, one send per member per turn) has almost nothing to merge: like the "
-            "other engines it makes one `send()` per delivery, and on loopback that syscall, "
-            "which also runs the receiver's TCP input and wake-up, is most of the cost. "
-            "With every reader keeping up, no design can be 5x faster per delivery "
-            "than another that makes the same syscalls, so p99 is set by the kernel and by "
-            "queueing on a shared core, not by the I/O model."
-        ),
-        "",
-        (
-            "The reactor's advantage appears where the models differ: with one member that "
-            f"stopped reading (scenario 4), the others' p99 is {_ms(slow('reactor', True))} on "
-            f"the reactor (without it: {_ms(slow('reactor', False))}) against "
-            f"{_ms(slow('threaded', True))} on threaded (without: "
-            f"{_ms(slow('threaded', False))}), whose blocking sends wait for the stalled reader; "
-            f"and under flood (scenario 2), where batching does merge, the reactor delivers "
-            f"{fmt(fr)} deliveries/s against threaded's {fmt(ft)}/s."
-        ),
-        "",
-    ]
 
 
 def _fanout_section(
@@ -438,10 +404,21 @@ def _method_section(m: Matrix) -> list[str]:
         ),
         (
             "- Flood (driver): one sender writes 64 KiB blocks of identical lines, never more "
-            "than 128 KiB of frames ahead of the slowest member (so no server's output limit is "
-            "reached). Members read with MSG_TRUNC (the kernel discards the bytes without "
-            "copying) and deliveries are bytes / frame length; 10 checker members count "
-            "newlines, and after the drain every member must hold exactly sent x frame bytes."
+            f"than {m.flood_inflight // 1024} KiB of frames (nor 0.25 s of the recent delivery "
+            "rate) ahead of the slowest member, so no server's output limit is reached. "
+            "Members read with MSG_TRUNC (the kernel discards the bytes without copying) and "
+            "deliveries are bytes / frame length; 10 checker members count newlines, and "
+            "after the drain every member must hold exactly sent x frame bytes. Every chatd "
+            "engine batches the lines of one read into one event, so the flood compares "
+            "what the I/O models do with those batches."
+        ),
+        (
+            "- Saturation (driver): see its section. Timed receivers parse stamps; at most "
+            f"{m.saturation_parse_budget:,.0f} stamped lines per second are parsed (fewer "
+            "timed receivers at high rates, 5 at least), so the driver stays ahead of the "
+            "server; every receiver counts its lines. Senders are room members (chatd, IRC) "
+            "and also receive the other senders' messages; Redis publishers are separate "
+            "connections, beside N-1 subscribers."
         ),
         (
             "- Locust (loadtest/chat.py, headless, one process): latency from its HDR histogram "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import driver, locustrun, procstat, servers, stats
+from bench import counters, driver, locustrun, procstat, servers, stats, syscount
 from bench.matrix import Job, Matrix, setup_s
 
 
@@ -60,7 +60,7 @@ class Window:
         s0, s1 = self.s0, self.s1
         if s0 is None or s1 is None:
             return {"cpu_s": None, "cpu_util": None, "rss_bytes": None}
-        wall = max(1e-9, self.t1 - self.t0)
+        wall = max(1e-9, s1.t - s0.t)  # both taken right after reading /proc/PID
         return {
             "cpu_s": s1.cpu_s - s0.cpu_s,
             "cpu_util": (s1.cpu_s - s0.cpu_s) / wall,
@@ -234,40 +234,317 @@ def check_contention(rec: dict[str, Any], ctx: Context) -> None:
         other = stats.foreign_busy(busy.get(cpu), util)
         if other is not None and other > stats.MAX_FOREIGN_BUSY:
             rec["valid"] = False
-            rec["reasons"].append(
+            why = (
                 f"machine contended: {other * 100:.0f} % of the {role}'s CPU ({cpu}) "
                 "went to other work"
             )
+            if why not in rec["reasons"]:  # a saturation step is checked as it runs
+                rec["reasons"].append(why)
 
 
 # ----------------------------------------------------------------------- lean driver
 
 
-def _driver_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
-    """Paced fan-out at each offered rate, then (in the flood room) a flood."""
-    target = servers.target_for(job.target)
-    records: list[dict[str, Any]] = []
-    base = {"room": job.room}
-    try:
-        srv = servers.start(target, cpus=ctx.server_cpus, logdir=ctx.workdir / "logs")
-    except RuntimeError as exc:
-        return [_failed(job, "fanout", "driver", base, str(exc))]
-    fleet = driver.Fleet(srv.host, srv.port, redis=target.is_redis, prefix="d")
-    try:
+class _Room:
+    """One server and one fleet in one room, reopened after a step broke them.
+
+    A driver job runs the fan-out rates, the saturation sweeps and the flood on the same
+    connections; a sweep that ends with the server dropping clients leaves the fleet
+    short, so the next sweep gets a fresh server and fleet. Each server's records are
+    judged by that server's exit (``_finish``).
+    """
+
+    def __init__(self, job: Job, ctx: Context, senders: int) -> None:
+        self.job, self.ctx, self.senders = job, ctx, senders
+        self.target = servers.target_for(job.target)
+        self.srv: servers.Server | None = None
+        self.fleet: driver.Fleet | None = None
+        self.stats: counters.StatsClient | None = None
+        self.records: list[dict[str, Any]] = []
+        self.done: list[dict[str, Any]] = []
+        self.setup_s = 0.0
+
+    def open(self) -> str | None:
+        """Start the server and fill the room; the reason when that failed."""
         try:
-            fleet.add(job.room, senders=1)
+            self.srv = servers.start(
+                self.target, cpus=self.ctx.server_cpus, logdir=self.ctx.workdir / "logs"
+            )
+        except RuntimeError as exc:
+            return str(exc)
+        if self.target.is_chatd and self.srv.line_port:
+            try:  # before the fleet, so its own join notice reaches nobody
+                self.stats = counters.StatsClient(self.srv.host, self.srv.line_port)
+            except OSError:
+                self.stats = None
+        self.fleet = driver.Fleet(
+            self.srv.host, self.srv.port, dialect=self.target.dialect, prefix="d"
+        )
+        n = self.job.room
+        t = time.monotonic()
+        try:
+            # Redis: n-1 subscribers plus separate publishers, so a message reaches n-1
+            # receivers, as in a chatd or IRC room of n.
+            size = n - 1 + self.senders if self.target.is_redis else n
+            self.fleet.add(size, senders=self.senders)
         except (driver.DriverError, OSError) as exc:
-            records.append(_failed(job, "fanout", "driver", base, f"setup: {exc}"))
-            return records
-        if "fanout" in m.scenarios and job.room in m.fanout_rooms:
+            return f"setup: {exc}"
+        self.setup_s = time.monotonic() - t
+        return None
+
+    @property
+    def broken(self) -> bool:
+        return self.fleet is None or self.fleet.errors > 0
+
+    def close(self) -> None:
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
+        if self.fleet is not None:
+            self.fleet.close()
+            self.fleet = None
+        if self.srv is not None:
+            _finish(self.srv, self.records)
+            for r in self.records:
+                r["server"]["setup_s"] = self.setup_s  # filling the room: the join storm
+            self.srv = None
+        self.done += self.records
+        self.records = []
+
+    def reopen(self) -> str | None:
+        self.close()
+        return self.open()
+
+    def counters(self) -> dict[str, int] | None:
+        """chatd's /stats now (None for other servers, or when it does not answer)."""
+        if self.stats is None:
+            return None
+        try:
+            return self.stats.query()
+        except OSError:
+            self.stats = None
+            return None
+
+
+def _driver_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
+    """In one room: the paced fan-out rates, the saturation sweeps, then the flood."""
+    senders = max(job.sweeps) if job.sweeps else 1
+    room = _Room(job, ctx, senders)
+    first = "fanout" if job.fanout else ("saturation" if job.sweeps else "flood")
+    why = room.open()
+    try:
+        if why:
+            room.records.append(_failed(job, first, "driver", {"room": job.room}, why))
+            return room.done + room.records
+        assert room.srv is not None and room.fleet is not None
+        if job.fanout:
             for d in m.fanout_deliveries:
-                records.append(_paced_run(job, m, srv, fleet, d))
-        if job.scenario == "flood":
-            records.append(_flood_run(job, m, srv, fleet))
+                room.records.append(_paced_run(job, m, room.srv, room.fleet, d))
+        for n_send in job.sweeps:
+            if room.broken:
+                why = room.reopen()
+                if why:
+                    room.records.append(
+                        _failed(job, "saturation", "driver", _sat_params(job, m, n_send), why)
+                    )
+                    return room.done + room.records
+            _sweep(job, m, room, n_send)
+        if job.flood:
+            if room.broken:
+                why = room.reopen()
+                if why:
+                    room.records.append(_failed(job, "flood", "driver", {"room": job.room}, why))
+                    return room.done + room.records
+            assert room.srv is not None and room.fleet is not None
+            _settle(room)
+            room.records.append(_flood_run(job, m, room.srv, room.fleet))
     finally:
-        fleet.close()
-        _finish(srv, records)
-    return records
+        room.close()
+    return room.done
+
+
+# ----------------------------------------------------------------------- saturation
+
+
+def _sat_params(job: Job, m: Matrix, n_send: int, rate: float | None = None) -> dict[str, Any]:
+    p: dict[str, Any] = {"room": job.room, "senders": n_send, "payload": m.saturation_payload}
+    if rate is not None:
+        p["offered"] = rate
+    return p
+
+
+#: A server is idle once it uses less than this share of a core over SETTLE_PERIOD_S.
+SETTLE_CPU = 0.1
+SETTLE_PERIOD_S = 0.25
+#: Longest wait for a server to work off a backlog before the next measurement.
+SETTLE_MAX_S = 15.0
+
+
+def _settle(room: _Room) -> None:
+    """Wait (bounded) until the server has worked off what the last step left queued.
+
+    After a step past saturation the server may still be delivering a backlog after the
+    driver's quiet period (a threaded server stalls in blocking sends); a measurement
+    started then would count that work as its own.
+    """
+    if room.srv is None or room.fleet is None:
+        return
+    deadline = time.monotonic() + SETTLE_MAX_S
+    prev = room.srv.sample()
+    while prev is not None and time.monotonic() < deadline:
+        room.fleet.drain_quiet(time.monotonic() + SETTLE_PERIOD_S)
+        now = room.srv.sample()
+        if now is None or now.t <= prev.t:
+            return
+        if (now.cpu_s - prev.cpu_s) / (now.t - prev.t) < SETTLE_CPU:
+            return
+        prev = now
+
+
+def _sweep(job: Job, m: Matrix, room: _Room, n_send: int) -> None:
+    """One saturation sweep: the total rate doubles from saturation_start until a step's
+    p99 passes stop_p99_ms, a message is lost, the step is invalid (load generator
+    saturated, server pushing back, contended machine) or the top rate is reached.
+
+    Then, in repetition 1, counting steps (perf on the server's send syscalls) at the
+    knee and, in the headline configuration, at the common count_rate.
+    """
+    steps: list[dict[str, Any]] = []
+    _settle(room)
+    for rate in m.saturation_rates():
+        rec = _saturation_step(job, m, room, n_send, rate, count=False)
+        check_contention(rec, room.ctx)
+        if _was_contended(rec) and not room.broken:
+            # Other work took a pinned CPU: measure the step once more. The first
+            # attempt stays in the records (listed as invalid) but not in the sweep.
+            rec["retried"] = True
+            room.records.append(rec)
+            rec = _saturation_step(job, m, room, n_send, rate, count=False)
+            check_contention(rec, room.ctx)
+        steps.append(rec)
+        room.records.append(rec)
+        stop = _stop_reason(rec, m)
+        if stop:
+            rec["sweep_stop"] = stop
+            break
+        if room.broken:
+            rec["sweep_stop"] = "server dropped clients"
+            break
+    else:
+        if steps:
+            steps[-1]["sweep_stop"] = "top of the sweep"
+    if not (m.count_sends and job.rep == 1) or room.broken:
+        return
+    if syscount.unavailable():
+        return
+    k = stats.knee(steps, m.knee_p99_ms)
+    rates = []
+    if k.rate is not None:
+        rates.append(k.rate)
+    if (
+        job.room == m.headline_room
+        and n_send == m.headline_senders
+        and m.count_rate not in rates
+        and any(float(st["params"]["offered"]) >= m.count_rate for st in steps)
+    ):
+        rates.append(m.count_rate)
+    for rate in rates:
+        if room.broken:
+            break
+        _settle(room)
+        room.records.append(_saturation_step(job, m, room, n_send, rate, count=True))
+
+
+def _was_contended(rec: dict[str, Any]) -> bool:
+    return any("machine contended" in r for r in rec.get("reasons") or [])
+
+
+def _stop_reason(rec: dict[str, Any], m: Matrix) -> str:
+    """Why the sweep ends after this step ('' to go on)."""
+    met = rec.get("metrics") or {}
+    if not met:
+        return "; ".join(rec.get("reasons") or ["no measurement"])
+    if (met.get("lost") or 0) + (met.get("reordered") or 0):
+        return "messages lost"
+    reasons = rec.get("reasons") or []
+    if _was_contended(rec):
+        # Other work took a pinned CPU (twice: the step was measured again), which also
+        # explains senders behind schedule or a starved load generator. Go on up the
+        # rates: the steps stay invalid and the knee says "contended", but the curve is
+        # drawn; only what contention cannot explain ends the sweep.
+        soft = ("machine contended", "% of offered", "load generator saturated")
+        reasons = [r for r in reasons if not any(x in r for x in soft)]
+    if reasons:
+        return "; ".join(reasons)
+    p99 = met.get("latency_p99_ms")
+    if p99 is not None and p99 > m.stop_p99_ms:
+        return f"p99 {p99:.0f} ms > {m.stop_p99_ms:g} ms"
+    return ""
+
+
+def _saturation_step(
+    job: Job, m: Matrix, room: _Room, n_send: int, rate: float, *, count: bool
+) -> dict[str, Any]:
+    """One step of a sweep (count=False), or a counting step at a measured rate.
+
+    A counting step runs the same traffic with perf counting the server's send syscalls
+    (which slows every syscall on the machine), so its latency is never reported; what
+    it gives is sends per delivery and, for chatd, deliveries per queued write.
+    """
+    assert room.srv is not None and room.fleet is not None
+    srv, fleet = room.srv, room.fleet
+    scenario = "sendcount" if count else "saturation"
+    params = _sat_params(job, m, n_send, rate)
+    before = room.counters()
+    counter: syscount.SendCounter | None = None
+    if count:
+        counter = syscount.SendCounter(srv.pid).__enter__()
+        if not counter.enable():
+            counter.__exit__(None, None, None)
+            return _failed(job, scenario, "driver", params, f"perf: {counter.error}")
+    try:
+        rec = _paced_record(
+            job,
+            m,
+            srv,
+            fleet,
+            scenario,
+            params,
+            rate,
+            window_s=m.saturation_window_s,
+            warmup_s=m.saturation_warmup_s,
+            drain_s=m.saturation_drain_s,
+            payload=m.saturation_payload,
+            sample=m.timed_members,
+            parse_budget=m.saturation_parse_budget,
+            active_senders=n_send,
+        )
+    finally:
+        if counter is not None:
+            counter.disable()
+            counter.__exit__(None, None, None)
+    after = room.counters()
+    met = rec["metrics"]
+    total = met.get("deliveries_total")
+    if before is not None and after is not None:
+        d = counters.delta(before, after)
+        rec["server_counters"] = d
+        writes = d.get("writes_out")
+        if writes and total:
+            met["deliveries_per_write"] = total / writes
+        if d.get("messages_in"):
+            met["server_messages_in"] = d["messages_in"]
+    if counter is not None:
+        rec["send_syscalls"] = dict(counter.counts)
+        met["send_syscalls"] = counter.total
+        if total:
+            met["sends_per_delivery"] = counter.total / total
+        if counter.error:
+            rec["notes"].append(f"perf: {counter.error}")
+        # the point of this step is the count; its latency went through a traced kernel
+        for key in [k for k in met if k.startswith("latency_")]:
+            del met[key]
+    return rec
 
 
 def _paced_run(
@@ -286,6 +563,7 @@ def _paced_run(
         window_s=m.window_s,
         drain_s=2.0,
         payload=m.driver_payload,
+        active_senders=1,
     )
 
 
@@ -301,6 +579,10 @@ def _paced_record(
     window_s: float,
     drain_s: float,
     payload: int,
+    warmup_s: float | None = None,
+    sample: int | None = None,
+    parse_budget: float = 0.0,
+    active_senders: int = 0,
 ) -> dict[str, Any]:
     """One paced window on an existing fleet, judged and turned into a record."""
     win = Window(srv)
@@ -308,17 +590,20 @@ def _paced_record(
     try:
         r = fleet.paced(
             rate=rate,
-            warmup_s=m.warmup_s,
+            warmup_s=m.warmup_s if warmup_s is None else warmup_s,
             window_s=window_s,
             payload=payload,
-            sample=m.timed_members,
+            sample=m.timed_members if sample is None else sample,
             drain_s=drain_s,
+            parse_budget=parse_budget,
+            active_senders=active_senders,
             on_window=win,
         )
     except (driver.DriverError, OSError) as exc:
         return _failed(job, scenario, "driver", params, str(exc))
-    util = r.driver_cpu_s / r.window_s
-    saturated = stats.is_saturated(r.driver_cpu_s, r.window_s)
+    wall = r.cpu_wall_s or r.window_s
+    util = r.driver_cpu_s / wall
+    saturated = stats.is_saturated(r.driver_cpu_s, wall)
     verdict = stats.judge_run(
         offered_rate=rate,
         achieved_rate=r.achieved_send_rate,
@@ -332,7 +617,7 @@ def _paced_record(
     lat = stats.latency_summary_ms(r.latencies_ns + censored) or {}
     if not lat:
         verdict.fail("no latency samples")
-    receivers = len(fleet.members) + len(fleet.senders) - 1
+    receivers = len(fleet.receivers()) - (0 if fleet.redis else 1)
     metrics = {
         **{f"latency_{k}_ms": v for k, v in lat.items() if k != "count"},
         "latency_samples": lat.get("count", 0),
@@ -344,6 +629,9 @@ def _paced_record(
         "reordered": r.reordered,
         "missing": r.missing,
         "censored_at_s": drain_s,
+        "timed_members": r.extra.get("timed_members"),
+        "messages_sent": r.extra.get("messages_sent"),
+        "deliveries_total": r.extra.get("deliveries_total"),
     }
     return _record(
         scenario=scenario,
@@ -429,7 +717,7 @@ def _slow_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
         srv = servers.start(target, cpus=ctx.server_cpus, logdir=ctx.workdir / "logs")
     except RuntimeError as exc:
         return [_failed(job, "slow", "driver", {**base, "slow_reader": False}, str(exc))]
-    fleet = driver.Fleet(srv.host, srv.port, redis=False, prefix="s")
+    fleet = driver.Fleet(srv.host, srv.port, dialect="line", prefix="s")
     try:
         for stalled in (False, True):
             params = {**base, "slow_reader": stalled}
@@ -478,7 +766,7 @@ def _idle_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     except RuntimeError as exc:
         return [_failed(job, "idle", "driver", {}, str(exc))]
     procstat.raise_nofile(max(m.idle_counts) + 1000)
-    fleet = driver.Fleet(srv.host, srv.port, redis=False, prefix="i")
+    fleet = driver.Fleet(srv.host, srv.port, dialect="line", prefix="i")
     room = m.idle_room
     try:
         time.sleep(0.3)
@@ -542,6 +830,7 @@ def locust_plan(job: Job, m: Matrix) -> locustrun.LocustPlan:
     instead of stalling the bench.
     """
     budget = 10.0 + 4 * setup_s(job.target, job.room)
+    dialect = servers.target_for(job.target).dialect
     if job.scenario == "fanout":
         return locustrun.LocustPlan(
             users=job.room,
@@ -554,6 +843,7 @@ def locust_plan(job: Job, m: Matrix) -> locustrun.LocustPlan:
             timing_sample=m.locust_timing_sample,
             warmup_s=m.locust_warmup_s,
             fill_budget_s=budget,
+            dialect=dialect,
         )
     return locustrun.LocustPlan(
         users=job.room,
@@ -566,6 +856,7 @@ def locust_plan(job: Job, m: Matrix) -> locustrun.LocustPlan:
         timing_sample=m.locust_timing_sample,
         warmup_s=m.locust_warmup_s,
         fill_budget_s=budget,
+        dialect=dialect,
     )
 
 

@@ -1,8 +1,14 @@
-"""Start and stop the servers under test: each chatd engine and redis-server.
+"""Start and stop the servers under test: chatd's engines (line protocol and IRC
+listener), redis-server, and the C IRC daemons ngircd and InspIRCd.
+
+The targets are data (:data:`TARGETS`): a name, which program, and which wire dialect
+the load speaks to it. :func:`unavailable` says why a target cannot run here, so the CLI
+can skip it with that reason instead of failing the whole bench.
 
 Every server runs as its own subprocess on a free loopback port, pinned to its own CPU
-when the machine has two, and is stopped with SIGTERM (chatd promises exit 0 then).
-The exit status is recorded so a run against a server that crashed is marked invalid.
+when the machine has two, and is stopped with SIGTERM (chatd and ngircd exit 0 then,
+InspIRCd 10). The exit status is recorded so a run against a server that crashed is
+marked invalid.
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import procstat
+from bench import ircd, procstat
 
 #: Repository root (bench/ lives directly under it).
 REPO = Path(__file__).resolve().parent.parent
 
-#: chatd prints this once it listens (PROTOCOL.md, "Command line").
+#: chatd prints this once it listens (PROTOCOL.md, "Command line"): one line per listener,
+#: ``chatd ENGINE: listening on HOST:PORT`` and, with --irc-port,
+#: ``chatd ENGINE irc: listening on HOST:PORT``.
 _LISTENING = re.compile(r"listening on (?:\[([^\]\s]+)\]|([^\s:\[]+)):(\d+)")
+#: The word before ": listening" names a listener other than the line protocol's.
+_LISTENER_TAG = re.compile(r"\b(irc|tls)\s*:\s*listening on")
 
 #: How long a server may take to start listening before the run is given up.
 START_TIMEOUT_S: float = 15.0
@@ -36,22 +46,31 @@ START_TIMEOUT_S: float = 15.0
 STOP_TIMEOUT_S: float = 30.0
 
 
-def parse_listening(line: str) -> tuple[str, int] | None:
-    """Extract (host, port) from chatd's 'listening on HOST:PORT' line, else None."""
+def parse_listening(line: str, listener: str = "line") -> tuple[str, int] | None:
+    """(host, port) from chatd's 'listening on HOST:PORT' line for ``listener``, else None.
+
+    ``listener`` is "line" (the plain line-protocol listener) or "irc"; a line for any
+    other listener gives None.
+    """
     m = _LISTENING.search(line)
     if not m:
+        return None
+    tag = _LISTENER_TAG.search(line)
+    if (tag.group(1) if tag else "line") != listener:
         return None
     return m.group(1) or m.group(2), int(m.group(3))
 
 
 @dataclass(frozen=True)
 class Target:
-    """One thing to benchmark: a chatd engine (optionally on uvloop) or Redis."""
+    """One thing to benchmark: which program runs, and which dialect the load speaks."""
 
-    #: name in the report: reactor, threaded, asyncio, asyncio+uvloop, redis
+    #: name in the report and on the command line
     name: str
-    #: "chatd" or "redis": which wire protocol the lean driver speaks
+    #: the program: "chatd", "redis", "ngircd" or "inspircd"
     kind: str
+    #: the wire protocol of the load: "line" (chatd's), "irc" or "resp" (Redis)
+    dialect: str
     engine: str = ""
     uvloop: bool = False
 
@@ -59,19 +78,81 @@ class Target:
     def is_redis(self) -> bool:
         return self.kind == "redis"
 
+    @property
+    def is_chatd(self) -> bool:
+        return self.kind == "chatd"
 
-ENGINES: tuple[str, ...] = ("reactor", "threaded", "asyncio", "asyncio+uvloop")
+    @property
+    def is_irc(self) -> bool:
+        return self.dialect == "irc"
+
+
+#: Every target the bench knows, in report order. chatd's line-protocol engines first,
+#: then Redis, then the IRC targets: chatd's reactor behind its IRC listener and the two
+#: C IRC daemons, all driven by the same IRC client code.
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("reactor", "chatd", "line", engine="reactor"),
+        Target("threaded", "chatd", "line", engine="threaded"),
+        Target("asyncio", "chatd", "line", engine="asyncio"),
+        Target("asyncio+uvloop", "chatd", "line", engine="asyncio", uvloop=True),
+        Target("redis", "redis", "resp"),
+        Target("reactor-irc", "chatd", "irc", engine="reactor"),
+        Target("ngircd", "ngircd", "irc"),
+        Target("inspircd", "inspircd", "irc"),
+    )
+}
+
+#: chatd's line-protocol engines (the targets of the chatd-only scenarios).
+ENGINES: tuple[str, ...] = tuple(
+    n for n, t in TARGETS.items() if t.is_chatd and t.dialect == "line"
+)
 
 
 def target_for(name: str) -> Target:
     """Map a report name to a Target."""
-    if name == "redis":
-        return Target("redis", "redis")
-    if name == "asyncio+uvloop":
-        return Target(name, "chatd", engine="asyncio", uvloop=True)
-    if name in ENGINES:
-        return Target(name, "chatd", engine=name)
-    raise ValueError(f"unknown target {name!r}")
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}") from None
+
+
+def unavailable(name: str) -> str | None:
+    """Why target ``name`` cannot run here, or None when it can."""
+    t = target_for(name)
+    if t.is_chatd:
+        if not chatd_available():
+            return "`python -m chatd --help` does not run"
+        if t.uvloop and not uvloop_available():
+            return "uvloop or chatd --uvloop not available"
+        if t.is_irc and "--irc-port" not in chatd_help():
+            return "chatd has no --irc-port (its IRC listener) yet"
+        return None
+    if t.is_redis:
+        return None if redis_available() else "redis-server not installed"
+    if not ircd.available(t.kind):
+        return f"{ircd.EXECUTABLES[t.kind]} not installed (Debian package {t.kind})"
+    return None
+
+
+def version(name: str) -> str:
+    """The program's version line for the report ('' when it cannot be asked)."""
+    t = target_for(name)
+    if t.is_chatd:
+        return _run_version([python_exe(), "-m", "chatd", "--version"], env=chatd_env())
+    if t.is_redis:
+        return _run_version(["redis-server", "--version"])
+    return ircd.version(t.kind)
+
+
+def _run_version(argv: list[str], env: dict[str, str] | None = None) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, env=env)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    return lines[0].strip() if lines else ""
 
 
 def python_exe() -> str:
@@ -139,6 +220,10 @@ class Server:
     argv: list[str]
     err_path: Path
     exit_code: int | None = None
+    #: exit statuses that count as a clean stop on SIGTERM
+    clean_exit: frozenset[int] = frozenset({0})
+    #: chatd's line-protocol port (its /stats; for an IRC target, port is the IRC one)
+    line_port: int = 0
     #: seconds from SIGTERM to exit
     stop_s: float = 0.0
     stderr_tail: str = ""
@@ -175,14 +260,15 @@ class Server:
             self.stderr_tail = self.err_path.read_text(errors="replace")[-2000:]
         except OSError:
             self.stderr_tail = ""
-        return self.exit_code == 0 and not self.notes
+        return self.exit_code in self.clean_exit and not self.notes
 
 
 def chatd_argv(target: Target, *, max_clients: int, max_sendq: int) -> list[str]:
     """The command line for one chatd engine, with the bench's fixed options.
 
     --flood-rate 0 turns off per-client flood control where chatd has it: a benchmark
-    sender that is throttled measures the throttle, not the engine.
+    sender that is throttled measures the throttle, not the engine. An IRC target adds
+    the IRC listener on a free port (--irc-port 0); the load then goes there.
     """
     argv = [
         python_exe(),
@@ -201,6 +287,8 @@ def chatd_argv(target: Target, *, max_clients: int, max_sendq: int) -> list[str]
     ]
     if target.uvloop:
         argv.append("--uvloop")
+    if target.is_irc:
+        argv += ["--irc-port", "0"]
     if "--flood-rate" in chatd_help():
         argv += ["--flood-rate", "0"]
     return argv
@@ -233,8 +321,10 @@ def redis_argv(port: int, max_clients: int) -> list[str]:
     ]
 
 
-def _wait_for_listening(proc: subprocess.Popen[bytes], out_path: Path) -> tuple[str, int]:
-    """Poll chatd's stdout file until the 'listening on' line shows up.
+def _wait_for_listening(
+    proc: subprocess.Popen[bytes], out_path: Path, listener: str = "line"
+) -> tuple[str, int]:
+    """Poll chatd's stdout file until the listener's 'listening on' line shows up.
 
     stdout and stderr go to files, not pipes: a server that logs every connection
     would fill a 64 KiB pipe that nobody reads and block mid-benchmark.
@@ -246,13 +336,13 @@ def _wait_for_listening(proc: subprocess.Popen[bytes], out_path: Path) -> tuple[
         except OSError:
             text = ""
         for line in text.splitlines():
-            found = parse_listening(line)
+            found = parse_listening(line, listener)
             if found:
                 return found
         if proc.poll() is not None:
             break
         time.sleep(0.02)
-    _fail_start(proc, out_path, "no 'listening on' line")
+    _fail_start(proc, out_path, f"no '{listener}' 'listening on' line")
     raise AssertionError("unreachable")
 
 
@@ -274,13 +364,22 @@ def start(
     logdir.mkdir(parents=True, exist_ok=True)
     stamp = f"{target.name.replace('+', '_')}-{time.monotonic_ns()}"
     out_path, err_path = logdir / f"{stamp}.out", logdir / f"{stamp}.err"
+    clean = frozenset({0})
+    env: dict[str, str] | None = None
     if target.is_redis:
         port = free_port()
         argv = redis_argv(port, max_clients + 32)
-        env = None
-    else:
+    elif target.is_chatd:
         argv = chatd_argv(target, max_clients=max_clients, max_sendq=max_sendq)
         env = chatd_env()
+    else:
+        port = free_port()
+        rundir = logdir / stamp
+        rundir.mkdir(parents=True, exist_ok=True)
+        conf = rundir / f"{target.kind}.conf"
+        conf.write_text(ircd.config_text(target.kind, port, rundir))
+        argv = ircd.argv(target.kind, conf)
+        clean = ircd.CLEAN_EXIT[target.kind]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=str(REPO)
@@ -290,10 +389,17 @@ def start(
         srv = Server(target, proc, "127.0.0.1", port, pinned, argv, err_path=err_path)
         _wait_redis(srv)
         return srv
-    host, port = _wait_for_listening(proc, out_path)
+    if not target.is_chatd:
+        srv = Server(
+            target, proc, "127.0.0.1", port, pinned, argv, err_path=err_path, clean_exit=clean
+        )
+        _wait_accepting(srv)
+        return srv
+    host, port = _wait_for_listening(proc, out_path, target.dialect)
+    line_port = port if target.dialect == "line" else _wait_for_listening(proc, out_path)[1]
     if host in ("0.0.0.0", "", "localhost", "::"):
         host = "127.0.0.1"
-    return Server(target, proc, host, port, pinned, argv, err_path=err_path)
+    return Server(target, proc, host, port, pinned, argv, err_path=err_path, line_port=line_port)
 
 
 def _fail_start(proc: subprocess.Popen[bytes], err_path: Path, why: str) -> None:
@@ -321,3 +427,17 @@ def _wait_redis(srv: Server) -> None:
         except OSError:
             time.sleep(0.05)
     _fail_start(srv.proc, srv.err_path, "no PONG")
+
+
+def _wait_accepting(srv: Server) -> None:
+    """Poll with a TCP connect until the daemon accepts (IRC daemons print no port)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not srv.alive():
+            _fail_start(srv.proc, srv.err_path, "exited")
+        try:
+            with socket.create_connection((srv.host, srv.port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.05)
+    _fail_start(srv.proc, srv.err_path, "not accepting connections")

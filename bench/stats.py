@@ -151,3 +151,67 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+#: What ends a sweep on the server's side (see Knee.limit).
+SERVER_LIMITS = frozenset({"p99", "loss", "backpressure"})
+
+
+@dataclass(frozen=True)
+class Knee:
+    """Where a saturation sweep's last passing step was, and what ended it.
+
+    ``rate`` is the highest offered rate (messages/s) whose step passed -- valid, p99 at
+    most the knee's bound, nothing lost -- with every lower step passing too; None when
+    the first step already failed. ``limit`` says what the next step ran into: "p99",
+    "loss" (messages lost, or clients dropped by the server) or "backpressure" (the
+    server stopped reading the senders, so they fell behind the schedule) are the
+    server's limits; "load generator", "contended", "invalid" or "top of sweep" are the
+    measurement's, and then the knee is only a lower bound.
+    """
+
+    rate: float | None
+    limit: str
+    detail: str = ""
+
+    @property
+    def lower_bound(self) -> bool:
+        return self.limit not in SERVER_LIMITS
+
+
+def knee(steps: Sequence[dict[str, object]], p99_bound_ms: float) -> Knee:
+    """The knee of one sweep from its step records, in rate order.
+
+    A step record has ``params.offered``, ``valid``, ``reasons`` and ``metrics`` with
+    ``latency_p99_ms`` and ``lost``/``reordered``. The walk stops at the first step that
+    does not pass; an invalid step stops it too (its figures cannot be judged), with the
+    reason kept, so a knee never skips over a step nobody could measure.
+    """
+    best: float | None = None
+    for st in sorted(steps, key=lambda r: float(r["params"]["offered"])):  # type: ignore[index]
+        rate = float(st["params"]["offered"])  # type: ignore[index]
+        met: dict[str, float] = st.get("metrics") or {}  # type: ignore[assignment]
+        lost = int(met.get("lost") or 0) + int(met.get("reordered") or 0)
+        reasons = [str(x) for x in st.get("reasons") or []]  # type: ignore[union-attr]
+        if lost:
+            return Knee(best, "loss", f"{lost} lost or reordered at {rate:g}/s")
+        if not st.get("valid"):
+            why = "; ".join(reasons)
+            if "load generator saturated" in why:
+                limit = "load generator"
+            elif "machine contended" in why:
+                limit = "contended"
+            elif "connection errors" in why:
+                limit = "loss"
+            elif "% of offered" in why:
+                limit = "backpressure"
+            else:
+                limit = "invalid"
+            return Knee(best, limit, f"at {rate:g}/s: {why}")
+        p99 = met.get("latency_p99_ms")
+        if p99 is None:
+            return Knee(best, "invalid", f"no latency at {rate:g}/s")
+        if p99 > p99_bound_ms:
+            return Knee(best, "p99", f"p99 {p99:.0f} ms at {rate:g}/s")
+        best = rate
+    return Knee(best, "top of sweep", "every step passed")

@@ -1,4 +1,5 @@
-"""Bytes the lean driver sends and the stamps it reads back, for chatd and for Redis.
+"""Bytes the lean driver sends and the stamps it reads back: chatd's line protocol, IRC
+(chatd's IRC listener and the C IRC daemons) and Redis pub/sub.
 
 Sans-IO on purpose: the driver's loop only moves bytes; everything that decides what
 the bytes mean lives here and is unit-tested.
@@ -13,8 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: First byte of a stamp; chat lines are ``nick: @...`` and Redis payloads ``@...``.
+#: First byte of a stamp; chat lines are ``nick: @...``, IRC lines
+#: ``:nick!user@host PRIVMSG #room :@...`` and Redis payloads ``@...``. An IRC prefix holds
+#: an ``@`` of its own, so the stamp is the *last* one in the line (padding has none).
 STAMP_MARK = b"@"
+
+#: The IRC channel the driver's clients join (one "room").
+IRC_CHANNEL = b"#bench"
 
 #: The Redis channel every subscriber listens on (one "room").
 REDIS_CHANNEL = b"room"
@@ -37,6 +43,48 @@ def chat_line(payload: bytes) -> bytes:
     if b"\n" in payload or payload.startswith(b"/"):
         raise ValueError("payload must be one line and not a command")
     return payload + b"\n"
+
+
+def irc_register(nick: str) -> bytes:
+    """NICK and USER in one write: the server answers 001 once both are in."""
+    n = nick.encode()
+    return b"NICK %s\r\nUSER %s 0 * :chatd bench\r\n" % (n, n)
+
+
+def irc_join(channel: bytes = IRC_CHANNEL) -> bytes:
+    """JOIN, sent after 001 (servers refuse it before registration completes)."""
+    return b"JOIN %s\r\n" % channel
+
+
+def irc_privmsg(payload: bytes, channel: bytes = IRC_CHANNEL) -> bytes:
+    """One channel message; the payload is the trailing parameter."""
+    if b"\n" in payload or b"\r" in payload:
+        raise ValueError("payload must be one line")
+    return b"PRIVMSG %s :%s\r\n" % (channel, payload)
+
+
+def irc_command(line: bytes) -> tuple[bytes, list[bytes]]:
+    """(command, params) of one received IRC line, prefix dropped, trailing param last.
+
+    ``:srv 001 nick :Welcome`` gives ``(b"001", [b"nick", b"Welcome"])``; the driver
+    only needs 001, 366, PING and errors, so tags (``@a=b ...``) are skipped too.
+    """
+    line = line.rstrip(b"\r")
+    if line.startswith(b"@"):
+        line = line.partition(b" ")[2]
+    if line.startswith(b":"):
+        line = line.partition(b" ")[2]
+    head, sep, trailing = line.partition(b" :")
+    parts = head.split()
+    if not parts:
+        return b"", []
+    params = parts[1:] + ([trailing] if sep else [])
+    return parts[0].upper(), params
+
+
+def irc_pong(params: list[bytes]) -> bytes:
+    """The answer to ``PING :token`` (an unanswered PING ends the connection)."""
+    return b"PONG :%s\r\n" % (params[-1] if params else b"")
 
 
 def resp_command(*args: bytes) -> bytes:
@@ -98,9 +146,10 @@ class Stamp:
 def parse_stamp(line: bytes) -> Stamp | None:
     """Find and decode the stamp in one received line (chat or RESP), else None.
 
-    Notices (``* x joined``), errors and RESP framing lines carry no stamp and give None.
+    Notices (``* x joined``), errors, IRC JOINs and RESP framing lines carry no stamp and
+    give None. A trailing ``\\r`` (IRC) is whitespace to ``int()``.
     """
-    at = line.find(STAMP_MARK)
+    at = line.rfind(STAMP_MARK)
     if at < 0:
         return None
     parts = line[at + 1 :].split(None, 3)

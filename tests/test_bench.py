@@ -1,7 +1,9 @@
 """Tests for bench/: the parsing and statistics the report's claims rest on, and a smoke run.
 
-The unit tests need no server. ``test_quick_bench_smoke`` runs ``python -m bench --quick``
-end to end (about 1.5 minutes); it is skipped when chatd, locust or matplotlib is missing.
+The unit tests need no server. The driver tests run the lean driver against real servers
+on loopback (chatd's reactor; ngircd and InspIRCd when installed). ``test_quick_bench_smoke``
+runs ``python -m bench --quick`` end to end (about 1.5 minutes); it is skipped when chatd,
+locust or matplotlib is missing.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +21,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench import aggregate, locustrun, matrix, procstat, scenarios, servers, stats, wire
+from bench import (
+    aggregate,
+    counters,
+    driver,
+    ircd,
+    locustrun,
+    matrix,
+    procstat,
+    scenarios,
+    servers,
+    stats,
+    syscount,
+    wire,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,12 +199,56 @@ def test_parse_listening(line: str, want: tuple[str, int] | None) -> None:
     assert servers.parse_listening(line) == want
 
 
+def test_parse_listening_tells_the_irc_listener_from_the_line_one() -> None:
+    line, irc = (
+        "chatd reactor: listening on 127.0.0.1:4040",
+        "chatd reactor irc: listening on 127.0.0.1:6667",
+    )
+    assert servers.parse_listening(line) == ("127.0.0.1", 4040)
+    assert servers.parse_listening(line, "irc") is None
+    assert servers.parse_listening(irc) is None
+    assert servers.parse_listening(irc, "irc") == ("127.0.0.1", 6667)
+    assert servers.parse_listening("chatd asyncio tls: listening on 127.0.0.1:6697") is None
+    # the listener lines name their dialect (and TLS) once chatd has several listeners
+    tagged = "chatd threaded line: listening on 127.0.0.1:4041"
+    assert servers.parse_listening(tagged) == ("127.0.0.1", 4041)
+    for tls in ("chatd reactor line tls: listening on [::1]:1", "chatd reactor irc tls: ..."):
+        assert servers.parse_listening(tls) is None and servers.parse_listening(tls, "irc") is None
+
+
 def test_chatd_argv_names_engine_and_uvloop() -> None:
     argv = servers.chatd_argv(servers.target_for("asyncio+uvloop"), max_clients=5, max_sendq=4096)
     assert argv[argv.index("--engine") + 1] == "asyncio" and "--uvloop" in argv
     assert argv[argv.index("--port") + 1] == "0"
+    assert "--irc-port" not in argv
+    irc = servers.chatd_argv(servers.target_for("reactor-irc"), max_clients=5, max_sendq=4096)
+    assert irc[irc.index("--irc-port") + 1] == "0" and irc[irc.index("--engine") + 1] == "reactor"
     with pytest.raises(ValueError):
         servers.target_for("nginx")
+
+
+def test_targets_are_data_with_a_dialect_each() -> None:
+    assert {t.dialect for t in servers.TARGETS.values()} == {"line", "irc", "resp"}
+    assert servers.ENGINES == ("reactor", "threaded", "asyncio", "asyncio+uvloop")
+    assert [n for n, t in servers.TARGETS.items() if t.is_irc] == [
+        "reactor-irc",
+        "ngircd",
+        "inspircd",
+    ]
+    for name in servers.TARGETS:  # available, or a reason that says why not
+        why = servers.unavailable(name)
+        assert why is None or len(why) > 10
+
+
+def test_ircd_configs_turn_flood_protection_off() -> None:
+    ng = ircd.ngircd_conf(16667)
+    for line in ("Ports = 16667", "MaxPenaltyTime = 0", "MaxConnectionsIP = 0", "DNS = no"):
+        assert line in ng
+    insp = ircd.inspircd_conf(16668, "/tmp/x")
+    for frag in ('port="16668"', 'fakelag="no"', 'netbuffersize="65534"', 'hardsendq="1048576"'):
+        assert frag in insp
+    assert "--runasroot" in ircd.argv("inspircd", Path("/x.conf")) or os.geteuid() != 0
+    assert ircd.CLEAN_EXIT["inspircd"] >= {10}  # InspIRCd exits 10 on SIGTERM
 
 
 # --------------------------------------------------------------------------- locust
@@ -276,6 +336,9 @@ def test_locust_command_carries_the_plan() -> None:
     assert argv[argv.index("--chat-warmup") + 1] == "0.5"
     assert argv[argv.index("--chat-measure-time") + 1] == "10"
     assert argv[argv.index("-t") + 1] == "31s"  # whole seconds, rounded up
+    assert "--chat-dialect" not in argv
+    irc = locustrun.command(dataclasses.replace(plan, dialect="irc"), "h", 1, Path("/x.json"))
+    assert irc[irc.index("--chat-dialect") + 1] == "irc"
 
 
 def test_locust_plans_leave_a_slow_engine_time_to_fill_the_room() -> None:
@@ -330,24 +393,58 @@ def test_goals_are_judged_or_left_open() -> None:
 # --------------------------------------------------------------------------- matrix
 
 
-ALL = ("reactor", "threaded", "asyncio", "asyncio+uvloop", "redis")
+ALL_TARGETS = tuple(servers.TARGETS)
 
 
-def test_full_run_fits_in_25_minutes_and_every_cell_has_three_runs() -> None:
-    m = matrix.full(ALL)
-    js = matrix.jobs(m, locust_ok=True)
-    assert matrix.estimate_total_s(js, m) <= 25 * 60
+def test_full_run_fits_in_40_minutes_with_every_cell_repeated() -> None:
+    m = matrix.full(ALL_TARGETS)
+    js = matrix.jobs(m, locust_ok=True, locust_irc=True)
+    assert matrix.estimate_total_s(js, m) <= 40 * 60
     per_cell: dict[tuple, int] = {}
+    sweeps: dict[tuple, int] = {}
     for j in js:
-        key = (j.kind, j.target, j.room, j.scenario, j.deliveries)
+        key = (j.kind, j.target, j.room, j.scenario, j.deliveries, j.fanout)
         per_cell[key] = per_cell.get(key, 0) + 1
-    assert set(per_cell.values()) == {3}
-    assert not any(j.target == "redis" for j in js if j.kind != "driver")
+        for n in j.sweeps:
+            sweeps[(j.target, j.room, n)] = sweeps.get((j.target, j.room, n), 0) + 1
+    for (kind, target, _room, _scen, _d, fanout), count in per_cell.items():
+        if kind == "driver":
+            assert count == m.reps or not fanout  # jobs without fan-out: extra sweeps
+        else:
+            assert count == m.aux_reps, (kind, target)
+    for (target, room, n), count in sweeps.items():
+        headline = (room, n) == (m.headline_room, m.headline_senders)
+        assert count == (m.headline_reps if headline else m.saturation_grid_reps), target
+    assert len(sweeps) == len(ALL_TARGETS) * len(m.saturation_rooms) * len(m.saturation_senders)
 
 
-def test_quick_run_is_estimated_well_under_two_minutes() -> None:
-    m = matrix.quick(("reactor", "threaded", "redis"))
-    assert matrix.estimate_total_s(matrix.jobs(m, locust_ok=True), m) < 100
+def test_each_dialect_runs_only_where_its_load_generator_can_go() -> None:
+    m = matrix.full(ALL_TARGETS)
+    js = matrix.jobs(m, locust_ok=True, locust_irc=False)
+    for j in js:
+        t = servers.target_for(j.target)
+        if t.is_redis:
+            assert j.kind == "driver"  # Locust cannot speak RESP
+        if t.is_irc:
+            assert j.kind == "driver" and not j.flood  # no IRC Locust user yet, no flood
+    with_irc = matrix.jobs(m, locust_ok=True, locust_irc=True)
+    irc_locust = [j for j in with_irc if j.kind == "locust" and servers.target_for(j.target).is_irc]
+    assert {j.scenario for j in irc_locust} == {"senders"} and {j.rep for j in irc_locust} == {1}
+
+
+def test_saturation_rates_double_from_the_start() -> None:
+    m = matrix.full(("reactor",))
+    rates = m.saturation_rates()
+    assert rates[0] == 50 and all(b == 2 * a for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[-1] <= m.saturation_max
+    assert m.sweeps_for(1000, 1) == (1, 10, 100)
+    assert m.sweeps_for(1000, 2) == (10,) and m.sweeps_for(100, 2) == ()
+    assert m.sweeps_for(1000, m.headline_reps + 1) == () and m.sweeps_for(10, 1) == ()
+
+
+def test_quick_run_is_estimated_at_about_two_minutes() -> None:
+    m = matrix.quick(("reactor", "threaded", "redis", "inspircd"))
+    assert matrix.estimate_total_s(matrix.jobs(m, locust_ok=True), m) < 150
 
 
 # --------------------------------------------------------------------------- smoke
@@ -364,34 +461,89 @@ def _missing_for_smoke() -> str | None:
     return None
 
 
+#: Reasons a contended machine cannot explain: the harness or a server is broken.
+_HARD_FAILURES = ("lost or reordered", "connection errors", "server exit", "not start", "setup")
+
+
+def _contended(run: dict) -> bool:
+    """Invalid because other work took a pinned CPU (expected on a shared machine), and
+    for nothing a busy machine cannot cause (falling behind the schedule it can)."""
+    reasons = run.get("reasons") or []
+    busy = any("machine contended" in r for r in reasons)
+    return busy and not any(h in r for r in reasons for h in _HARD_FAILURES)
+
+
+def _sane(run: dict) -> list[str]:
+    """What is wrong with a valid run's figures (empty: nothing)."""
+    m, scen = run["metrics"], run["scenario"]
+    bad = []
+    if scen == "flood" and not m.get("deliveries_per_s", 0) > 0:
+        bad.append("flood without deliveries")
+    if scen in ("fanout", "saturation", "senders", "slow"):
+        if not m.get("latency_p99_ms", 0) > 0 or not m.get("deliveries_per_s", 0) > 0:
+            bad.append("no latency or no deliveries")
+        if m.get("lost"):
+            bad.append("valid with losses")
+    if scen == "sendcount" and not m.get("sends_per_delivery", 0) > 0:
+        bad.append("no sends counted")
+    if scen == "idle" and not m.get("rss_bytes", 0) > 0:
+        bad.append("no RSS")
+    return bad
+
+
 @pytest.mark.timeout(240)
 def test_quick_bench_smoke(tmp_path: Path) -> None:
-    """`python -m bench --quick` runs every scenario and writes a complete report."""
+    """`python -m bench --quick` runs every scenario and writes a complete report.
+
+    Structure is always checked. Figures are judged on valid runs; a scenario may have
+    none only when every one of its runs was invalid because the machine was contended
+    (other jobs on the pinned CPUs, as while other tests run), and the two-minute budget
+    is asserted only when no run was contended: a busy machine must not fail this test,
+    a broken harness must.
+    """
     why = _missing_for_smoke()
     if why:
         pytest.skip(why)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--label", "smoke", "--out", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=230,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "--quick", "--label", "smoke", "--out", str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=230,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        load = os.getloadavg()[0]
+        if load > 2 * (os.cpu_count() or 1):
+            pytest.skip(f"quick bench ran out of time on a busy machine (load average {load:.0f})")
+        raise
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (outdir,) = tmp_path.iterdir()
     doc = json.loads((outdir / "results.json").read_text())
-    assert doc["schema"] == "chatd-bench/1"
-    # Under two minutes on a quiet machine (about 1.5); the margin is for a busy one.
-    assert doc["duration_s"] < 150, "quick mode must finish in about two minutes"
-    seen = {r["scenario"] for r in doc["runs"]}
-    assert seen == set(matrix.SCENARIOS)
-    flood = [r for r in doc["runs"] if r["scenario"] == "flood" and r["valid"]]
-    assert flood and all(r["metrics"]["deliveries_per_s"] > 0 for r in flood)
-    harness_errors = [r for r in doc["runs"] if not r["metrics"]]
+    assert doc["schema"] == "chatd-bench/2"
+    runs = doc["runs"]
+    harness_errors = [r for r in runs if not r["metrics"]]
     assert not harness_errors, harness_errors
+    assert {r["scenario"] for r in runs} >= set(matrix.SCENARIOS)
+    contended = [r for r in runs if _contended(r)]
+    if not contended:
+        # Under two minutes on a quiet machine (about 1.7); the margin is for a busy one.
+        assert doc["duration_s"] < 150, "quick mode must finish in about two minutes"
+    for scen in matrix.SCENARIOS:
+        mine = [r for r in runs if r["scenario"] == scen]
+        valid = [r for r in mine if r["valid"]]
+        assert valid or all(_contended(r) for r in mine), [r["reasons"] for r in mine]
+        for r in valid:
+            assert not _sane(r), (scen, r["target"], _sane(r), r["metrics"])
+    # every swept target has a knee entry saying what ended each repetition's walk
+    swept = {(r["target"], r["params"]["senders"]) for r in runs if r["scenario"] == "saturation"}
+    assert {(k["target"], k["senders"]) for k in doc["knees"]} == swept
+    assert all(p["limit"] for k in doc["knees"] for p in k["per_rep"])
     report = (outdir / "report.md").read_text()
-    assert "## Goals (issue 4)" in report and "python -m bench --quick" in report
+    for heading in ("## Goals (issue 10", "## Goals (issue 4)", "## 0. Saturation"):
+        assert heading in report
+    assert "python -m bench --quick" in report
     for name in doc["plots"].values():
         assert (outdir / name).stat().st_size > 1000
 
@@ -515,7 +667,7 @@ def test_steady_state_senders_goal_uses_the_driver_cells() -> None:
 
 
 def test_matrix_survives_a_json_round_trip() -> None:
-    m = matrix.full(ALL)
+    m = matrix.full(ALL_TARGETS)
     back = matrix.from_dict(json.loads(json.dumps(dataclasses.asdict(m))))
     assert back == m
 
@@ -534,3 +686,226 @@ def test_a_run_on_a_contended_cpu_is_invalid() -> None:
     ok["cpu_busy"] = {"cpu0": 1.0, "cpu1": 0.6}  # softirq on top of our own use is fine
     scenarios.check_contention(ok, ctx)
     assert ok["valid"]
+
+
+# --------------------------------------------------------------------------- IRC wire
+
+
+def test_irc_lines_the_driver_sends() -> None:
+    assert wire.irc_register("d000001") == b"NICK d000001\r\nUSER d000001 0 * :chatd bench\r\n"
+    assert wire.irc_join() == b"JOIN #bench\r\n"
+    assert wire.irc_privmsg(b"@1 2 3 xx") == b"PRIVMSG #bench :@1 2 3 xx\r\n"
+    with pytest.raises(ValueError):
+        wire.irc_privmsg(b"a\r\nQUIT")
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        (b":srv 001 d1 :Welcome d1!~d1@h\r", (b"001", [b"d1", b"Welcome d1!~d1@h"])),
+        (b"PING :bench.invalid", (b"PING", [b"bench.invalid"])),
+        (b"@time=x :srv 366 d1 #bench :End", (b"366", [b"d1", b"#bench", b"End"])),
+        (b":d1!u@h JOIN :#bench", (b"JOIN", [b"#bench"])),
+        (b"", (b"", [])),
+    ],
+)
+def test_irc_command_parses_prefix_tags_and_trailing(line: bytes, want: tuple) -> None:
+    assert wire.irc_command(line) == want
+
+
+def test_irc_pong_echoes_the_token() -> None:
+    assert wire.irc_pong([b"abc"]) == b"PONG :abc\r\n"
+
+
+def test_a_stamp_is_found_behind_an_irc_prefix_that_holds_an_at_sign() -> None:
+    payload = wire.make_stamp(7, 42, 999, 48)
+    line = b":d000003!~d000003@127.0.0.1 PRIVMSG #bench :" + payload + b"\r"
+    assert wire.parse_stamp(line) == wire.Stamp(7, 42, 999)
+    assert wire.parse_stamp(b":d1!~d1@127.0.0.1 JOIN :#bench\r") is None
+
+
+# --------------------------------------------------------------------------- knee
+
+
+def _step(rate: float, p99: float | None, valid: bool = True, reasons=(), lost: int = 0) -> dict:
+    met = {"lost": lost}
+    if p99 is not None:
+        met["latency_p99_ms"] = p99
+    return {
+        "params": {"offered": rate},
+        "valid": valid,
+        "reasons": list(reasons),
+        "metrics": met,
+    }
+
+
+def test_knee_is_the_last_passing_step_before_the_first_failing_one() -> None:
+    steps = [_step(50, 5), _step(100, 8), _step(200, 90), _step(400, 300), _step(800, 2000)]
+    k = stats.knee(list(reversed(steps)), 100.0)  # order of the records does not matter
+    assert (k.rate, k.limit, k.lower_bound) == (200, "p99", False)
+    # a later step that happens to pass does not raise the knee
+    k = stats.knee([_step(50, 5), _step(100, 150), _step(200, 50)], 100.0)
+    assert k.rate == 50
+
+
+def test_knee_limits_say_whose_limit_ended_the_walk() -> None:
+    lost = stats.knee([_step(50, 5), _step(100, 5, valid=False, lost=3)], 100.0)
+    assert (lost.rate, lost.limit, lost.lower_bound) == (50, "loss", False)
+    sat = stats.knee([_step(50, 5), _step(100, 5, False, ["load generator saturated"])], 100.0)
+    assert (sat.rate, sat.limit, sat.lower_bound) == (50, "load generator", True)
+    busy = ["machine contended: 80 % of the server's CPU (cpu0) went to other work"]
+    assert stats.knee([_step(50, 5, False, busy)], 100.0).limit == "contended"
+    pushed = ["sent 80/s < 95% of offered 100/s"]
+    assert stats.knee([_step(50, 5), _step(100, 9, False, pushed)], 100.0).limit == "backpressure"
+    dropped = stats.knee([_step(50, 9, False, ["2 connection errors"])], 100.0)
+    assert (dropped.rate, dropped.limit) == (None, "loss")
+    top = stats.knee([_step(50, 5), _step(100, 5)], 100.0)
+    assert (top.rate, top.limit, top.lower_bound) == (100, "top of sweep", True)
+    first = stats.knee([_step(50, 500)], 100.0)
+    assert (first.rate, first.lower_bound) == (None, False)
+
+
+def _sat_run(target: str, rep: int, rate: float, p99: float, **kw: object) -> dict:
+    run = _run(target, 0.0, rep=rep, room=1000, senders=10, offered=rate, payload=48)
+    run.update(scenario="saturation", metrics={"latency_p99_ms": p99, "lost": 0})
+    run.update(kw)
+    return run
+
+
+def test_knees_take_the_median_over_repetitions_and_the_knee_steps_figures() -> None:
+    m = matrix.full(("reactor", "threaded"))
+    runs = []
+    for rep, top in ((1, 1600), (2, 3200), (3, 1600)):
+        for r in (50, 100, 200, 400, 800, 1600, 3200, 6400):
+            runs.append(_sat_run("reactor", rep, r, 20.0 if r <= top else 500.0))
+    for rep in (1, 2, 3):
+        runs += [_sat_run("threaded", rep, 50, 30.0), _sat_run("threaded", rep, 100, 900.0)]
+    count = _sat_run("reactor", 1, 1600, 0.0)
+    count.update(scenario="sendcount", metrics={"sends_per_delivery": 0.05})
+    runs.append(count)
+    ks = aggregate.knees(runs, m)
+    kr = aggregate.find_knee(ks, "reactor", 1000, 10)
+    assert kr is not None and kr["rate"] == 1600 and not kr["lower_bound"]
+    assert [p["rate"] for p in kr["per_rep"]] == [1600, 3200, 1600]
+    assert kr["at_knee"]["latency_p99_ms"]["median"] == 20.0
+    assert kr["sendcount"]["1600"]["sends_per_delivery"] == 0.05
+    gs = {g["id"]: g for g in aggregate.goals(aggregate.cells(runs), m, ks)}
+    assert gs["knee_vs_threaded"]["met"] is True  # 1600 / 50 = 32
+    assert gs["knee_vs_threaded"]["measured"]["ratio"] == 32
+    assert gs["knee_vs_asyncio"]["met"] is None and gs["knee_vs_redis"]["met"] is None
+
+
+def test_a_knee_goal_on_bounds_is_judged_only_when_the_bound_decides() -> None:
+    m = matrix.full(("reactor", "threaded"))
+    # threaded failed the first step (its knee < 50): 400 / 50 = 8 cannot prove 10x
+    runs = [_sat_run("reactor", 1, r, 10.0) for r in (50, 100, 200, 400)]
+    runs.append(_sat_run("reactor", 1, 800, 400.0))
+    runs.append(_sat_run("threaded", 1, 50, 400.0))
+    ks = aggregate.knees(runs, m)
+    g = aggregate.knee_goal("g", ks, m, "threaded", 10.0)
+    assert g["met"] is None and "below it" in g["measured"]["bounds"]
+    # with the reactor passing 800, 800 / 50 >= 10 holds whatever threaded's knee is
+    runs[-2] = _sat_run("reactor", 1, 800, 10.0)
+    runs.insert(-1, _sat_run("reactor", 1, 1600, 400.0))
+    g = aggregate.knee_goal("g", aggregate.knees(runs, m), m, "threaded", 10.0)
+    assert g["met"] is True
+
+
+# --------------------------------------------------------------------------- counters
+
+
+def test_parse_stats_reads_chatd_counters() -> None:
+    line = b"* stats: bytes_out=123 clients=5 writes_out=42 junk x=y"
+    assert counters.parse_stats(line) == {"bytes_out": 123, "clients": 5, "writes_out": 42}
+    assert counters.delta({"a": 1}, {"a": 5, "b": 2}) == {"a": 4, "b": 2}
+
+
+def test_parse_perf_output() -> None:
+    text = (
+        "# started on Tue Dec  1 11:49:40 2026\n\n"
+        "1247,,syscalls:sys_enter_sendto,52697678,100.00,,\n"
+        "<not counted>,,syscalls:sys_enter_sendmsg,0,100.00,,\n"
+        "7,,syscalls:sys_enter_write,52697678,100.00,,\n"
+    )
+    assert syscount.parse_output(text) == {"sendto": 1247, "write": 7}
+
+
+def test_send_counter_counts_this_process_sends_only_while_enabled() -> None:
+    why = syscount.unavailable()
+    if why:
+        pytest.skip(why)
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    with a, b, srv, syscount.SendCounter(os.getpid()) as c:
+        assert c.enable()
+        for _ in range(200):
+            a.send(b"x")
+            b.recv(16)
+        assert c.disable()
+        for _ in range(100):
+            a.send(b"x")
+            b.recv(16)
+    assert 200 <= c.counts["sendto"] < 250, c.counts
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _paced_ok(fleet: driver.Fleet, rate: float, senders: int) -> driver.PacedResult:
+    r = fleet.paced(
+        rate=rate, warmup_s=0.1, window_s=0.6, payload=48, drain_s=10.0, active_senders=senders
+    )
+    assert (r.errors, r.lost, r.reordered, r.missing) == (0, 0, 0, 0), fleet.error_lines
+    assert r.expected_samples > 0 and len(r.latencies_ns) == r.expected_samples
+    return r
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["reactor", "ngircd", "inspircd"])
+def test_the_driver_paces_any_dialect_with_any_number_of_active_senders(
+    name: str, tmp_path: Path
+) -> None:
+    """A room of 12 with 4 senders: sweeps with 1, then 4, then 2 active senders on the
+    same connections keep every sender's sequence unbroken, and every receiver (the
+    idle senders too) gets every message but its own."""
+    why = servers.unavailable(name)
+    if why:
+        pytest.skip(why)
+    target = servers.target_for(name)
+    srv = servers.start(target, cpus=None, logdir=tmp_path)
+    fleet = driver.Fleet(srv.host, srv.port, dialect=target.dialect)
+    try:
+        fleet.add(12, senders=4)
+        for active in (1, 4, 2):
+            r = _paced_ok(fleet, 40.0, active)
+            # 11 receivers per message; deliveries counted over the whole step
+            assert r.extra["deliveries_total"] == r.extra["messages_sent"] * 11
+    finally:
+        fleet.close()
+        assert srv.stop(), srv.stderr_tail
+
+
+def test_proc_io_syscw_does_not_count_socket_sends() -> None:
+    """Why bench/syscount.py uses perf: /proc/PID/io's syscw misses send(2)."""
+    try:
+        open("/proc/self/io").close()
+    except OSError:
+        pytest.skip("no /proc/self/io")
+
+    def syscw() -> int:
+        with open("/proc/self/io") as f:
+            return int(dict(line.split(": ") for line in f.read().splitlines())["syscw"])
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    with a, b, srv:
+        before = syscw()
+        for _ in range(100):
+            a.send(b"x")
+        after_sends = syscw()
+        for _ in range(100):
+            os.write(a.fileno(), b"x")
+        after_writes = syscw()
+    assert after_sends == before and after_writes - after_sends >= 100
