@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     from chatd.dialects.irc.session import IrcSession
 
 
+#: A list mode → its entry and end-of-list numerics (MODE #room +b, +e, +I).
+_LIST_REPLIES = {
+    "b": (N.RPL_BANLIST, N.RPL_ENDOFBANLIST),
+    "e": (N.RPL_EXCEPTLIST, N.RPL_ENDOFEXCEPTLIST),
+    "I": (N.RPL_INVEXLIST, N.RPL_ENDOFINVEXLIST),
+}
+
+
 def prefixes(flags: int, multi: bool) -> str:
     """``@``, ``+``, or with multi-prefix every prefix the member has, highest first."""
     out = ""
@@ -51,7 +59,7 @@ def join(s: IrcSession, message: Message) -> int:
             continue
         if room.topic:
             topic_reply(s, room)
-        extra += names_reply(s, room)
+        extra += max(names_reply(s, room) - 1, 0)
     return extra
 
 
@@ -67,19 +75,30 @@ def part(s: IrcSession, message: Message) -> None:
 
 
 def names(s: IrcSession, message: Message) -> int:
+    """``NAMES #a[,#b...]``: 353s for each visible channel, then one 366 naming them all.
+
+    A channel that does not exist or is secret to the client gets no 353 and no error
+    (RFC 2812: "There is no error reply for bad channel names").
+    """
     if not message.params or not message.params[0]:
         s.numeric(N.RPL_ENDOFNAMES, "*")
         return 0
-    name = message.params[0]
-    room = s.service.hub.find_room(name) if name.startswith("#") else None
-    if room is None or not s.can_see(room):
-        s.numeric(N.RPL_ENDOFNAMES, name)
-        return 0
-    return names_reply(s, room)
+    wanted = message.params[0].split(",")[:MAX_TARGETS]
+    hub = s.service.hub
+    sent = 0
+    shown = ",".join(wanted)
+    for name in wanted:
+        room = hub.find_room(name) if name.startswith("#") else None
+        if room is not None and s.can_see(room):
+            sent += names_reply(s, room, end=False)
+            if len(wanted) == 1:
+                shown = room.name
+    s.numeric(N.RPL_ENDOFNAMES, shown)
+    return max(sent - 1, 0)
 
 
-def names_reply(s: IrcSession, room: Room) -> int:
-    """353s and the 366 for ``room``; returns the extra lines (flood cost)."""
+def names_reply(s: IrcSession, room: Room, end: bool = True) -> int:
+    """353s (and with ``end`` the 366) for ``room``; returns the 353 lines sent."""
     symbol = "@" if "s" in room.modes else "="
     multi = s.caps & enc.MULTI_PREFIX
     long_form = s.caps & enc.USERHOST_IN_NAMES
@@ -88,8 +107,9 @@ def names_reply(s: IrcSession, room: Room) -> int:
         shown = member.mask if long_form else member.nick
         words.append(prefixes(flags, bool(multi)) + shown)  # type: ignore[operator]
     sent = s.listing(N.RPL_NAMREPLY, (symbol, room.name), words)
-    s.numeric(N.RPL_ENDOFNAMES, room.name)
-    return max(sent - 1, 0)
+    if end:
+        s.numeric(N.RPL_ENDOFNAMES, room.name)
+    return sent
 
 
 def topic(s: IrcSession, message: Message) -> None:
@@ -130,22 +150,24 @@ def mode(s: IrcSession, message: Message) -> int:
         s.numeric(N.RPL_CREATIONTIME, room.name, text=str(int(room.created)), data=True)
         return 0
     changes, queries = parse_mode_changes(message.params[1], list(message.params[2:]))
-    for char in queries:
-        if char == "b":
-            for mask, setter, when in room.bans:
-                s.send(
-                    N.RPL_BANLIST.code,
-                    s.me,
-                    room.name,
-                    mask,
-                    setter,
-                    str(int(when)),
-                    source=s.server_name,
-                    colon=False,
-                )
-            s.numeric(N.RPL_ENDOFBANLIST, room.name)
+    extra = 0
+    for char in dict.fromkeys(queries):
+        entry, end = _LIST_REPLIES[char]
+        for mask, setter, when in room.mask_list(char):
+            s.send(
+                entry.code,
+                s.me,
+                room.name,
+                mask,
+                setter,
+                str(int(when)),
+                source=s.server_name,
+                colon=False,
+            )
+            extra += 1
+        s.numeric(end, room.name)
     if not changes:
-        return 0
+        return extra // 10
     for change in changes:
         if change.char in "kl" and change.sign == "+":
             if change.char == "k" and (not change.arg or " " in change.arg):
@@ -208,6 +230,12 @@ def kick(s: IrcSession, message: Message) -> None:
 
 
 def invite(s: IrcSession, message: Message) -> None:
+    """``INVITE nick #room``; with no parameters, the rooms the client is invited to."""
+    if not message.params:
+        for room in s.service.hub.invitations(s.member):
+            s.numeric(N.RPL_INVITELIST, text=room.name, data=True)
+        s.numeric(N.RPL_ENDOFINVITELIST)
+        return
     if not s.need(message, 2):
         return
     nick, name = message.params[0], message.params[1]

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from chatd.core.hub import LIST_MODES, MAX_LIST, MAX_WATCH
 from chatd.dialects.irc.isupport import rpl_isupport_lines
 from chatd.dialects.irc.limits import (
     AWAYLEN,
@@ -18,6 +19,7 @@ from chatd.dialects.irc.limits import (
     USERLEN,
     VERSION,
 )
+from chatd.dialects.irc.messages import STATUSMSG
 from chatd.dialects.irc.numerics import Numeric as N
 from chatd.dialects.irc.wire import Message
 
@@ -27,24 +29,32 @@ if TYPE_CHECKING:
 
 def isupport(s: IrcSession) -> None:
     cfg = s.service.config
+    lists = ",".join(f"{char}:{MAX_LIST}" for char in LIST_MODES)
     support: dict[str, Any] = {
         "AWAYLEN": AWAYLEN,
+        "BOT": "B",
         "CASEMAPPING": "ascii",
         "CHANMODES": CHANMODES_TOKEN,
         "CHANNELLEN": 50,
         "CHANTYPES": "#",
+        # No C or T: irctest's faketime LIST tests would then sleep for real minutes.
         "ELIST": "MNU",
+        "EXCEPTS": "e",
+        "INVEX": "I",
         "KICKLEN": KICKLEN,
-        "MAXLIST": "b:100",
+        "MAXLIST": lists,
         "MODES": 6,
+        "MONITOR": MAX_WATCH,
         "NETWORK": NETWORK,
         "NICKLEN": 30,
         "PREFIX": "(ov)@+",
-        "TARGMAX": f"JOIN:,KICK:{MAX_TARGETS},NAMES:1,NOTICE:{MAX_TARGETS},PART:,"
-        f"PRIVMSG:{MAX_TARGETS},WHOIS:1",
+        "STATUSMSG": "".join(STATUSMSG),
+        "TARGMAX": f"JOIN:,KICK:{MAX_TARGETS},NAMES:{MAX_TARGETS},"
+        f"NOTICE:{MAX_TARGETS},PART:,PRIVMSG:{MAX_TARGETS},WHOIS:1",
         "TOPICLEN": TOPICLEN,
         "USERLEN": USERLEN,
         "UTF8ONLY": True,
+        "WHOX": True,
     }
     if cfg.max_rooms:
         support["CHANLIMIT"] = f"#:{cfg.max_rooms}"

@@ -35,7 +35,4 @@ CHAN_MODES_WITH_ARG = "".join(
     sorted(hub.LIST_MODES + hub.KEY_MODES + hub.LIMIT_MODES + hub.PREFIX_MODES)
 )
 #: 005 CHANMODES: list modes, always-parameter, set-only parameter, flags.
-CHANMODES_TOKEN = ",".join(
-    "".join(sorted(group))
-    for group in (hub.LIST_MODES, hub.KEY_MODES, hub.LIMIT_MODES, hub.FLAG_MODES)
-)
+CHANMODES_TOKEN = ",".join((hub.LIST_MODES, hub.KEY_MODES, hub.LIMIT_MODES, hub.FLAG_MODES))

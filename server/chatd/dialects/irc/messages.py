@@ -3,6 +3,11 @@
 Consecutive plain PRIVMSGs to one channel from one read are collected in the session
 (``batch_room``, ``batch``) and published as one hub event by :func:`flush_batch`, so K
 lines that arrived together cost each recipient one append instead of K.
+
+A target may be a nick, a channel, or a channel with STATUSMSG prefixes (``@#chan``: its
+operators; ``+#chan``: its voiced members and operators; with several prefixes the
+widest audience counts). A CTCP request other than ACTION is flagged to the hub, which
+refuses it in a ``+C`` channel.
 """
 
 from __future__ import annotations
@@ -46,11 +51,26 @@ def notice(s: IrcSession, message: Message) -> int:
     return _message(s, message, ev.ChatKind.NOTICE)
 
 
+#: STATUSMSG prefix → the hub's audience; the ISUPPORT token lists the keys.
+STATUSMSG = {"@": "o", "+": "v"}
+
+
 def tagmsg(s: IrcSession, message: Message) -> int:
     if not message.params:
         return 0
     _deliver(s, message.params[0], "", ev.ChatKind.TAGMSG, client_tags(message), quiet=True)
     return 0
+
+
+def _audience(target: str) -> tuple[str, str]:
+    """``"@#chan"`` → ``("#chan", "o")``; ``"+@#chan"`` → ``("#chan", "v")``; else as is."""
+    audience = ""
+    while target[:1] in STATUSMSG and target[1:2] in ("#", *STATUSMSG):
+        wanted = STATUSMSG[target[0]]
+        if audience != "v":
+            audience = wanted
+        target = target[1:]
+    return target, audience
 
 
 def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
@@ -104,8 +124,9 @@ def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
         s.batch.append(text)
         return 0
     flush_batch(s)  # what came before this message goes out before it
+    request = ctcp is not None and kind is not ev.ChatKind.ACTION
     for target in targets:
-        _deliver(s, target, text, kind, tags, quiet)
+        _deliver(s, target, text, kind, tags, quiet, request)
     return 0
 
 
@@ -138,17 +159,29 @@ def _deliver(
     kind: ev.ChatKind,
     tags: tuple[tuple[str, str], ...],
     quiet: bool,
+    ctcp: bool = False,
 ) -> None:
     hub = s.service.hub
     stats = s.service.stats
+    room, audience = _audience(target)
     try:
-        if target.startswith("#"):
+        if room.startswith("#"):
             stats["messages_in"] += 1
-            event: ev.Chat | ev.PrivateChat = hub.say(s.member, target, (text,), kind, tags)
+            event: ev.Chat | ev.PrivateChat = hub.say(
+                s.member, room, (text,), kind, tags, audience=audience, ctcp=ctcp
+            )
         else:
             stats["private_in"] += 1
             cost = len(text) + 64
-            event = hub.private(s.member, target, text, kind, cost, tags)
+            capture = s.capture
+            if capture is not None and hub.find(target) is s.member:
+                # To oneself: the delivery is a message, not the labeled response.
+                capture.passthrough = True
+            try:
+                event = hub.private(s.member, target, text, kind, cost, tags)
+            finally:
+                if capture is not None:
+                    capture.passthrough = False
             recipient = hub.find(target)
             if not quiet and recipient is not None and recipient.away:
                 s.numeric(N.RPL_AWAY, recipient.nick, text=recipient.away)  # type: ignore[arg-type]

@@ -1,7 +1,13 @@
-"""Queries about users and channels: WHO, WHOIS, WHOWAS, LIST, ISON, USERHOST, and AWAY.
+"""Queries about users and channels: WHO (with IRCv3 WHOX), WHOIS, WHOWAS, LIST, ISON,
+USERHOST.
 
 All of them are read from the hub's state and rendered for one client; none publishes an
-event except AWAY (which tells away-notify peers).
+event.
+
+WHOX (``WHO <mask> %<fields>[,<token>]``) answers 354 RPL_WHOSPCRPL with the asked
+fields in the fixed order ``t c u i h s n f d l a o r`` whatever order they were asked
+in; chatd has no accounts (``a`` is ``0``), no server links (``d`` hop count ``0``) and
+no op levels (``o`` is ``n/a``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from chatd.core.hub import Member, Room
 from chatd.core.masks import mask_match
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.channels import prefixes
-from chatd.dialects.irc.limits import AWAYLEN
 from chatd.dialects.irc.numerics import Numeric as N
 from chatd.dialects.irc.wire import Message
 
@@ -25,20 +30,28 @@ if TYPE_CHECKING:
 LINE_REALNAME = "chatd line user"
 
 
+#: WHOX field letters, in the order their values are sent.
+WHOX_FIELDS = "tcuihsnfdlaor"
+
+
 def who(s: IrcSession, message: Message) -> int:
     hub = s.service.hub
     mask = message.params[0] if message.params and message.params[0] else "*"
+    whox: tuple[str, str] | None = None
+    if len(message.params) > 1 and message.params[1].startswith("%"):
+        fields, _, token = message.params[1][1:].partition(",")
+        whox = ("".join(c for c in WHOX_FIELDS if c in fields), token[:3] or "0")
     lines = 0
     if mask.startswith("#"):
         room = hub.find_room(mask)
         if room is not None and s.can_see(room):
             for member, flags in room.members.items():
-                _who_reply(s, member, room.name, flags)
+                _who_reply(s, member, room.name, flags, whox)
                 lines += 1
     else:
         exact = hub.find(mask)
         if exact is not None and "*" not in mask and "?" not in mask:
-            _who_reply(s, exact, "*", 0)
+            _who_reply(s, exact, "*", 0, whox)
             lines = 1
         else:
             for member in hub.nicks.values():
@@ -50,17 +63,28 @@ def who(s: IrcSession, message: Message) -> int:
                     and not hub.shares_room(member, s.member)
                 ):
                     continue
-                _who_reply(s, member, "*", 0)
+                _who_reply(s, member, "*", 0, whox)
                 lines += 1
     s.numeric(N.RPL_ENDOFWHO, mask)
     return lines // 10
 
 
-def _who_reply(s: IrcSession, member: Member, channel: str, flags: int) -> None:
+def who_flags(s: IrcSession, member: Member, flags: int) -> str:
+    """``H``/``G`` (here, gone), ``*`` server operator, ``B`` bot, then room prefixes."""
     status = "G" if member.away else "H"
     if "o" in member.modes:
         status += "*"
-    status += prefixes(flags, bool(s.caps & enc.MULTI_PREFIX))
+    if "B" in member.modes:
+        status += "B"
+    return status + prefixes(flags, bool(s.caps & enc.MULTI_PREFIX))
+
+
+def _who_reply(
+    s: IrcSession, member: Member, channel: str, flags: int, whox: tuple[str, str] | None
+) -> None:
+    if whox is not None:
+        _whox_reply(s, member, channel, flags, *whox)
+        return
     s.numeric(
         N.RPL_WHOREPLY,
         channel,
@@ -68,9 +92,56 @@ def _who_reply(s: IrcSession, member: Member, channel: str, flags: int) -> None:
         member.host,
         s.server_name,
         member.nick,  # type: ignore[arg-type]
-        status,
+        who_flags(s, member, flags),
         text=f"0 {member.realname or LINE_REALNAME}",
     )
+
+
+def _whox_reply(
+    s: IrcSession, member: Member, channel: str, flags: int, fields: str, token: str
+) -> None:
+    values: list[str] = []
+    for field in fields:
+        match field:
+            case "t":
+                values.append(token)
+            case "c":
+                values.append(channel)
+            case "u":
+                values.append(member.user)
+            case "i" | "h":
+                # An IPv6 address may start with ":", which a middle parameter cannot.
+                host = member.host
+                values.append("0" + host if host.startswith(":") else host)
+            case "s":
+                values.append(s.server_name)
+            case "n":
+                values.append(member.nick)  # type: ignore[arg-type]
+            case "f":
+                values.append(who_flags(s, member, flags))
+            case "d":
+                values.append("0")
+            case "l":
+                values.append(str(idle_seconds(member)))
+            case "a":
+                values.append("0")
+            case "o":
+                values.append("n/a")
+            case "r":
+                values.append(member.realname or LINE_REALNAME)
+    realname_last = fields.endswith("r")
+    if values:
+        s.send(N.RPL_WHOSPCRPL.code, s.me, *values, source=s.server_name, colon=realname_last)
+    else:
+        s.send(N.RPL_WHOSPCRPL.code, s.me, source=s.server_name, colon=False)
+
+
+def idle_seconds(member: Member) -> int:
+    """Seconds since the member last sent anything (0 for a member with no session)."""
+    session = member.session
+    if session is None:
+        return 0
+    return max(int(time.monotonic() - session.last_active), 0)
 
 
 def whois(s: IrcSession, message: Message) -> None:
@@ -99,10 +170,11 @@ def whois(s: IrcSession, message: Message) -> None:
         s.numeric(N.RPL_AWAY, name, text=member.away)
     if "o" in member.modes:
         s.numeric(N.RPL_WHOISOPERATOR, name)
-    session = member.session
-    if session is not None:
-        idle = int(time.monotonic() - session.last_active)
-        s.numeric(N.RPL_WHOISIDLE, name, str(max(idle, 0)), str(int(member.signon)))
+    if "B" in member.modes:
+        s.numeric(N.RPL_WHOISBOT, name)
+    if member.session is not None:
+        idle = str(idle_seconds(member))
+        s.numeric(N.RPL_WHOISIDLE, name, idle, str(int(member.signon)))
     s.numeric(N.RPL_ENDOFWHOIS, name)
 
 
@@ -165,12 +237,6 @@ def list_(s: IrcSession, message: Message) -> int:
             sent += 1
     s.numeric(N.RPL_LISTEND)
     return sent // 10
-
-
-def away(s: IrcSession, message: Message) -> None:
-    text = message.params[0][:AWAYLEN] if message.params else ""
-    s.service.hub.set_away(s.member, text or None)
-    s.numeric(N.RPL_NOWAWAY if text else N.RPL_UNAWAY)
 
 
 def ison(s: IrcSession, message: Message) -> None:

@@ -8,7 +8,8 @@ The commands themselves live in modules by group, each a set of functions
 ``handler(session, message)``: :mod:`~chatd.dialects.irc.registration` (CAP, PASS, NICK,
 USER, PING, QUIT), :mod:`~chatd.dialects.irc.channels` (JOIN, PART, NAMES, TOPIC, MODE,
 KICK, INVITE), :mod:`~chatd.dialects.irc.messages` (PRIVMSG, NOTICE, TAGMSG),
-:mod:`~chatd.dialects.irc.queries` (WHO, WHOIS, WHOWAS, LIST, ISON, USERHOST, AWAY) and
+:mod:`~chatd.dialects.irc.queries` (WHO, WHOIS, WHOWAS, LIST, ISON, USERHOST),
+:mod:`~chatd.dialects.irc.users` (AWAY, SETNAME, MONITOR) and
 :mod:`~chatd.dialects.irc.info` (LUSERS, MOTD, VERSION, ..., OPER, KILL, WALLOPS).
 :data:`HANDLERS`, at the end of this module, is the one table that names them all.
 
@@ -23,6 +24,10 @@ clients asking for the same nick cannot both get it.
 Refusals come from the hub as typed errors and are rendered here, each with its numeric
 (:meth:`IrcSession.hub_error`). Flood control is the base session's: a line costs a
 token, and a reply of many lines (NAMES, WHO, LIST) costs one more per extra line.
+
+A command tagged ``@label=...`` by a client with ``labeled-response`` runs with its
+output captured (:mod:`~chatd.dialects.irc.labels`), which then goes out labeled: one
+line, a batch, or an ``ACK``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 from chatd.core import errors as err
 from chatd.core.hub import Room
 from chatd.dialects.base import Session
-from chatd.dialects.irc import channels, info, messages, queries, registration
+from chatd.dialects.irc import channels, info, labels, messages, queries, registration, users
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.encoder import encoder_for, fit
 from chatd.dialects.irc.limits import LINE_LIMIT, PING_TIMEOUT_TEXT
@@ -67,6 +72,8 @@ class IrcSession(Session):
         "batch_room",
         "batch",
         "state",
+        "capture",
+        "batches",
     )
 
     def __init__(self, service: Any, host: str, now: float, delay: float = 0.0) -> None:
@@ -85,6 +92,10 @@ class IrcSession(Session):
         self.batch_room: str | None = None
         self.batch: list[str] = []
         self.state = State.REGISTERING
+        #: The output of the labeled command running now, if any.
+        self.capture: labels.Capture | None = None
+        #: Labeled-response batches opened so far (their references are this count).
+        self.batches = 0
 
     def make_decoder(self) -> IrcDecoder:
         return IrcDecoder()
@@ -152,6 +163,20 @@ class IrcSession(Session):
             self.numeric(num, *params, text=line)
         return len(lines)
 
+    def write(self, data: bytes) -> None:
+        capture = self.capture
+        if capture is None:
+            super().write(data)
+            return
+        stats = self.service.stats
+        stats["writes_out"] += 1
+        stats["bytes_out"] += len(data)
+        capture.chunks.append(data)
+
+    def close(self, reason: DisconnectReason, detail: str = "") -> None:
+        self.end_label()  # the labeled response goes out before the close
+        super().close(reason, detail)
+
     def greet(self) -> None:
         pass  # IRC clients speak first
 
@@ -196,6 +221,42 @@ class IrcSession(Session):
     def handle(self, item: Any) -> int:
         if isinstance(item, Blank):
             return item.count - 1  # each blank line costs a flood token
+        tags = (
+            item.tags
+            if isinstance(item, Message)
+            else item.message.tags
+            if isinstance(item, InvalidUtf8)
+            else None
+        )
+        if not tags or "label" not in tags or not self.caps & enc.LABELED_RESPONSE:
+            return self._handle(item)
+        self.flush_batch()  # earlier commands' output is not this one's response
+        self.capture = labels.Capture(self.transport, tags["label"])
+        self.member.out = self.capture
+        try:
+            extra = self._handle(item)
+            self.flush_batch()
+        finally:
+            self.end_label()
+        return extra
+
+    def end_label(self) -> None:
+        """Send the running labeled command's response (safe when there is none)."""
+        capture = self.capture
+        if capture is None:
+            return
+        self.capture = None
+        self.member.out = self.transport
+        data = b"".join(capture.chunks)
+        batch_id = None
+        if self.caps & enc.BATCH:
+            self.batches += 1
+            batch_id = f"{self.batches:x}"
+        out = labels.response(data, capture.label, self.server_name, batch_id)
+        self.service.stats["bytes_out"] += len(out) - len(data)
+        self.transport.write(out)
+
+    def _handle(self, item: Any) -> int:
         stats = self.service.stats
         stats["lines_in"] += 1
         if isinstance(item, Message):
@@ -332,7 +393,9 @@ HANDLERS: dict[State, dict[str, Handler]] = {
         "WHO": queries.who,
         "WHOIS": queries.whois,
         "WHOWAS": queries.whowas,
-        "AWAY": queries.away,
+        "AWAY": users.away,
+        "SETNAME": users.setname,
+        "MONITOR": users.monitor,
         "ISON": queries.ison,
         "USERHOST": queries.userhost,
         "LUSERS": info.lusers,
