@@ -249,7 +249,7 @@ class IrcSession(Session):
         self.member.out = self.transport
         data = b"".join(capture.chunks)
         batch_id = None
-        if self.caps & enc.BATCH:
+        if self.caps & enc.BATCH and data.count(b"\n") > 1:  # a batch is needed
             self.batches += 1
             batch_id = f"{self.batches:x}"
         out = labels.response(data, capture.label, self.server_name, batch_id)
