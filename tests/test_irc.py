@@ -194,3 +194,44 @@ def test_refused_irc_connections_get_an_irc_error(engine: str, start_server) -> 
         data += chunk
     assert data == b"ERROR :Closing Link: (server full)\r\n"
     keep.no_more_lines()
+
+
+def test_monitor_statusmsg_and_exceptions_cross_dialects(server: Server) -> None:
+    amy = server.irc("amy")
+    amy.send("MONITOR + cid,dan")
+    assert amy.expect(" 731 ")[-1] == ":irc.test 731 amy :cid,dan"
+    cid = server.client("cid")  # a line user: the first in #lobby, its operator
+    assert amy.expect(" 730 ")[-1] == ":irc.test 730 amy :cid!line@127.0.0.1"
+    cid.send("/monitor amy")
+    assert cid.expect("online")[-1] == "* amy is online"
+    cid.send("/mode +b *!*@127.0.0.1")
+    cid.send("/mode +e amy!*@*")
+    cid.ping()
+    amy.send("JOIN #lobby")  # banned by host, excepted by nick
+    amy.expect(" 366 amy #lobby ")
+    dan = server.irc()
+    dan.send("NICK dan\r\nUSER dan 0 * :Dan")
+    dan.expect(" 376 | 422 ")
+    assert amy.expect(" 730 ")[-1] == ":irc.test 730 amy :dan!~dan@127.0.0.1"
+    dan.send("JOIN #lobby")
+    assert " 474 dan #lobby " in dan.read_line()
+    amy.send("PRIVMSG @#lobby :ops only")
+    assert cid.expect("ops only")[-1] == "* amy to the operators of #lobby: ops only"
+    cid.send("/msg @#lobby noted")
+    cid.expect("-> @#lobby")
+    amy.sync()  # amy is not an operator: nothing for her
+    amy.send("QUIT :bye")
+    assert cid.expect("offline")[-1] == "* amy is offline"
+
+
+def test_labeled_responses_over_a_socket(server: Server) -> None:
+    amy = server.irc("amy", caps="batch labeled-response")
+    amy.send("@label=a JOIN #c")
+    lines = amy.expect("BATCH -")
+    assert lines[0].startswith("@label=a :irc.test BATCH +")
+    ref = lines[0].split()[3][1:]
+    assert all(line.startswith(f"@batch={ref} ") for line in lines[1:-1])
+    assert [line.split()[2] for line in lines[1:-1]] == ["JOIN", "353", "366"]
+    amy.send("@label=b PONG x\r\n@label=c PING y")
+    assert amy.read_line() == "@label=b :irc.test ACK"
+    assert amy.read_line() == "@label=c :irc.test PONG irc.test y"

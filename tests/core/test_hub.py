@@ -9,7 +9,7 @@ import pytest
 from chatd.core import errors as err
 from chatd.core import events as ev
 from chatd.core.events import Role
-from chatd.core.hub import OP, VOICE, Hub, Member, ModeChange, parse_mode_changes
+from chatd.core.hub import MAX_WATCH, OP, VOICE, Hub, Member, ModeChange, parse_mode_changes
 from chatd.core.router import Router
 
 
@@ -22,6 +22,10 @@ class Inbox:
 
     def encode(self, event: ev.Event, role: Role) -> bytes:
         self.events.append((event, role))
+        return b"x"
+
+    def encode_for(self, event: ev.Event, member: Member) -> bytes:
+        self.events.append((event, Role.OTHER))
         return b"x"
 
     def write(self, data: bytes) -> None:
@@ -216,11 +220,13 @@ def test_invite_only_key_limit_and_bans_keep_people_out_until_invited() -> None:
     with pytest.raises(err.BadKey):
         w.hub.join(guest, "#club")
     w.hub.join(guest, "#club", "secret")
+    w.hub.change_room_modes(op, "#club", [ModeChange("-", "i")])
     third = w.member("third", join=None)
-    w.hub.invite(op, "third", "#club")
     with pytest.raises(err.RoomFull):
         w.hub.join(third, "#club", "secret")
-    w.hub.change_room_modes(op, "#club", [ModeChange("-", "i"), ModeChange("-", "l")])
+    w.hub.invite(op, "third", "#club")  # an invitation lets one past the limit too
+    w.hub.join(third, "#club", "secret")
+    w.hub.change_room_modes(op, "#club", [ModeChange("-", "l")])
     w.hub.change_room_modes(op, "#club", [ModeChange("+", "b", "*!*@10.9.9.9")])
     w.hub.part(guest, "#club")
     with pytest.raises(err.Banned):
@@ -266,3 +272,114 @@ def test_topic_needs_an_operator_under_plus_t() -> None:
     room = w.hub.rooms["#lobby"]
     assert (room.topic, room.topic_by, room.topic_at) == ("welcome", "op", 1000.0)
     assert w.got(bob) == [ev.TopicChanged(op.source, "#lobby", "welcome")]
+
+
+def test_exceptions_unban_and_invite_exceptions_open_invite_only_rooms() -> None:
+    w = World()
+    op = w.member("op", join="#club")
+    guest = w.member("guest", host="10.9.9.9", join=None)
+    changes, _ = parse_mode_changes("+beI", ["*!*@10.9.9.9", "guest", "friend!*@*"])
+    applied, _ = w.hub.change_room_modes(op, "#club", changes)
+    assert [(c.char, c.arg) for c in applied] == [
+        ("b", "*!*@10.9.9.9"),
+        ("e", "guest!*@*"),
+        ("I", "friend!*@*"),
+    ]
+    room = w.hub.rooms["#club"]
+    assert not w.hub.is_banned(guest, room)
+    w.hub.join(guest, "#club")
+    w.hub.part(guest, "#club")
+    w.hub.change_room_modes(op, "#club", [ModeChange("-", "e", "GUEST!*@*"), ModeChange("+", "i")])
+    assert room.excepts == [] and w.hub.is_banned(guest, room)
+    friend = w.member("friend", join=None)
+    w.hub.join(friend, "#club")  # +I lets it past +i without an invitation
+    with pytest.raises(err.InviteOnly):
+        w.hub.join(w.member("stranger", join=None), "#club")
+
+
+def test_no_ctcp_rooms_and_statusmsg_audiences() -> None:
+    w = World()
+    op, voiced, bob = w.member("op"), w.member("voiced"), w.member("bob")
+    w.hub.change_room_modes(op, "#lobby", [ModeChange("+", "v", "voiced"), ModeChange("+", "C")])
+    for m in (op, voiced, bob):
+        w.got(m)
+    with pytest.raises(err.CannotSend):
+        w.hub.say(bob, "#lobby", ("\x01VERSION\x01",), ctcp=True)
+    w.hub.say(op, "#lobby", ("\x01PING 1\x01",), ctcp=True)  # operators are exempt
+    assert len(w.got(bob)) == len(w.got(voiced)) == 1
+    event = w.hub.say(bob, "#lobby", ("ops only",), audience="o")
+    assert event.audience == "o"
+    assert w.got(op) == [event] and w.got(voiced) == []
+    event = w.hub.say(op, "#lobby", ("voiced and up",), audience="v")
+    assert w.got(voiced) == [event] and w.got(bob) == [] and w.got(op) == []
+
+
+def test_watchers_are_told_of_sign_on_nick_changes_and_quits() -> None:
+    w = World()
+    watcher = w.member("watcher", join=None)
+    added, refused = w.hub.watch(watcher, ["Amy", "*!*@*", "amy", "zed"])
+    assert (added, refused) == (["Amy", "amy", "zed"], [])
+    assert watcher.watching == {"amy": "Amy", "zed": "zed"}
+    amy = w.hub.connect(None, Inbox(), Inbox(), "10.0.0.1")
+    w.hub.register(amy, "amy")  # World.member() would clear what the watcher got
+    assert w.got(watcher) == [ev.CameOnline(amy.source)]
+    w.hub.change_nick(amy, "AMY")
+    assert w.got(watcher) == []  # the same nickname
+    w.hub.change_nick(amy, "zed")
+    assert w.got(watcher) == [ev.WentOffline("AMY"), ev.CameOnline(amy.source)]
+    w.hub.disconnect(amy)
+    assert w.got(watcher) == [ev.WentOffline("zed")]
+    w.hub.unwatch(watcher, ["ZED"])
+    assert set(w.hub.watchers) == {"amy"}
+    w.hub.disconnect(watcher)
+    assert w.hub.watchers == {}
+
+
+def test_a_watch_list_is_bounded() -> None:
+    w = World()
+    watcher = w.member("watcher", join=None)
+    nicks = [f"n{i}" for i in range(MAX_WATCH + 3)]
+    added, refused = w.hub.watch(watcher, nicks)
+    assert added == nicks[:MAX_WATCH] and refused == nicks[MAX_WATCH:]
+    w.hub.unwatch_all(watcher)
+    assert w.hub.watchers == {} and watcher.watching == {}
+
+
+def test_away_and_realname_reach_watchers_outside_the_rooms_once_as_watchers() -> None:
+    w = World()
+    amy, mate = w.member("amy"), w.member("mate")
+    outsider = w.member("outsider", join=None)
+    w.hub.watch(mate, ["amy"])
+    w.hub.watch(outsider, ["amy"])
+    w.hub.set_away(amy, "lunch")
+    assert w.roles(mate) == [Role.OTHER] and w.roles(outsider) == [Role.WATCHER]
+    assert w.got(mate) == w.got(outsider) == [ev.AwayChanged(amy.source, "lunch")]
+    w.hub.set_realname(amy, "Amy Pond")
+    assert w.roles(amy) == [Role.ACTOR] and w.roles(outsider) == [Role.WATCHER]
+    assert w.got(outsider) == [ev.RealnameChanged(amy.source, "Amy Pond")]
+    assert amy.realname == "Amy Pond"
+    with pytest.raises(err.NeedMoreParams):
+        w.hub.set_realname(amy, "")
+
+
+def test_bot_mode_is_carried_by_the_source_across_nick_changes() -> None:
+    w = World()
+    amy, bob = w.member("amy"), w.member("bob")
+    assert w.hub.change_user_modes(amy, [ModeChange("+", "B")]) == "+B"
+    assert amy.source.bot
+    w.hub.change_nick(amy, "robo")
+    assert amy.source.bot and amy.source.nick == "robo"
+    event = w.hub.say(amy, "#lobby", ("beep",))
+    assert event.source.bot and w.got(bob)[-1] == event
+    w.hub.change_user_modes(amy, [ModeChange("-", "B")])
+    assert not amy.source.bot
+
+
+def test_invitations_are_listed_until_used() -> None:
+    w = World()
+    op, bob = w.member("op", join="#a"), w.member("bob", join=None)
+    w.hub.join(op, "#b")
+    w.hub.invite(op, "bob", "#a")
+    w.hub.invite(op, "bob", "#b")
+    w.hub.join(bob, "#b")
+    assert [room.name for room in w.hub.invitations(bob)] == ["#a"]

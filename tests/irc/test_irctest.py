@@ -22,8 +22,9 @@ sys.path.insert(0, str(HERE))
 
 from run_irctest import IRCTEST_DIR  # noqa: E402
 
-#: Issue 9: "done at >= 175 passed, 0 failed, no hang, on every engine".
-MIN_PASSED = 175
+#: Issue 9: "done at >= 175 passed, 0 failed, no hang, on every engine", then "beating
+#: InspIRCd is the next step": more than its 258 passed (PINNED.md) on this selection.
+MIN_PASSED = 259
 SUMMARY = re.compile(
     r"irctest (\S+): (\d+) passed, (\d+) failed, (\d+) skipped, (\d+) xfailed, (\d+) errors"
 )

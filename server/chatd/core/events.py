@@ -22,6 +22,8 @@ class Source:
     nick: str
     user: str
     host: str
+    #: The member has user mode ``+B`` (IRCv3 bot mode): IRC shows a ``bot`` tag.
+    bot: bool = False
 
 
 class Role(enum.IntEnum):
@@ -33,6 +35,9 @@ class Role(enum.IntEnum):
     ACTOR = 1
     #: The member it was done to (the kicked one of a KICK, the invited one).
     SUBJECT = 2
+    #: Someone who shares no room with the actor and sees it only because it monitors
+    #: the actor's nickname (IRCv3 extended-monitor: AWAY and SETNAME of a watched nick).
+    WATCHER = 3
 
 
 class ChatKind(enum.Enum):
@@ -64,6 +69,9 @@ class Chat:
     #: When the hub accepted it (wall time) and its id: the same in an echo and the relay.
     at: float = 0.0
     msgid: str = ""
+    #: Who in the room gets it: everyone (``""``), operators only (``"o"``), or voiced
+    #: members and operators (``"v"``): IRC's STATUSMSG ``PRIVMSG @#room``.
+    audience: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +168,33 @@ class AwayChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RealnameChanged:
+    """``source`` changed its realname (IRCv3 setname)."""
+
+    source: Source
+    realname: str
+
+
+@dataclass(frozen=True, slots=True)
+class CameOnline:
+    """A nickname someone monitors is now in use, by ``source`` (IRCv3 MONITOR).
+
+    Published to the watchers of the nick (:class:`~chatd.core.targets.ToWatchers`) on
+    registration and on a change to it. Its rendering names the recipient (IRC's
+    ``730 <you> :nick!user@host``), so the router encodes it once per watcher.
+    """
+
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class WentOffline:
+    """A monitored nickname is free again: ``nick`` quit or changed to another nick."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
 class Wallops:
     source: Source
     text: str
@@ -183,6 +218,13 @@ Event = (
     | ModeChanged
     | Invited
     | AwayChanged
+    | RealnameChanged
+    | CameOnline
+    | WentOffline
     | Wallops
     | ServerShutdown
 )
+
+#: Events rendered once per recipient (they name the recipient): the router calls
+#: ``encoder.encode_for(event, member)`` for these instead of sharing one encoding.
+PERSONAL = (CameOnline, WentOffline)

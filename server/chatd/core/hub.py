@@ -41,6 +41,7 @@ from chatd.core.targets import (
     ToRoomOperators,
     ToRooms,
     ToUserMode,
+    ToWatchers,
 )
 
 #: Member flags in a room.
@@ -51,16 +52,25 @@ PREFIXES = ((OP, "o", "@"), (VOICE, "v", "+"))
 
 #: Room modes: list modes (always take an argument), a mode with an argument to set and
 #: unset, one with an argument to set only, and plain flags (IRC's CHANMODES=A,B,C,D).
-LIST_MODES = "b"
+#: The lists: bans (``b``), ban exceptions (``e``: a matching member is not banned) and
+#: invite exceptions (``I``: a matching member needs no invitation to a ``+i`` room).
+#: The flags: ``C`` no CTCP requests (IRC's VERSION, PING...; actions still pass),
+#: ``i`` invite-only, ``m`` moderated, ``n`` no messages from outside, ``s`` secret,
+#: ``t`` only operators set the topic.
+LIST_MODES = "beI"
 KEY_MODES = "k"
 LIMIT_MODES = "l"
-FLAG_MODES = "imnst"
+FLAG_MODES = "Cimnst"
 PREFIX_MODES = "ov"
 #: Room modes a new room starts with: only members speak, only operators set the topic.
 DEFAULT_ROOM_MODES = "nt"
-#: Entries a room's ban list may hold.
+#: Entries each of a room's lists (bans, exceptions, invite exceptions) may hold.
 MAX_LIST = 100
-USER_MODES = "iow"
+#: User modes: ``B`` bot (IRCv3 bot mode), ``i`` invisible, ``o`` server operator (only
+#: OPER sets it), ``w`` receives WALLOPS.
+USER_MODES = "Biow"
+#: Nicknames one member may monitor (IRCv3 MONITOR).
+MAX_WATCH = 100
 
 #: WHOWAS entries kept (nick changes and quits).
 WHOWAS_KEEP = 1000
@@ -87,6 +97,7 @@ class Member:
         "away",
         "signon",
         "inbox",
+        "watching",
         "__weakref__",
     )
 
@@ -110,6 +121,8 @@ class Member:
         self.signon = 0.0
         #: Private-message budget (bytes from others), made on first use.
         self.inbox: TokenBucket | None = None
+        #: Nicknames this member monitors: folded key → the nick as it was asked for.
+        self.watching: dict[str, str] = {}
 
     @property
     def room(self) -> Room | None:
@@ -141,6 +154,8 @@ class Room:
         "password",
         "limit",
         "bans",
+        "excepts",
+        "invexes",
         "invites",
     )
 
@@ -156,13 +171,25 @@ class Room:
         self.modes = DEFAULT_ROOM_MODES
         self.password: str | None = None
         self.limit: int | None = None
-        #: (mask, set by, when)
+        #: The ``b``, ``e`` and ``I`` lists, each of (mask, set by, when).
         self.bans: list[tuple[str, str, float]] = []
+        self.excepts: list[tuple[str, str, float]] = []
+        self.invexes: list[tuple[str, str, float]] = []
         #: Keys of members invited since the room became invite-only.
         self.invites: set[str] = set()
 
     def is_op(self, member: Member) -> bool:
         return bool(self.members.get(member, 0) & OP)
+
+    def mask_list(self, char: str) -> list[tuple[str, str, float]]:
+        """The list of list mode ``char`` (``b``, ``e`` or ``I``)."""
+        if char == "b":
+            return self.bans
+        if char == "e":
+            return self.excepts
+        if char == "I":
+            return self.invexes
+        raise ValueError(f"not a list mode: {char!r}")
 
     def mode_string(self, show_key: bool = True) -> tuple[str, list[str]]:
         """``("+ntk", ["key"])``: the flags and arguments MODE #room shows."""
@@ -235,6 +262,9 @@ class Hub:
         #: Every connected member, registered or not.
         self.members: dict[Member, None] = {}
         self.whowas: deque[WhowasEntry] = deque(maxlen=WHOWAS_KEEP)
+        #: Folded nick → the members monitoring it (IRCv3 MONITOR), whether or not the
+        #: nick is in use; each member's own list is :attr:`Member.watching`.
+        self.watchers: dict[str, set[Member]] = {}
         self.max_registered = 0
         self._msgids = 0
         #: When the hub started (IRC's 003 "created" and RPL_CREATIONTIME of rooms).
@@ -273,6 +303,8 @@ class Hub:
         self.nicks[member.key] = member
         if len(self.nicks) > self.max_registered:
             self.max_registered = len(self.nicks)
+        if member.key in self.watchers:
+            self.publish(ev.CameOnline(member.source), ToWatchers(member.key), member, None)
 
     def disconnect(
         self, member: Member, reason: str = "", by_user: bool = False, quiet: bool = False
@@ -288,11 +320,14 @@ class Hub:
             return
         del self.nicks[member.key]
         self._remember(member)
+        self.unwatch_all(member)
         rooms = tuple(member.rooms)
         for room in list(member.rooms.values()):
             self._remove(member, room)
         if rooms and not quiet:
             self.publish(ev.Quit(source, reason, by_user), ToRooms(rooms), None, None)
+        if member.key in self.watchers and not quiet:
+            self.publish(ev.WentOffline(source.nick), ToWatchers(member.key), None, None)
 
     def change_nick(self, member: Member, new: str) -> None:
         old = self._registered(member)
@@ -300,13 +335,19 @@ class Hub:
             raise err.SameNick(new)
         self.check_nick(new, member)
         key = fold(new)
+        old_key: str = member.key  # type: ignore[assignment]
         self._remember(member)
-        del self.nicks[member.key]  # type: ignore[arg-type]
+        del self.nicks[old_key]
         self.nicks[key] = member
         member.nick = new
         member.key = key
-        member.source = ev.Source(new, member.user, member.host)
+        member.source = ev.Source(new, member.user, member.host, old.bot)
         self.publish(ev.NickChanged(old, new), ToRooms(tuple(member.rooms), also=key), member, None)
+        if key != old_key:  # a change of case only is the same nickname to a watcher
+            if old_key in self.watchers:
+                self.publish(ev.WentOffline(old.nick), ToWatchers(old_key), None, None)
+            if key in self.watchers:
+                self.publish(ev.CameOnline(member.source), ToWatchers(key), member, None)
 
     # ----------------------------------------------------------------- rooms
 
@@ -357,22 +398,27 @@ class Hub:
         return room
 
     def check_can_join(self, member: Member, room: Room, password: str | None) -> None:
-        """Raise the reason ``member`` may not enter ``room`` with ``password``."""
+        """Raise the reason ``member`` may not enter ``room`` with ``password``.
+
+        An invitation lets a member past ``+i``, ``+l`` and bans (not past a key); an
+        invite exception (``+I``) matching it lets it past ``+i`` only.
+        """
         invited = member.key in room.invites
-        if "i" in room.modes and not invited:
+        if "i" in room.modes and not invited and not _matches(room.invexes, member.mask):
             raise err.InviteOnly(room.name)
         if room.password is not None and password != room.password:
             raise err.BadKey(room.name)
-        if room.limit is not None and len(room.members) >= room.limit:
+        if room.limit is not None and len(room.members) >= room.limit and not invited:
             raise err.RoomFull(room.name)
         if not invited and self.is_banned(member, room):
             raise err.Banned(room.name)
 
     def is_banned(self, member: Member, room: Room) -> bool:
+        """A ban (``+b``) matches ``member`` and no ban exception (``+e``) does."""
         if not room.bans:
             return False
         mask = member.mask
-        return any(mask_match(ban, mask) for ban, _, _ in room.bans)
+        return _matches(room.bans, mask) and not _matches(room.excepts, mask)
 
     def part(self, member: Member, name: str, reason: str = "", *, echo: bool = True) -> None:
         source = self._registered(member)
@@ -413,6 +459,11 @@ class Hub:
         room.topic_at = self.clock()
         self.publish(ev.TopicChanged(source, room.name, text), ToRoom(room.key), member, None)
 
+    def invitations(self, member: Member) -> list[Room]:
+        """The rooms ``member`` is invited to and has not entered yet (IRC's INVITE list)."""
+        key = member.key
+        return [room for room in self.rooms.values() if key in room.invites]
+
     def invite(self, member: Member, nick: str, name: str) -> Room:
         source = self._registered(member)
         invitee = self.nicks.get(fold(nick))
@@ -440,18 +491,33 @@ class Hub:
         texts: tuple[str, ...],
         kind: ev.ChatKind = ev.ChatKind.SAY,
         tags: tuple[tuple[str, str], ...] = (),
+        *,
+        audience: str = "",
+        ctcp: bool = False,
     ) -> ev.Chat:
         """Lines from ``member`` to room ``name`` (every other member gets each, in order).
 
+        ``audience``: ``"o"`` sends to the room's operators only, ``"v"`` to its voiced
+        members and operators (IRC's STATUSMSG); the sender must still be allowed to
+        speak in the room. ``ctcp``: the text is an IRC client-to-client request (not
+        an action), which a ``+C`` room refuses.
         Returns the event, so that a dialect can echo it to its sender (echo-message).
         """
         source = self._registered(member)
         room = self.room_or_raise(name)
         self._check_can_send(member, room)
+        if ctcp and "C" in room.modes and not room.is_op(member):
+            raise err.CannotSend(room.name, "CTCP requests are blocked (+C)")
         if kind is ev.ChatKind.ACTION:
             self._check_action(source.nick, texts)
-        event = ev.Chat(source, room.name, texts, kind, tags, self.clock(), self._next_id())
-        self.publish(event, ToRoom(room.key, member.key), None, None)
+        event = ev.Chat(
+            source, room.name, texts, kind, tags, self.clock(), self._next_id(), audience
+        )
+        if audience:
+            target: Target = ToRoomOperators(room.key, member.key, voiced=audience == "v")
+        else:
+            target = ToRoom(room.key, member.key)
+        self.publish(event, target, None, None)
         return event
 
     def _next_id(self) -> str:
@@ -527,10 +593,67 @@ class Hub:
         self.publish(ev.Wallops(source, text), ToUserMode("w"), member, None)
 
     def set_away(self, member: Member, text: str | None) -> None:
+        """Away (``text``) or back (``None``); rooms and extended-monitor watchers learn it."""
         source = self._registered(member)
         member.away = text or None
-        target = ToRooms(tuple(member.rooms), skip=member.key)
+        target = ToRooms(tuple(member.rooms), skip=member.key, watched=member.key)
         self.publish(ev.AwayChanged(source, member.away), target, member, None)
+
+    def set_realname(self, member: Member, realname: str) -> None:
+        """A new realname (IRCv3 SETNAME): the member, its rooms and watchers are told."""
+        source = self._registered(member)
+        if not realname:
+            raise err.NeedMoreParams("realname")
+        member.realname = realname
+        key: str = member.key  # type: ignore[assignment]
+        target = ToRooms(tuple(member.rooms), also=key, watched=key)
+        self.publish(ev.RealnameChanged(source, realname), target, member, None)
+
+    # ----------------------------------------------------------------- monitor
+
+    def watch(self, member: Member, nicks: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Add nicknames to ``member``'s monitor list, as far as :data:`MAX_WATCH` allows.
+
+        Returns the nicks added (or already there) and those refused because the list
+        is full. A nick that is not a valid nickname (a mask) is never added: the
+        dialect reports it; here it is silently left out.
+        """
+        self._registered(member)
+        added: list[str] = []
+        refused: list[str] = []
+        watching = member.watching
+        for nick in nicks:
+            if nick_problem(nick):
+                continue
+            key = fold(nick)
+            if key in watching:
+                added.append(nick)
+                continue
+            if len(watching) >= MAX_WATCH:
+                refused.append(nick)
+                continue
+            watching[key] = nick
+            self.watchers.setdefault(key, set()).add(member)
+            added.append(nick)
+        return added, refused
+
+    def unwatch(self, member: Member, nicks: Iterable[str]) -> None:
+        for nick in nicks:
+            key = fold(nick)
+            if member.watching.pop(key, None) is not None:
+                self._drop_watcher(key, member)
+
+    def unwatch_all(self, member: Member) -> None:
+        for key in member.watching:
+            self._drop_watcher(key, member)
+        member.watching.clear()
+
+    def _drop_watcher(self, key: str, member: Member) -> None:
+        watchers = self.watchers.get(key)
+        if watchers is not None:
+            watchers.discard(member)
+            if not watchers:
+                del self.watchers[key]
 
     # ----------------------------------------------------------------- modes
 
@@ -583,19 +706,20 @@ class Hub:
         if char in LIST_MODES:
             if not arg:
                 raise err.NeedMoreParams(f"MODE {sign}{char}")
+            entries = room.mask_list(char)
             mask = normalize_ban_mask(arg)
             change.arg = mask
-            present = [i for i, (m, _, _) in enumerate(room.bans) if fold(m) == fold(mask)]
+            present = [i for i, (m, _, _) in enumerate(entries) if fold(m) == fold(mask)]
             if adding:
                 if present:
                     return False
-                if len(room.bans) >= MAX_LIST:
+                if len(entries) >= MAX_LIST:
                     raise err.BanListFull(room.name, char)
-                room.bans.append((mask, setter, self.clock()))
+                entries.append((mask, setter, self.clock()))
                 return True
             if not present:
                 return False
-            del room.bans[present[0]]
+            del entries[present[0]]
             return True
         if char in KEY_MODES:
             if adding:
@@ -643,8 +767,8 @@ class Hub:
         raise err.UnknownMode(char, room.name)
 
     def change_user_modes(self, member: Member, changes: Iterable[ModeChange]) -> str:
-        """Apply user mode changes a member may make itself (+i, +w, -o); return the applied."""
-        self._registered(member)
+        """Apply user mode changes a member may make itself (+B, +i, +w, -o); return them."""
+        source = self._registered(member)
         applied = ""
         sign_shown = ""
         for change in changes:
@@ -663,6 +787,8 @@ class Hub:
                 applied += change.sign
                 sign_shown = change.sign
             applied += char
+        if ("B" in member.modes) != source.bot:
+            member.source = ev.Source(source.nick, source.user, source.host, not source.bot)
         return applied
 
     def make_oper(self, member: Member) -> None:
@@ -710,6 +836,11 @@ class Hub:
         member.rooms.pop(room.key, None)
         if not room.members and room.key != fold(self.default_room):
             del self.rooms[room.key]
+
+
+def _matches(entries: list[tuple[str, str, float]], mask: str) -> bool:
+    """Does any mask of a room's list match ``nick!user@host``?"""
+    return any(mask_match(entry, mask) for entry, _, _ in entries)
 
 
 def _mode_line(changes: list[ModeChange]) -> tuple[str, list[str]]:

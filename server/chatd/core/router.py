@@ -11,6 +11,13 @@ the member who did it or had it done to them (the line dialect's ``* you joined 
 IRC's KICK seen by the kicked member is the same bytes, so it does not care). When both
 are ``None`` no role is computed at all.
 
+Two rarer paths sit beside the broadcast loop and leave it as it was. Events in
+:data:`~chatd.core.events.PERSONAL` (MONITOR's online/offline notices, which name their
+recipient) go to :class:`~chatd.core.targets.ToWatchers` and are encoded once per
+recipient with ``encode_for``. A :class:`~chatd.core.targets.ToRooms` with ``watched``
+reaches, after the rooms, the watchers of that member who share none of them, in
+:attr:`Role.WATCHER <chatd.core.events.Role.WATCHER>`.
+
 A later backplane fits here: it would forward ``(event, target)`` to other nodes, which
 run their own router; targets are names, not live views, for that reason.
 """
@@ -23,7 +30,7 @@ from typing import Any, Protocol
 
 from chatd.core import events as ev
 from chatd.core.events import Role
-from chatd.core.hub import OP, Hub, Member
+from chatd.core.hub import OP, VOICE, Hub, Member
 from chatd.core.targets import (
     Target,
     ToEveryone,
@@ -32,6 +39,7 @@ from chatd.core.targets import (
     ToRoomOperators,
     ToRooms,
     ToUserMode,
+    ToWatchers,
 )
 
 
@@ -40,6 +48,9 @@ class Encoder(Protocol):
 
     def encode(self, event: ev.Event, role: Role) -> bytes:
         """The bytes for a recipient in ``role``; ``b""`` means this recipient gets nothing."""
+
+    def encode_for(self, event: ev.Event, member: Member) -> bytes:
+        """The bytes of a :data:`~chatd.core.events.PERSONAL` event for ``member``."""
 
 
 class Router:
@@ -59,6 +70,9 @@ class Router:
         actor: Member | None = None,
         subject: Member | None = None,
     ) -> None:
+        if type(target) is ToWatchers:
+            self._personal(event, target.key)
+            return
         hub = self.hub
         skip_key = getattr(target, "skip", None)
         skip = hub.nicks.get(skip_key) if skip_key is not None else None
@@ -68,7 +82,8 @@ class Router:
         last_data = b""
         count = 0
         total = 0
-        for member in self._resolve(target):
+        members = self._resolve(target)
+        for member in members:
             if member is skip:
                 continue
             encoder = member.encoder
@@ -99,6 +114,43 @@ class Router:
             stats = self.stats
             stats["writes_out"] += count
             stats["bytes_out"] += total
+        if type(target) is ToRooms and target.watched is not None:
+            self._watchers_outside(event, target.watched, members, skip)
+
+    def _personal(self, event: ev.Event, key: str) -> None:
+        """Encode ``event`` for each watcher of ``key`` on its own (it names them)."""
+        watchers = self.hub.watchers.get(key)
+        if not watchers:
+            return
+        stats = self.stats
+        for member in list(watchers):
+            data = member.encoder.encode_for(event, member)
+            if data:
+                member.out.write(data)
+                stats["writes_out"] += 1
+                stats["bytes_out"] += len(data)
+
+    def _watchers_outside(
+        self, event: ev.Event, key: str, reached: Iterable[Member], skip: Member | None
+    ) -> None:
+        """The watchers of ``key`` that ``reached`` left out get ``event`` as WATCHER."""
+        watchers = self.hub.watchers.get(key)
+        if not watchers:
+            return
+        seen = reached if isinstance(reached, dict) else dict.fromkeys(reached)
+        cache: dict[Any, bytes] = {}
+        stats = self.stats
+        for member in list(watchers):
+            if member is skip or member in seen:
+                continue
+            encoder = member.encoder
+            data = cache.get(encoder)
+            if data is None:
+                data = cache[encoder] = encoder.encode(event, Role.WATCHER)
+            if data:
+                member.out.write(data)
+                stats["writes_out"] += 1
+                stats["bytes_out"] += len(data)
 
     def _resolve(self, target: Target) -> Iterable[Member]:
         hub = self.hub
@@ -121,11 +173,12 @@ class Router:
                 if also is not None and (extra := hub.nicks.get(also)) is not None:
                     seen[extra] = None
                 return seen
-            case ToRoomOperators(room=key):
+            case ToRoomOperators(room=key, voiced=voiced):
                 room = hub.rooms.get(key)
                 if room is None:
                     return ()
-                return [m for m, flags in room.members.items() if flags & OP]
+                wanted = OP | VOICE if voiced else OP
+                return [m for m, flags in room.members.items() if flags & wanted]
             case ToUserMode(mode=mode):
                 return [m for m in hub.nicks.values() if mode in m.modes]
             case ToEveryone():

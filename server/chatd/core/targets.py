@@ -32,14 +32,28 @@ class ToRooms:
     rooms: tuple[str, ...]
     skip: str | None = None
     also: str | None = None
+    #: Also the members who monitor this member key and share none of the rooms; they
+    #: receive the event in :attr:`~chatd.core.events.Role.WATCHER` (extended-monitor).
+    watched: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ToRoomOperators:
-    """The operators of ``room`` (IRCv3 invite-notify)."""
+    """The operators of ``room`` (IRCv3 invite-notify, STATUSMSG ``@#room``).
+
+    ``voiced``: voiced members too (STATUSMSG ``+#room``).
+    """
 
     room: str
     skip: str | None = None
+    voiced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToWatchers:
+    """The members who monitor the nickname whose folded form is ``key`` (IRCv3 MONITOR)."""
+
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,4 +68,4 @@ class ToEveryone:
     """Every connection, registered or not (server shutdown)."""
 
 
-Target = ToMember | ToRoom | ToRooms | ToRoomOperators | ToUserMode | ToEveryone
+Target = ToMember | ToRoom | ToRooms | ToRoomOperators | ToWatchers | ToUserMode | ToEveryone

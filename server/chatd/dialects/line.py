@@ -28,8 +28,8 @@ from typing import Any
 from chatd.core import errors as err
 from chatd.core import events as ev
 from chatd.core.events import Role
-from chatd.core.hub import Room, parse_mode_changes
-from chatd.core.names import NICK_RE, normalize_room, room_problem, valid_nick
+from chatd.core.hub import MAX_WATCH, Room, parse_mode_changes
+from chatd.core.names import NICK_RE, fold, normalize_room, room_problem, valid_nick
 from chatd.dialects.base import BLANK, Dialect, Session
 from chatd.net.transport import QUIT_TEXT, DisconnectReason
 
@@ -224,12 +224,31 @@ NOTICES = {
     "shutdown": "server shutting down",
     "help": "commands:",
     "bans": "bans of {room}: {masks}",
+    # A room name first: no nickname starts with "#", so no action can read as these.
+    "excepts": "{room} ban exceptions: {masks}",
+    "invexes": "{room} invite exceptions: {masks}",
+    # IRC's STATUSMSG (PRIVMSG @#room): a line only the room's operators (or voiced
+    # members and operators) were sent.
+    "status_chat": "{nick} to the {audience} of {room}: {text}",
+    # MONITOR (shared with IRC): a watched nickname signing on or off, and the list.
+    "online": "{nick} is online",
+    "offline": "{nick} is offline",
+    "monitoring": "you monitor ({count}): {listing}",
+    "unmonitored": "you no longer monitor: {nicks}",
 }
+
+#: How a Chat event's ``audience`` reads in ``status_chat``.
+AUDIENCE = {"o": "operators", "v": "voiced members"}
+#: ``/msg @#room`` and ``/msg +#room``: the audience of the room they name.
+_STATUS = {"@#": "o", "+#": "v"}
+#: List-mode letter → the notice listing it.
+_LIST_NOTICES = {"b": "bans", "e": "excepts", "I": "invexes"}
 
 _FIELD = re.compile(r"\{(\w+)\}")
 _NICK_FIELDS = {"nick", "old", "new", "by"}
 _FIELD_PATTERNS = {
     "room": r"#\S+",
+    "audience": "(?:" + "|".join(AUDIENCE.values()) + ")",
     "reason": r"(?: \(.*\))?",
     "token": r"(?: .*)?",
     "members": r"\d+",
@@ -317,13 +336,16 @@ HELP_LINES = (
     "/join ROOM [KEY]  leave this room and enter ROOM (created on demand)",
     "/who              list the members of your room",
     "/rooms            list the rooms and how many are in each",
-    "/msg NICK TEXT    send a private message",
+    "/msg NICK TEXT    send a private message (@#ROOM: to the room's operators)",
     "/me TEXT          act: shown to the room as '* NICK TEXT'",
     "/topic [TEXT]     show or set the room's topic",
-    "/mode [CHANGES]   show or change room modes: +i +k KEY +l N +m +n +t +o/+v NICK +b MASK",
+    "/mode [CHANGES]   show or change room modes: +i +k KEY +l N +m +n +t +s +C",
+    "                  +o/+v NICK, +b/+e/+I MASK (ban, ban exception, invite exception)",
     "/invite NICK      invite NICK to your room",
     "/kick NICK [WHY]  remove NICK from your room (room operators)",
     "/away [TEXT]      mark yourself away (no text: back)",
+    "/monitor [NICK..] be told when NICK comes online or goes (no NICK: your list)",
+    "/unmonitor NICK.. stop that (* for every nick)",
     "/ping [TOKEN]     the server answers '* pong'",
     "/stats            server counters",
     "/quit [REASON]    leave",
@@ -340,6 +362,8 @@ class LineEncoder:
     def encode(self, event: ev.Event, role: Role) -> bytes:
         match event:
             case ev.Chat(source=source, texts=texts, kind=kind):
+                if event.audience:
+                    return self.status_chat(event)
                 if kind is ev.ChatKind.ACTION:
                     prefix = "* " + source.nick + " "
                 else:
@@ -381,9 +405,39 @@ class LineEncoder:
                 return notice("invited", by=source.nick, nick=nick, room=room)
             case ev.ServerShutdown():
                 return notice("shutdown")
-            case ev.AwayChanged() | ev.Wallops():
+            case ev.AwayChanged() | ev.Wallops() | ev.RealnameChanged():
                 return b""  # IRC-only notifications
+            case ev.CameOnline() | ev.WentOffline():
+                return b""  # personal: see encode_for
         raise TypeError(f"no line encoding for {event!r}")
+
+    def encode_for(self, event: ev.Event, member: Any) -> bytes:
+        """A nickname the member monitors (``/monitor``) signed on or off."""
+        match event:
+            case ev.CameOnline(source=source):
+                return notice("online", nick=source.nick)
+            case ev.WentOffline(nick=nick):
+                return notice("offline", nick=nick)
+        raise TypeError(f"no personal line encoding for {event!r}")
+
+    @staticmethod
+    def status_chat(event: ev.Chat) -> bytes:
+        """``* amy to the operators of #club: text``, one line per text."""
+        audience = AUDIENCE[event.audience]
+        out = []
+        for text in event.texts:
+            if event.kind is ev.ChatKind.ACTION:
+                text = f"* {event.source.nick} {text}"
+            out.append(
+                notice(
+                    "status_chat",
+                    nick=event.source.nick,
+                    audience=audience,
+                    room=event.room,
+                    text=text,
+                )
+            )
+        return b"".join(out)
 
 
 ENCODER = LineEncoder()
@@ -398,6 +452,7 @@ _USAGE = {
     "me": "usage: /me TEXT",
     "kick": "usage: /kick NICK [REASON]",
     "invite": "usage: /invite NICK",
+    "unmonitor": "usage: /unmonitor NICK... (or /unmonitor * for all)",
     "pass": "usage: /pass PASSWORD",
 }
 
@@ -579,9 +634,55 @@ class LineSession(Session):
         if not text:
             self.error(_USAGE["msg"])
             return
+        audience = _STATUS.get(target[:2], "")
+        if audience:  # /msg @#room TEXT: to the room's operators (IRC's STATUSMSG)
+            self.service.stats["messages_in"] += 1
+            room = self.service.hub.room_or_raise(target[1:])
+            self.service.hub.say(self.member, room.name, (text,), audience=audience)
+            self.write(notice("sent", nick=target[0] + room.name, text=text))
+            return
         self.service.stats["private_in"] += 1
         event = self.service.hub.private(self.member, target, text)
         self.write(notice("sent", nick=event.target, text=text))
+
+    def _monitor(self, args: str) -> int:
+        hub = self.service.hub
+        nicks = args.replace(",", " ").split()
+        if not nicks:
+            watched = list(self.member.watching.values())
+            words = [f"{n} ({'online' if hub.find(n) else 'offline'})," for n in watched]
+            if words:
+                words[-1] = words[-1][:-1]
+            prefix = "* " + NOTICES["monitoring"].format(count=len(words), listing="")
+            lines = listing(prefix, words or ["nobody"])
+            self.write("".join(line + "\n" for line in lines).encode())
+            return len(lines) - 1
+        for nick in nicks:
+            if not valid_nick(nick):
+                self.error(f"invalid nickname: {nick}")
+        added, refused = hub.watch(self.member, [n for n in nicks if valid_nick(n)])
+        for nick in added:
+            member = hub.find(nick)
+            if member is not None:
+                self.write(notice("online", nick=member.nick))
+            else:
+                self.write(notice("offline", nick=nick))
+        if refused:
+            self.error(
+                f"your monitor list is full ({MAX_WATCH} nicks); not added: {' '.join(refused)}"
+            )
+        return len(added) // 10
+
+    def _unmonitor(self, args: str) -> None:
+        hub = self.service.hub
+        nicks = args.replace(",", " ").split()
+        if nicks == ["*"]:
+            nicks = list(self.member.watching.values())
+            hub.unwatch_all(self.member)
+        else:
+            nicks = [n for n in nicks if fold(n) in self.member.watching]
+            hub.unwatch(self.member, nicks)
+        self.write(notice("unmonitored", nicks=" ".join(nicks) or "nobody"))
 
     def _me(self, args: str) -> None:
         self.service.stats["messages_in"] += 1
@@ -607,10 +708,12 @@ class LineSession(Session):
         modestring, *rest = args.split()
         changes, queries = parse_mode_changes(modestring, rest)
         if queries and not changes:
-            bans = [mask for mask, _, _ in room.bans] or ["(none)"]
-            prefix = "* " + NOTICES["bans"].format(room=room.name, masks="")
-            for line in listing(prefix, bans):
-                self.write((line + "\n").encode())
+            for char in dict.fromkeys(queries):
+                masks = [mask for mask, _, _ in room.mask_list(char)] or ["(none)"]
+                template = NOTICES[_LIST_NOTICES[char]]
+                prefix = "* " + template.format(room=room.name, masks="")
+                for line in listing(prefix, masks):
+                    self.write((line + "\n").encode())
             return
         _, refused = self.service.hub.change_room_modes(self.member, room.name, changes)
         for exc in refused:
@@ -675,6 +778,8 @@ _COMMANDS: dict[str, Callable[[LineSession, str], int | None]] = {
     "kick": LineSession._kick,
     "invite": LineSession._invite,
     "away": LineSession._away,
+    "monitor": LineSession._monitor,
+    "unmonitor": LineSession._unmonitor,
     "ping": LineSession._ping,
     "stats": LineSession._stats,
     "help": LineSession._help,

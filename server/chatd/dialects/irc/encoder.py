@@ -1,12 +1,17 @@
 """Hub events as IRC lines, once per set of capabilities that changes the bytes.
 
 Most of what an IRC client receives from other people is the same for every recipient:
-``:amy!line@127.0.0.1 PRIVMSG #lobby :hi``. Four IRCv3 capabilities change those bytes:
-``server-time`` adds a ``time`` tag, ``message-tags`` adds ``msgid`` and the sender's
-client-only tags, ``away-notify`` and ``invite-notify`` decide whether AWAY and INVITE
-lines are sent at all. :func:`encoder_for` interns one :class:`IrcEncoder` per
-combination of those four, so the router encodes an event at most sixteen times for
-IRC however many IRC clients are in the room, and usually once.
+``:amy!line@127.0.0.1 PRIVMSG #lobby :hi``. Six IRCv3 capabilities change those bytes:
+``server-time`` adds a ``time`` tag, ``message-tags`` adds ``msgid``, ``bot`` and the
+sender's client-only tags, ``away-notify``, ``invite-notify`` and ``setname`` decide
+whether AWAY, INVITE and SETNAME lines are sent at all, and ``extended-monitor`` whether
+a watcher outside the actor's rooms gets AWAY and SETNAME. :func:`encoder_for` interns
+one :class:`IrcEncoder` per combination of those (:data:`ENCODING_BITS`), so the router
+encodes an event at most once per combination for IRC however many IRC clients are in
+the room, and usually once.
+
+MONITOR's 730/731 name their recipient, so they are rendered per watcher
+(:meth:`IrcEncoder.encode_for`); they are rare (a watched nick signing on or off).
 
 Long text from the line dialect (up to ``--max-line`` bytes) is split at UTF-8 character
 boundaries into several PRIVMSGs that each fit IRC's 512-byte line, in order, never
@@ -19,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from chatd.core import events as ev
 from chatd.core.events import Role
@@ -34,6 +40,10 @@ CAPS = (
     "away-notify",
     "invite-notify",
     "userhost-in-names",
+    "batch",
+    "labeled-response",
+    "setname",
+    "extended-monitor",
 )
 CAP_BIT = {name: 1 << i for i, name in enumerate(CAPS)}
 SERVER_TIME = CAP_BIT["server-time"]
@@ -44,8 +54,16 @@ ECHO_MESSAGE = CAP_BIT["echo-message"]
 MULTI_PREFIX = CAP_BIT["multi-prefix"]
 USERHOST_IN_NAMES = CAP_BIT["userhost-in-names"]
 CAP_NOTIFY = CAP_BIT["cap-notify"]
+BATCH = CAP_BIT["batch"]
+LABELED_RESPONSE = CAP_BIT["labeled-response"]
+SETNAME = CAP_BIT["setname"]
+EXTENDED_MONITOR = CAP_BIT["extended-monitor"]
 #: The bits that change how a relayed event is encoded.
-ENCODING_BITS = SERVER_TIME | MESSAGE_TAGS | AWAY_NOTIFY | INVITE_NOTIFY
+ENCODING_BITS = (
+    SERVER_TIME | MESSAGE_TAGS | AWAY_NOTIFY | INVITE_NOTIFY | SETNAME | EXTENDED_MONITOR
+)
+#: STATUSMSG: a Chat event's ``audience`` → the prefix of its IRC target.
+STATUS_PREFIX = {"o": "@", "v": "+"}
 
 LINE_LIMIT = 512
 
@@ -79,9 +97,16 @@ class IrcEncoder:
         self.clock = clock
 
     def tags(
-        self, at: float = 0.0, msgid: str = "", client: tuple[tuple[str, str], ...] = ()
+        self,
+        at: float = 0.0,
+        msgid: str = "",
+        client: tuple[tuple[str, str], ...] = (),
+        bot: bool = False,
     ) -> dict[str, str] | None:
-        """The tags a relayed line carries for these capabilities (``None``: no tags)."""
+        """The tags a relayed line carries for these capabilities (``None``: no tags).
+
+        ``bot``: the sender is a bot (IRCv3 bot mode: a ``bot`` tag, without a value).
+        """
         bits = self.bits
         if not bits & (SERVER_TIME | MESSAGE_TAGS):
             return None
@@ -91,18 +116,29 @@ class IrcEncoder:
         if bits & MESSAGE_TAGS:
             if msgid:
                 tags["msgid"] = msgid
+            if bot:
+                tags["bot"] = ""
             tags.update(client)
         return tags or None
 
     def encode(self, event: ev.Event, role: Role) -> bytes:
         match event:
             case ev.Chat(source=source, room=room, texts=texts, kind=kind):
+                if event.audience:
+                    room = STATUS_PREFIX[event.audience] + room
                 return self.chat(
-                    prefix(source), room, texts, kind, event.tags, event.at, event.msgid
+                    prefix(source), room, texts, kind, event.tags, event.at, event.msgid, source.bot
                 )
             case ev.PrivateChat(source=source, target=target, text=text, kind=kind):
                 return self.chat(
-                    prefix(source), target, (text,), kind, event.tags, event.at, event.msgid
+                    prefix(source),
+                    target,
+                    (text,),
+                    kind,
+                    event.tags,
+                    event.at,
+                    event.msgid,
+                    source.bot,
                 )
             case ev.Joined(source=source, room=room, away=away):
                 src = prefix(source)
@@ -141,11 +177,23 @@ class IrcEncoder:
             case ev.AwayChanged(source=source, text=text):
                 if not self.bits & AWAY_NOTIFY:
                     return b""
+                if role is Role.WATCHER and not self.bits & EXTENDED_MONITOR:
+                    return b""
                 src = prefix(source)
                 if not text:
                     return encode("AWAY", source=src, tags=self.tags())
                 text = fit(f":{src} AWAY", text)
                 return encode("AWAY", text, source=src, tags=self.tags(), colon=True)
+            case ev.RealnameChanged(source=source, realname=realname):
+                if not self.bits & SETNAME:
+                    return b""
+                if role is Role.WATCHER and not self.bits & EXTENDED_MONITOR:
+                    return b""
+                src = prefix(source)
+                realname = fit(f":{src} SETNAME", realname)
+                return encode("SETNAME", realname, source=src, tags=self.tags(), colon=True)
+            case ev.CameOnline() | ev.WentOffline():
+                return b""  # personal: see encode_for
             case ev.Wallops(source=source, text=text):
                 src = prefix(source)
                 text = fit(f":{src} WALLOPS", text)
@@ -153,6 +201,19 @@ class IrcEncoder:
             case ev.ServerShutdown():
                 return encode("ERROR", "Server shutting down", colon=True)
         raise TypeError(f"no IRC encoding for {event!r}")
+
+    def encode_for(self, event: ev.Event, member: Any) -> bytes:
+        """MONITOR's 730 RPL_MONONLINE / 731 RPL_MONOFFLINE for watcher ``member``."""
+        session = member.session
+        if session is None or member.nick is None:
+            return b""
+        server = session.server_name
+        match event:
+            case ev.CameOnline(source=source):
+                return encode("730", member.nick, prefix(source), source=server, colon=True)
+            case ev.WentOffline(nick=nick):
+                return encode("731", member.nick, nick, source=server, colon=True)
+        raise TypeError(f"no personal IRC encoding for {event!r}")
 
     def chat(
         self,
@@ -163,12 +224,14 @@ class IrcEncoder:
         client_tags: tuple[tuple[str, str], ...] = (),
         at: float = 0.0,
         msgid: str = "",
+        bot: bool = False,
     ) -> bytes:
         """PRIVMSG/NOTICE lines for ``texts`` (each split to fit), or a TAGMSG."""
         if kind is ev.ChatKind.TAGMSG:
             if not self.bits & MESSAGE_TAGS:
                 return b""
-            return encode("TAGMSG", target, source=src, tags=self.tags(at, msgid, client_tags))
+            tags = self.tags(at, msgid, client_tags, bot)
+            return encode("TAGMSG", target, source=src, tags=tags)
         command = "NOTICE" if kind is ev.ChatKind.NOTICE else "PRIVMSG"
         head = f":{src} {command} {target} :"
         budget_prefix = len(head.encode())
@@ -177,7 +240,9 @@ class IrcEncoder:
             budget_prefix += len("\x01ACTION \x01")
         lines: list[bytes] = []
         for i, text in enumerate(texts):
-            tags = self.tags(at, f"{msgid}-{i}" if msgid and len(texts) > 1 else msgid, client_tags)
+            tags = self.tags(
+                at, f"{msgid}-{i}" if msgid and len(texts) > 1 else msgid, client_tags, bot
+            )
             body = ctcp("ACTION", text) if action else text
             line = encode(command, target, body, source=src, colon=True)
             if len(line) <= LINE_LIMIT and not tags:

@@ -141,6 +141,12 @@ class Numeric(enum.Enum):
         "<client> <channel> <username> <host> <server> <nick> <flags> :<hopcount> <realname>",
         None,
     )
+    RPL_WHOSPCRPL = (
+        "354",
+        "<client> [token] [channel] [user] [ip] [host] [server] [nick] [flags] [hopcount]"
+        " [idle] [account] [oplevel] [:realname]",
+        None,
+    )
     RPL_NAMREPLY = ("353", "<client> <symbol> <channel> :[prefix]<nick>{ [prefix]<nick>}", None)
     RPL_ENDOFNAMES = ("366", "<client> <channel> :End of /NAMES list", "End of /NAMES list")
     RPL_BANLIST = ("367", "<client> <channel> <mask> [<who> <set-ts>]", None)

@@ -1,0 +1,250 @@
+"""Channel commands: JOIN, PART, NAMES, TOPIC, MODE (channel and user), KICK, INVITE."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chatd.core import errors as err
+from chatd.core.hub import PREFIXES, Room, parse_mode_changes
+from chatd.dialects.irc import encoder as enc
+from chatd.dialects.irc.limits import KICKLEN, MAX_TARGETS, TOPICLEN, USER_MODES
+from chatd.dialects.irc.numerics import Numeric as N
+from chatd.dialects.irc.wire import Message
+
+if TYPE_CHECKING:
+    from chatd.dialects.irc.session import IrcSession
+
+
+#: A list mode → its entry and end-of-list numerics (MODE #room +b, +e, +I).
+_LIST_REPLIES = {
+    "b": (N.RPL_BANLIST, N.RPL_ENDOFBANLIST),
+    "e": (N.RPL_EXCEPTLIST, N.RPL_ENDOFEXCEPTLIST),
+    "I": (N.RPL_INVEXLIST, N.RPL_ENDOFINVEXLIST),
+}
+
+
+def prefixes(flags: int, multi: bool) -> str:
+    """``@``, ``+``, or with multi-prefix every prefix the member has, highest first."""
+    out = ""
+    for flag, _, symbol in PREFIXES:
+        if flags & flag:
+            out += symbol
+            if not multi:
+                break
+    return out
+
+
+def join(s: IrcSession, message: Message) -> int:
+    if not s.need(message, 1):
+        return 0
+    hub = s.service.hub
+    if message.params[0] == "0":
+        for room in list(s.member.rooms.values()):
+            hub.part(s.member, room.name, "Left all channels")
+        return 0
+    names = message.params[0].split(",")
+    keys = message.params[1].split(",") if len(message.params) > 1 else []
+    extra = 0
+    for i, name in enumerate(names):
+        key = keys[i] if i < len(keys) and keys[i] else None
+        if not name.startswith("#"):
+            s.numeric(N.ERR_NOSUCHCHANNEL, name)
+            continue
+        try:
+            room = hub.join(s.member, name, key)
+        except err.AlreadyInRoom:
+            continue
+        except err.HubError as exc:
+            s.hub_error(exc, "JOIN")
+            continue
+        if room.topic:
+            topic_reply(s, room)
+        extra += max(names_reply(s, room) - 1, 0)
+    return extra
+
+
+def part(s: IrcSession, message: Message) -> None:
+    if not s.need(message, 1):
+        return
+    reason = message.params[1] if len(message.params) > 1 else ""
+    for name in message.params[0].split(","):
+        try:
+            s.service.hub.part(s.member, name, reason[:TOPICLEN])
+        except err.HubError as exc:
+            s.hub_error(exc, "PART")
+
+
+def names(s: IrcSession, message: Message) -> int:
+    """``NAMES #a[,#b...]``: 353s for each visible channel, then one 366 naming them all.
+
+    A channel that does not exist or is secret to the client gets no 353 and no error
+    (RFC 2812: "There is no error reply for bad channel names").
+    """
+    if not message.params or not message.params[0]:
+        s.numeric(N.RPL_ENDOFNAMES, "*")
+        return 0
+    wanted = message.params[0].split(",")[:MAX_TARGETS]
+    hub = s.service.hub
+    sent = 0
+    shown = ",".join(wanted)
+    for name in wanted:
+        room = hub.find_room(name) if name.startswith("#") else None
+        if room is not None and s.can_see(room):
+            sent += names_reply(s, room, end=False)
+            if len(wanted) == 1:
+                shown = room.name
+    s.numeric(N.RPL_ENDOFNAMES, shown)
+    return max(sent - 1, 0)
+
+
+def names_reply(s: IrcSession, room: Room, end: bool = True) -> int:
+    """353s (and with ``end`` the 366) for ``room``; returns the 353 lines sent."""
+    symbol = "@" if "s" in room.modes else "="
+    multi = s.caps & enc.MULTI_PREFIX
+    long_form = s.caps & enc.USERHOST_IN_NAMES
+    words = []
+    for member, flags in room.members.items():
+        shown = member.mask if long_form else member.nick
+        words.append(prefixes(flags, bool(multi)) + shown)  # type: ignore[operator]
+    sent = s.listing(N.RPL_NAMREPLY, (symbol, room.name), words)
+    if end:
+        s.numeric(N.RPL_ENDOFNAMES, room.name)
+    return sent
+
+
+def topic(s: IrcSession, message: Message) -> None:
+    if not s.need(message, 1):
+        return
+    hub = s.service.hub
+    name = message.params[0]
+    room = hub.room_or_raise(name)
+    if len(message.params) < 2:
+        if not s.can_see(room):
+            raise err.NoSuchRoom(name)
+        if room.topic:
+            topic_reply(s, room)
+        else:
+            s.numeric(N.RPL_NOTOPIC, room.name)
+        return
+    hub.topic(s.member, room.name, message.params[1][:TOPICLEN])
+
+
+def topic_reply(s: IrcSession, room: Room) -> None:
+    s.numeric(N.RPL_TOPIC, room.name, text=room.topic)
+    when = str(int(room.topic_at))
+    s.numeric(N.RPL_TOPICWHOTIME, room.name, room.topic_by, text=when, data=True)
+
+
+def mode(s: IrcSession, message: Message) -> int:
+    if not s.need(message, 1):
+        return 0
+    target = message.params[0]
+    if not target.startswith("#"):
+        user_mode(s, message)
+        return 0
+    hub = s.service.hub
+    room = hub.room_or_raise(target)
+    if len(message.params) == 1:
+        modes, args = room.mode_string(show_key=s.member in room.members)
+        s.send(N.RPL_CHANNELMODEIS.code, s.me, room.name, modes, *args, source=s.server_name)
+        s.numeric(N.RPL_CREATIONTIME, room.name, text=str(int(room.created)), data=True)
+        return 0
+    changes, queries = parse_mode_changes(message.params[1], list(message.params[2:]))
+    extra = 0
+    for char in dict.fromkeys(queries):
+        entry, end = _LIST_REPLIES[char]
+        for mask, setter, when in room.mask_list(char):
+            s.send(
+                entry.code,
+                s.me,
+                room.name,
+                mask,
+                setter,
+                str(int(when)),
+                source=s.server_name,
+                colon=False,
+            )
+            extra += 1
+        s.numeric(end, room.name)
+    if not changes:
+        return extra // 10
+    for change in changes:
+        if change.char in "kl" and change.sign == "+":
+            if change.char == "k" and (not change.arg or " " in change.arg):
+                s.numeric(N.ERR_INVALIDMODEPARAM, room.name, "k", "*", text="Invalid key")
+                change.char = ""
+            elif (
+                change.char == "l"
+                and not (change.arg or "").isdigit()
+                or (change.char == "l" and int(change.arg or "0") <= 0)
+            ):
+                arg = change.arg or "*"
+                s.numeric(N.ERR_INVALIDMODEPARAM, room.name, "l", arg, text="Invalid limit")
+                change.char = ""
+    changes = [c for c in changes if c.char]
+    if not changes:
+        return 0
+    _, refused = hub.change_room_modes(s.member, room.name, changes)
+    for exc in refused:
+        s.hub_error(exc, "MODE")
+    return 0
+
+
+def user_mode(s: IrcSession, message: Message) -> None:
+    hub = s.service.hub
+    target = hub.find(message.params[0])
+    if target is None:
+        s.numeric(N.ERR_NOSUCHNICK, message.params[0])
+        return
+    if target is not s.member:
+        s.numeric(N.ERR_USERSDONTMATCH)
+        return
+    if len(message.params) == 1:
+        s.send(N.RPL_UMODEIS.code, s.me, "+" + s.member.modes, source=s.server_name, colon=False)
+        return
+    changes, _ = parse_mode_changes(message.params[1], [])
+    unknown = [c for c in changes if c.char not in USER_MODES]
+    if unknown:
+        s.numeric(N.ERR_UMODEUNKNOWNFLAG)
+    applied = hub.change_user_modes(s.member, [c for c in changes if c.char in USER_MODES])
+    if applied:
+        s.send("MODE", s.me, applied, source=s.me, colon=False)
+
+
+def kick(s: IrcSession, message: Message) -> None:
+    if not s.need(message, 2):
+        return
+    rooms = message.params[0].split(",")
+    nicks = message.params[1].split(",")[:MAX_TARGETS]
+    reason = message.params[2][:KICKLEN] if len(message.params) > 2 else ""
+    pairs = (
+        zip(rooms, nicks, strict=False)
+        if len(rooms) == len(nicks)
+        else ((rooms[0], nick) for nick in nicks)
+    )
+    for room, nick in pairs:
+        try:
+            s.service.hub.kick(s.member, room, nick, reason)
+        except err.HubError as exc:
+            s.hub_error(exc, "KICK")
+
+
+def invite(s: IrcSession, message: Message) -> None:
+    """``INVITE nick #room``; with no parameters, the rooms the client is invited to."""
+    if not message.params:
+        for room in s.service.hub.invitations(s.member):
+            s.numeric(N.RPL_INVITELIST, text=room.name, data=True)
+        s.numeric(N.RPL_ENDOFINVITELIST)
+        return
+    if not s.need(message, 2):
+        return
+    nick, name = message.params[0], message.params[1]
+    hub = s.service.hub
+    if hub.find(nick) is None:
+        raise err.NoSuchNick(nick)
+    room = hub.room_or_raise(name)
+    hub.invite(s.member, nick, room.name)
+    invitee = hub.find(nick)
+    s.numeric(N.RPL_INVITING, invitee.nick, room.name)  # type: ignore[union-attr,arg-type]
+    if invitee is not None and invitee.away:
+        s.numeric(N.RPL_AWAY, invitee.nick, text=invitee.away)  # type: ignore[arg-type]

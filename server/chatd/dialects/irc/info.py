@@ -1,0 +1,165 @@
+"""Server queries and operator commands: 005, LUSERS, MOTD, VERSION, TIME, INFO, LINKS,
+HELP, OPER, KILL, WALLOPS."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from chatd.core.hub import LIST_MODES, MAX_LIST, MAX_WATCH
+from chatd.dialects.irc.isupport import rpl_isupport_lines
+from chatd.dialects.irc.limits import (
+    AWAYLEN,
+    CHANMODES_TOKEN,
+    KICKLEN,
+    MAX_TARGETS,
+    NETWORK,
+    TOPICLEN,
+    USERLEN,
+    VERSION,
+)
+from chatd.dialects.irc.messages import STATUSMSG
+from chatd.dialects.irc.numerics import Numeric as N
+from chatd.dialects.irc.wire import Message
+
+if TYPE_CHECKING:
+    from chatd.dialects.irc.session import IrcSession
+
+
+def isupport(s: IrcSession) -> None:
+    cfg = s.service.config
+    lists = ",".join(f"{char}:{MAX_LIST}" for char in LIST_MODES)
+    support: dict[str, Any] = {
+        "AWAYLEN": AWAYLEN,
+        "BOT": "B",
+        "CASEMAPPING": "ascii",
+        "CHANMODES": CHANMODES_TOKEN,
+        "CHANNELLEN": 50,
+        "CHANTYPES": "#",
+        # No C or T: irctest's faketime LIST tests would then sleep for real minutes.
+        "ELIST": "MNU",
+        "EXCEPTS": "e",
+        "INVEX": "I",
+        "KICKLEN": KICKLEN,
+        "MAXLIST": lists,
+        "MODES": 6,
+        "MONITOR": MAX_WATCH,
+        "NETWORK": NETWORK,
+        "NICKLEN": 30,
+        "PREFIX": "(ov)@+",
+        "STATUSMSG": "".join(STATUSMSG),
+        "TARGMAX": f"JOIN:,KICK:{MAX_TARGETS},NAMES:{MAX_TARGETS},"
+        f"NOTICE:{MAX_TARGETS},PART:,PRIVMSG:{MAX_TARGETS},WHOIS:1",
+        "TOPICLEN": TOPICLEN,
+        "USERLEN": USERLEN,
+        "UTF8ONLY": True,
+        "WHOX": True,
+    }
+    if cfg.max_rooms:
+        support["CHANLIMIT"] = f"#:{cfg.max_rooms}"
+    for line in rpl_isupport_lines(s.server_name, s.me, support):
+        s.write(line)
+
+
+def lusers(s: IrcSession, message: Message | None = None) -> None:
+    hub = s.service.hub
+    registered = list(hub.nicks.values())
+    invisible = sum(1 for m in registered if "i" in m.modes)
+    opers = sum(1 for m in registered if "o" in m.modes)
+    unknown = len(hub.members) - len(registered)
+    count, peak = str(len(registered)), str(hub.max_registered)
+    s.numeric(N.RPL_LUSERCLIENT, u=str(len(registered) - invisible), i=str(invisible), s="1")
+    if opers:
+        s.numeric(N.RPL_LUSEROP, str(opers))
+    if unknown:
+        s.numeric(N.RPL_LUSERUNKNOWN, str(unknown))
+    s.numeric(N.RPL_LUSERCHANNELS, str(len(hub.rooms)))
+    s.numeric(N.RPL_LUSERME, c=count, s="0")
+    s.numeric(N.RPL_LOCALUSERS, count, peak, u=count, m=peak)
+    s.numeric(N.RPL_GLOBALUSERS, count, peak, u=count, m=peak)
+
+
+def motd(s: IrcSession, message: Message | None = None) -> None:
+    lines = s.service.config.motd
+    if not lines:
+        s.numeric(N.ERR_NOMOTD)
+        return
+    s.numeric(N.RPL_MOTDSTART, server=s.server_name)
+    for line in lines:
+        s.numeric(N.RPL_MOTD, text=f"- {line}")
+    s.numeric(N.RPL_ENDOFMOTD)
+
+
+def version(s: IrcSession, message: Message) -> None:
+    s.numeric(N.RPL_VERSION, VERSION, s.server_name, text="chatd IRC dialect")
+    isupport(s)
+
+
+def time_(s: IrcSession, message: Message) -> None:
+    now = time.time()
+    text = datetime.fromtimestamp(now, UTC).strftime("%A %B %d %Y -- %H:%M:%S UTC")
+    s.numeric(N.RPL_TIME, s.server_name, str(int(now)), text=text)
+
+
+def info(s: IrcSession, message: Message) -> None:
+    for line in (f"{VERSION}: a chat daemon on a selectors reactor", "https://example.invalid"):
+        s.numeric(N.RPL_INFO, text=line)
+    s.numeric(N.RPL_ENDOFINFO)
+
+
+def links(s: IrcSession, message: Message) -> None:
+    s.send("365", s.me, "*", "End of /LINKS list", source=s.server_name)
+
+
+def help_(s: IrcSession, message: Message) -> None:
+    from chatd.dialects.irc.session import HANDLERS, State  # the table names this function
+
+    subject = message.params[0].upper() if message.params else "*"
+    if subject != "*" and subject not in HANDLERS[State.REGISTERED]:
+        s.numeric(N.ERR_HELPNOTFOUND, subject)
+        return
+    s.send("704", s.me, subject, f"** Help on {subject} **", source=s.server_name)
+    if subject == "*":
+        commands = " ".join(sorted(HANDLERS[State.REGISTERED]))
+        s.send("705", s.me, subject, commands, source=s.server_name)
+    else:
+        s.send("705", s.me, subject, f"See RFC 2812 for {subject}.", source=s.server_name)
+    s.send("706", s.me, subject, "End of /HELP", source=s.server_name)
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def oper(s: IrcSession, message: Message) -> None:
+    if not s.need(message, 2):
+        return
+    name, password = message.params[0], message.params[1]
+    if s.service.config.opers.get(name) != password or password == "":
+        s.numeric(N.ERR_PASSWDMISMATCH)
+        return
+    s.service.hub.make_oper(s.member)
+    s.numeric(N.RPL_YOUREOPER)
+    s.send("MODE", s.me, "+o", source=s.me, colon=False)
+
+
+def kill(s: IrcSession, message: Message) -> None:
+    if "o" not in s.member.modes:
+        s.numeric(N.ERR_NOPRIVILEGES)
+        return
+    if not s.need(message, 1):
+        return
+    victim = s.service.hub.find(message.params[0])
+    if victim is None:
+        s.numeric(N.ERR_NOSUCHNICK, message.params[0])
+        return
+    reason = message.params[1] if len(message.params) > 1 else "no reason"
+    session = victim.session
+    if session is not None:
+        session.kill(s.me, reason[:KICKLEN])
+
+
+def wallops(s: IrcSession, message: Message) -> None:
+    if not s.need(message, 1):
+        return
+    s.service.hub.wallops(s.member, message.params[0][:TOPICLEN])

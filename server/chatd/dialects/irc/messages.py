@@ -1,0 +1,193 @@
+"""Chat commands: PRIVMSG, NOTICE, TAGMSG, and the batching of consecutive PRIVMSGs.
+
+Consecutive plain PRIVMSGs to one channel from one read are collected in the session
+(``batch_room``, ``batch``) and published as one hub event by :func:`flush_batch`, so K
+lines that arrived together cost each recipient one append instead of K.
+
+A target may be a nick, a channel, or a channel with STATUSMSG prefixes (``@#chan``: its
+operators; ``+#chan``: its voiced members and operators; with several prefixes the
+widest audience counts). A CTCP request other than ACTION is flagged to the hub, which
+refuses it in a ``+C`` channel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chatd.core import errors as err
+from chatd.core import events as ev
+from chatd.core.events import Role
+from chatd.dialects.irc import encoder as enc
+from chatd.dialects.irc.limits import LINE_LIMIT, MAX_TARGETS
+from chatd.dialects.irc.numerics import Numeric as N
+from chatd.dialects.irc.wire import Message, parse_ctcp
+
+if TYPE_CHECKING:
+    from chatd.dialects.irc.session import IrcSession
+
+#: C0 controls an IRC client may not send in chat text: everything but TAB, the CTCP
+#: delimiter 0x01 and the formatting codes, as for the line dialect (line users' screens).
+_FORBIDDEN = frozenset(range(0x20)) - {0x01, 0x02, 0x03, 0x09, 0x0F, 0x16, 0x1D, 0x1E, 0x1F}
+_FORBIDDEN_CHARS = "".join(chr(c) for c in sorted(_FORBIDDEN)) + "\x7f"
+
+
+def has_forbidden(text: str) -> bool:
+    """Does chat text hold a control character that could act on a line user's terminal?"""
+    return not text.isprintable() and any(c in _FORBIDDEN_CHARS for c in text)
+
+
+def client_tags(message: Message) -> tuple[tuple[str, str], ...]:
+    """The client-only (``+``) tags of a message, which are relayed to tag-aware clients."""
+    if not message.tags:
+        return ()
+    return tuple((k, v) for k, v in message.tags.items() if k.startswith("+"))
+
+
+def privmsg(s: IrcSession, message: Message) -> int:
+    return _message(s, message, ev.ChatKind.SAY)
+
+
+def notice(s: IrcSession, message: Message) -> int:
+    return _message(s, message, ev.ChatKind.NOTICE)
+
+
+#: STATUSMSG prefix → the hub's audience; the ISUPPORT token lists the keys.
+STATUSMSG = {"@": "o", "+": "v"}
+
+
+def tagmsg(s: IrcSession, message: Message) -> int:
+    if not message.params:
+        return 0
+    _deliver(s, message.params[0], "", ev.ChatKind.TAGMSG, client_tags(message), quiet=True)
+    return 0
+
+
+def _audience(target: str) -> tuple[str, str]:
+    """``"@#chan"`` → ``("#chan", "o")``; ``"+@#chan"`` → ``("#chan", "v")``; else as is."""
+    audience = ""
+    while target[:1] in STATUSMSG and target[1:2] in ("#", *STATUSMSG):
+        wanted = STATUSMSG[target[0]]
+        if audience != "v":
+            audience = wanted
+        target = target[1:]
+    return target, audience
+
+
+def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
+    quiet = kind is ev.ChatKind.NOTICE  # NOTICE never gets an automatic reply
+    params = message.params
+    if not params or not params[0]:
+        if not quiet:
+            s.numeric(N.ERR_NORECIPIENT, command=message.command)
+        return 0
+    if len(params) < 2 or params[1] == "":
+        if not quiet:
+            s.numeric(N.ERR_NOTEXTTOSEND)
+        return 0
+    text = params[1]
+    if has_forbidden(text):
+        if not quiet:
+            s.send(
+                "FAIL",
+                message.command,
+                "INVALID_TEXT",
+                "Control characters refused",
+                source=s.server_name,
+            )
+        return 0
+    tags = client_tags(message)
+    longest = max(params[0].split(","), key=len)
+    relayed = f":{s.member.mask} {message.command} {longest} :{text}\r\n"
+    if len(relayed.encode()) > LINE_LIMIT:
+        # Relayed with our prefix it would not fit one line; IRC peers would have to
+        # truncate it. Refuse it whole instead (417 is meant for exactly this).
+        if not quiet:
+            s.numeric(N.ERR_INPUTTOOLONG)
+        return 0
+    ctcp = parse_ctcp(text)
+    if ctcp is not None and ctcp[0] == "ACTION" and kind is ev.ChatKind.SAY:
+        kind, text = ev.ChatKind.ACTION, ctcp[1]
+    targets = params[0].split(",")[:MAX_TARGETS]
+    if (
+        len(targets) == 1
+        and kind is ev.ChatKind.SAY
+        and not tags
+        and ctcp is None
+        and targets[0].startswith("#")
+        and not s.caps & enc.ECHO_MESSAGE
+    ):
+        # Consecutive PRIVMSGs to one channel from one read go out as one event.
+        room = targets[0]
+        if s.batch_room is not None and s.batch_room != room:
+            flush_batch(s)
+        s.batch_room = room
+        s.batch.append(text)
+        return 0
+    flush_batch(s)  # what came before this message goes out before it
+    request = ctcp is not None and kind is not ev.ChatKind.ACTION
+    for target in targets:
+        _deliver(s, target, text, kind, tags, quiet, request)
+    return 0
+
+
+def flush_batch(s: IrcSession) -> None:
+    room, texts = s.batch_room, s.batch
+    if room is None:
+        return
+    s.batch_room, s.batch = None, []
+    s.service.stats["messages_in"] += len(texts)
+    try:
+        s.service.hub.say(s.member, room, tuple(texts))
+    except err.HubError as exc:
+        for _ in texts:
+            _message_error(s, exc, room)
+
+
+def _message_error(s: IrcSession, exc: err.HubError, target: str) -> None:
+    if isinstance(exc, err.NoSuchRoom):
+        s.numeric(N.ERR_NOSUCHCHANNEL, target)
+    elif isinstance(exc, err.NotInRoom):
+        s.numeric(N.ERR_CANNOTSENDTOCHAN, target, text="Cannot send to channel (+n)")
+    else:
+        s.hub_error(exc, "PRIVMSG")
+
+
+def _deliver(
+    s: IrcSession,
+    target: str,
+    text: str,
+    kind: ev.ChatKind,
+    tags: tuple[tuple[str, str], ...],
+    quiet: bool,
+    ctcp: bool = False,
+) -> None:
+    hub = s.service.hub
+    stats = s.service.stats
+    room, audience = _audience(target)
+    try:
+        if room.startswith("#"):
+            stats["messages_in"] += 1
+            event: ev.Chat | ev.PrivateChat = hub.say(
+                s.member, room, (text,), kind, tags, audience=audience, ctcp=ctcp
+            )
+        else:
+            stats["private_in"] += 1
+            cost = len(text) + 64
+            capture = s.capture
+            if capture is not None and hub.find(target) is s.member:
+                # To oneself: the delivery is a message, not the labeled response.
+                capture.passthrough = True
+            try:
+                event = hub.private(s.member, target, text, kind, cost, tags)
+            finally:
+                if capture is not None:
+                    capture.passthrough = False
+            recipient = hub.find(target)
+            if not quiet and recipient is not None and recipient.away:
+                s.numeric(N.RPL_AWAY, recipient.nick, text=recipient.away)  # type: ignore[arg-type]
+    except err.HubError as exc:
+        if not quiet:
+            _message_error(s, exc, target)
+        return
+    if s.caps & enc.ECHO_MESSAGE:
+        s.write(s.encoder.encode(event, Role.ACTOR))

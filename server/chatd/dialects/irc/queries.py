@@ -1,0 +1,261 @@
+"""Queries about users and channels: WHO (with IRCv3 WHOX), WHOIS, WHOWAS, LIST, ISON,
+USERHOST.
+
+All of them are read from the hub's state and rendered for one client; none publishes an
+event.
+
+WHOX (``WHO <mask> %<fields>[,<token>]``) answers 354 RPL_WHOSPCRPL with the asked
+fields in the fixed order ``t c u i h s n f d l a o r`` whatever order they were asked
+in; chatd has no accounts (``a`` is ``0``), no server links (``d`` hop count ``0``) and
+no op levels (``o`` is ``n/a``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chatd.core.hub import Member, Room
+from chatd.core.masks import mask_match
+from chatd.dialects.irc import encoder as enc
+from chatd.dialects.irc.channels import prefixes
+from chatd.dialects.irc.numerics import Numeric as N
+from chatd.dialects.irc.wire import Message
+
+if TYPE_CHECKING:
+    from chatd.dialects.irc.session import IrcSession
+
+#: What a line user's realname reads as (the line dialect has none).
+LINE_REALNAME = "chatd line user"
+
+
+#: WHOX field letters, in the order their values are sent.
+WHOX_FIELDS = "tcuihsnfdlaor"
+
+
+def who(s: IrcSession, message: Message) -> int:
+    hub = s.service.hub
+    mask = message.params[0] if message.params and message.params[0] else "*"
+    whox: tuple[str, str] | None = None
+    if len(message.params) > 1 and message.params[1].startswith("%"):
+        fields, _, token = message.params[1][1:].partition(",")
+        whox = ("".join(c for c in WHOX_FIELDS if c in fields), token[:3] or "0")
+    lines = 0
+    if mask.startswith("#"):
+        room = hub.find_room(mask)
+        if room is not None and s.can_see(room):
+            for member, flags in room.members.items():
+                _who_reply(s, member, room.name, flags, whox)
+                lines += 1
+    else:
+        exact = hub.find(mask)
+        if exact is not None and "*" not in mask and "?" not in mask:
+            _who_reply(s, exact, "*", 0, whox)
+            lines = 1
+        else:
+            for member in hub.nicks.values():
+                if not mask_match(mask, member.nick) and not mask_match(mask, member.mask):  # type: ignore[arg-type]
+                    continue
+                if (
+                    "i" in member.modes
+                    and member is not s.member
+                    and not hub.shares_room(member, s.member)
+                ):
+                    continue
+                _who_reply(s, member, "*", 0, whox)
+                lines += 1
+    s.numeric(N.RPL_ENDOFWHO, mask)
+    return lines // 10
+
+
+def who_flags(s: IrcSession, member: Member, flags: int) -> str:
+    """``H``/``G`` (here, gone), ``*`` server operator, ``B`` bot, then room prefixes."""
+    status = "G" if member.away else "H"
+    if "o" in member.modes:
+        status += "*"
+    if "B" in member.modes:
+        status += "B"
+    return status + prefixes(flags, bool(s.caps & enc.MULTI_PREFIX))
+
+
+def _who_reply(
+    s: IrcSession, member: Member, channel: str, flags: int, whox: tuple[str, str] | None
+) -> None:
+    if whox is not None:
+        _whox_reply(s, member, channel, flags, *whox)
+        return
+    s.numeric(
+        N.RPL_WHOREPLY,
+        channel,
+        member.user,
+        member.host,
+        s.server_name,
+        member.nick,  # type: ignore[arg-type]
+        who_flags(s, member, flags),
+        text=f"0 {member.realname or LINE_REALNAME}",
+    )
+
+
+def _whox_reply(
+    s: IrcSession, member: Member, channel: str, flags: int, fields: str, token: str
+) -> None:
+    values: list[str] = []
+    for field in fields:
+        match field:
+            case "t":
+                values.append(token)
+            case "c":
+                values.append(channel)
+            case "u":
+                values.append(member.user)
+            case "i" | "h":
+                # An IPv6 address may start with ":", which a middle parameter cannot.
+                host = member.host
+                values.append("0" + host if host.startswith(":") else host)
+            case "s":
+                values.append(s.server_name)
+            case "n":
+                values.append(member.nick)  # type: ignore[arg-type]
+            case "f":
+                values.append(who_flags(s, member, flags))
+            case "d":
+                values.append("0")
+            case "l":
+                values.append(str(idle_seconds(member)))
+            case "a":
+                values.append("0")
+            case "o":
+                values.append("n/a")
+            case "r":
+                values.append(member.realname or LINE_REALNAME)
+    realname_last = fields.endswith("r")
+    if values:
+        s.send(N.RPL_WHOSPCRPL.code, s.me, *values, source=s.server_name, colon=realname_last)
+    else:
+        s.send(N.RPL_WHOSPCRPL.code, s.me, source=s.server_name, colon=False)
+
+
+def idle_seconds(member: Member) -> int:
+    """Seconds since the member last sent anything (0 for a member with no session)."""
+    session = member.session
+    if session is None:
+        return 0
+    return max(int(time.monotonic() - session.last_active), 0)
+
+
+def whois(s: IrcSession, message: Message) -> None:
+    if not message.params:
+        s.numeric(N.ERR_NONICKNAMEGIVEN)
+        return
+    nick = message.params[-1].split(",")[0]
+    hub = s.service.hub
+    member = hub.find(nick)
+    if member is None:
+        s.numeric(N.ERR_NOSUCHNICK, nick)
+        s.numeric(N.RPL_ENDOFWHOIS, nick)
+        return
+    name: str = member.nick  # type: ignore[assignment]
+    realname = member.realname or LINE_REALNAME
+    s.numeric(N.RPL_WHOISUSER, name, member.user, member.host, "*", text=realname)
+    rooms = [
+        prefixes(room.members[member], bool(s.caps & enc.MULTI_PREFIX)) + room.name
+        for room in member.rooms.values()
+        if s.can_see(room)
+    ]
+    if rooms:
+        s.listing(N.RPL_WHOISCHANNELS, (name,), rooms)
+    s.numeric(N.RPL_WHOISSERVER, name, s.server_name, text="chatd")
+    if member.away:
+        s.numeric(N.RPL_AWAY, name, text=member.away)
+    if "o" in member.modes:
+        s.numeric(N.RPL_WHOISOPERATOR, name)
+    if "B" in member.modes:
+        s.numeric(N.RPL_WHOISBOT, name)
+    if member.session is not None:
+        idle = str(idle_seconds(member))
+        s.numeric(N.RPL_WHOISIDLE, name, idle, str(int(member.signon)))
+    s.numeric(N.RPL_ENDOFWHOIS, name)
+
+
+def whowas(s: IrcSession, message: Message) -> None:
+    if not message.params or not message.params[0]:
+        s.numeric(N.ERR_NONICKNAMEGIVEN)
+        return
+    nick = message.params[0]
+    count = 0
+    if len(message.params) > 1:
+        try:
+            count = int(message.params[1])
+        except ValueError:
+            count = 0
+    found = 0
+    for entry in s.service.hub.whowas_entries(nick):
+        s.numeric(
+            N.RPL_WHOWASUSER,
+            entry.nick,
+            entry.user,
+            entry.host,
+            "*",
+            text=entry.realname or LINE_REALNAME,
+        )
+        s.numeric(N.RPL_WHOISSERVER, entry.nick, s.server_name, text="chatd")
+        found += 1
+        if 0 < count <= found:
+            break
+    if not found:
+        s.numeric(N.ERR_WASNOSUCHNICK, nick)
+    s.numeric(N.RPL_ENDOFWHOWAS, nick)
+
+
+def list_(s: IrcSession, message: Message) -> int:
+    hub = s.service.hub
+    s.numeric(N.RPL_LISTSTART, "Channel")
+    wanted: list[Room]
+    tests: list[Callable[[Room], bool]] = []
+    if message.params and message.params[0]:
+        wanted = []
+        for word in message.params[0].split(","):
+            if word.startswith(">") and word[1:].isdigit():
+                tests.append(lambda r, n=int(word[1:]): len(r.members) > n)
+            elif word.startswith("<") and word[1:].isdigit():
+                tests.append(lambda r, n=int(word[1:]): len(r.members) < n)
+            elif word.startswith("!"):
+                tests.append(lambda r, m=word[1:]: not mask_match(m, r.name))
+            elif "*" in word or "?" in word:
+                tests.append(lambda r, m=word: mask_match(m, r.name))
+            elif (room := hub.find_room(word)) is not None:
+                wanted.append(room)
+        if tests:
+            wanted = [r for r in hub.list_rooms() if all(t(r) for t in tests)]
+    else:
+        wanted = hub.list_rooms()
+    sent = 0
+    for room in wanted:
+        if s.can_see(room):
+            s.numeric(N.RPL_LIST, room.name, str(len(room.members)), text=room.topic)
+            sent += 1
+    s.numeric(N.RPL_LISTEND)
+    return sent // 10
+
+
+def ison(s: IrcSession, message: Message) -> None:
+    hub = s.service.hub
+    present = []
+    for word in " ".join(message.params).split():
+        member = hub.find(word)
+        if member is not None:
+            present.append(member.nick)
+    s.numeric(N.RPL_ISON, text=" ".join(present))  # type: ignore[arg-type]
+
+
+def userhost(s: IrcSession, message: Message) -> None:
+    hub = s.service.hub
+    replies = []
+    for word in " ".join(message.params).split()[:5]:
+        member = hub.find(word)
+        if member is not None:
+            oper = "*" if "o" in member.modes else ""
+            status = "-" if member.away else "+"
+            replies.append(f"{member.nick}{oper}={status}{member.user}@{member.host}")
+    s.numeric(N.RPL_USERHOST, text=" ".join(replies))

@@ -1,0 +1,175 @@
+"""Connection and registration commands: CAP, PASS, NICK, USER, PING, PONG, QUIT.
+
+Registration completes when a nickname and a USER are in and CAP negotiation (if the
+client began one) has ended (:func:`try_register`); only then is the nickname claimed in
+the hub, so two unregistered clients asking for the same nick cannot both get it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from chatd.core import errors as err
+from chatd.dialects.irc import encoder as enc
+from chatd.dialects.irc import info
+from chatd.dialects.irc.encoder import CAP_BIT, CAPS, encoder_for
+from chatd.dialects.irc.limits import (
+    CHAN_MODES,
+    CHAN_MODES_WITH_ARG,
+    NAMELEN,
+    NETWORK,
+    TOPICLEN,
+    USER_MODES,
+    USERLEN,
+    VERSION,
+)
+from chatd.dialects.irc.numerics import Numeric as N
+from chatd.dialects.irc.wire import Message
+from chatd.net.transport import DisconnectReason
+
+if TYPE_CHECKING:
+    from chatd.dialects.irc.session import IrcSession
+
+_USER_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~")
+
+
+class State(enum.Enum):
+    #: Connected, not yet registered: CAP, PASS, NICK, USER, PING, PONG, QUIT.
+    REGISTERING = "registering"
+    #: Registered: the whole command table.
+    REGISTERED = "registered"
+
+
+def cap(s: IrcSession, message: Message) -> None:
+    if not s.need(message, 1):
+        return
+    sub = message.params[0].upper()
+    registering = s.state is State.REGISTERING
+    if sub == "LS":
+        if registering:
+            s.negotiating = True
+        version = message.params[1] if len(message.params) > 1 else ""
+        if version.isdigit() and int(version) >= 302:
+            s.caps |= enc.CAP_NOTIFY
+        s.send("CAP", s.me, "LS", " ".join(CAPS), source=s.server_name)
+    elif sub == "LIST":
+        enabled = " ".join(name for name in CAPS if s.caps & CAP_BIT[name])
+        s.send("CAP", s.me, "LIST", enabled, source=s.server_name)
+    elif sub == "REQ":
+        if registering:
+            s.negotiating = True
+        request = message.params[1] if len(message.params) > 1 else ""
+        caps = s.caps
+        ok = True
+        for word in request.split():
+            name = word[1:] if word.startswith("-") else word
+            bit = CAP_BIT.get(name)
+            if bit is None:
+                ok = False
+                break
+            caps = caps & ~bit if word.startswith("-") else caps | bit
+        if ok and request.strip():
+            s.caps = caps
+            s.member.encoder = encoder_for(caps)
+            s.send("CAP", s.me, "ACK", request, source=s.server_name)
+        else:
+            s.send("CAP", s.me, "NAK", request, source=s.server_name)
+    elif sub == "END":
+        if registering:
+            s.negotiating = False
+            try_register(s)
+    else:
+        s.numeric(N.ERR_INVALIDCAPCMD, message.params[0])
+
+
+def pass_(s: IrcSession, message: Message) -> None:
+    if s.state is State.REGISTERED:
+        s.numeric(N.ERR_ALREADYREGISTERED)
+        return
+    if not s.need(message, 1):
+        return
+    expected = s.service.config.password
+    if expected is None:
+        return
+    if message.params[0] != expected:
+        s.numeric(N.ERR_PASSWDMISMATCH)
+        s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
+        return
+    s.password_ok = True
+
+
+def nick(s: IrcSession, message: Message) -> None:
+    if not message.params or not message.params[0]:
+        s.numeric(N.ERR_NONICKNAMEGIVEN)
+        return
+    wanted = message.params[0]
+    hub = s.service.hub
+    if s.state is State.REGISTERED:
+        hub.change_nick(s.member, wanted)
+        return
+    hub.check_nick(wanted)
+    s.nick_wanted = wanted
+    try_register(s)
+
+
+def user(s: IrcSession, message: Message) -> None:
+    if s.state is State.REGISTERED:
+        s.numeric(N.ERR_ALREADYREGISTERED)
+        return
+    params = message.params
+    if len(params) < 4 or not params[0] or not params[3]:
+        s.numeric(N.ERR_NEEDMOREPARAMS, "USER")
+        return
+    s.username = "".join(c for c in params[0] if c in _USER_OK)[:USERLEN] or "user"
+    s.realname = params[3][:NAMELEN]
+    try_register(s)
+
+
+def try_register(s: IrcSession) -> None:
+    if s.negotiating or s.nick_wanted is None or s.username is None:
+        return
+    if not s.password_ok:
+        s.numeric(N.ERR_PASSWDMISMATCH)
+        s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
+        return
+    try:
+        s.service.hub.register(s.member, s.nick_wanted, "~" + s.username, s.realname)
+    except err.HubError as exc:
+        s.nick_wanted = None
+        s.hub_error(exc, "NICK")
+        return
+    s.state = State.REGISTERED
+    s.member.modes = ""
+    welcome(s)
+
+
+def welcome(s: IrcSession) -> None:
+    cfg = s.service.config
+    hub = s.service.hub
+    s.numeric(N.RPL_WELCOME, network=NETWORK, nick=f"{s.me}!{s.member.user}@{s.host}")
+    s.numeric(N.RPL_YOURHOST, servername=cfg.server_name, version=VERSION)
+    created = datetime.fromtimestamp(hub.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    s.numeric(N.RPL_CREATED, datetime=created)
+    s.numeric(N.RPL_MYINFO, cfg.server_name, VERSION, USER_MODES, CHAN_MODES, CHAN_MODES_WITH_ARG)
+    info.isupport(s)
+    info.lusers(s)
+    info.motd(s)
+
+
+def ping(s: IrcSession, message: Message) -> None:
+    if not message.params:
+        s.numeric(N.ERR_NOORIGIN)
+        return
+    s.send("PONG", s.server_name, message.params[0], source=s.server_name, colon=False)
+
+
+def pong(s: IrcSession, message: Message) -> None:
+    s.ping_sent = 0.0
+
+
+def quit(s: IrcSession, message: Message) -> None:
+    reason = message.params[0] if message.params else ""
+    s.send("ERROR", f"Closing Link: {s.host} (Quit: {reason or s.me})")
+    s.close(DisconnectReason.QUIT, reason[:TOPICLEN])

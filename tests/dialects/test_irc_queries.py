@@ -1,0 +1,80 @@
+"""WHO with IRCv3 WHOX, NAMES of several channels, and the INVITE list."""
+
+from __future__ import annotations
+
+import re
+
+from engine_double import World
+
+
+def _pair(w: World) -> tuple:
+    amy = w.irc("amy")
+    bob = w.irc("bob")
+    amy.send("JOIN #c")
+    bob.send("JOIN #c")
+    amy.lines(), bob.lines()
+    return amy, bob
+
+
+def test_whox_sends_the_asked_fields_in_the_fixed_order_with_the_token() -> None:
+    w = World()
+    amy, bob = _pair(w)
+    bob.send("WHO #c %rofnt,42\r\nWHO amy %tn,321\r\nWHO amy %")
+    assert bob.lines() == [
+        ":irc.test 354 bob 42 amy H@ n/a :Amy Realname",
+        ":irc.test 354 bob 42 bob H n/a :Bob Realname",
+        ":irc.test 315 bob #c :End of WHO list",
+        ":irc.test 354 bob 321 amy",
+        ":irc.test 315 bob amy :End of WHO list",
+        ":irc.test 354 bob",
+        ":irc.test 315 bob amy :End of WHO list",
+    ]
+
+
+def test_whox_every_field() -> None:
+    w = World()
+    amy, bob = _pair(w)
+    bob.send("WHO amy %" + "".join(reversed("tcuihsnfdlaor")) + ",7")
+    reply, end = bob.lines()
+    assert re.fullmatch(
+        r":irc\.test 354 bob 7 \* ~amy 10\.0\.0\.1 10\.0\.0\.1 irc\.test amy H 0 \d+ 0 n/a "
+        r":Amy Realname",
+        reply,
+    ), reply
+    assert end == ":irc.test 315 bob amy :End of WHO list"
+
+
+def test_whox_of_a_line_user() -> None:
+    w = World()
+    amy = w.irc("amy")
+    w.line("cid")
+    amy.send("WHO cid %cuhnfr")
+    assert amy.lines() == [
+        ":irc.test 354 amy * line 10.0.0.2 cid H :chatd line user",
+        ":irc.test 315 amy cid :End of WHO list",
+    ]
+
+
+def test_names_of_several_channels_ends_with_one_366_naming_them() -> None:
+    w = World()
+    amy = w.irc("amy")
+    amy.send("JOIN #a\r\nJOIN #b")
+    amy.lines()
+    amy.send("NAMES #a,#nope,#b\r\nNAMES #A")
+    assert amy.lines() == [
+        ":irc.test 353 amy = #a :@amy",
+        ":irc.test 353 amy = #b :@amy",
+        ":irc.test 366 amy #a,#nope,#b :End of /NAMES list",
+        ":irc.test 353 amy = #a :@amy",
+        ":irc.test 366 amy #a :End of /NAMES list",
+    ]
+
+
+def test_invite_without_parameters_lists_the_pending_invitations() -> None:
+    w = World()
+    amy, bob = w.irc("amy"), w.irc("bob")
+    amy.send("JOIN #a\r\nJOIN #b\r\nINVITE bob #a\r\nINVITE bob #b")
+    bob.lines()
+    bob.send("JOIN #b\r\nINVITE")
+    got = [line for line in bob.lines() if " 33" in line]
+    assert got == [":irc.test 336 bob #a", ":irc.test 337 bob :End of /INVITE list"]
