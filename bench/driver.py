@@ -102,6 +102,8 @@ class Member:
     state: int = 0
     #: index among the fleet's senders, or -1 for a member that only receives
     sender_index: int = -1
+    #: IRC: the channel to JOIN after 001 (None: the bench's channel)
+    channel: bytes | None = None
 
 
 @dataclass
@@ -192,6 +194,7 @@ class Fleet:
             else:
                 m.registered = True  # a publisher has nothing to confirm
         elif self.irc:
+            m.channel = room.encode() if room else None
             s.send(wire.irc_register(nick))
         else:
             s.send(wire.chat_register(nick, room))
@@ -209,7 +212,8 @@ class Fleet:
     ) -> None:
         """Connect and register n more members (the last ``senders`` of them send).
 
-        room_of(i) names a room to /join after registering (chatd only), so the idle
+        room_of(i) names a room to join after registering (chatd's line dialect, or a
+        channel to JOIN over IRC), so the idle
         scenario can spread 10,000 clients over small rooms instead of paying for
         n^2/2 join notices in one. Raises DriverError when a client is refused.
         """
@@ -294,7 +298,7 @@ class Fleet:
                 m.sock.send(wire.irc_pong(params))
             elif cmd == b"001" and m.state == 0:
                 m.state = 1
-                m.sock.send(wire.irc_join())
+                m.sock.send(wire.irc_join(m.channel or wire.IRC_CHANNEL))
             elif cmd == b"366" and m.state == 1:
                 return True
             elif cmd == b"ERROR" or cmd in _IRC_SETUP_ERRORS:

@@ -766,7 +766,7 @@ def _idle_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     except RuntimeError as exc:
         return [_failed(job, "idle", "driver", {}, str(exc))]
     procstat.raise_nofile(max(m.idle_counts) + 1000)
-    fleet = driver.Fleet(srv.host, srv.port, dialect="line", prefix="i")
+    fleet = driver.Fleet(srv.host, srv.port, dialect=target.dialect, prefix="i")
     room = m.idle_room
     try:
         time.sleep(0.3)
