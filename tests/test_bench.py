@@ -425,7 +425,9 @@ def test_each_dialect_runs_only_where_its_load_generator_can_go() -> None:
         t = servers.target_for(j.target)
         if t.is_redis:
             assert j.kind == "driver"  # Locust cannot speak RESP
-        if t.is_irc:
+        if t.is_irc and j.kind == "idle":
+            assert j.target == "reactor-irc"  # chatd's IRC connections against its line ones
+        elif t.is_irc:
             assert j.kind == "driver" and not j.flood  # no IRC Locust user yet, no flood
     with_irc = matrix.jobs(m, locust_ok=True, locust_irc=True)
     irc_locust = [j for j in with_irc if j.kind == "locust" and servers.target_for(j.target).is_irc]
