@@ -138,8 +138,9 @@ class SendCounter:
         except OSError as exc:
             self.error = f"perf control: {exc}"
             return False
-        ready, _, _ = select.select([self._ack_r], [], [], ACK_TIMEOUT_S)
-        if not ready:
+        poller = select.poll()  # not select(): the driver holds thousands of sockets
+        poller.register(self._ack_r, select.POLLIN)
+        if not poller.poll(ACK_TIMEOUT_S * 1000):
             self.error = f"perf did not acknowledge {word!r}"
             return False
         return os.read(self._ack_r, 64).startswith(b"ack")
