@@ -245,7 +245,7 @@ def test_ircd_configs_turn_flood_protection_off() -> None:
     for line in ("Ports = 16667", "MaxPenaltyTime = 0", "MaxConnectionsIP = 0", "DNS = no"):
         assert line in ng
     insp = ircd.inspircd_conf(16668, "/tmp/x")
-    for frag in ('port="16668"', 'fakelag="no"', 'netbuffersize="65534"', 'hardsendq="1048576"'):
+    for frag in ('port="16668"', 'fakelag="no"', 'netbuffersize="65534"', 'hardsendq="16777216"'):
         assert frag in insp
     assert "--runasroot" in ircd.argv("inspircd", Path("/x.conf")) or os.geteuid() != 0
     assert ircd.CLEAN_EXIT["inspircd"] >= {10}  # InspIRCd exits 10 on SIGTERM

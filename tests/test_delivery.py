@@ -149,3 +149,38 @@ def test_bad_option_and_port_in_use_fail_with_one_line(start_server) -> None:
         assert proc.returncode != 0
         assert b"Traceback" not in proc.stderr
         assert proc.stderr.strip(), args
+
+
+@pytest.mark.parametrize("dialect", ["line", "irc"])
+def test_the_last_output_survives_input_the_server_never_read(
+    engine: str, start_server, dialect: str
+) -> None:
+    """A client with a small window asks for a lot, quits, and keeps typing. Closing a
+    socket with unread input makes the kernel reset it and throw away what it had not
+    sent yet, so the server must read that input away (linger) before it closes. Before,
+    this client got a reset and lost the tail of its replies and the goodbye."""
+    server = start_server(engine, "--flood-rate", "0", "--irc-port", "0")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((server.host, server.port if dialect == "line" else server.irc_port))
+    if dialect == "line":
+        ask, last = b"amy\n" + b"/help\n" * 300 + b"/quit\n", b"* bye\n"
+    else:
+        ask = b"NICK amy\r\nUSER a 0 * :a\r\n" + b"HELP\r\n" * 300 + b"QUIT\r\n"
+        last = b"ERROR :"
+    sock.sendall(ask)
+    sock.setblocking(False)
+    typed, line = 0, b"x" * 1000 + b"\n"
+    while typed < 400_000:  # what the kernels will hold, read by nobody yet
+        try:
+            typed += sock.send(line)
+        except BlockingIOError:
+            break
+    sock.settimeout(10)
+    received = bytearray()
+    with sock:
+        while chunk := sock.recv(65536):  # a reset raises ConnectionResetError here
+            received += chunk
+    assert typed > 65536
+    assert last in received[-300:]

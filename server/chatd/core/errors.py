@@ -182,6 +182,17 @@ class UnknownMode(HubError):
         self.room = room
 
 
+class InvalidModeParam(HubError):
+    """A room mode's argument is not acceptable (a key with a space, a limit of 0)."""
+
+    def __init__(self, room: str, char: str, arg: str, why: str) -> None:
+        super().__init__(f"{room}: invalid +{char} {arg or '(nothing)'}: {why}")
+        self.room = room
+        self.char = char
+        self.arg = arg
+        self.why = why
+
+
 class NeedMoreParams(HubError):
     def __init__(self, what: str) -> None:
         super().__init__(f"missing parameter: {what}")

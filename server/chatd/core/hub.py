@@ -724,7 +724,7 @@ class Hub:
         if char in KEY_MODES:
             if adding:
                 if not arg or " " in arg:
-                    raise err.NeedMoreParams("MODE +k")
+                    raise err.InvalidModeParam(room.name, char, arg or "", "a key is one word")
                 if room.password == arg:
                     return False
                 room.password = arg
@@ -736,12 +736,11 @@ class Hub:
             return True
         if char in LIMIT_MODES:
             if adding:
-                try:
-                    limit = int(arg or "")
-                except ValueError:
-                    raise err.NeedMoreParams("MODE +l") from None
+                limit = int(arg) if arg and arg.isdigit() else 0
                 if limit <= 0:
-                    raise err.NeedMoreParams("MODE +l")
+                    raise err.InvalidModeParam(
+                        room.name, char, arg or "", "a limit is a whole number above 0"
+                    )
                 if room.limit == limit:
                     return False
                 room.limit = limit

@@ -42,6 +42,8 @@ from typing import Any
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
     configure_socket,
     peer_error,
     raise_fd_limit,
@@ -165,6 +167,27 @@ class StreamConnection:
         self.transport.abort()
 
 
+class _Discard(asyncio.Protocol):
+    """The protocol of a lingering transport: counts and drops input until EOF."""
+
+    def __init__(self, transport: asyncio.BaseTransport, done: asyncio.Future[None]) -> None:
+        self.transport = transport
+        self.done = done
+        self.left = LINGER_BYTES
+
+    def data_received(self, data: bytes) -> None:
+        self.left -= len(data)
+        if self.left <= 0:
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 class AsyncServer:
     def __init__(self, service: ChatService, listeners: list[Listener]) -> None:
         self.service = service
@@ -174,6 +197,9 @@ class AsyncServer:
         self.tasks: set[asyncio.Task[None]] = set()
         #: Tasks in a TLS handshake: cancelled at shutdown (nobody to say goodbye to).
         self.handshakes: set[asyncio.Task[None]] = set()
+        #: Tasks of closed connections waiting for their peer's EOF (see ``_linger``).
+        self.lingering: set[asyncio.Task[None]] = set()
+        self.stopping = False
         self.soft_limit = self.config.soft_limit
         self.soft_step = self.config.sendq_soft_seconds / SOFT_SAMPLES
         self.write_threshold = self.soft_limit or self.config.max_sendq
@@ -319,21 +345,56 @@ class AsyncServer:
             if conn.timer is not None:
                 conn.timer.cancel()
             self.conns.discard(conn)
+            # The hub learns before the peer sees our EOF, so what it asks next is
+            # answered by a hub that knows this connection is gone.
+            conn.session = None
+            session.connection_lost(conn.reason or DisconnectReason.EOF, conn.detail)
+            linger = False
             try:
                 if not conn.dead and not writer.transport.is_closing():
+                    # A TLS transport cannot half-close: its peer would wait for our
+                    # close as we waited for its EOF, so only plain sockets linger.
                     if writer.can_write_eof():
                         writer.write_eof()
+                        linger = not self.stopping
                     async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                         await writer.drain()
             except (ConnectionError, OSError, RuntimeError, TimeoutError):
-                pass  # the peer is gone or stuck: nothing more to flush
+                linger = False  # the peer is gone or stuck: nothing more to flush
             finally:
-                writer.close()
-                conn.session = None
-                session.connection_lost(conn.reason or DisconnectReason.EOF, conn.detail)
+                if not linger:
+                    writer.close()
+            if linger:
+                await self._linger(writer)
+
+    async def _linger(self, writer: asyncio.StreamWriter) -> None:
+        """Read away what the peer sends until its EOF, then close.
+
+        Closing with unread input would make the kernel reset the connection and drop
+        output it had not sent yet (see :data:`~chatd.net.sockopts.LINGER_SECONDS`). The
+        stream reader has been told EOF already (``close_soon`` wakes the read loop that
+        way), so a discarding protocol takes the transport over.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self.lingering.add(task)
+        transport = writer.transport
+        done = self.loop.create_future()
+        try:
+            transport.set_protocol(_Discard(transport, done))  # type: ignore[arg-type]
+            if not transport.is_reading():  # type: ignore[attr-defined]
+                transport.resume_reading()  # type: ignore[attr-defined]
+            async with asyncio.timeout(LINGER_SECONDS):
+                await done
+        except (ConnectionError, OSError, RuntimeError, TimeoutError):
+            pass
+        finally:
+            self.lingering.discard(task)
+            transport.close()
 
     async def _shutdown(self) -> None:
-        for task in list(self.handshakes):
+        self.stopping = True
+        for task in list(self.handshakes) + list(self.lingering):
             task.cancel()
         self.service.shutdown()
         for conn in list(self.conns):

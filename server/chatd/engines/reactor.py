@@ -41,6 +41,9 @@ Invariants the code relies on:
   dict being iterated by a broadcast never changes under it.
 * **Backpressure, not punishment.** A session over its flood budget returns a delay from
   ``process``; its connection is simply not read from until then.
+* **A graceful close lingers.** The socket is shut for writing, then read and
+  discarded until the peer's EOF (bounded in time and bytes) before ``close``, so unread
+  input never turns our last output into a reset.
 * **Timers hold weak references**, so a closed connection is freed at once, not when
   its registration or keepalive deadline would have come.
 
@@ -91,6 +94,8 @@ from typing import Any
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
     configure_socket,
     peer_error,
     raise_fd_limit,
@@ -129,8 +134,28 @@ SHUTDOWN_FLUSH_SECONDS = 2.0
 HANDSHAKES_PER_TURN = 16
 
 
+#: Closed connections lingering at most; past this a graceful close closes at once.
+MAX_LINGERING = 4096
+
+
 class _Wakeup:
     """Selector data of the signal wake-up socket."""
+
+
+class Lingering:
+    """Selector data of a socket shut for writing, read and discarded until EOF.
+
+    It belongs to no session and no ``--max-clients`` slot: the hub has already been told
+    the connection is gone. See :data:`~chatd.net.sockopts.LINGER_SECONDS` for why.
+    """
+
+    __slots__ = ("sock", "left", "done")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        #: Bytes we are still willing to read away.
+        self.left = LINGER_BYTES
+        self.done = False
 
 
 _WAKEUP = _Wakeup()
@@ -303,6 +328,8 @@ class Reactor:
         self._timers: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._timer_seq = 0
         self.stopping = False
+        #: Sockets closed gracefully, waiting for their peer's EOF (see :meth:`finish`).
+        self.lingering: set[Lingering] = set()
         #: SIGHUP arrived: reload the TLS certificate at the top of the next turn.
         self.reload_requested = False
         #: TLS handshake steps left this turn (HANDSHAKES_PER_TURN).
@@ -369,6 +396,8 @@ class Reactor:
                     conn.abort(DisconnectReason.RESET)
             elif cls is Listener:
                 self.on_acceptable(conn)
+            elif cls is Lingering:
+                self._on_lingering(conn)
             else:
                 self._drain_wakeup()
         self._run_timers()
@@ -771,9 +800,12 @@ class Reactor:
     def finish(self, conn: Connection) -> None:
         """Unregister, close and report one connection. Runs only from before_sleep.
 
-        A graceful close (quit, EOF, timeouts) has flushed its output already; we shut
-        down our side and read away what the peer sent after its last line, so the
-        kernel sends FIN rather than a reset that could destroy that output in flight.
+        A graceful close (quit, EOF, timeouts) has flushed its output to the kernel
+        already; we shut down our side and, unless the server is stopping, leave the
+        socket lingering: read and discarded until the peer's EOF, for at most
+        :data:`~chatd.net.sockopts.LINGER_SECONDS` and
+        :data:`~chatd.net.sockopts.LINGER_BYTES`. Closing with unread input would make
+        the kernel send a reset and drop what it had not sent yet, goodbye included.
         """
         if conn.closed:
             return
@@ -787,13 +819,9 @@ class Reactor:
         sock = conn.sock
         if conn.dead:
             reset_on_close(sock)
+            sock.close()
         else:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-                sock.recv(READ_SIZE)  # one bounded read empties a typical buffer
-            except OSError:
-                pass
-        sock.close()
+            self._linger(sock)
         session, conn.session = conn.session, None
         conn.out = []
         if conn.__class__ is TLSConnection:
@@ -802,11 +830,51 @@ class Reactor:
         if session is not None:
             session.connection_lost(conn.reason, conn.detail)
 
+    def _linger(self, sock: socket.socket) -> None:
+        """Shut our side of a gracefully closed socket and wait for the peer's EOF."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            data = sock.recv(READ_SIZE)
+        except BlockingIOError:
+            data = None
+        except OSError:
+            data = b""  # reset or not connected: nothing to wait for
+        if data == b"" or self.stopping or len(self.lingering) >= MAX_LINGERING:
+            sock.close()
+            return
+        entry = Lingering(sock)
+        if data:
+            entry.left -= len(data)
+        self.lingering.add(entry)
+        self.selector.register(sock, EVENT_READ, entry)
+        self.call_at(self.now + LINGER_SECONDS, self._end_lingering, entry)
+
+    def _on_lingering(self, entry: Lingering) -> None:
+        try:
+            data = entry.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        entry.left -= len(data)
+        if not data or entry.left <= 0:
+            self._end_lingering(entry)
+
+    def _end_lingering(self, entry: Lingering) -> None:
+        if entry.done:
+            return
+        entry.done = True
+        self.lingering.discard(entry)
+        self.selector.unregister(entry.sock)
+        entry.sock.close()
+
     def _shutdown(self) -> None:
         """Tell everyone, stop accepting, flush for a bounded time, close the rest."""
         self._stop_accepting()
         for listener in self.listeners:
             listener.sock.close()
+        for entry in list(self.lingering):  # their input would wake every select below
+            self._end_lingering(entry)
         self.service.shutdown()
         for conn in list(self.conns.values()):
             conn.close_soon(DisconnectReason.SHUTDOWN)
@@ -828,6 +896,8 @@ class Reactor:
         for conn in list(self.conns.values()):
             conn.abort(DisconnectReason.SHUTDOWN)
         self.before_sleep()
+        for entry in list(self.lingering):
+            self._end_lingering(entry)
         self.service.log_stats()
 
 

@@ -44,6 +44,8 @@ import time
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
     configure_socket,
     full_send_buffers,
     peer_error,
@@ -246,25 +248,42 @@ class ThreadedConnection:
                     self.reason = DisconnectReason.EOF  # the loop ended at EOF
                 self.write_raw(last)
         graceful = not self.dead
+        with server.conns_lock:
+            server.conns.discard(self)
+        session, self.session = self.session, None
+        if session is not None:  # the hub learns before the peer sees our EOF
+            with server.lock:
+                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
         if graceful:
             try:  # FIN after our output (every send so far was blocking, so it is out)
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-        with server.conns_lock:
-            server.conns.discard(self)
-        session, self.session = self.session, None
-        if session is not None:  # the hub learns at once, not after the lingering read
-            with server.lock:
-                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
-        if graceful:
-            try:  # read away what the peer sent after its last line, so no RST kills ours
-                self.sock.settimeout(0.2)
-                self.sock.recv(READ_SIZE)
-            except OSError:
-                pass
+            if not server.stopping:
+                self._linger()
         self.dead = True
         self.sock.close()
+
+    def _linger(self) -> None:
+        """Read away what the peer sends until its EOF, so no reset kills our output.
+
+        Bounded by :data:`~chatd.net.sockopts.LINGER_SECONDS` and
+        :data:`~chatd.net.sockopts.LINGER_BYTES`; this thread has nothing else to do.
+        """
+        deadline = time.monotonic() + LINGER_SECONDS
+        left = LINGER_BYTES
+        try:
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.sock.settimeout(remaining)
+                data = self.sock.recv(READ_SIZE)
+                if not data:
+                    return
+                left -= len(data)
+        except OSError:
+            pass
 
 
 class TLSThreadedConnection(ThreadedConnection):

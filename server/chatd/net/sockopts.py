@@ -18,6 +18,16 @@ FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOME
 KEEPALIVE_IDLE = 60
 
 
+#: A graceful close shuts our side, then reads and discards what the peer still sends
+#: for up to this long (or until its EOF) before closing. Closing a socket with unread
+#: input makes the kernel answer RST and throw away output it has not sent yet: the
+#: goodbye, the 464 and ERROR of a wrong password, the tail of a reply to a reader with a
+#: small window (Apache's "lingering close", for the same reason).
+LINGER_SECONDS = 2.0
+#: ... and for up to this many bytes: a peer that keeps sending gets its reset sooner.
+LINGER_BYTES = 1 << 20
+
+
 def configure_socket(sock: socket.socket) -> None:
     """Low latency for small lines, and keepalive so dead peers are found eventually."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -168,22 +168,6 @@ def mode(s: IrcSession, message: Message) -> int:
         s.numeric(end, room.name)
     if not changes:
         return extra // 10
-    for change in changes:
-        if change.char in "kl" and change.sign == "+":
-            if change.char == "k" and (not change.arg or " " in change.arg):
-                s.numeric(N.ERR_INVALIDMODEPARAM, room.name, "k", "*", text="Invalid key")
-                change.char = ""
-            elif (
-                change.char == "l"
-                and not (change.arg or "").isdigit()
-                or (change.char == "l" and int(change.arg or "0") <= 0)
-            ):
-                arg = change.arg or "*"
-                s.numeric(N.ERR_INVALIDMODEPARAM, room.name, "l", arg, text="Invalid limit")
-                change.char = ""
-    changes = [c for c in changes if c.char]
-    if not changes:
-        return 0
     _, refused = hub.change_room_modes(s.member, room.name, changes)
     for exc in refused:
         s.hub_error(exc, "MODE")

@@ -358,6 +358,9 @@ class IrcSession(Session):
                 self.numeric(N.ERR_NEEDMOREPARAMS, command or "MODE")
             case err.NoPrivileges():
                 self.numeric(N.ERR_NOPRIVILEGES)
+            case err.InvalidModeParam(room=room, char=char, arg=arg, why=why):
+                shown = "*" if char == "k" or not arg or " " in arg else arg  # never echo a key
+                self.numeric(N.ERR_INVALIDMODEPARAM, room, char, shown, text=why)
             case err.BanListFull(room=room, char=char):
                 self.numeric(N.ERR_INVALIDMODEPARAM, room, char, "*", text="List is full")
             case _:
