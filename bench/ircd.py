@@ -7,8 +7,11 @@ one) shows what the design is worth without Python's interpreter in the way.
 Both run on loopback with their flood protection off, because a benchmark sender that is
 throttled measures the throttle: ngircd's ``MaxPenaltyTime = 0`` turns off its command
 penalties and ``MaxConnectionsIP = 0`` its per-address limit; InspIRCd's connect class
-gets a threshold and command rate no sender reaches, ``fakelag="no"``, send and receive
-queues as large as chatd's ``--max-sendq`` (1 MiB) and no per-address limit, and
+gets a threshold and command rate no sender reaches, ``fakelag="no"``, a 16 MiB send
+queue (InspIRCd counts its own buffer, which fills whenever the kernel's does, while
+chatd's 1 MiB ``--max-sendq`` counts only what the kernel refused, beyond the few MiB of
+a loopback socket buffer; with 1 MiB InspIRCd dropped the load generator's lazily read
+members in a burst), a 1 MiB receive queue and no per-address limit, and
 ``<performance netbuffersize="65534">`` lets one read take 64 KiB. Both ping only once
 an hour (the driver answers PINGs, but a bench job is far shorter), and neither
 looks up DNS or ident, which on loopback would only add a delay per connection.
@@ -62,7 +65,7 @@ def inspircd_conf(port: int | str, rundir: Path | str) -> str:
 <admin name="bench" nick="bench" email="bench@bench.invalid">
 <bind address="127.0.0.1" port="{port}" type="clients">
 <connect name="bench" allow="127.0.0.1" timeout="60" pingfreq="3600"
-         hardsendq="1048576" softsendq="1048576" recvq="1048576"
+         hardsendq="16777216" softsendq="16777216" recvq="1048576"
          threshold="1000000" commandrate="1000000000" fakelag="no"
          localmax="100000" globalmax="100000" maxconnwarn="off" limit="100000"
          resolvehostnames="no" useident="no" maxchans="20">

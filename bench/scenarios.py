@@ -204,14 +204,13 @@ def _finish(srv: servers.Server, records: list[dict[str, Any]]) -> None:
 
 def run_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     """Run one job; never raises for a server or load problem, records it instead."""
-    if job.kind == "driver":
-        records = _driver_job(job, m, ctx)
-    elif job.kind == "idle":
-        records = _idle_job(job, m, ctx)
-    elif job.kind == "slow":
-        records = _slow_job(job, m, ctx)
-    else:
-        records = _locust_job(job, m, ctx)
+    run = {"driver": _driver_job, "idle": _idle_job, "slow": _slow_job}.get(job.kind, _locust_job)
+    try:
+        records = run(job, m, ctx)
+    except (driver.DriverError, RuntimeError, OSError) as exc:
+        # A server that drops the load generator mid-job (an IRC daemon's own SendQ
+        # limit, say) costs that job, not the run: the report shows why.
+        return [_failed(job, job.kind, "driver", {}, f"{type(exc).__name__}: {exc}")]
     for r in records:
         check_contention(r, ctx)
     return records

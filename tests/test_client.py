@@ -29,7 +29,7 @@ import pytest
 import trustme
 
 from chatd.client import printable
-from chatwire import TIMEOUT, Server, chatd_env
+from chatwire import TIMEOUT, Server, TLSFiles, chatd_env
 
 T = TypeVar("T")
 
@@ -547,3 +547,27 @@ def test_reconnect_after_a_server_restart_rejoins_the_room(
     err = dave.stderr.rest()
     assert all(line.startswith("chatd-client: ") for line in err), err
     assert any("connected to 127.0.0.1" in line for line in err), err
+
+
+# --------------------------------------------------------------------------- chatd's own TLS
+# listener and password (the tests above use the relay and the fake server; these close the
+# loop against the real thing).
+
+
+def test_tls_to_chatds_own_tls_listener(start_server, tls_files: TLSFiles) -> None:
+    server = start_server("reactor", tls=tls_files)
+    (bob,) = server.room("bob")
+    proc = run_client_at(
+        server.port, b"alice\ndirect tls\n/quit\n", "--tls", "--ca", str(tls_files.ca_file)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert bob.expect("direct tls")[-1] == "alice: direct tls"
+
+
+def test_password_against_chatds_own_password(start_server) -> None:
+    server = start_server("reactor", "--password", "sesame")
+    proc = run_client_at(server.port, b"alice\n/quit\n", "--password", "sesame")
+    assert proc.returncode == 0, proc.stderr
+    assert "* you are alice, in #lobby (1 here); /help lists commands" in proc.stdout.decode()
+    wrong = run_client_at(server.port, b"alice\n/quit\n", "--password", "guess")
+    assert b"! wrong password" in wrong.stdout
