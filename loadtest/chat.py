@@ -300,6 +300,7 @@ class ChatClientUser(User):
             settle=self.settle,
             timing=self.will_time(),
             background=self.receive_in_background,
+            tls=STATE.settings.tls_context(),
         )
 
     @property

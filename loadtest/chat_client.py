@@ -30,6 +30,7 @@ import errno
 import logging
 import random
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -104,8 +105,11 @@ class ChatClient:
         settle: Callable[[bool], None] | None = None,
         timing: bool = True,
         background: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        #: Client context for TLS connections; None: plain TCP.
+        self.tls = tls
         self.room = room
         self.timeout = timeout
         self.collector = collector
@@ -170,6 +174,12 @@ class ChatClient:
             except OSError as exc:
                 raise HandshakeError(stage, type(exc).__name__) from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                try:  # the handshake runs here, within the socket's timeout
+                    sock = self.tls.wrap_socket(sock, server_hostname=address[0])
+                except (OSError, ssl.SSLError) as exc:
+                    sock.close()
+                    raise HandshakeError(stage, f"TLS: {type(exc).__name__}") from exc
             self.sock = sock
             self._write(self.proto.register(nick or coll.new_nick()))
             attempts = 1

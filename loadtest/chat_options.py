@@ -14,6 +14,8 @@ with the type of the value the option had at start-up:
 from __future__ import annotations
 
 import argparse
+import functools
+import ssl
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -52,6 +54,9 @@ class Settings:
     dialect: str = "line"
     label: str = ""
     max_p99_ms: float = 0.0
+    tls: bool = False
+    tls_ca: str = ""
+    tls_insecure: bool = False
 
     @classmethod
     def from_options(cls, options: Any) -> Settings:
@@ -83,6 +88,12 @@ class Settings:
     def dialect_class(self) -> type[core.Dialect]:
         return DIALECTS[self.dialect]
 
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The one client context of this process for ``--chat-tls`` (None without it)."""
+        if not self.tls:
+            return None
+        return client_context(self.tls_ca, self.tls_insecure)
+
     def validate(self) -> None:
         """Reject options that would make the run meaningless, before any user starts."""
         if self.dialect not in DIALECTS:
@@ -101,6 +112,15 @@ class Settings:
             raise ValueError("--chat-handshake-timeout must be positive")
         if self.max_p99_ms < 0:
             raise ValueError("--chat-max-p99-ms must not be negative")
+        if (self.tls_ca or self.tls_insecure) and not self.tls:
+            raise ValueError("--chat-tls-ca and --chat-tls-insecure need --chat-tls")
+        if self.tls_ca and self.tls_insecure:
+            raise ValueError("--chat-tls-ca and --chat-tls-insecure exclude each other")
+        if self.tls:
+            try:
+                self.tls_context()
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"--chat-tls-ca {self.tls_ca}: {exc}") from None
         limit = self.dialect_class.max_payload
         if self.payload > limit:
             raise ValueError(
@@ -110,6 +130,16 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.lru_cache(maxsize=4)
+def client_context(ca: str, insecure: bool) -> ssl.SSLContext:
+    """A TLS client context: the system's CAs (or ``ca``), or no verification at all."""
+    context = ssl.create_default_context(cafile=ca or None)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def add_options(parser: Any) -> None:
@@ -233,4 +263,26 @@ def add_options(parser: Any) -> None:
         "milliseconds: a CI gate. 0: no limit. Default 0",
         type=float,
         default=d.max_p99_ms,
+    )
+    add(
+        "--chat-tls",
+        "Connect over TLS (chatd's --tls-port or --irc-tls-port, an IRC server's 6697); "
+        "the certificate is verified against the system's CAs unless --chat-tls-ca or "
+        "--chat-tls-insecure says otherwise. Default off",
+        action=argparse.BooleanOptionalAction,
+        default=d.tls,
+    )
+    add(
+        "--chat-tls-ca",
+        "PEM file of the CA that signed the server's certificate (with --chat-tls). "
+        "Default: the system's CAs",
+        type=str,
+        default=d.tls_ca,
+    )
+    add(
+        "--chat-tls-insecure",
+        "With --chat-tls: do not verify the server's certificate (self-signed test "
+        "servers only). Default off",
+        action=argparse.BooleanOptionalAction,
+        default=d.tls_insecure,
     )

@@ -580,6 +580,8 @@ def test_time_options_take_units_on_the_command_line_and_in_the_environment() ->
         (["--chat-rate", "0"], "--chat-rate"),
         (["--chat-max-p99-ms", "-1"], "--chat-max-p99-ms"),
         (["--chat-dialect", "irc", "--chat-payload", "401"], "--chat-payload"),
+        (["--chat-tls-insecure"], "--chat-tls"),
+        (["--chat-tls", "--chat-tls-ca", "/nonexistent/ca.pem"], "--chat-tls-ca"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option(argv: list[str], flag: str) -> None:

@@ -9,7 +9,9 @@ process) for a few seconds against chatd or nothing on loopback:
 * ``--chat-max-p99-ms`` turns a latency limit into the exit code (a CI gate);
 * the web UI has a "Chat verdict" tab fed by every ``/stats/requests`` poll, the options'
   help reads as plain text there, and time options take ``30s`` in its form;
-* a custom scenario is an ordinary ``@task`` with a ``wait_time`` on ``ChatClientUser``.
+* a custom scenario is an ordinary ``@task`` with a ``wait_time`` on ``ChatClientUser``;
+* ``--chat-tls`` load-tests chatd's TLS listeners in both dialects, and a certificate it
+  cannot verify is a connect failure saying so.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from pathlib import Path
 
 import pytest
 
+from chatwire import TLSFiles
 from test_loadtest import (
     LOADTEST,
     LOCUSTFILE,
+    SMOKE_USERS,
     _check_run,
     _clean_env,
     _require_locust,
@@ -146,6 +150,46 @@ def test_the_p99_gate_sets_the_exit_code(locust_exe: str, chatd: int, tmp_path: 
     assert report["latency_us"]["count"] > 0 and report["options"]["max_p99_ms"] == 0.001
     block = _verdict_block(output)
     assert "FAIL: p99" in block and "--chat-max-p99-ms 0.001" in block
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("dialect", ["line", "irc"])
+def test_the_load_test_speaks_tls_to_chatds_tls_listeners(
+    locust_exe: str, start_server, tls_files: TLSFiles, tmp_path: Path, dialect: str
+) -> None:
+    server = start_server("reactor", "--irc-port", "0", "--irc-tls-port", "0", tls=tls_files)
+    port = server.ports[f"{dialect} tls"]
+    ca = ("--chat-tls-ca", str(tls_files.ca_file))
+    stats, report, output = _run_locust(
+        locust_exe, port, tmp_path, "--chat-dialect", dialect, "--chat-tls", *ca
+    )
+    _check_run(stats, report, SMOKE_USERS, output)
+    assert report["options"]["tls"] is True
+    # The same listener without our CA: the system's CAs do not know trustme's.
+    unverified = tmp_path / "unverified"
+    unverified.mkdir()
+    proc = _locust(
+        locust_exe,
+        unverified,
+        "--host",
+        f"127.0.0.1:{port}",
+        "-u",
+        "5",
+        "-r",
+        "5",
+        "-t",
+        "30s",
+        "--chat-dialect",
+        dialect,
+        "--chat-tls",
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "TLS: SSLCertVerificationError" in output, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
 
 
 # --------------------------------------------------------------------------- web UI

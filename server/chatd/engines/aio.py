@@ -56,6 +56,8 @@ from chatd.service import ChatService
 log = logging.getLogger("chatd.asyncio")
 
 READ_SIZE = 64 * 1024
+#: Close reasons that mean the peer sent its EOF or reset: nothing left to read away.
+PEER_DONE = frozenset({None, DisconnectReason.EOF, DisconnectReason.RESET})
 SHUTDOWN_FLUSH_SECONDS = 2.0
 #: The soft output limit is sampled this many times per --sendq-soft-seconds.
 SOFT_SAMPLES = 5
@@ -356,7 +358,8 @@ class AsyncServer:
                     # close as we waited for its EOF, so only plain sockets linger.
                     if writer.can_write_eof():
                         writer.write_eof()
-                        linger = not self.stopping
+                        # Only when we closed first: a peer that sent its EOF is done.
+                        linger = not self.stopping and conn.reason not in PEER_DONE
                     async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                         await writer.drain()
             except (ConnectionError, OSError, RuntimeError, TimeoutError):

@@ -61,6 +61,9 @@ log = logging.getLogger("chatd.threaded")
 
 #: Bytes per ``recv``, as in the reactor.
 READ_SIZE = 64 * 1024
+#: Close reasons that mean the peer sent its EOF or reset: nothing left to read away.
+PEER_DONE = frozenset({DisconnectReason.EOF, DisconnectReason.RESET})
+EOF = DisconnectReason.EOF
 #: How often a blocked ``recv`` wakes to check the session's deadlines.
 POLL_SECONDS = 1.0
 #: Shutdown, from the signal to exit, at most (PROTOCOL.md: "flushes what it can").
@@ -248,23 +251,23 @@ class ThreadedConnection:
                     self.reason = DisconnectReason.EOF  # the loop ended at EOF
                 self.write_raw(last)
         graceful = not self.dead
-        with server.conns_lock:
-            server.conns.discard(self)
-        session, self.session = self.session, None
-        if session is not None:  # the hub learns before the peer sees our EOF
-            with server.lock:
-                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
         if graceful:
             try:  # FIN after our output (every send so far was blocking, so it is out)
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-            if not server.stopping:
-                self._linger()
+        with server.conns_lock:
+            server.conns.discard(self)
+        session, self.session = self.session, None
+        if session is not None:  # the hub learns at once, not after the lingering read
+            with server.lock:
+                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
+        if graceful and not server.stopping and (self.reason or EOF) not in PEER_DONE:
+            self._linger()
         self.dead = True
         self.sock.close()
 
-    def _linger(self) -> None:
+    def _linger(self) -> None:  # only when we closed first: the peer may still be typing
         """Read away what the peer sends until its EOF, so no reset kills our output.
 
         Bounded by :data:`~chatd.net.sockopts.LINGER_SECONDS` and
