@@ -20,7 +20,6 @@ delivery costs an AES-GCM pass and a record header, whatever the engine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -32,10 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.tls_idle import make_certificate, start_server
+from bench.tls_idle import make_certificate, start_server, write_report
 
 ENGINES = ("reactor", "threaded", "asyncio")
 ROOM = "#fan"
@@ -180,14 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 results.append(r)
-    report = render(results, argv if argv is not None else sys.argv[1:])
-    print(report)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(
-            json.dumps([asdict(r) for r in results], indent=2) + "\n"
-        )
-        (args.out / "report.md").write_text(report)
+    write_report(args.out, render(results, argv if argv is not None else sys.argv[1:]), results)
     return 0
 
 
@@ -214,7 +206,9 @@ def render(results: list[Result], argv: list[str]) -> str:
         plain, tls = by.get((engine, "plain")), by.get((engine, "tls"))
         cells = [f"{r.cpu_us_per_delivery:.2f}" if r else "-" for r in (plain, tls)]
         ratio = (
-            f"{tls.cpu_us_per_delivery / plain.cpu_us_per_delivery:.1f}×" if plain and tls else "-"
+            f"{tls.cpu_us_per_delivery / plain.cpu_us_per_delivery:.1f}×"
+            if plain and tls and plain.cpu_us_per_delivery > 0
+            else "-"
         )
         lines.append(f"| {engine} | {cells[0]} | {cells[1]} | {ratio} |")
     lines += [

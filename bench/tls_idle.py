@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("reactor", "threaded", "asyncio")
@@ -182,15 +183,17 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 results.append(r)
-    report = render(results, argv if argv is not None else sys.argv[1:])
-    print(report)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(
-            json.dumps([asdict(r) for r in results], indent=2) + "\n"
-        )
-        (args.out / "report.md").write_text(report)
+    write_report(args.out, render(results, argv if argv is not None else sys.argv[1:]), results)
     return 0
+
+
+def write_report(out: Path | None, report: str, results: list[Any]) -> None:
+    """Print the report; with ``out``, also write it and the results (dataclasses) there."""
+    print(report)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        (out / "report.md").write_text(report)
 
 
 def render(results: list[Result], argv: list[str]) -> str:

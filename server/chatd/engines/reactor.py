@@ -647,20 +647,8 @@ class Reactor:
         if out and not refused and not conn.dead:
             conn.pending = True
             self.pending.append(conn)  # the budget stopped us: go on next turn
-        if refused:
-            if conn.out_bytes > self.write_threshold:
-                self.over_limit(conn)
-                if conn.dead:
-                    return
-        elif conn.out_bytes > BACKSTOP_FACTOR * self.max_sendq:
-            self.service.stats["sendq_drops_bytes"] += conn.out_bytes
-            conn.abort(DisconnectReason.SENDQ)
+        if not self._settle(conn, refused):
             return
-        if conn.soft_since is not None and conn.out_bytes <= self.soft_limit:
-            conn.soft_since = None
-        if refused != conn.want_write:
-            conn.want_write = refused
-            self.update_mask(conn)
         if not out and conn.closing:
             self.to_close.append(conn)
 
@@ -721,22 +709,28 @@ class Reactor:
         if more and not refused and not conn.dead:
             conn.pending = True
             self.pending.append(conn)  # the budget stopped us: go on next turn
+        if not self._settle(conn, refused):
+            return
+        if conn.closing and conn.notified and not wire:
+            self.to_close.append(conn)
+
+    def _settle(self, conn: Connection, refused: bool) -> bool:
+        """After a flush: the output limits, then write interest. False: dropped."""
         if refused:
             if conn.out_bytes > self.write_threshold:
                 self.over_limit(conn)
                 if conn.dead:
-                    return
+                    return False
         elif conn.out_bytes > BACKSTOP_FACTOR * self.max_sendq:
             self.service.stats["sendq_drops_bytes"] += conn.out_bytes
             conn.abort(DisconnectReason.SENDQ)
-            return
+            return False
         if conn.soft_since is not None and conn.out_bytes <= self.soft_limit:
             conn.soft_since = None
         if refused != conn.want_write:
             conn.want_write = refused
             self.update_mask(conn)
-        if conn.closing and conn.notified and not wire:
-            self.to_close.append(conn)
+        return True
 
     def over_limit(self, conn: Connection) -> None:
         """Output the kernel refused is above the soft or the hard limit."""
