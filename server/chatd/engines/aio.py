@@ -45,6 +45,7 @@ from chatd.net.sockopts import (
     LINGER_BYTES,
     LINGER_SECONDS,
     configure_socket,
+    lingers,
     peer_error,
     raise_fd_limit,
     reset_on_close,
@@ -56,8 +57,6 @@ from chatd.service import ChatService
 log = logging.getLogger("chatd.asyncio")
 
 READ_SIZE = 64 * 1024
-#: Close reasons that mean the peer sent its EOF or reset: nothing left to read away.
-PEER_DONE = frozenset({None, DisconnectReason.EOF, DisconnectReason.RESET})
 SHUTDOWN_FLUSH_SECONDS = 2.0
 #: The soft output limit is sampled this many times per --sendq-soft-seconds.
 SOFT_SAMPLES = 5
@@ -359,7 +358,7 @@ class AsyncServer:
                     if writer.can_write_eof():
                         writer.write_eof()
                         # Only when we closed first: a peer that sent its EOF is done.
-                        linger = not self.stopping and conn.reason not in PEER_DONE
+                        linger = not self.stopping and lingers(conn.reason)
                     async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                         await writer.drain()
             except (ConnectionError, OSError, RuntimeError, TimeoutError):

@@ -48,6 +48,7 @@ from chatd.net.sockopts import (
     LINGER_SECONDS,
     configure_socket,
     full_send_buffers,
+    lingers,
     peer_error,
     raise_fd_limit,
     reset_on_close,
@@ -61,9 +62,6 @@ log = logging.getLogger("chatd.threaded")
 
 #: Bytes per ``recv``, as in the reactor.
 READ_SIZE = 64 * 1024
-#: Close reasons that mean the peer sent its EOF or reset: nothing left to read away.
-PEER_DONE = frozenset({DisconnectReason.EOF, DisconnectReason.RESET})
-EOF = DisconnectReason.EOF
 #: How often a blocked ``recv`` wakes to check the session's deadlines.
 POLL_SECONDS = 1.0
 #: Shutdown, from the signal to exit, at most (PROTOCOL.md: "flushes what it can").
@@ -262,7 +260,7 @@ class ThreadedConnection:
         if session is not None:  # the hub learns at once, not after the lingering read
             with server.lock:
                 session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
-        if graceful and not server.stopping and (self.reason or EOF) not in PEER_DONE:
+        if graceful and not server.stopping and lingers(self.reason):
             self._linger()
         self.dead = True
         self.sock.close()

@@ -9,6 +9,8 @@ import select
 import socket
 import struct
 
+from chatd.net.transport import DisconnectReason
+
 log = logging.getLogger("chatd")
 
 #: accept() errors that mean "out of descriptors or memory": back off, don't spin.
@@ -26,6 +28,14 @@ KEEPALIVE_IDLE = 60
 LINGER_SECONDS = 2.0
 #: ... and for up to this many bytes: a peer that keeps sending gets its reset sooner.
 LINGER_BYTES = 1 << 20
+#: Close reasons that mean the peer closed first (its EOF or a reset; no reason yet is an
+#: EOF): it has nothing left to send, so lingering would only hold a thread or a task.
+_PEER_CLOSED = frozenset({None, DisconnectReason.EOF, DisconnectReason.RESET})
+
+
+def lingers(reason: DisconnectReason | None) -> bool:
+    """Whether a graceful close for ``reason`` should linger: only when we closed first."""
+    return reason not in _PEER_CLOSED
 
 
 def configure_socket(sock: socket.socket) -> None:
