@@ -58,6 +58,9 @@ log = logging.getLogger("chatd.asyncio")
 
 READ_SIZE = 64 * 1024
 SHUTDOWN_FLUSH_SECONDS = 2.0
+#: How long a closed stream may take to finish: a TLS close_notify exchange (which
+#: asyncio bounds by ssl_shutdown_timeout) or a plain socket's last bytes.
+CLOSE_SECONDS = TLS_SHUTDOWN_SECONDS + 0.5
 #: The soft output limit is sampled this many times per --sendq-soft-seconds.
 SOFT_SAMPLES = 5
 
@@ -205,19 +208,23 @@ class AsyncServer:
         self.soft_step = self.config.sendq_soft_seconds / SOFT_SAMPLES
         self.write_threshold = self.soft_limit or self.config.max_sendq
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """What SIGINT and SIGTERM do: shut down (call it in the loop's thread)."""
+        self._stop.set()
 
     async def main(self) -> None:
         self.loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self.loop.add_signal_handler(sig, stop.set)
+            self.loop.add_signal_handler(sig, self.request_stop)
         if self.service.tls is not None:
             self.loop.add_signal_handler(signal.SIGHUP, self.service.tls.reload)
         acceptors = []
         for listener in self.listeners:
             listener.sock.setblocking(False)
             acceptors.append(asyncio.create_task(self._accept_loop(listener)))
-        await stop.wait()
+        await self._stop.wait()
         log.info("shutting down")
         for acceptor in acceptors:
             acceptor.cancel()
@@ -345,29 +352,57 @@ class AsyncServer:
         finally:
             if conn.timer is not None:
                 conn.timer.cancel()
-            self.conns.discard(conn)
             # The hub learns before the peer sees our EOF, so what it asks next is
             # answered by a hub that knows this connection is gone.
             conn.session = None
             session.connection_lost(conn.reason or DisconnectReason.EOF, conn.detail)
-            linger = False
-            try:
-                if not conn.dead and not writer.transport.is_closing():
+            # Still in ``conns`` while saying goodbye: a shutdown aborts it at its bound.
+            linger = await self._goodbye(conn)
+            self.conns.discard(conn)
+            if linger:
+                await self._linger(writer)
+
+    async def _goodbye(self, conn: StreamConnection) -> bool:
+        """Flush what is left for the peer and close, as ``start_server`` code does with
+        ``writer.close()`` and ``await writer.wait_closed()``; True instead of closing
+        when the connection should linger (we closed first, see :meth:`_linger`).
+
+        Awaiting the close is not only politeness. When a fan-out's write meets a reset,
+        asyncio stores the error in the stream protocol's close future; its traceback
+        holds the frames of that fan-out, which hold this connection, its writer and the
+        protocol: a reference cycle. The protocol's ``__del__`` would read the error, but
+        the garbage collector finalises a cycle in no set order, and when the future
+        goes first asyncio logs "Future exception was never retrieved" with a traceback
+        (seen once in CI, in the hostile-crowd test). ``wait_closed`` reads it here.
+
+        A peer that does not take its last bytes within the bound is aborted, rather
+        than left holding its socket while the transport waits to flush.
+        """
+        writer = conn.writer
+        transport = writer.transport
+        try:
+            async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
+                if not conn.dead and not transport.is_closing():
                     # A TLS transport cannot half-close: its peer would wait for our
                     # close as we waited for its EOF, so only plain sockets linger.
                     if writer.can_write_eof():
                         writer.write_eof()
-                        # Only when we closed first: a peer that sent its EOF is done.
-                        linger = not self.stopping and lingers(conn.reason)
-                    async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                         await writer.drain()
-            except (ConnectionError, OSError, RuntimeError, TimeoutError):
-                linger = False  # the peer is gone or stuck: nothing more to flush
-            finally:
-                if not linger:
-                    writer.close()
-            if linger:
-                await self._linger(writer)
+                        # Only when we closed first: a peer that sent its EOF is done.
+                        if not self.stopping and lingers(conn.reason):
+                            return True
+                    else:
+                        await writer.drain()
+                writer.close()
+            # The TLS layer bounds its close_notify exchange itself (ssl_shutdown_timeout).
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await writer.wait_closed()
+        except (ConnectionError, OSError, RuntimeError, TimeoutError):
+            transport.abort()  # the peer is gone or stuck: nothing more to flush
+        except asyncio.CancelledError:  # the loop is closing
+            transport.abort()
+            raise
+        return False
 
     async def _linger(self, writer: asyncio.StreamWriter) -> None:
         """Read away what the peer sends until its EOF, then close.

@@ -53,10 +53,12 @@ def reset_on_close(sock: socket.socket) -> None:
 
     Used for clients dropped for not reading: otherwise the kernel would keep up to a
     few MiB per dropped socket and trickle them out to a peer that is not reading.
+    A socket closed already is left alone (uvloop's stand-in for the socket of a closed
+    transport raises ValueError rather than OSError).
     """
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-    except OSError:
+    except (OSError, ValueError):
         pass
 
 
