@@ -27,32 +27,18 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from inprocess import ENGINES, serve_while
 
 from chatd.config import Config
 from chatd.engines.aio import AsyncServer
-from chatd.service import ChatService
-from chatwire import TIMEOUT, Client, have_uvloop
+from chatwire import TIMEOUT, Client
 
 READERS = 8
 #: Far more than the stream buffer (2 × 64 KiB) and flood control's burst take.
 BLANK_LINES = 300_000
-
-LOOPS = ["asyncio"] + (["uvloop"] if have_uvloop() else [])
-
-
-def _run(loop_name: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    if loop_name == "uvloop":
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    else:
-        runner = asyncio.Runner()
-    with runner:
-        runner.run(main())
 
 
 def _paused_readers(server: AsyncServer) -> int:
@@ -69,9 +55,9 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-@pytest.mark.parametrize("loop_name", LOOPS)
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e.startswith("asyncio")])
 def test_a_write_that_meets_a_reset_leaves_no_unretrieved_future(
-    loop_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    engine: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     losses: list[str] = []
     connection_lost = asyncio.StreamReaderProtocol.connection_lost
@@ -84,18 +70,14 @@ def test_a_write_that_meets_a_reset_leaves_no_unretrieved_future(
     monkeypatch.delattr(asyncio.StreamReaderProtocol, "__del__")
     caplog.set_level(logging.ERROR, logger="asyncio")
 
-    service = ChatService(Config(port=0))
-    listeners = service.bind_listeners()
-    port = listeners[0].sock.getsockname()[1]
-    server = AsyncServer(service, listeners)
-    errors: list[BaseException] = []
+    def clients(server: AsyncServer, listeners: list[Any]) -> None:
+        port = listeners[0].sock.getsockname()[1]
 
-    def clients(loop: asyncio.AbstractEventLoop) -> None:
         def paused() -> int:
             async def count() -> int:
                 return _paused_readers(server)
 
-            return asyncio.run_coroutine_threadsafe(count(), loop).result(TIMEOUT)
+            return asyncio.run_coroutine_threadsafe(count(), server.loop).result(TIMEOUT)
 
         sender = Client("127.0.0.1", port)
         sender.register("sender")
@@ -111,23 +93,11 @@ def test_a_write_that_meets_a_reset_leaves_no_unretrieved_future(
                 _reset(reader.sock)
                 sender.send(f"line {i}")  # the fan-out writes to the reset reader
                 sender.expect(f"reader{i} quit")
-        except BaseException as exc:
-            errors.append(exc)
         finally:
             sender.close()
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        serving = asyncio.create_task(server.main())
-        try:
-            await loop.run_in_executor(None, clients, loop)
-        finally:
-            server.request_stop()
-            await asyncio.wait_for(serving, TIMEOUT)
-
-    _run(loop_name, main)
+    service = serve_while(engine, Config(port=0), clients)
     gc.collect()
-    assert not errors, errors
     # The scenario reached what it tests: each reader's loss came from a write.
     assert losses.count("ConnectionResetError") == READERS, losses
     assert service.stats["disconnect_reset"] == READERS

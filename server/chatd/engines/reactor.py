@@ -414,6 +414,14 @@ class Reactor:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         self.stopping = True
 
+    def request_stop(self) -> None:
+        """What SIGINT and SIGTERM do, from any thread: stop after this loop turn."""
+        self.stopping = True
+        try:
+            self._wake_w.send(b"\0")  # end the select, as the signal's wake-up fd does
+        except OSError:
+            pass  # full (a wake-up is pending anyway) or closed (stopped already)
+
     def _on_reload(self, signum: int, frame: object) -> None:
         # Only a flag: the wake-up fd ends the select, and run_once reloads.
         self.reload_requested = True
@@ -810,19 +818,25 @@ class Reactor:
             self.selector.unregister(conn.sock)
             conn.mask = 0
         self.conns.pop(conn.fd, None)
+        # The hub learns before the peer can see the close, as on every engine: a peer
+        # that saw it and asks on another connection is answered by a hub that knows.
+        # (Nothing else runs in between here; the threaded engine is why it is a rule.)
+        session, conn.session = conn.session, None
+        if session is not None:
+            try:
+                session.connection_lost(conn.reason, conn.detail)
+            except Exception:  # a bug costs this connection only; it is closed below
+                log.exception("error reporting a closed connection")
         sock = conn.sock
         if conn.dead:
             reset_on_close(sock)
             sock.close()
         else:
             self._linger(sock)
-        session, conn.session = conn.session, None
         conn.out = []
         if conn.__class__ is TLSConnection:
             conn.tls = None  # type: ignore[attr-defined]
             conn.wire = bytearray()  # type: ignore[attr-defined]
-        if session is not None:
-            session.connection_lost(conn.reason, conn.detail)
 
     def _linger(self, sock: socket.socket) -> None:
         """Shut our side of a gracefully closed socket and wait for the peer's EOF."""

@@ -242,11 +242,18 @@ class ThreadedConnection:
 
     def _finish(self) -> None:
         server = self.server
+        with server.conns_lock:
+            server.conns.discard(self)
+        # The hub learns first, before the peer can see us close (close_notify, FIN), as
+        # on the other engines: a client that saw this connection end and asks on another
+        # one (WHOWAS, a member count) is answered by a hub that knows it has gone.
+        session, self.session = self.session, None
+        if session is not None:
+            with server.lock:
+                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
         if not self.dead:
             last = self.closing_bytes()
             if last:
-                if self.reason is None:
-                    self.reason = DisconnectReason.EOF  # the loop ended at EOF
                 self.write_raw(last)
         graceful = not self.dead
         if graceful:
@@ -254,12 +261,6 @@ class ThreadedConnection:
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-        with server.conns_lock:
-            server.conns.discard(self)
-        session, self.session = self.session, None
-        if session is not None:  # the hub learns at once, not after the lingering read
-            with server.lock:
-                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
         if graceful and not server.stopping and lingers(self.reason):
             self._linger()
         self.dead = True
@@ -467,6 +468,10 @@ class ThreadedServer:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
+        self.stopping = True
+
+    def request_stop(self) -> None:
+        """What SIGINT and SIGTERM do, from any thread (the accept loop wakes to see it)."""
         self.stopping = True
 
     def _add(self, listener: Listener, sock: socket.socket, host: str) -> None:

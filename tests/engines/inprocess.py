@@ -1,0 +1,86 @@
+"""Run an engine in this process while a function drives its clients from another thread.
+
+The engine serves on the calling (main) thread, since the engines install their signal
+handlers there; the clients run in a worker thread and the engine is stopped with its
+``request_stop`` (what SIGTERM does) when they return. A test that must see inside an
+engine (a library finaliser taken away, the socket's TCP state at a hub callback) uses
+this; everything else drives ``python -m chatd`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from chatd.config import Config
+from chatd.net.listeners import Listener
+from chatd.service import ChatService
+from chatwire import have_uvloop
+
+#: Engines this helper runs: the three, and asyncio on uvloop when it is installed.
+ENGINES = ("reactor", "threaded", "asyncio") + (("asyncio+uvloop",) if have_uvloop() else ())
+
+
+def serve_while(
+    engine: str, config: Config, clients: Callable[[Any, list[Listener]], None]
+) -> ChatService:
+    """Serve ``config`` with ``engine`` until ``clients(server, listeners)`` returns.
+
+    Returns the service (its counters); re-raises what ``clients`` raised.
+    """
+    service = ChatService(config)
+    listeners = service.bind_listeners()
+    failure: list[BaseException] = []
+
+    def drive(server: Any) -> None:
+        try:
+            clients(server, listeners)
+        except BaseException as exc:
+            failure.append(exc)
+
+    if engine.startswith("asyncio"):
+        from chatd.engines.aio import AsyncServer
+
+        aio = AsyncServer(service, listeners)
+
+        async def main() -> None:
+            serving = asyncio.create_task(aio.main())
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, drive, aio)
+            finally:
+                aio.request_stop()
+                await asyncio.wait_for(serving, 30)
+
+        if engine == "asyncio+uvloop":
+            import uvloop
+
+            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        else:
+            runner = asyncio.Runner()
+        with runner:
+            runner.run(main())
+    else:
+        if engine == "reactor":
+            from chatd.engines.reactor import Reactor
+
+            server: Any = Reactor(service, listeners)
+        else:
+            from chatd.engines.threaded import ThreadedServer
+
+            server = ThreadedServer(service, listeners)
+
+        def drive_then_stop() -> None:
+            try:
+                drive(server)
+            finally:
+                server.request_stop()
+
+        worker = threading.Thread(target=drive_then_stop, daemon=True)
+        worker.start()
+        server.run()
+        worker.join(30)
+    if failure:
+        raise failure[0]
+    return service
