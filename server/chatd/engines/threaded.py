@@ -250,7 +250,10 @@ class ThreadedConnection:
         session, self.session = self.session, None
         if session is not None:
             with server.lock:
-                session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
+                try:
+                    session.connection_lost(self.reason or DisconnectReason.EOF, self.detail)
+                except Exception:  # a bug costs this connection only; it is closed below
+                    log.exception("error reporting a closed connection")
         if not self.dead:
             last = self.closing_bytes()
             if last:
