@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -36,6 +37,10 @@ def have_uvloop() -> bool:
     except ImportError:
         return False
     return True
+
+
+#: Every engine, asyncio on uvloop included when uvloop is installed.
+ALL_ENGINES = ENGINES + ((UVLOOP,) if have_uvloop() else ())
 
 
 #: Default read deadline: generous, since the 2 CPUs are shared with the server.
@@ -402,3 +407,37 @@ class Client:
 
     def close(self) -> None:
         self.sock.close()
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the kernel sends RST at once instead of FIN (no TIME_WAIT,
+    no kernel buffer kept)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    except OSError:
+        pass
+    sock.close()
+
+
+def read_to_eof(sock: socket.socket, timeout: float = TIMEOUT) -> tuple[bytes, bool]:
+    """Everything the peer sends until it closes: (data, closed). A reset counts as closed
+    (the data before it is still returned: Linux delivers queued bytes before the RST)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return data, False
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk

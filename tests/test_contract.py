@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from chatwire import ENGINES, UVLOOP, Server, TLSFiles, have_uvloop
+from chatwire import ALL_ENGINES, Server, TLSFiles
 
 
-@pytest.fixture(params=ENGINES + ((UVLOOP,) if have_uvloop() else ()))
+@pytest.fixture(params=ALL_ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     """The protocol tests also run on asyncio with uvloop when it is installed."""
     return request.param

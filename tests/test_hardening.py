@@ -19,7 +19,6 @@ import resource
 import selectors
 import socket
 import statistics
-import struct
 import threading
 import time
 from collections import Counter
@@ -30,22 +29,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatd.dialects.line import DecodeError, LineDecoder
-from chatwire import Client, Server
+from chatwire import Client, Server, reset
 
-LINGER_ZERO = struct.pack("ii", 1, 0)
 SEED = 20250505
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-    except OSError:
-        pass
-    sock.close()
 
 
 def stats_line(client: Client) -> str:

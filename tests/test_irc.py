@@ -12,10 +12,10 @@ import socket
 
 import pytest
 
-from chatwire import ENGINES, UVLOOP, IrcClient, Server, TLSFiles, have_uvloop
+from chatwire import ALL_ENGINES, IrcClient, Server, TLSFiles
 
 
-@pytest.fixture(params=ENGINES + ((UVLOOP,) if have_uvloop() else ()))
+@pytest.fixture(params=ALL_ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     return request.param
 

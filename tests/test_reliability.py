@@ -38,9 +38,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from chatwire import Client, Server, connect
-
-LINGER_ZERO = struct.pack("ii", 1, 0)
+from chatwire import Client, Server, connect, read_to_eof, reset
 
 #: Counters that mean the server dropped a client for its output.
 OUTPUT_DROPS = ("disconnect_sendq", "disconnect_soft_sendq", "disconnect_send_timeout")
@@ -75,36 +73,6 @@ def stats_when(
 
 def output_drops(counters: Counter[str]) -> dict[str, int]:
     return {name: counters[name] for name in OUTPUT_DROPS if counters[name]}
-
-
-def reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER 0: RST at once, no TIME_WAIT, no kernel buffer kept."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-    except OSError:
-        pass
-    sock.close()
-
-
-def read_to_eof(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, bool]:
-    """Everything the peer sends until it closes: (data, closed). A reset counts as closed
-    (the data before it is still returned: Linux delivers queued bytes before the RST)."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, False
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return data, False
-        except ConnectionResetError:
-            return data, True
-        if not chunk:
-            return data, True
-        data += chunk
 
 
 def round_trip(client: Client, token: str, timeout: float = 30.0) -> tuple[float, list[str]]:

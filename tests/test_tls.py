@@ -26,21 +26,19 @@ from pathlib import Path
 import pytest
 
 from chatwire import (
-    ENGINES,
+    ALL_ENGINES,
     TIMEOUT,
-    UVLOOP,
     Client,
     Server,
     TLSFiles,
     chatd_env,
-    have_uvloop,
     open_socket,
 )
 
 ServerFactory = Callable[..., Server]
 
 
-@pytest.fixture(params=ENGINES + ((UVLOOP,) if have_uvloop() else ()))
+@pytest.fixture(params=ALL_ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
     """uvloop has its own SSL layer: it runs these tests too when installed."""
     return request.param

@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import socket
-import struct
 import time
 from typing import Any
 
@@ -34,7 +32,7 @@ from inprocess import ENGINES, serve_while
 
 from chatd.config import Config
 from chatd.engines.aio import AsyncServer
-from chatwire import TIMEOUT, Client
+from chatwire import TIMEOUT, Client, reset
 
 READERS = 8
 #: Far more than the stream buffer (2 × 64 KiB) and flood control's burst take.
@@ -48,11 +46,6 @@ def _paused_readers(server: AsyncServer) -> int:
         for conn in server.conns
         if not conn.transport.is_closing() and not conn.transport.is_reading()  # type: ignore[attr-defined]
     )
-
-
-def _reset(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 @pytest.mark.parametrize("engine", [e for e in ENGINES if e.startswith("asyncio")])
@@ -90,7 +83,7 @@ def test_a_write_that_meets_a_reset_leaves_no_unretrieved_future(
                 deadline = time.monotonic() + TIMEOUT
                 while paused() == 0:  # a condition the loop reports, not a guess
                     assert time.monotonic() < deadline, "asyncio never paused the reader"
-                _reset(reader.sock)
+                reset(reader.sock)
                 sender.send(f"line {i}")  # the fan-out writes to the reset reader
                 sender.expect(f"reader{i} quit")
         finally:

@@ -12,7 +12,6 @@ against the closing thread would only catch the fault now and then.
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from inprocess import ENGINES, serve_while
 from chatd.config import Config, ListenerSpec
 from chatd.dialects.base import Session
 from chatd.net.transport import DisconnectReason
-from chatwire import TIMEOUT, Client, IrcClient
+from chatwire import Client, IrcClient, read_to_eof
 
 #: Linux's TCP states (include/net/tcp_states.h), as ``tcpi_state`` gives them.
 TCP_STATES = {1: "ESTABLISHED", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 7: "CLOSE", 8: "CLOSE_WAIT"}
@@ -31,14 +30,6 @@ def tcp_state(sock: Any) -> str:
     raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
     state = raw[0]
     return TCP_STATES.get(state, str(state))
-
-
-def read_to_eof(sock: socket.socket) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        if not sock.recv(65536):
-            return
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -70,7 +61,8 @@ def test_the_hub_learns_of_a_quit_before_the_peer_sees_the_close(
                 line.register(f"amy{i}")
                 line.send("/quit bye")
                 sock = line.sock
-            read_to_eof(sock)  # the server closed it: the hub has been told by now
+            # The server closed it: the hub has been told by now.
+            assert read_to_eof(sock)[1], "the server did not close after the quit"
             sock.close()
 
     listeners = (ListenerSpec("127.0.0.1", 0, "irc"),) if dialect == "irc" else ()

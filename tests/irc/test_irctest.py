@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chatwire import ENGINES, UVLOOP, have_uvloop
+from chatwire import ALL_ENGINES
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -32,7 +32,7 @@ SUMMARY = re.compile(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("engine", ENGINES + ((UVLOOP,) if have_uvloop() else ()))
+@pytest.mark.parametrize("engine", ALL_ENGINES)
 def test_irctest_passes_on_every_engine(engine: str) -> None:
     if IRCTEST_DIR is None:
         pytest.skip("irctest not found: set IRCTEST_DIR or put it in ../shared/irctest")
