@@ -17,10 +17,10 @@ from typing import Any
 from chatd.config import Config
 from chatd.net.listeners import Listener
 from chatd.service import ChatService
-from chatwire import have_uvloop
+from chatwire import ALL_ENGINES, UVLOOP
 
 #: Engines this helper runs: the three, and asyncio on uvloop when it is installed.
-ENGINES = ("reactor", "threaded", "asyncio") + (("asyncio+uvloop",) if have_uvloop() else ())
+ENGINES = ALL_ENGINES
 
 
 def serve_while(
@@ -41,7 +41,7 @@ def serve_while(
             failure.append(exc)
 
     if engine.startswith("asyncio"):
-        from chatd.engines.aio import AsyncServer
+        from chatd.engines.aio import AsyncServer, make_runner
 
         aio = AsyncServer(service, listeners)
 
@@ -53,13 +53,7 @@ def serve_while(
                 aio.request_stop()
                 await asyncio.wait_for(serving, 30)
 
-        if engine == "asyncio+uvloop":
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        else:
-            runner = asyncio.Runner()
-        with runner:
+        with make_runner(engine == UVLOOP) as runner:
             runner.run(main())
     else:
         if engine == "reactor":

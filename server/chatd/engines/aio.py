@@ -445,13 +445,16 @@ class AsyncServer:
         self.service.log_stats()
 
 
-def serve(service: ChatService, listeners: list[Listener]) -> None:
-    raise_fd_limit()
-    if service.config.uvloop:
+def make_runner(use_uvloop: bool) -> asyncio.Runner:
+    """The runner of this engine's loop: asyncio's own, or uvloop's (``--uvloop``)."""
+    if use_uvloop:
         import uvloop
 
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    else:
-        runner = asyncio.Runner()
-    with runner:
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    return asyncio.Runner()
+
+
+def serve(service: ChatService, listeners: list[Listener]) -> None:
+    raise_fd_limit()
+    with make_runner(service.config.uvloop) as runner:
         runner.run(AsyncServer(service, listeners).main())

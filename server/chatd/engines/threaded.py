@@ -471,7 +471,7 @@ class ThreadedServer:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
-        self.stopping = True
+        self.request_stop()
 
     def request_stop(self) -> None:
         """What SIGINT and SIGTERM do, from any thread (the accept loop wakes to see it)."""
