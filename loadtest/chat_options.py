@@ -43,7 +43,8 @@ class Settings:
     send_share: float = 0.1
     payload: int = 64
     timing_sample: float = 0.1
-    hist_file: str = "chat-latency.json"
+    #: Written only when asked: a load test never drops files into the current directory.
+    hist_file: str = ""
     arrivals: str = core.Arrivals.PERIODIC.value
     churn_messages: int = 5
     handshake_timeout: float = 30.0
@@ -202,8 +203,8 @@ def add_options(parser: Any) -> None:
     )
     add(
         "--chat-hist-file",
-        f"Where to write the latency report (JSON) at test stop; empty: do not write. "
-        f"Default {d.hist_file}",
+        "Where to write the latency report (JSON) at test stop, e.g. out/latency.json "
+        "(its folder is made). Default: not written; the verdict is printed either way.",
         type=str,
         default=d.hist_file,
     )

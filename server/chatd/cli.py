@@ -59,7 +59,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     "opers",
     multiple=True,
     metavar="NAME:PASSWORD",
-    help="An IRC server operator (OPER NAME PASSWORD); may be given several times.",
+    help="An IRC server operator (OPER NAME PASSWORD); may be given several times. "
+    "Shows in ps: prefer --oper-file.",
+)
+@click.option(
+    "--oper-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="IRC server operators from a file: one NAME:PASSWORD per line ('#' starts a comment).",
 )
 @click.option(
     "--ping-interval",
@@ -204,6 +211,7 @@ def main(
     password_file: str | None,
     motd_file: str | None,
     opers: tuple[str, ...],
+    oper_file: str | None,
     ping_interval: float,
     room: str,
     max_line: int,
@@ -259,10 +267,10 @@ def main(
         raise click.BadParameter("a password is one word", param_hint="--password")
     operators: dict[str, str] = {}
     for entry in opers:
-        name, sep, secret = entry.partition(":")
-        if not sep or not name or not secret or " " in entry:
-            raise click.BadParameter(f"{entry!r} is not NAME:PASSWORD", param_hint="--oper")
+        name, secret = _oper_entry(entry, "--oper", "")
         operators[name] = secret
+    if oper_file is not None:
+        operators.update(_oper_file(oper_file))
     motd: tuple[str, ...] = ()
     if motd_file is not None:
         try:
@@ -272,15 +280,15 @@ def main(
             raise click.BadParameter(str(exc), param_hint="--motd") from None
     if " " in server_name or not server_name:
         raise click.BadParameter("a server name is one word", param_hint="--server-name")
-    listeners = ()
+    extra: tuple[ListenerSpec, ...] = ()
     if irc_port is not None:
-        listeners = (ListenerSpec(host, irc_port, "irc"),)
+        extra = (ListenerSpec(host, irc_port, "irc"),)
     _check_tls(tls_cert, tls_key, tls_port, irc_tls_port)
     config = Config(
         host=host,
         port=port,
         engine=engine,
-        listeners=listeners,
+        listeners=extra,
         server_name=server_name,
         password=password,
         opers=operators,
@@ -318,12 +326,12 @@ def main(
 
     service = ChatService(config)
     try:
-        listeners = service.bind_listeners()
+        bound = service.bind_listeners()
     except TLSConfigError as exc:
         raise click.ClickException(f"TLS: {exc}") from None
     except OSError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
-    for listener in listeners:
+    for listener in bound:
         print(listener.announcement(engine), flush=True)
     if engine == "reactor":
         from chatd.engines.reactor import serve
@@ -331,7 +339,36 @@ def main(
         from chatd.engines.threaded import serve
     else:
         from chatd.engines.aio import serve
-    serve(service, listeners)
+    serve(service, bound)
+
+
+def _oper_entry(entry: str, option: str, where: str) -> tuple[str, str]:
+    """``NAME:PASSWORD`` → ``(name, password)``; the password itself is never echoed."""
+    name, sep, secret = entry.partition(":")
+    if not sep or not name or not secret or " " in entry:
+        shown = f"{name or '(no name)'}:..." if sep else "a line without ':'"
+        raise click.BadParameter(f"{where}{shown} is not NAME:PASSWORD", param_hint=option)
+    return name, secret
+
+
+def _oper_file(path: str) -> dict[str, str]:
+    """Operators from ``--oper-file``: ``NAME:PASSWORD`` lines, blank lines and ``#``
+    comments skipped. Kept out of the command line so ``ps`` cannot show them."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--oper-file") from None
+    operators: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, secret = _oper_entry(line, "--oper-file", f"line {number}: ")
+        operators[name] = secret
+    if not operators:
+        raise click.BadParameter("the file names no operator", param_hint="--oper-file")
+    return operators
 
 
 def _first_line(path: str, option: str) -> str:

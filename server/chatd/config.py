@@ -81,6 +81,8 @@ class Config:
     irc_tls_port: int | None = None
     #: Seconds a TLS handshake may take; meanwhile it holds a --max-clients slot.
     tls_handshake_timeout: float = 10.0
+    #: This node's id in message and member ids (None: random per process).
+    node_id: str | None = None
 
     @property
     def soft_limit(self) -> int:

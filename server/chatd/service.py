@@ -5,6 +5,12 @@ call :meth:`ChatService.accept` with the listener's dialect: they get a session 
 through :class:`~chatd.net.transport.SessionProtocol`, or the bytes of a refusal to send
 before closing. That is all an engine knows of chat. A TLS listener also carries the
 service's one :class:`~chatd.net.tls.ServerTLS`; sessions never see it.
+
+The service owns each connection's life cycle: it admits it (an address slot), gives its
+session a narrow :class:`~chatd.dialects.base.Context` (never the service), registers it
+with the router when it is made (:meth:`ChatService.opened`) and, when it ends
+(:meth:`ChatService.ended`), tells the hub, forgets it in the router and releases the
+slot. A dialect session never touches the admission or the router itself.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from collections.abc import Callable
 from chatd.config import Config
 from chatd.core import events as ev
 from chatd.core.hub import Hub
+from chatd.core.ids import Mint
 from chatd.core.router import Router
 from chatd.core.targets import ToEveryone
 from chatd.dialects import DIALECTS
-from chatd.dialects.base import Dialect, Session
+from chatd.dialects.base import Context, Dialect, Session
 from chatd.net.admission import Admission, Refused
 from chatd.net.listeners import Listener, bind
 from chatd.net.tls import ServerTLS, TLSConfigError
+from chatd.net.transport import QUIT_TEXT, DisconnectReason
 
 log = logging.getLogger("chatd")
 
@@ -39,25 +47,46 @@ class ChatService:
         self.router = Router(self.stats)
         reserved: set[str] = set()
         policies = []
+        budgets = []
         for dialect in DIALECTS.values():
             reserved |= dialect.reserved_nicks
             if dialect.action_forgeable is not None:
                 policies.append(dialect.action_forgeable)
+            if dialect.piece_budget is not None:
+                budgets.append(dialect.piece_budget)
 
         def forgeable(nick: str, text: str) -> bool:
             return any(policy(nick, text) for policy in policies)
 
+        def piece_budget(source: ev.Source, target: str, kind: ev.ChatKind) -> int | None:
+            limits = [b for b in (budget(source, target, kind) for budget in budgets) if b]
+            return min(limits) if limits else None
+
+        self.mint = Mint(config.node_id)
         self.hub = Hub(
             self.router.deliver,
             config.room,
             reserved_nicks=reserved,
             action_forgeable=forgeable,
+            piece_budget=piece_budget,
             private_rate=config.private_rate,
             private_burst=config.private_burst,
             max_rooms_per_member=config.max_rooms,
+            mint=self.mint,
             clock=clock,
         )
         self.router.attach(self.hub)
+        self.context = Context(
+            hub=self.hub,
+            config=config,
+            stats=self.stats,
+            new_uid=self.mint.uid,
+            snapshot=self.snapshot,
+            connection=self._connection,
+            connections=lambda: len(self.router.local),
+            opened=self.opened,
+            ended=self.ended,
+        )
         self.admission = Admission(
             config.max_clients,
             config.max_per_address,
@@ -104,16 +133,43 @@ class ChatService:
             self.stats["disconnect_" + verdict.reason] += 1
             return dialect.refusal(verdict.text)
         self.stats["connections"] += 1
-        return dialect.session(self, host, now, verdict)
+        return dialect.session(self.context, host, now, verdict)
+
+    def opened(self, session: Session) -> None:
+        """``session``'s connection is ready: the router can reach it from now on."""
+        self.router.connect(session)
+
+    def ended(self, session: Session, reason: DisconnectReason, detail: str) -> None:
+        """``session``'s connection is gone: tell the hub, forget it, free its slot.
+
+        Also called for a session never made (a TLS handshake that failed), which only
+        had its slot.
+        """
+        self.stats["disconnect_" + reason.value] += 1
+        hub = self.hub
+        if reason is DisconnectReason.SHUTDOWN:
+            # Everyone was told already; N quit notices to N closing members is N².
+            hub.disconnect(session.uid, quiet=True)
+        elif reason is DisconnectReason.QUIT:
+            hub.disconnect(session.uid, detail, by_user=True)
+        else:
+            hub.disconnect(session.uid, detail or QUIT_TEXT.get(reason, reason.value))
+        self.router.disconnect(session.uid)
+        self.admission.release(session.host)
+
+    def _connection(self, uid: str) -> Session | None:
+        handle = self.router.local.get(uid)
+        return handle if isinstance(handle, Session) else None
 
     def shutdown(self) -> None:
-        """Tell every connected client that the server is going away."""
-        self.router.deliver(ev.ServerShutdown(), ToEveryone())
+        """Tell every connected client that the server is going away; deliver no more."""
+        self.router.deliver(ev.ServerShutdown(at=self.hub.clock()), ToEveryone())
+        self.router.muted = True
 
     def snapshot(self) -> dict[str, int]:
         """Counters plus current gauges, for /stats and the shutdown log."""
         out = dict(self.stats)
-        out["clients"] = len(self.hub.members)
+        out["clients"] = len(self.router.local)
         out["registered"] = len(self.hub.nicks)
         out["rooms"] = len(self.hub.rooms)
         return out

@@ -61,7 +61,7 @@ class Peer:
 
     def settle(self) -> None:
         """What an engine does after a turn: a connection asked to close is closed."""
-        if self.transport.closed is not None and self.session.service is not None:
+        if self.transport.closed is not None and not self.session.lost:
             self.session.connection_lost(*self.transport.closed)
 
     def lines(self) -> list[str]:
@@ -74,16 +74,28 @@ class Peer:
         self.session.connection_lost(reason)
 
 
+#: The node id of every World: message ids are then known in advance (:meth:`World.msgid`).
+NODE = "aaaaa"
+
+
 class World:
     """A service with a fake clock and any number of peers of either dialect."""
 
     def __init__(self, **options: Any) -> None:
-        defaults: dict[str, Any] = {"server_name": "irc.test", "flood_rate": 0.0}
+        defaults: dict[str, Any] = {
+            "server_name": "irc.test",
+            "flood_rate": 0.0,
+            "node_id": NODE,
+        }
         defaults.update(options)
         self.now = 1000.0
         self.wall = 1_800_000_000.0
         self.config = dataclasses.replace(Config(), **defaults)
         self.service = ChatService(self.config, clock=lambda: self.wall)
+
+    def msgid(self, n: int) -> str:
+        """The id of the ``n``-th line (from 0) minted while the wall clock stands still."""
+        return f"{int(self.wall * 1000):011x}{n:03x}{NODE}"
 
     def connect(self, dialect: str = "irc", host: str = "10.0.0.1") -> Peer:
         return Peer(self, dialect, host)

@@ -6,7 +6,7 @@ or changes; each dialect renders that its own way (730/731, ``* amy is online``)
 
 from __future__ import annotations
 
-from chatd.core.hub import MAX_WATCH
+from chatd.core.monitor import MAX_WATCH
 from engine_double import World
 
 MONITOR = """\
@@ -24,7 +24,7 @@ def test_monitor_add_answers_online_and_offline_and_masks_are_refused() -> None:
     bob = w.irc("bob")
     bob.send("MONITOR + amy,zed,*!*@x,Cid\r\nMONITOR L")
     assert bob.lines() == MONITOR.splitlines()
-    assert set(w.service.hub.watchers) == {"amy", "zed", "cid"}
+    assert set(w.service.hub.monitor.watchers) == {"amy", "zed", "cid"}
 
 
 def test_watchers_hear_sign_on_nick_changes_and_quits_but_not_a_change_of_case() -> None:
@@ -60,7 +60,7 @@ def test_remove_clear_and_status_and_the_removed_nick_is_no_longer_watched() -> 
     assert bob.lines() == []
     bob.send("MONITOR C\r\nMONITOR L")
     assert bob.lines() == [":irc.test 733 bob :End of MONITOR list"]
-    assert w.service.hub.watchers == {}
+    assert w.service.hub.monitor.watchers == {}
 
 
 def test_the_list_is_bounded_and_the_rest_is_refused_with_734() -> None:
@@ -75,7 +75,7 @@ def test_the_list_is_bounded_and_the_rest_is_refused_with_734() -> None:
     offline = ",".join(line.rsplit(":", 1)[1] for line in lines if " 731 " in line)
     assert offline.split(",") == nicks[:MAX_WATCH]
     assert all(len(line.encode()) + 2 <= 512 for line in lines)
-    assert len(bob.session.member.watching) == MAX_WATCH
+    assert w.service.hub.monitor.size(bob.session.uid) == MAX_WATCH
 
 
 def test_a_disconnected_watcher_leaves_no_watch_behind() -> None:
@@ -83,7 +83,7 @@ def test_a_disconnected_watcher_leaves_no_watch_behind() -> None:
     bob = w.irc("bob")
     bob.send("MONITOR + amy")
     bob.close()
-    assert w.service.hub.watchers == {}
+    assert w.service.hub.monitor.watchers == {}
     w.irc("amy")  # nobody to tell, and nothing breaks
 
 

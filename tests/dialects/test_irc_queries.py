@@ -78,3 +78,59 @@ def test_invite_without_parameters_lists_the_pending_invitations() -> None:
     bob.send("JOIN #b\r\nINVITE")
     got = [line for line in bob.lines() if " 33" in line]
     assert got == [":irc.test 336 bob #a", ":irc.test 337 bob :End of /INVITE list"]
+
+
+def _crowd(w: World, count: int) -> None:
+    """``count`` members registered straight in the hub (no connections), in #crowd."""
+    hub = w.service.hub
+    for i in range(count):
+        uid = w.service.mint.uid()
+        hub.register(uid, f"user{i}", "~u", "10.1.0.1")
+        hub.join(uid, "#crowd")
+
+
+def test_a_who_mask_is_paid_for_by_the_members_it_scans_even_when_none_match() -> None:
+    """Issue 15: ``WHO *zzz*`` over 10,000 nicks took 60-100 ms and cost one token."""
+    w = World(flood_rate=10.0, flood_burst=40)
+    _crowd(w, 2000)
+    amy = w.irc("amy")
+    bucket = amy.session.bucket
+    before = bucket.tokens
+    amy.send("WHO *zzz*")
+    assert amy.lines() == [":irc.test 315 amy *zzz* :End of WHO list"]
+    assert before - bucket.tokens >= 1 + 2000 // 500  # the line, and the scan
+    amy.send("WHO user7")  # an exact nick scans nothing
+    spent = bucket.tokens
+    amy.send("WHO user8")
+    assert spent - bucket.tokens == 1
+
+
+def test_list_is_paid_for_by_the_rooms_it_scans_and_does_not_sort() -> None:
+    w = World(flood_rate=10.0, flood_burst=40)
+    hub = w.service.hub
+    for i in range(1000):
+        uid = w.service.mint.uid()
+        hub.register(uid, f"r{i}", "~u", "10.1.0.1")
+        hub.join(uid, f"#room{i}")
+    amy = w.irc("amy")
+    bucket = amy.session.bucket
+    before = bucket.tokens
+    amy.send("LIST *nomatch*")
+    lines = amy.lines()
+    assert [line.split()[1] for line in lines] == ["321", "323"]
+    assert before - bucket.tokens >= 1 + 1000 // 200
+    amy.send("LIST >²")  # not a number IRC knows: a plain (missing) room name
+    assert [line.split()[1] for line in amy.lines()] == ["321", "323"]
+
+
+def test_lusers_comes_from_counts_not_a_scan() -> None:
+    w = World()
+    _crowd(w, 50)
+    amy = w.irc("amy")
+    amy.send("MODE amy +i\r\nLUSERS")
+    lines = amy.lines()
+    assert ":irc.test 251 amy :There are 50 users and 1 invisible on 1 servers" in lines
+    amy.send("QUIT")
+    bob = w.irc("bob")
+    bob.send("LUSERS")
+    assert ":irc.test 251 bob :There are 51 users and 0 invisible on 1 servers" in bob.lines()

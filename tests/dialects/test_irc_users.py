@@ -20,12 +20,12 @@ def test_bot_mode_shows_in_whois_who_and_as_a_tag_to_tag_aware_clients() -> None
         peer.lines()
     bot.send("PRIVMSG #c :beep\r\nPRIVMSG user :boop")
     assert bot.lines() == [
-        "@msgid=1;bot :robo!~robo@10.0.0.1 PRIVMSG #c :beep",
-        "@msgid=2;bot :robo!~robo@10.0.0.1 PRIVMSG user :boop",
+        f"@msgid={w.msgid(0)};bot :robo!~robo@10.0.0.1 PRIVMSG #c :beep",
+        f"@msgid={w.msgid(1)};bot :robo!~robo@10.0.0.1 PRIVMSG user :boop",
     ]
     assert user.lines() == [
-        "@msgid=1;bot :robo!~robo@10.0.0.1 PRIVMSG #c :beep",
-        "@msgid=2;bot :robo!~robo@10.0.0.1 PRIVMSG user :boop",
+        f"@msgid={w.msgid(0)};bot :robo!~robo@10.0.0.1 PRIVMSG #c :beep",
+        f"@msgid={w.msgid(1)};bot :robo!~robo@10.0.0.1 PRIVMSG user :boop",
     ]
     assert plain.lines() == [":robo!~robo@10.0.0.1 PRIVMSG #c :beep"]
     assert cid.lines() == ["robo: beep"]  # line users see a bot like anyone else
@@ -36,14 +36,14 @@ def test_bot_mode_shows_in_whois_who_and_as_a_tag_to_tag_aware_clients() -> None
     bot.send("NICK robot\r\nMODE robot -B")
     bot.lines()
     bot.send("PRIVMSG #c :human now")
-    assert user.lines()[-1] == "@msgid=3 :robot!~robo@10.0.0.1 PRIVMSG #c :human now"
+    assert user.lines()[-1] == f"@msgid={w.msgid(2)} :robot!~robo@10.0.0.1 PRIVMSG #c :human now"
 
 
 def test_bot_mode_survives_a_nick_change() -> None:
     w = World()
     bot, user = w.irc("robo"), w.irc("user", caps="message-tags")
     bot.send("MODE robo +B\r\nNICK robot\r\nPRIVMSG user :hi")
-    assert user.lines() == ["@msgid=1;bot :robot!~robo@10.0.0.1 PRIVMSG user :hi"]
+    assert user.lines() == [f"@msgid={w.msgid(0)};bot :robot!~robo@10.0.0.1 PRIVMSG user :hi"]
 
 
 def test_setname_goes_to_the_sender_and_capable_peers_and_whois_shows_it() -> None:

@@ -162,18 +162,32 @@ def encode(event: ev.Event, role: Role = Role.OTHER) -> bytes:
     return ENCODER.encode(event, role)
 
 
+def lines(*texts: str) -> tuple[ev.ChatLine, ...]:
+    return tuple(ev.ChatLine(text, f"id{i}", 1.0) for i, text in enumerate(texts))
+
+
 def test_encode_lines() -> None:
-    assert encode(ev.Chat(BOB, "#lobby", ("hi",))) == b"bob: hi\n"
-    assert encode(ev.Chat(BOB, "#lobby", ("a", "b"))) == b"bob: a\nbob: b\n"
-    assert encode(ev.PrivateChat(BOB, "amy", "psst")) == b"bob (private): psst\n"
-    assert encode(ev.Chat(BOB, "#lobby", ("waves",), ev.ChatKind.ACTION)) == b"* bob waves\n"
+    assert encode(ev.Chat(BOB, "#lobby", lines("hi"))) == b"bob: hi\n"
+    assert encode(ev.Chat(BOB, "#lobby", lines("a", "b"))) == b"bob: a\nbob: b\n"
+    assert encode(ev.PrivateChat(BOB, "amy", "u1", lines("psst"))) == b"bob (private): psst\n"
+    action = ev.Chat(BOB, "#lobby", lines("waves"), ev.ChatKind.ACTION)
+    assert encode(action) == b"* bob waves\n"
+    # Pieces of one long line (cut for IRC, each with its own id) are one line here.
+    pieces = (
+        ev.ChatLine("a" * 300, "id0", 1.0),
+        ev.ChatLine("b" * 300, "id1", 1.0, concat=True),
+        ev.ChatLine("c", "id2", 1.0),
+    )
+    assert encode(ev.Chat(BOB, "#lobby", pieces)) == (
+        b"bob: " + b"a" * 300 + b"b" * 300 + b"\nbob: c\n"
+    )
     assert encode(ev.NickChanged(BOB, "b")) == b"* bob is now known as b\n"
     assert encode(ev.Joined(BOB, "#x", 3)) == b"* bob joined #x\n"
     assert encode(ev.Joined(BOB, "#x", 3), Role.ACTOR) == b""  # the session says "you joined"
     assert encode(ev.Parted(BOB, "#x")) == b"* bob left #x\n"
     assert encode(ev.Quit(BOB, "bye", True)) == b"* bob quit (bye)\n"
     assert encode(ev.Quit(BOB)) == b"* bob quit\n"
-    kick = ev.Kicked(ev.Source("op", "u", "h"), "#x", "bob", "rude")
+    kick = ev.Kicked(ev.Source("op", "u", "h"), "#x", BOB, "rude")
     assert encode(kick) == b"* bob was kicked from #x by op (rude)\n"
     assert encode(kick, Role.SUBJECT) == b"* you were kicked from #x by op (rude)\n"
     assert encode(ev.ServerShutdown()) == b"* server shutting down\n"

@@ -1,219 +1,192 @@
-"""Typed refusals from the hub; each dialect renders them (``! ...`` or a numeric).
+"""Typed refusals from the hub: data only; each dialect renders them (``! ...`` or a numeric).
 
 The hub raises one of these *before* it changes anything, so a refused request leaves no
 trace. They are the peer's fault, not ours: a dialect catches :class:`HubError`, answers
-its client and goes on. Each carries the names the rendering needs and a default English
-text (``str(err)``) that the line dialect uses as is.
+its client in its own words (:mod:`chatd.dialects.line.errors`, the IRC session's
+``hub_error``) and goes on. Each carries the names the rendering needs and nothing else.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class HubError(Exception):
     """Base class: a request the hub refused."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
 
-
+@dataclass(eq=False)
 class ErroneousNick(HubError):
-    def __init__(self, nick: str, why: str) -> None:
-        super().__init__(why)
-        self.nick = nick
+    nick: str
+    why: str
 
 
+@dataclass(eq=False)
 class NickInUse(HubError):
-    def __init__(self, nick: str) -> None:
-        super().__init__(f"nickname is taken: {nick}")
-        self.nick = nick
+    nick: str
 
 
+@dataclass(eq=False)
 class NickReserved(HubError):
     """A nickname that would let its owner's lines read as the server's."""
 
-    def __init__(self, nick: str) -> None:
-        super().__init__(f"nickname is reserved: {nick}")
-        self.nick = nick
+    nick: str
 
 
+@dataclass(eq=False)
 class SameNick(HubError):
-    def __init__(self, nick: str) -> None:
-        super().__init__(f"you are already {nick}")
-        self.nick = nick
+    nick: str
 
 
+@dataclass(eq=False)
 class NoSuchNick(HubError):
-    def __init__(self, nick: str) -> None:
-        super().__init__(f"no such nick: {nick}")
-        self.nick = nick
+    nick: str
 
 
+@dataclass(eq=False)
 class BadRoomName(HubError):
-    def __init__(self, room: str, why: str) -> None:
-        super().__init__(f"invalid room name: {room} ({why})")
-        self.room = room
-        self.why = why
+    room: str
+    why: str
 
 
+@dataclass(eq=False)
 class NoSuchRoom(HubError):
-    def __init__(self, room: str) -> None:
-        super().__init__(f"no such room: {room}")
-        self.room = room
+    room: str
 
 
+@dataclass(eq=False)
 class NotInRoom(HubError):
     """The member itself is not in ``room``."""
 
-    def __init__(self, room: str) -> None:
-        super().__init__(f"you are not in {room}")
-        self.room = room
+    room: str
 
 
+@dataclass(eq=False)
 class NoRoom(HubError):
     """A line-dialect member with no current room (it was kicked) tried to chat."""
 
-    def __init__(self) -> None:
-        super().__init__("you are not in a room; /join ROOM")
 
-
+@dataclass(eq=False)
 class AlreadyInRoom(HubError):
-    def __init__(self, room: str) -> None:
-        super().__init__(f"you are already in {room}")
-        self.room = room
+    room: str
 
 
+@dataclass(eq=False)
 class UserNotInRoom(HubError):
     """Another member, ``nick``, is not in ``room`` (KICK, MODE +o)."""
 
-    def __init__(self, nick: str, room: str) -> None:
-        super().__init__(f"{nick} is not in {room}")
-        self.nick = nick
-        self.room = room
+    nick: str
+    room: str
 
 
+@dataclass(eq=False)
 class UserInRoom(HubError):
     """INVITE of someone already there."""
 
-    def __init__(self, nick: str, room: str) -> None:
-        super().__init__(f"{nick} is already in {room}")
-        self.nick = nick
-        self.room = room
+    nick: str
+    room: str
 
 
+@dataclass(eq=False)
 class NotRoomOperator(HubError):
-    def __init__(self, room: str) -> None:
-        super().__init__(f"you are not an operator of {room}")
-        self.room = room
+    room: str
 
 
+@dataclass(eq=False)
 class CannotJoin(HubError):
     """Base of the reasons a room keeps someone out; ``mode`` is the mode responsible."""
 
+    room: str
+
     mode = ""
 
-    def __init__(self, room: str, why: str) -> None:
-        super().__init__(f"cannot join {room}: {why}")
-        self.room = room
 
-
+@dataclass(eq=False)
 class InviteOnly(CannotJoin):
     mode = "i"
 
-    def __init__(self, room: str) -> None:
-        super().__init__(room, "it is invite-only (+i)")
 
-
+@dataclass(eq=False)
 class BadKey(CannotJoin):
     mode = "k"
 
-    def __init__(self, room: str) -> None:
-        super().__init__(room, "wrong or missing key (+k)")
 
-
+@dataclass(eq=False)
 class RoomFull(CannotJoin):
     mode = "l"
 
-    def __init__(self, room: str) -> None:
-        super().__init__(room, "it is full (+l)")
 
-
+@dataclass(eq=False)
 class Banned(CannotJoin):
     mode = "b"
 
-    def __init__(self, room: str) -> None:
-        super().__init__(room, "you are banned (+b)")
 
-
+@dataclass(eq=False)
 class TooManyRooms(HubError):
-    def __init__(self, room: str, limit: int) -> None:
-        super().__init__(f"cannot join {room}: you are in {limit} rooms already")
-        self.room = room
+    room: str
+    limit: int
 
 
+@dataclass(eq=False)
 class CannotSend(HubError):
-    """Speaking in ``room`` is refused: moderated, not a member under +n, or banned."""
+    """Speaking in ``room`` is refused; ``why`` names the mode: ``n`` (not a member),
+    ``m`` (moderated), ``b`` (banned) or ``C`` (a CTCP request)."""
 
-    def __init__(self, room: str, why: str) -> None:
-        super().__init__(f"cannot send to {room}: {why}")
-        self.room = room
-        self.why = why
+    room: str
+    why: str
 
 
+@dataclass(eq=False)
 class ForgedNotice(HubError):
     """An action whose text would be byte-identical to a server notice for some dialect."""
 
-    def __init__(self) -> None:
-        super().__init__("that action would read as a server notice")
+
+@dataclass(eq=False)
+class InvalidText(HubError):
+    """A text breaks the one text policy (:mod:`chatd.core.text`).
+
+    ``what`` names the text: ``chat``, ``topic``, ``reason``, ``away``, ``realname``,
+    ``mask``, ``key``.
+    """
+
+    what: str
+    why: str
 
 
+@dataclass(eq=False)
 class RecipientBusy(HubError):
     """``nick`` has been sent more than its per-second private budget; nothing was sent."""
 
-    def __init__(self, nick: str) -> None:
-        super().__init__(f"{nick} is receiving too much; message not sent, try again later")
-        self.nick = nick
+    nick: str
 
 
+@dataclass(eq=False)
 class UnknownMode(HubError):
-    def __init__(self, char: str, room: str = "") -> None:
-        super().__init__(f"unknown mode: {char}")
-        self.char = char
-        self.room = room
+    char: str
+    room: str = ""
 
 
+@dataclass(eq=False)
 class InvalidModeParam(HubError):
     """A room mode's argument is not acceptable (a key with a space, a limit of 0)."""
 
-    def __init__(self, room: str, char: str, arg: str, why: str) -> None:
-        super().__init__(f"{room}: invalid +{char} {arg or '(nothing)'}: {why}")
-        self.room = room
-        self.char = char
-        self.arg = arg
-        self.why = why
+    room: str
+    char: str
+    arg: str
+    why: str
 
 
+@dataclass(eq=False)
 class NeedMoreParams(HubError):
-    def __init__(self, what: str) -> None:
-        super().__init__(f"missing parameter: {what}")
-        self.what = what
+    what: str
 
 
+@dataclass(eq=False)
 class NoPrivileges(HubError):
     """A server-operator command from someone who is not one."""
 
-    def __init__(self) -> None:
-        super().__init__("permission denied: you are not a server operator")
 
-
+@dataclass(eq=False)
 class BanListFull(HubError):
-    def __init__(self, room: str, char: str) -> None:
-        super().__init__(f"{room}: the +{char} list is full")
-        self.room = room
-        self.char = char
-
-
-class KeySet(HubError):
-    def __init__(self, room: str) -> None:
-        super().__init__(f"{room} already has a key")
-        self.room = room
+    room: str
+    char: str

@@ -1,24 +1,34 @@
-"""Rooms, nicknames, membership and room modes: the chat itself, with no I/O.
+"""Rooms, nicknames, membership and modes: the chat itself, with no I/O.
 
-The hub is shared by every dialect. It changes state and **publishes** what happened as
-wire-free :mod:`events <chatd.core.events>` with a :mod:`target <chatd.core.targets>`
-(a room, a member, everyone) through the ``publish`` callable it was given (the
-:class:`~chatd.core.router.Router`). It never encodes, never writes, and never learns
-what a socket is: a :class:`Member` carries an opaque ``session`` and ``out`` that only
-the router and the dialects use.
+The hub is shared by every dialect and knows none of them. Its state is plain data
+(:mod:`chatd.core.model`); it changes **only by applying events**
+(:mod:`chatd.core.events`), and every operation has the same three steps:
+
+1. **validate**: every check that can fail raises a :class:`~chatd.core.errors.HubError`
+   before anything changes, so a refused request leaves no trace;
+2. **build** the event that names who and what (member ids, nicknames, room names,
+   structured mode changes; the time and, for chat, one message id per line, minted
+   here);
+3. **commit**: :meth:`Hub.apply` the event (the only code that writes state), then
+   ``publish`` it with a :mod:`target <chatd.core.targets>` (the
+   :class:`~chatd.core.router.Router`, which resolves it to local connections).
+
+An event replayed from history or received from another node enters through
+:meth:`Hub.receive`, which is the same apply-then-publish; so a second node, or a
+restart that replays a log, reaches the same state by the same code.
 
 Rules the code keeps:
 
-* **Refuse before changing.** Every check that can fail raises a
-  :class:`~chatd.core.errors.HubError` before any state changes, so a refused request
-  leaves no trace and each dialect renders the refusal its own way.
 * **Publish synchronously, after the change.** ``publish`` delivers before it returns,
   and delivering never calls back into the hub (a transport only queues bytes, or marks
-  itself to close later), so the member dicts being iterated never change under it.
-* **Quits are published to rooms by name**, after the member has left them, so the
-  quitter is not among the recipients and a remote node could resolve the same target.
-* **Time comes in.** The hub reads the clocks it was given (wall time for topics and
-  WHOWAS, monotonic time for the private-message budget), so tests can pass fakes.
+  itself to close later), so nothing the hub iterates changes under it.
+* **One text policy** (:mod:`chatd.core.text`) for every text the hub stores or
+  publishes: refused where the request can be refused, cleaned where it cannot (a quit).
+* **Time comes in.** The hub reads the clocks it was given (wall time for events,
+  monotonic time for the private-message budget), so tests pass fakes.
+* **Work is counted where it is done.** Counts a query would otherwise scan for (users
+  who are invisible or operators) are kept as events are applied, and a ban verdict is
+  cached per member and room until the lists or the member's nick change.
 """
 
 from __future__ import annotations
@@ -26,17 +36,30 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from chatd.core import errors as err
 from chatd.core import events as ev
+from chatd.core import text as policy
+from chatd.core.ids import Mint
 from chatd.core.limits import TokenBucket
 from chatd.core.masks import mask_match, normalize_ban_mask
+from chatd.core.model import OP, VOICE, MaskEntry, Member, Room, WhowasEntry
+from chatd.core.modes import (
+    FLAG_MODES,
+    KEY_MODES,
+    LIMIT_MODES,
+    LIST_MODES,
+    MAX_LIST,
+    PREFIX_MODES,
+    USER_MODES,
+    sorted_modes,
+)
+from chatd.core.monitor import Monitor
 from chatd.core.names import fold, nick_problem, normalize_room, room_problem
 from chatd.core.targets import (
     Target,
     ToMember,
+    ToNobody,
     ToRoom,
     ToRoomOperators,
     ToRooms,
@@ -44,186 +67,22 @@ from chatd.core.targets import (
     ToWatchers,
 )
 
-#: Member flags in a room.
-OP = 1
-VOICE = 2
-#: PREFIX order: the highest flag first.
-PREFIXES = ((OP, "o", "@"), (VOICE, "v", "+"))
-
-#: Room modes: list modes (always take an argument), a mode with an argument to set and
-#: unset, one with an argument to set only, and plain flags (IRC's CHANMODES=A,B,C,D).
-#: The lists: bans (``b``), ban exceptions (``e``: a matching member is not banned) and
-#: invite exceptions (``I``: a matching member needs no invitation to a ``+i`` room).
-#: The flags: ``C`` no CTCP requests (IRC's VERSION, PING...; actions still pass),
-#: ``i`` invite-only, ``m`` moderated, ``n`` no messages from outside, ``s`` secret,
-#: ``t`` only operators set the topic.
-LIST_MODES = "beI"
-KEY_MODES = "k"
-LIMIT_MODES = "l"
-FLAG_MODES = "Cimnst"
-PREFIX_MODES = "ov"
-#: Room modes a new room starts with: only members speak, only operators set the topic.
-DEFAULT_ROOM_MODES = "nt"
-#: Entries each of a room's lists (bans, exceptions, invite exceptions) may hold.
-MAX_LIST = 100
-#: User modes: ``B`` bot (IRCv3 bot mode), ``i`` invisible, ``o`` server operator (only
-#: OPER sets it), ``w`` receives WALLOPS.
-USER_MODES = "Biow"
-#: Nicknames one member may monitor (IRCv3 MONITOR).
-MAX_WATCH = 100
-
 #: WHOWAS entries kept (nick changes and quits).
 WHOWAS_KEEP = 1000
+#: Invitations one room holds at most (the oldest goes first).
+MAX_INVITES = 100
 
-
-Publish = Callable[[ev.Event, Target, "Member | None", "Member | None"], None]
-
-
-class Member:
-    """One connection as the hub sees it; ``nick`` is ``None`` until it registers."""
-
-    __slots__ = (
-        "session",
-        "out",
-        "encoder",
-        "nick",
-        "key",
-        "user",
-        "host",
-        "realname",
-        "source",
-        "rooms",
-        "modes",
-        "away",
-        "signon",
-        "inbox",
-        "watching",
-        "__weakref__",
-    )
-
-    def __init__(self, session: Any, out: Any, encoder: Any, host: str) -> None:
-        #: The dialect session that owns this member (the hub only hands it back).
-        self.session = session
-        #: What the router writes to: an object with ``write(bytes)``.
-        self.out = out
-        #: The session's encoder: the router encodes once per distinct encoder.
-        self.encoder = encoder
-        self.nick: str | None = None
-        self.key: str | None = None
-        self.user = "line"
-        self.host = host
-        self.realname = ""
-        self.source: ev.Source | None = None
-        #: Rooms by key, in join order.
-        self.rooms: dict[str, Room] = {}
-        self.modes = ""
-        self.away: str | None = None
-        self.signon = 0.0
-        #: Private-message budget (bytes from others), made on first use.
-        self.inbox: TokenBucket | None = None
-        #: Nicknames this member monitors: folded key → the nick as it was asked for.
-        self.watching: dict[str, str] = {}
-
-    @property
-    def room(self) -> Room | None:
-        """The line dialect's current room: the last one joined."""
-        if not self.rooms:
-            return None
-        return next(reversed(self.rooms.values()))
-
-    @property
-    def mask(self) -> str:
-        return f"{self.nick}!{self.user}@{self.host}"
-
-    def __repr__(self) -> str:
-        return f"<Member {self.nick or '(unregistered)'}>"
-
-
-class Room:
-    """A named set of members, in join order, with a topic and modes."""
-
-    __slots__ = (
-        "name",
-        "key",
-        "members",
-        "topic",
-        "topic_by",
-        "topic_at",
-        "created",
-        "modes",
-        "password",
-        "limit",
-        "bans",
-        "excepts",
-        "invexes",
-        "invites",
-    )
-
-    def __init__(self, name: str, created: float) -> None:
-        self.name = name
-        self.key = fold(name)
-        #: Member → flags (:data:`OP`, :data:`VOICE`); iteration order is join order.
-        self.members: dict[Member, int] = {}
-        self.topic = ""
-        self.topic_by = ""
-        self.topic_at = 0.0
-        self.created = created
-        self.modes = DEFAULT_ROOM_MODES
-        self.password: str | None = None
-        self.limit: int | None = None
-        #: The ``b``, ``e`` and ``I`` lists, each of (mask, set by, when).
-        self.bans: list[tuple[str, str, float]] = []
-        self.excepts: list[tuple[str, str, float]] = []
-        self.invexes: list[tuple[str, str, float]] = []
-        #: Keys of members invited since the room became invite-only.
-        self.invites: set[str] = set()
-
-    def is_op(self, member: Member) -> bool:
-        return bool(self.members.get(member, 0) & OP)
-
-    def mask_list(self, char: str) -> list[tuple[str, str, float]]:
-        """The list of list mode ``char`` (``b``, ``e`` or ``I``)."""
-        if char == "b":
-            return self.bans
-        if char == "e":
-            return self.excepts
-        if char == "I":
-            return self.invexes
-        raise ValueError(f"not a list mode: {char!r}")
-
-    def mode_string(self, show_key: bool = True) -> tuple[str, list[str]]:
-        """``("+ntk", ["key"])``: the flags and arguments MODE #room shows."""
-        modes = "+" + self.modes
-        args: list[str] = []
-        if self.password is not None:
-            modes += "k"
-            args.append(self.password if show_key else "*")
-        if self.limit is not None:
-            modes += "l"
-            args.append(str(self.limit))
-        return modes, args
-
-
-@dataclass(frozen=True, slots=True)
-class WhowasEntry:
-    nick: str
-    user: str
-    host: str
-    realname: str
-    when: float
-
-
-@dataclass(slots=True)
-class ModeChange:
-    """One requested room mode change: ``("+", "o", "bob")``."""
-
-    sign: str
-    char: str
-    arg: str | None = None
+Publish = Callable[[ev.Event, Target], None]
+#: ``(source, target, kind) -> bytes``: how much of one line of chat every dialect can
+#: carry in one frame when ``source`` sends it to ``target`` (a room or a nick);
+#: ``None`` means no limit. Supplied by the dialects (IRC's 512-byte line is the
+#: narrowest), so the hub cuts long lines into pieces, each with its own id, without
+#: knowing any wire format.
+PieceBudget = Callable[[ev.Source, str, ev.ChatKind], int | None]
 
 
 class Hub:
-    """All rooms and nicknames of one server, whatever dialect each member speaks."""
+    """All rooms and nicknames of one chat, whatever dialect each member speaks."""
 
     def __init__(
         self,
@@ -232,15 +91,18 @@ class Hub:
         *,
         reserved_nicks: Iterable[str] = (),
         action_forgeable: Callable[[str, str], bool] | None = None,
+        piece_budget: PieceBudget | None = None,
         private_rate: float = 0.0,
         private_burst: int = 0,
         max_rooms_per_member: int = 0,
+        mint: Mint | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """
-        ``reserved_nicks`` and ``action_forgeable`` come from the dialects: a nickname or
-        an action that would render as one of some dialect's server notices is refused.
+        ``reserved_nicks``, ``action_forgeable`` and ``piece_budget`` come from the
+        dialects: a nickname or an action that would render as one of some dialect's
+        server notices is refused, and a line longer than some dialect's frame is cut.
         ``private_rate``/``private_burst``: bytes per second (and at once) one member may
         be sent in private messages by everyone else together (0: unbounded).
         """
@@ -250,35 +112,122 @@ class Hub:
             raise ValueError(f"invalid default room {default_room!r}: {problem}")
         self.publish = publish
         self.default_room = default
+        self.default_key = fold(default)
         self.reserved = frozenset(fold(n) for n in reserved_nicks)
         self.action_forgeable = action_forgeable
+        self.piece_budget = piece_budget
         self.private_rate = private_rate
         self.private_burst = private_burst
         self.max_rooms = max_rooms_per_member
+        self.mint = mint if mint is not None else Mint()
         self.clock = clock
         self.monotonic = monotonic
+        #: Room key → room.
         self.rooms: dict[str, Room] = {}
-        self.nicks: dict[str, Member] = {}
-        #: Every connected member, registered or not.
-        self.members: dict[Member, None] = {}
+        #: Member id → registered member.
+        self.members: dict[str, Member] = {}
+        #: Folded nickname → member id.
+        self.nicks: dict[str, str] = {}
         self.whowas: deque[WhowasEntry] = deque(maxlen=WHOWAS_KEEP)
-        #: Folded nick → the members monitoring it (IRCv3 MONITOR), whether or not the
-        #: nick is in use; each member's own list is :attr:`Member.watching`.
-        self.watchers: dict[str, set[Member]] = {}
+        self.monitor = Monitor()
+        #: Most members registered at once (LUSERS).
         self.max_registered = 0
-        self._msgids = 0
-        #: When the hub started (IRC's 003 "created" and RPL_CREATIONTIME of rooms).
+        #: Registered members with user mode ``i``, and with ``o`` (LUSERS, kept as
+        #: events are applied rather than counted per query).
+        self.invisible = 0
+        self.opers = 0
+        #: Private-message budgets of recipients (bytes from others), made on first use.
+        self.budgets: dict[str, TokenBucket] = {}
+        #: When the hub started (IRC's 003 "created").
         self.started = clock()
 
-    # ----------------------------------------------------------------- life cycle
+    # ================================================================= the one door
 
-    def connect(self, session: Any, out: Any, encoder: Any, host: str) -> Member:
-        member = Member(session, out, encoder, host)
-        self.members[member] = None
-        return member
+    def commit(self, event: ev.Event, target: Target) -> None:
+        """Apply ``event`` to the state, then publish it to ``target``."""
+        self.apply(event)
+        self.publish(event, target)
 
-    def check_nick(self, nick: str, member: Member | None = None) -> None:
-        """Raise the reason ``nick`` cannot be taken (by ``member``, for a change of case)."""
+    #: A replayed or remote event enters the same way as a local one.
+    receive = commit
+
+    def apply(self, event: ev.Event) -> None:
+        """Change the state as ``event`` says; the only code that writes it.
+
+        Events that change nothing (chat, notices) pass through.
+        """
+        match event:
+            case ev.Registered(source=source, realname=realname, at=at):
+                member = Member(
+                    source.uid, source.nick, fold(source.nick), source.user, source.host
+                )
+                member.realname = realname
+                member.signon = at
+                self.members[member.uid] = member
+                self.nicks[member.key] = member.uid
+                if len(self.nicks) > self.max_registered:
+                    self.max_registered = len(self.nicks)
+            case ev.Joined(source=source, room=name, flags=flags, at=at):
+                member = self.members[source.uid]
+                key = fold(name)
+                room = self.rooms.get(key)
+                if room is None:
+                    room = self.rooms[key] = Room(name, key, at)
+                room.members[member.uid] = flags
+                member.rooms[key] = None
+                room.invites.pop(member.uid, None)
+                if member.invited:
+                    member.invited.discard(key)
+            case ev.Parted(source=source, room=name):
+                self._remove(source.uid, fold(name))
+            case ev.Kicked(victim=victim, room=name):
+                self._remove(victim.uid, fold(name))
+            case ev.Quit(source=source, at=at):
+                self._forget(source.uid, at)
+            case ev.NickChanged(source=source, new=new, at=at):
+                member = self.members[source.uid]
+                self._remember(member, at)
+                del self.nicks[member.key]
+                member.nick = new
+                member.key = fold(new)
+                self.nicks[member.key] = member.uid
+                member.source = ev.Source(
+                    new, member.user, member.host, "B" in member.modes, member.uid
+                )
+                for key in member.rooms:
+                    self.rooms[key].banned.pop(member.uid, None)
+            case ev.TopicChanged(source=source, room=name, topic=topic, at=at):
+                room = self.rooms[fold(name)]
+                room.topic = topic
+                room.topic_by = source.nick
+                room.topic_at = at
+            case ev.ModeChanged(source=source, room=name, changes=changes, at=at):
+                room = self.rooms[fold(name)]
+                for change in changes:
+                    self._apply_mode(room, change, source.nick, at)
+            case ev.UserModeChanged(source=source, changes=changes):
+                self._apply_user_modes(self.members[source.uid], changes)
+            case ev.Invited(victim=victim, room=name):
+                room = self.rooms[fold(name)]
+                invites = room.invites
+                invites.pop(victim.uid, None)
+                invites[victim.uid] = None
+                invitee = self.members.get(victim.uid)
+                if invitee is not None:
+                    if invitee.invited is None:
+                        invitee.invited = set()
+                    invitee.invited.add(room.key)
+                if len(invites) > MAX_INVITES:
+                    self._uninvite(room, next(iter(invites)))
+            case ev.AwayChanged(source=source, text=text):
+                self.members[source.uid].away = text
+            case ev.RealnameChanged(source=source, realname=realname):
+                self.members[source.uid].realname = realname
+
+    # ================================================================= members
+
+    def check_nick(self, nick: str, uid: str | None = None) -> None:
+        """Raise the reason ``nick`` cannot be taken (by ``uid``, for a change of case)."""
         problem = nick_problem(nick)
         if problem:
             raise err.ErroneousNick(nick, problem)
@@ -286,70 +235,139 @@ class Hub:
         if key in self.reserved:
             raise err.NickReserved(nick)
         holder = self.nicks.get(key)
-        if holder is not None and holder is not member:
+        if holder is not None and holder != uid:
             raise err.NickInUse(nick)
 
-    def register(self, member: Member, nick: str, user: str = "line", realname: str = "") -> None:
-        """Give an unregistered member its nickname (it joins no room here)."""
-        if member.nick is not None:
+    def register(self, uid: str, nick: str, user: str, host: str, realname: str = "") -> Member:
+        """Claim ``nick`` for connection ``uid``: it becomes a member (of no room yet).
+
+        The realname cannot be refused without refusing the connection, so it is cut to
+        :data:`~chatd.core.text.REALNAMELEN` and cleaned of forbidden characters.
+        """
+        if uid in self.members:
             raise RuntimeError("member is already registered")
         self.check_nick(nick)
-        member.nick = nick
-        member.key = fold(nick)
-        member.user = user
-        member.realname = realname
-        member.source = ev.Source(nick, user, member.host)
-        member.signon = self.clock()
-        self.nicks[member.key] = member
-        if len(self.nicks) > self.max_registered:
-            self.max_registered = len(self.nicks)
-        if member.key in self.watchers:
-            self.publish(ev.CameOnline(member.source), ToWatchers(member.key), member, None)
+        at = self.clock()
+        source = ev.Source(nick, user, host, False, uid)
+        realname = policy.cleaned(realname[: policy.REALNAMELEN])
+        self.commit(ev.Registered(source, realname, at=at), ToNobody())
+        key = fold(nick)
+        if key in self.monitor.watchers:
+            self.publish(ev.CameOnline(source, at=at), ToWatchers(key))
+        return self.members[uid]
 
     def disconnect(
-        self, member: Member, reason: str = "", by_user: bool = False, quiet: bool = False
+        self, uid: str, reason: str = "", by_user: bool = False, quiet: bool = False
     ) -> None:
         """Forget a member; everyone who shared a room with it is told. Safe twice.
 
-        ``quiet``: tell nobody (at shutdown everyone was told already).
+        ``quiet``: tell nobody (at shutdown everyone was told already; the router
+        delivers nothing then). The reason is cleaned, not refused: the member is gone.
         """
-        if self.members.pop(member, False) is False:
+        self.monitor.clear(uid)
+        member = self.members.get(uid)
+        if member is None:
             return
-        source = member.source
-        if source is None or member.key is None:
-            return
-        del self.nicks[member.key]
-        self._remember(member)
-        self.unwatch_all(member)
+        at = self.clock()
+        reason = policy.cleaned(reason[: policy.REASONLEN])
         rooms = tuple(member.rooms)
-        for room in list(member.rooms.values()):
-            self._remove(member, room)
-        if rooms and not quiet:
-            self.publish(ev.Quit(source, reason, by_user), ToRooms(rooms), None, None)
-        if member.key in self.watchers and not quiet:
-            self.publish(ev.WentOffline(source.nick), ToWatchers(member.key), None, None)
+        source = member.source
+        key = member.key
+        self.commit(ev.Quit(source, reason, by_user, at=at), ToRooms(rooms, skip=uid))
+        if key in self.monitor.watchers and not quiet:
+            self.publish(ev.WentOffline(source.nick, at=at), ToWatchers(key))
 
-    def change_nick(self, member: Member, new: str) -> None:
-        old = self._registered(member)
+    def change_nick(self, uid: str, new: str) -> None:
+        member = self._member(uid)
+        old = member.source
         if new == old.nick:
             raise err.SameNick(new)
-        self.check_nick(new, member)
-        key = fold(new)
-        old_key: str = member.key  # type: ignore[assignment]
-        self._remember(member)
-        del self.nicks[old_key]
-        self.nicks[key] = member
-        member.nick = new
-        member.key = key
-        member.source = ev.Source(new, member.user, member.host, old.bot)
-        self.publish(ev.NickChanged(old, new), ToRooms(tuple(member.rooms), also=key), member, None)
+        self.check_nick(new, uid)
+        old_key = member.key
+        at = self.clock()
+        target = ToRooms(tuple(member.rooms), also=uid)
+        self.commit(ev.NickChanged(old, new, at=at), target)
+        key = member.key
         if key != old_key:  # a change of case only is the same nickname to a watcher
-            if old_key in self.watchers:
-                self.publish(ev.WentOffline(old.nick), ToWatchers(old_key), None, None)
-            if key in self.watchers:
-                self.publish(ev.CameOnline(member.source), ToWatchers(key), member, None)
+            watchers = self.monitor.watchers
+            if old_key in watchers:
+                self.publish(ev.WentOffline(old.nick, at=at), ToWatchers(old_key))
+            if key in watchers:
+                self.publish(ev.CameOnline(member.source, at=at), ToWatchers(key))
 
-    # ----------------------------------------------------------------- rooms
+    def kill(self, uid: str, nick: str, reason: str) -> None:
+        """A server operator disconnects ``nick``, whatever dialect it speaks.
+
+        The victim is told (:class:`~chatd.core.events.Killed`; its node closes the
+        connection), then everyone who shared a room with it sees it quit.
+        """
+        member = self._member(uid)
+        if "o" not in member.modes:
+            raise err.NoPrivileges()
+        victim = self.find(nick)
+        if victim is None:
+            raise err.NoSuchNick(nick)
+        reason = policy.cleaned(reason[: policy.REASONLEN]) or "no reason"
+        at = self.clock()
+        self.commit(ev.Killed(member.source, victim.source, reason, at=at), ToMember(victim.uid))
+        self.disconnect(victim.uid, f"Killed ({member.source.nick} ({reason}))")
+
+    def set_away(self, uid: str, text: str | None) -> None:
+        """Away (``text``) or back (``None``); rooms and extended-monitor watchers learn it."""
+        member = self._member(uid)
+        text = self._text("away", text[: policy.AWAYLEN]) if text else None
+        target = ToRooms(tuple(member.rooms), skip=uid, watched=member.key)
+        self.commit(ev.AwayChanged(member.source, text, at=self.clock()), target)
+
+    def set_realname(self, uid: str, realname: str) -> None:
+        """A new realname (IRCv3 SETNAME): the member, its rooms and watchers are told."""
+        member = self._member(uid)
+        if not realname:
+            raise err.NeedMoreParams("realname")
+        if len(realname) > policy.REALNAMELEN:
+            raise err.InvalidText("realname", f"longer than {policy.REALNAMELEN} characters")
+        self._text("realname", realname)
+        target = ToRooms(tuple(member.rooms), also=uid, watched=member.key)
+        self.commit(ev.RealnameChanged(member.source, realname, at=self.clock()), target)
+
+    def change_user_modes(self, uid: str, changes: Iterable[ev.ModeChange]) -> str:
+        """Apply user mode changes a member may make itself (+B, +i, +w, -o); return them."""
+        member = self._member(uid)
+        modes = member.modes
+        applied = ""
+        sign_shown = ""
+        for change in changes:
+            char, adding = change.char, change.sign == "+"
+            if char not in USER_MODES:
+                raise err.UnknownMode(char)
+            if char == "o" and adding:
+                continue  # only OPER gives +o
+            if adding == (char in modes):
+                continue
+            modes = sorted_modes(modes + char) if adding else modes.replace(char, "")
+            if change.sign != sign_shown:
+                applied += change.sign
+                sign_shown = change.sign
+            applied += char
+        if applied:
+            event = ev.UserModeChanged(member.source, applied, at=self.clock())
+            self.commit(event, ToMember(uid))
+        return applied
+
+    def make_oper(self, uid: str) -> None:
+        member = self._member(uid)
+        if "o" not in member.modes:
+            event = ev.UserModeChanged(member.source, "+o", at=self.clock())
+            self.commit(event, ToMember(uid))
+
+    def wallops(self, uid: str, text: str) -> None:
+        member = self._member(uid)
+        if "o" not in member.modes:
+            raise err.NoPrivileges()
+        text = self._text("chat", text[: policy.TOPICLEN])
+        self.commit(ev.Wallops(member.source, text, at=self.clock()), ToUserMode("w"))
+
+    # ================================================================= rooms
 
     def find_room(self, name: str) -> Room | None:
         return self.rooms.get(fold(normalize_room(name)))
@@ -360,20 +378,13 @@ class Hub:
             raise err.NoSuchRoom(name)
         return room
 
-    def join(
-        self,
-        member: Member,
-        name: str,
-        password: str | None = None,
-        *,
-        echo: bool = True,
-    ) -> Room:
-        """Put ``member`` into room ``name`` (created on demand; its first member is op).
+    def join(self, uid: str, name: str, password: str | None = None, *, echo: bool = True) -> Room:
+        """Put member ``uid`` into room ``name`` (created on demand; its first member is op).
 
         ``echo``: the joiner receives the JOIN event too (IRC); the line dialect renders
         its own confirmation instead.
         """
-        source = self._registered(member)
+        member = self._member(uid)
         name = normalize_room(name)
         problem = room_problem(name)
         if problem:
@@ -381,21 +392,26 @@ class Hub:
         key = fold(name)
         room = self.rooms.get(key)
         if room is not None:
-            if member in room.members:
+            if uid in room.members:
                 raise err.AlreadyInRoom(room.name)
             self.check_can_join(member, room, password)
+            name = room.name
         if self.max_rooms and len(member.rooms) >= self.max_rooms:
             raise err.TooManyRooms(name, self.max_rooms)
-        flags = 0
-        if room is None:
-            room = self.rooms[key] = Room(name, self.clock())
-            flags = OP
-        room.members[member] = flags
-        member.rooms[key] = room
-        room.invites.discard(member.key)  # type: ignore[arg-type]
-        event = ev.Joined(source, room.name, len(room.members), member.realname, member.away)
-        self.publish(event, ToRoom(key, None if echo else member.key), member, None)
-        return room
+        created = room is None
+        count = 1 if room is None else len(room.members) + 1
+        event = ev.Joined(
+            member.source,
+            name,
+            count,
+            member.realname,
+            member.away,
+            OP if created else 0,
+            created,
+            at=self.clock(),
+        )
+        self.commit(event, ToRoom(key, None if echo else uid))
+        return self.rooms[key]
 
     def check_can_join(self, member: Member, room: Room, password: str | None) -> None:
         """Raise the reason ``member`` may not enter ``room`` with ``password``.
@@ -403,7 +419,7 @@ class Hub:
         An invitation lets a member past ``+i``, ``+l`` and bans (not past a key); an
         invite exception (``+I``) matching it lets it past ``+i`` only.
         """
-        invited = member.key in room.invites
+        invited = member.uid in room.invites
         if "i" in room.modes and not invited and not _matches(room.invexes, member.mask):
             raise err.InviteOnly(room.name)
         if room.password is not None and password != room.password:
@@ -414,88 +430,94 @@ class Hub:
             raise err.Banned(room.name)
 
     def is_banned(self, member: Member, room: Room) -> bool:
-        """A ban (``+b``) matches ``member`` and no ban exception (``+e``) does."""
+        """A ban (``+b``) matches ``member`` and no ban exception (``+e``) does.
+
+        Cached per member in the room (:attr:`Room.banned`) until the lists or the
+        member's nick change, so a chat line costs a dict lookup, not a glob per mask.
+        """
         if not room.bans:
             return False
-        mask = member.mask
-        return _matches(room.bans, mask) and not _matches(room.excepts, mask)
+        verdict = room.banned.get(member.uid)
+        if verdict is None:
+            mask = member.mask
+            verdict = _matches(room.bans, mask) and not _matches(room.excepts, mask)
+            if member.uid in room.members:
+                room.banned[member.uid] = verdict
+        return verdict
 
-    def part(self, member: Member, name: str, reason: str = "", *, echo: bool = True) -> None:
-        source = self._registered(member)
+    def part(self, uid: str, name: str, reason: str = "", *, echo: bool = True) -> None:
+        member = self._member(uid)
         room = self.room_or_raise(name)
-        if member not in room.members:
+        if uid not in room.members:
             raise err.NotInRoom(room.name)
-        key = room.key
-        target = ToRoom(key, None if echo else member.key)
-        # Published before removal so an echoed PART reaches the parter itself.
-        self.publish(ev.Parted(source, room.name, reason), target, member, None)
-        self._remove(member, room)
+        reason = self._text("reason", reason[: policy.REASONLEN])
+        target = ToRoom(room.key, None if echo else uid)
+        self.commit(ev.Parted(member.source, room.name, reason, at=self.clock()), target)
 
-    def kick(self, member: Member, name: str, nick: str, reason: str = "") -> None:
-        source = self._registered(member)
+    def kick(self, uid: str, name: str, nick: str, reason: str = "") -> None:
+        member = self._member(uid)
         room = self.room_or_raise(name)
-        if member not in room.members:
+        if uid not in room.members:
             raise err.NotInRoom(room.name)
-        victim = self.nicks.get(fold(nick))
+        victim = self.find(nick)
         if victim is None:
             raise err.NoSuchNick(nick)
-        if victim not in room.members:
+        if victim.uid not in room.members:
             raise err.UserNotInRoom(nick, room.name)
-        if not room.is_op(member):
+        if not room.members[uid] & OP:
             raise err.NotRoomOperator(room.name)
-        event = ev.Kicked(source, room.name, victim.nick, reason or source.nick)  # type: ignore[arg-type]
-        self.publish(event, ToRoom(room.key), member, victim)
-        self._remove(victim, room)
+        reason = self._text("reason", reason[: policy.REASONLEN]) or member.nick
+        event = ev.Kicked(member.source, room.name, victim.source, reason, at=self.clock())
+        self.commit(event, ToRoom(room.key))
 
-    def topic(self, member: Member, name: str, text: str) -> None:
-        source = self._registered(member)
+    def topic(self, uid: str, name: str, text: str) -> None:
+        member = self._member(uid)
         room = self.room_or_raise(name)
-        if member not in room.members:
+        if uid not in room.members:
             raise err.NotInRoom(room.name)
-        if "t" in room.modes and not room.is_op(member):
+        if "t" in room.modes and not room.members[uid] & OP:
             raise err.NotRoomOperator(room.name)
-        room.topic = text
-        room.topic_by = source.nick
-        room.topic_at = self.clock()
-        self.publish(ev.TopicChanged(source, room.name, text), ToRoom(room.key), member, None)
+        text = self._text("topic", text[: policy.TOPICLEN])
+        event = ev.TopicChanged(member.source, room.name, text, at=self.clock())
+        self.commit(event, ToRoom(room.key))
 
-    def invitations(self, member: Member) -> list[Room]:
-        """The rooms ``member`` is invited to and has not entered yet (IRC's INVITE list)."""
-        key = member.key
-        return [room for room in self.rooms.values() if key in room.invites]
+    def invitations(self, uid: str) -> list[Room]:
+        """The rooms member ``uid`` is invited to and has not entered (IRC's INVITE list)."""
+        member = self._member(uid)
+        return [self.rooms[key] for key in sorted(member.invited or ())]
 
-    def invite(self, member: Member, nick: str, name: str) -> Room:
-        source = self._registered(member)
-        invitee = self.nicks.get(fold(nick))
+    def invite(self, uid: str, nick: str, name: str) -> Member:
+        """Invite ``nick`` to room ``name``; returns the invitee."""
+        member = self._member(uid)
+        invitee = self.find(nick)
         if invitee is None:
             raise err.NoSuchNick(nick)
         room = self.room_or_raise(name)
-        if member not in room.members:
+        if uid not in room.members:
             raise err.NotInRoom(room.name)
-        if invitee in room.members:
-            raise err.UserInRoom(invitee.nick, room.name)  # type: ignore[arg-type]
-        if "i" in room.modes and not room.is_op(member):
+        if invitee.uid in room.members:
+            raise err.UserInRoom(invitee.nick, room.name)
+        if "i" in room.modes and not room.members[uid] & OP:
             raise err.NotRoomOperator(room.name)
-        room.invites.add(invitee.key)  # type: ignore[arg-type]
-        event = ev.Invited(source, invitee.nick, room.name)  # type: ignore[arg-type]
-        self.publish(event, ToMember(invitee.key), member, invitee)  # type: ignore[arg-type]
-        self.publish(event, ToRoomOperators(room.key, skip=member.key), member, invitee)
-        return room
+        event = ev.Invited(member.source, invitee.source, room.name, at=self.clock())
+        self.commit(event, ToMember(invitee.uid))
+        self.publish(event, ToRoomOperators(room.key, skip=uid))
+        return invitee
 
-    # ----------------------------------------------------------------- chat
+    # ================================================================= chat
 
     def say(
         self,
-        member: Member,
+        uid: str,
         name: str,
-        texts: tuple[str, ...],
+        texts: Iterable[str],
         kind: ev.ChatKind = ev.ChatKind.SAY,
         tags: tuple[tuple[str, str], ...] = (),
         *,
         audience: str = "",
         ctcp: bool = False,
     ) -> ev.Chat:
-        """Lines from ``member`` to room ``name`` (every other member gets each, in order).
+        """Lines from ``uid`` to room ``name`` (every other member gets each, in order).
 
         ``audience``: ``"o"`` sends to the room's operators only, ``"v"`` to its voiced
         members and operators (IRC's STATUSMSG); the sender must still be allowed to
@@ -503,49 +525,29 @@ class Hub:
         an action), which a ``+C`` room refuses.
         Returns the event, so that a dialect can echo it to its sender (echo-message).
         """
-        source = self._registered(member)
+        member = self._member(uid)
         room = self.room_or_raise(name)
         self._check_can_send(member, room)
-        if ctcp and "C" in room.modes and not room.is_op(member):
-            raise err.CannotSend(room.name, "CTCP requests are blocked (+C)")
+        if ctcp and "C" in room.modes and not room.members.get(uid, 0) & OP:
+            raise err.CannotSend(room.name, "C")
+        texts = tuple(texts)
+        for text in texts:
+            self._text("chat", text)
         if kind is ev.ChatKind.ACTION:
-            self._check_action(source.nick, texts)
-        event = ev.Chat(
-            source, room.name, texts, kind, tags, self.clock(), self._next_id(), audience
-        )
+            self._check_action(member.nick, texts)
+        target_name = (("@" if audience == "o" else "+") + room.name) if audience else room.name
+        lines = self._lines(member.source, target_name, kind, texts)
+        event = ev.Chat(member.source, room.name, lines, kind, tags, audience)
         if audience:
-            target: Target = ToRoomOperators(room.key, member.key, voiced=audience == "v")
+            target: Target = ToRoomOperators(room.key, uid, voiced=audience == "v")
         else:
-            target = ToRoom(room.key, member.key)
-        self.publish(event, target, None, None)
+            target = ToRoom(room.key, uid)
+        self.commit(event, target)
         return event
-
-    def _next_id(self) -> str:
-        self._msgids += 1
-        return f"{self._msgids:x}"
-
-    def _check_can_send(self, member: Member, room: Room) -> None:
-        flags = room.members.get(member)
-        if flags is None:
-            if "n" in room.modes:
-                raise err.CannotSend(room.name, "you are not in it (+n)")
-            flags = 0
-        if flags:
-            return  # operators and voiced members always speak
-        if "m" in room.modes:
-            raise err.CannotSend(room.name, "it is moderated (+m)")
-        if self.is_banned(member, room):
-            raise err.CannotSend(room.name, "you are banned (+b)")
-
-    def _check_action(self, nick: str, texts: Iterable[str]) -> None:
-        if self.action_forgeable is not None:
-            for text in texts:
-                if self.action_forgeable(nick, text):
-                    raise err.ForgedNotice()
 
     def private(
         self,
-        member: Member,
+        uid: str,
         nick: str,
         text: str,
         kind: ev.ChatKind = ev.ChatKind.SAY,
@@ -555,254 +557,247 @@ class Hub:
         """A private message; refused if ``nick``'s budget for this second is spent.
 
         ``cost`` is what the message costs the recipient's budget (the sender's dialect
-        knows its size on the wire; 0 means the length of the text). Returns the event.
+        knows its size on the wire, tags included; 0 means the length of the text plus
+        64). Returns the event.
         """
-        source = self._registered(member)
-        recipient = self.nicks.get(fold(nick))
+        member = self._member(uid)
+        recipient = self.find(nick)
         if recipient is None:
             raise err.NoSuchNick(nick)
+        self._text("chat", text)
         if kind is ev.ChatKind.ACTION:
-            self._check_action(source.nick, (text,))
+            self._check_action(member.nick, (text,))
         if self.private_rate > 0 and recipient is not member:
-            self._charge_inbox(recipient, cost or len(text) + 64)
-        event = ev.PrivateChat(
-            source,
-            recipient.nick,  # type: ignore[arg-type]
-            text,
-            kind,
-            tags,
-            self.clock(),
-            self._next_id(),
-        )
-        self.publish(event, ToMember(recipient.key), None, recipient)  # type: ignore[arg-type]
+            self._charge_budget(recipient, cost or len(text.encode()) + 64)
+        lines = self._lines(member.source, recipient.nick, kind, (text,))
+        event = ev.PrivateChat(member.source, recipient.nick, recipient.uid, lines, kind, tags)
+        self.commit(event, ToMember(recipient.uid))
         return event
 
-    def _charge_inbox(self, recipient: Member, cost: int) -> None:
+    def _lines(
+        self, source: ev.Source, target: str, kind: ev.ChatKind, texts: tuple[str, ...]
+    ) -> tuple[ev.ChatLine, ...]:
+        """One :class:`~chatd.core.events.ChatLine` per text, or per piece of a text too
+        long for some dialect's frame; each with its own id and the same time."""
+        at = self.clock()
+        mint = self.mint
+        budget = self.piece_budget(source, target, kind) if self.piece_budget else None
+        lines: list[ev.ChatLine] = []
+        for text in texts:
+            if budget is not None and len(text) * 4 > budget and len(text.encode()) > budget:
+                for i, piece in enumerate(policy.split_utf8(text, budget)):
+                    lines.append(ev.ChatLine(piece, mint.msgid(at), at, i > 0))
+            else:
+                lines.append(ev.ChatLine(text, mint.msgid(at), at))
+        return tuple(lines)
+
+    def _check_can_send(self, member: Member, room: Room) -> None:
+        flags = room.members.get(member.uid)
+        if flags is None:
+            if "n" in room.modes:
+                raise err.CannotSend(room.name, "n")
+            flags = 0
+        if flags:
+            return  # operators and voiced members always speak
+        if "m" in room.modes:
+            raise err.CannotSend(room.name, "m")
+        if self.is_banned(member, room):
+            raise err.CannotSend(room.name, "b")
+
+    def _check_action(self, nick: str, texts: Iterable[str]) -> None:
+        if self.action_forgeable is not None:
+            for text in texts:
+                if self.action_forgeable(nick, text):
+                    raise err.ForgedNotice()
+
+    def _charge_budget(self, recipient: Member, cost: int) -> None:
         now = self.monotonic()
-        bucket = recipient.inbox
+        bucket = self.budgets.get(recipient.uid)
         if bucket is None:
             burst = max(self.private_burst, 1)
-            bucket = recipient.inbox = TokenBucket(self.private_rate, burst, now)
+            bucket = self.budgets[recipient.uid] = TokenBucket(self.private_rate, burst, now)
         if not bucket.take(now, cost):
-            raise err.RecipientBusy(recipient.nick)  # type: ignore[arg-type]
+            raise err.RecipientBusy(recipient.nick)
 
-    def wallops(self, member: Member, text: str) -> None:
-        source = self._registered(member)
-        if "o" not in member.modes:
-            raise err.NoPrivileges()
-        self.publish(ev.Wallops(source, text), ToUserMode("w"), member, None)
-
-    def set_away(self, member: Member, text: str | None) -> None:
-        """Away (``text``) or back (``None``); rooms and extended-monitor watchers learn it."""
-        source = self._registered(member)
-        member.away = text or None
-        target = ToRooms(tuple(member.rooms), skip=member.key, watched=member.key)
-        self.publish(ev.AwayChanged(source, member.away), target, member, None)
-
-    def set_realname(self, member: Member, realname: str) -> None:
-        """A new realname (IRCv3 SETNAME): the member, its rooms and watchers are told."""
-        source = self._registered(member)
-        if not realname:
-            raise err.NeedMoreParams("realname")
-        member.realname = realname
-        key: str = member.key  # type: ignore[assignment]
-        target = ToRooms(tuple(member.rooms), also=key, watched=key)
-        self.publish(ev.RealnameChanged(source, realname), target, member, None)
-
-    # ----------------------------------------------------------------- monitor
-
-    def watch(self, member: Member, nicks: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Add nicknames to ``member``'s monitor list, as far as :data:`MAX_WATCH` allows.
-
-        Returns the nicks added (or already there) and those refused because the list
-        is full. A nick that is not a valid nickname (a mask) is never added: the
-        dialect reports it; here it is silently left out.
-        """
-        self._registered(member)
-        added: list[str] = []
-        refused: list[str] = []
-        watching = member.watching
-        for nick in nicks:
-            if nick_problem(nick):
-                continue
-            key = fold(nick)
-            if key in watching:
-                added.append(nick)
-                continue
-            if len(watching) >= MAX_WATCH:
-                refused.append(nick)
-                continue
-            watching[key] = nick
-            self.watchers.setdefault(key, set()).add(member)
-            added.append(nick)
-        return added, refused
-
-    def unwatch(self, member: Member, nicks: Iterable[str]) -> None:
-        for nick in nicks:
-            key = fold(nick)
-            if member.watching.pop(key, None) is not None:
-                self._drop_watcher(key, member)
-
-    def unwatch_all(self, member: Member) -> None:
-        for key in member.watching:
-            self._drop_watcher(key, member)
-        member.watching.clear()
-
-    def _drop_watcher(self, key: str, member: Member) -> None:
-        watchers = self.watchers.get(key)
-        if watchers is not None:
-            watchers.discard(member)
-            if not watchers:
-                del self.watchers[key]
-
-    # ----------------------------------------------------------------- modes
+    # ================================================================= modes
 
     def change_room_modes(
-        self, member: Member, name: str, changes: Iterable[ModeChange]
-    ) -> tuple[list[ModeChange], list[err.HubError]]:
-        """Apply what may be applied; return it and the refusals, one per bad change.
+        self, uid: str, name: str, changes: Iterable[ev.ModeChange]
+    ) -> tuple[list[ev.ModeChange], list[err.HubError]]:
+        """Validate every change, then apply and publish the valid ones as one event.
 
-        Changes that change nothing (``+n`` on a ``+n`` room) are dropped silently, as
-        IRC servers do. The applied ones are published as one MODE event.
+        Changes are checked in order against the state the earlier ones would leave
+        (``+k a -k a`` in one request works), each refused one with its own error;
+        changes that change nothing (``+n`` on a ``+n`` room) are dropped silently, as
+        IRC servers do. Nothing changes until every change has been checked, so a
+        request applies exactly what it publishes.
         """
-        source = self._registered(member)
+        member = self._member(uid)
         room = self.room_or_raise(name)
         changes = list(changes)
-        if changes and not room.is_op(member) and "o" not in member.modes:
+        if changes and not room.members.get(uid, 0) & OP and "o" not in member.modes:
             raise err.NotRoomOperator(room.name)
-        applied: list[ModeChange] = []
+        draft = _Draft(room)
+        accepted: list[ev.ModeChange] = []
         refused: list[err.HubError] = []
         for change in changes:
             try:
-                if self._apply(room, change, source.nick):
-                    applied.append(change)
+                normal = self._check_mode(room, draft, change)
             except err.HubError as exc:
                 refused.append(exc)
-        if applied:
-            modes, args = _mode_line(applied)
-            event = ev.ModeChanged(source, room.name, modes, tuple(args))
-            self.publish(event, ToRoom(room.key), member, None)
-        return applied, refused
+                continue
+            if normal is not None:
+                accepted.append(normal)
+        if accepted:
+            event = ev.ModeChanged(member.source, room.name, tuple(accepted), at=self.clock())
+            self.commit(event, ToRoom(room.key))
+        return accepted, refused
 
-    def _apply(self, room: Room, change: ModeChange, setter: str) -> bool:
+    def _check_mode(self, room: Room, draft: _Draft, change: ev.ModeChange) -> ev.ModeChange | None:
+        """The normalised change if it changes something, ``None`` if it does not;
+        raises if it is refused. Records it in ``draft``."""
         sign, char, arg = change.sign, change.char, change.arg
         adding = sign == "+"
         if char in PREFIX_MODES:
             if not arg:
                 raise err.NeedMoreParams(f"MODE {sign}{char}")
-            target = self.nicks.get(fold(arg))
+            target = self.find(arg)
             if target is None:
                 raise err.NoSuchNick(arg)
-            if target not in room.members:
+            if target.uid not in room.members:
                 raise err.UserNotInRoom(arg, room.name)
             flag = OP if char == "o" else VOICE
-            old = room.members[target]
+            old = draft.flags.get(target.uid, room.members[target.uid])
             new = old | flag if adding else old & ~flag
             if new == old:
-                return False
-            room.members[target] = new
-            change.arg = target.nick
-            return True
+                return None
+            draft.flags[target.uid] = new
+            return ev.ModeChange(sign, char, target.nick)
         if char in LIST_MODES:
             if not arg:
                 raise err.NeedMoreParams(f"MODE {sign}{char}")
-            entries = room.mask_list(char)
             mask = normalize_ban_mask(arg)
-            change.arg = mask
-            present = [i for i, (m, _, _) in enumerate(entries) if fold(m) == fold(mask)]
+            self._mode_word(room, char, mask, "mask", policy.MASKLEN)
+            present = draft.has_mask(char, mask)
             if adding:
                 if present:
-                    return False
-                if len(entries) >= MAX_LIST:
+                    return None
+                if draft.list_size(char) >= MAX_LIST:
                     raise err.BanListFull(room.name, char)
-                entries.append((mask, setter, self.clock()))
-                return True
-            if not present:
-                return False
-            del entries[present[0]]
-            return True
+            elif not present:
+                return None
+            draft.set_mask(char, mask, adding)
+            return ev.ModeChange(sign, char, mask)
         if char in KEY_MODES:
             if adding:
-                if not arg or " " in arg:
-                    raise err.InvalidModeParam(room.name, char, arg or "", "a key is one word")
-                if room.password == arg:
-                    return False
-                room.password = arg
-                return True
-            if room.password is None:
-                return False
-            change.arg = room.password if arg is None else arg
-            room.password = None
-            return True
+                if not arg:
+                    raise err.InvalidModeParam(room.name, char, "", "a key is one word")
+                self._mode_word(room, char, arg, "key", policy.KEYLEN)
+                if draft.password == arg:
+                    return None
+                draft.password = arg
+                return ev.ModeChange(sign, char, arg)
+            if draft.password is None:
+                return None
+            shown = draft.password if arg is None else arg
+            draft.password = None
+            return ev.ModeChange(sign, char, shown)
         if char in LIMIT_MODES:
             if adding:
-                limit = int(arg) if arg and arg.isdigit() else 0
-                if limit <= 0:
+                limit = _whole_number(arg)
+                if limit is None:
                     raise err.InvalidModeParam(
                         room.name, char, arg or "", "a limit is a whole number above 0"
                     )
-                if room.limit == limit:
-                    return False
-                room.limit = limit
-                change.arg = str(limit)
-                return True
-            if room.limit is None:
-                return False
-            room.limit = None
-            change.arg = None
-            return True
+                if draft.limit == limit:
+                    return None
+                draft.limit = limit
+                return ev.ModeChange(sign, char, str(limit))
+            if draft.limit is None:
+                return None
+            draft.limit = None
+            return ev.ModeChange(sign, char, None)
         if char in FLAG_MODES:
-            present = char in room.modes
-            if adding == present:
-                return False
+            if adding == (char in draft.modes):
+                return None
             if adding:
-                room.modes = "".join(sorted(room.modes + char))
+                draft.modes = sorted_modes(draft.modes + char)
+            else:
+                draft.modes = draft.modes.replace(char, "")
+            return ev.ModeChange(sign, char, None)
+        raise err.UnknownMode(char, room.name)
+
+    @staticmethod
+    def _mode_word(room: Room, char: str, word: str, what: str, limit: int) -> None:
+        """A mask or key is one word of printable text, at most ``limit`` characters."""
+        if " " in word or word.startswith(":") or "," in word:
+            raise err.InvalidModeParam(room.name, char, word, f"a {what} is one word")
+        if len(word) > limit:
+            raise err.InvalidModeParam(
+                room.name, char, word[:limit], f"a {what} is at most {limit} characters"
+            )
+        problem = policy.text_problem(word)
+        if problem or not word.isprintable():
+            raise err.InvalidModeParam(room.name, char, "*", f"a {what} is printable text")
+
+    def _apply_mode(self, room: Room, change: ev.ModeChange, setter: str, at: float) -> None:
+        sign, char, arg = change.sign, change.char, change.arg
+        adding = sign == "+"
+        if char in PREFIX_MODES:
+            uid = self.nicks.get(fold(arg or ""))
+            if uid is not None and uid in room.members:
+                flag = OP if char == "o" else VOICE
+                old = room.members[uid]
+                room.members[uid] = old | flag if adding else old & ~flag
+        elif char in LIST_MODES:
+            entries = room.mask_list(char)
+            folded = fold(arg or "")
+            entries[:] = [e for e in entries if fold(e.mask) != folded]
+            if adding:
+                entries.append(MaskEntry(arg or "", setter, at))
+            if char != "I":
+                room.banned.clear()
+        elif char in KEY_MODES:
+            room.password = arg if adding else None
+        elif char in LIMIT_MODES:
+            room.limit = int(arg) if adding and arg else None
+        elif char in FLAG_MODES:
+            if adding:
+                room.modes = sorted_modes(room.modes + char)
             else:
                 room.modes = room.modes.replace(char, "")
                 if char == "i":
-                    room.invites.clear()
-            change.arg = None
-            return True
-        raise err.UnknownMode(char, room.name)
+                    for uid in list(room.invites):
+                        self._uninvite(room, uid)
 
-    def change_user_modes(self, member: Member, changes: Iterable[ModeChange]) -> str:
-        """Apply user mode changes a member may make itself (+B, +i, +w, -o); return them."""
-        source = self._registered(member)
-        applied = ""
-        sign_shown = ""
-        for change in changes:
-            char, adding = change.char, change.sign == "+"
-            if char not in USER_MODES:
-                raise err.UnknownMode(char)
-            if char == "o" and adding:
-                continue  # only OPER gives +o
-            present = char in member.modes
-            if adding == present:
+    def _apply_user_modes(self, member: Member, changes: str) -> None:
+        adding = True
+        modes = member.modes
+        for char in changes:
+            if char in "+-":
+                adding = char == "+"
                 continue
-            member.modes = (
-                "".join(sorted(member.modes + char)) if adding else member.modes.replace(char, "")
-            )
-            if change.sign != sign_shown:
-                applied += change.sign
-                sign_shown = change.sign
-            applied += char
-        if ("B" in member.modes) != source.bot:
-            member.source = ev.Source(source.nick, source.user, source.host, not source.bot)
-        return applied
+            if adding == (char in modes):
+                continue
+            modes = sorted_modes(modes + char) if adding else modes.replace(char, "")
+            step = 1 if adding else -1
+            if char == "i":
+                self.invisible += step
+            elif char == "o":
+                self.opers += step
+        member.modes = modes
+        if ("B" in modes) != member.source.bot:
+            s = member.source
+            member.source = ev.Source(s.nick, s.user, s.host, not s.bot, s.uid)
 
-    def make_oper(self, member: Member) -> None:
-        self._registered(member)
-        if "o" not in member.modes:
-            member.modes = "".join(sorted(member.modes + "o"))
-
-    # ----------------------------------------------------------------- queries
+    # ================================================================= queries
 
     def find(self, nick: str) -> Member | None:
-        return self.nicks.get(fold(nick))
+        uid = self.nicks.get(fold(nick))
+        return self.members[uid] if uid is not None else None
 
-    def list_rooms(self) -> list[Room]:
-        """Busiest rooms first, then by name."""
-        return sorted(self.rooms.values(), key=lambda r: (-len(r.members), fold(r.name)))
+    def member(self, uid: str) -> Member | None:
+        return self.members.get(uid)
 
     def shares_room(self, a: Member, b: Member) -> bool:
         if len(a.rooms) > len(b.rooms):
@@ -818,74 +813,105 @@ class Hub:
     def registered(self) -> int:
         return len(self.nicks)
 
-    # ----------------------------------------------------------------- helpers
+    # ================================================================= helpers
 
-    def _registered(self, member: Member) -> ev.Source:
-        if member.source is None:
+    def _member(self, uid: str) -> Member:
+        member = self.members.get(uid)
+        if member is None:
             raise RuntimeError("member is not registered")
-        return member.source
+        return member
 
-    def _remember(self, member: Member) -> None:
-        self.whowas.append(
-            WhowasEntry(member.nick, member.user, member.host, member.realname, self.clock())  # type: ignore[arg-type]
-        )
+    @staticmethod
+    def _text(what: str, text: str) -> str:
+        problem = policy.text_problem(text)
+        if problem:
+            raise err.InvalidText(what, problem)
+        return text
 
-    def _remove(self, member: Member, room: Room) -> None:
-        room.members.pop(member, None)
-        member.rooms.pop(room.key, None)
-        if not room.members and room.key != fold(self.default_room):
-            del self.rooms[room.key]
+    def _remember(self, member: Member, at: float) -> None:
+        self.whowas.append(WhowasEntry(member.nick, member.user, member.host, member.realname, at))
+
+    def _forget(self, uid: str, at: float) -> None:
+        member = self.members.pop(uid)
+        del self.nicks[member.key]
+        self._remember(member, at)
+        for key in list(member.rooms):
+            self._remove(uid, key)
+        for key in member.invited or ():
+            room = self.rooms.get(key)
+            if room is not None:
+                room.invites.pop(uid, None)
+        member.invited = None
+        self.budgets.pop(uid, None)
+        if "i" in member.modes:
+            self.invisible -= 1
+        if "o" in member.modes:
+            self.opers -= 1
+
+    def _remove(self, uid: str, key: str) -> None:
+        room = self.rooms[key]
+        room.members.pop(uid, None)
+        room.banned.pop(uid, None)
+        member = self.members.get(uid)
+        if member is not None:
+            member.rooms.pop(key, None)
+        if not room.members and key != self.default_key:
+            for invitee in list(room.invites):
+                self._uninvite(room, invitee)
+            del self.rooms[key]
+
+    def _uninvite(self, room: Room, uid: str) -> None:
+        room.invites.pop(uid, None)
+        member = self.members.get(uid)
+        if member is not None and member.invited is not None:
+            member.invited.discard(room.key)
 
 
-def _matches(entries: list[tuple[str, str, float]], mask: str) -> bool:
+class _Draft:
+    """What a room's modes would be after the changes checked so far (see
+    :meth:`Hub.change_room_modes`); the room itself is not touched."""
+
+    __slots__ = ("room", "modes", "password", "limit", "flags", "masks")
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.modes = room.modes
+        self.password = room.password
+        self.limit = room.limit
+        #: Member id → flags, for the members a change touched.
+        self.flags: dict[str, int] = {}
+        #: List mode → folded masks added (True) or removed (False) so far.
+        self.masks: dict[str, dict[str, bool]] = {}
+
+    def has_mask(self, char: str, mask: str) -> bool:
+        folded = fold(mask)
+        changed = self.masks.get(char, {}).get(folded)
+        if changed is not None:
+            return changed
+        return any(fold(e.mask) == folded for e in self.room.mask_list(char))
+
+    def list_size(self, char: str) -> int:
+        size = len(self.room.mask_list(char))
+        for folded, present in self.masks.get(char, {}).items():
+            before = any(fold(e.mask) == folded for e in self.room.mask_list(char))
+            size += int(present) - int(before)
+        return size
+
+    def set_mask(self, char: str, mask: str, present: bool) -> None:
+        self.masks.setdefault(char, {})[fold(mask)] = present
+
+
+def _matches(entries: list[MaskEntry], mask: str) -> bool:
     """Does any mask of a room's list match ``nick!user@host``?"""
-    return any(mask_match(entry, mask) for entry, _, _ in entries)
+    return any(mask_match(entry.mask, mask) for entry in entries)
 
 
-def _mode_line(changes: list[ModeChange]) -> tuple[str, list[str]]:
-    """``+o-v``, ``["bob", "amy"]``: one mode string for a list of applied changes."""
-    modes = ""
-    args: list[str] = []
-    sign = ""
-    for change in changes:
-        if change.sign != sign:
-            modes += change.sign
-            sign = change.sign
-        modes += change.char
-        if change.arg is not None:
-            args.append(change.arg)
-    return modes, args
+def _whole_number(arg: str | None) -> int | None:
+    """``"50"`` → 50; anything but ASCII digits making a number above 0 → ``None``.
 
-
-def parse_mode_changes(modestring: str, args: list[str]) -> tuple[list[ModeChange], list[str]]:
-    """``"+ob-v", ["bob", "*!*@x", "amy"]`` → changes; unknown letters are kept (refused later).
-
-    Returns the changes and the list-mode letters asked for without an argument (a query
-    of the list, e.g. ``MODE #room +b``).
+    ``str.isdigit`` accepts ``"²"``, which ``int`` then refuses: only 0-9 count here.
     """
-    changes: list[ModeChange] = []
-    queries: list[str] = []
-    sign = "+"
-    args = list(args)
-    for char in modestring:
-        if char in "+-":
-            sign = char
-            continue
-        takes_arg = (
-            char in PREFIX_MODES
-            or char in LIST_MODES
-            or char in KEY_MODES
-            or (char in LIMIT_MODES and sign == "+")
-        )
-        if takes_arg:
-            if args:
-                changes.append(ModeChange(sign, char, args.pop(0)))
-            elif char in LIST_MODES:
-                queries.append(char)
-            elif char in KEY_MODES and sign == "-":
-                changes.append(ModeChange(sign, char, None))
-            else:
-                changes.append(ModeChange(sign, char, None))
-        else:
-            changes.append(ModeChange(sign, char, None))
-    return changes, queries
+    if not arg or not arg.isascii() or not arg.isdigit() or len(arg) > 9:
+        return None
+    value = int(arg)
+    return value if value > 0 else None

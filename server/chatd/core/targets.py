@@ -1,9 +1,10 @@
 """Where a published event goes, by name, never as a live view of members.
 
-A target names rooms and members by their folded keys (:func:`chatd.core.names.fold`),
-so it means the same thing on every node of a later cluster; the
-:class:`~chatd.core.router.Router` resolves it against the local hub at delivery time.
-``skip`` names a member that must not receive it (the sender of a chat line).
+A target names rooms by their folded keys (:func:`chatd.core.names.fold`) and members by
+their ids (:meth:`chatd.core.ids.Mint.uid`), so it means the same thing on every node of
+a later cluster; the :class:`~chatd.core.router.Router` resolves it against what is
+local at delivery time. ``skip`` names a member that must not receive it (the sender of
+a chat line).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class ToMember:
-    key: str
+    uid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +32,10 @@ class ToRooms:
 
     rooms: tuple[str, ...]
     skip: str | None = None
+    #: A member id.
     also: str | None = None
-    #: Also the members who monitor this member key and share none of the rooms; they
-    #: receive the event in :attr:`~chatd.core.events.Role.WATCHER` (extended-monitor).
+    #: Also the members who monitor this folded nickname and share none of the rooms;
+    #: they receive the event in :attr:`~chatd.core.events.Role.WATCHER` (extended-monitor).
     watched: str | None = None
 
 
@@ -68,4 +70,11 @@ class ToEveryone:
     """Every connection, registered or not (server shutdown)."""
 
 
-Target = ToMember | ToRoom | ToRooms | ToRoomOperators | ToWatchers | ToUserMode | ToEveryone
+@dataclass(frozen=True, slots=True)
+class ToNobody:
+    """An event that changes state and is shown to no one (a registration)."""
+
+
+Target = (
+    ToMember | ToRoom | ToRooms | ToRoomOperators | ToWatchers | ToUserMode | ToEveryone | ToNobody
+)

@@ -20,24 +20,37 @@ Theory of operation
 * **Timers are the session's.** It asks its transport for one callback at the earliest
   deadline it has (registration, idle, a dialect's ping) and re-arms from
   :meth:`on_timer`. Engines only know "call me back at t".
-* **Closing breaks every cycle.** :meth:`connection_lost` tells the hub, releases the
-  address slot, then drops the references between session, member and transport and the
-  decoder's buffer, so a closed connection's memory is freed by reference counting at
-  once rather than by a later cycle collection.
+* **A session sees a narrow context** (:class:`Context`): the hub, the settings, the
+  counters and a few calls into the service, never the service itself. The service owns
+  the connection's life cycle: :meth:`connection_made` and :meth:`connection_lost` tell
+  it (``Context.opened``/``Context.ended``), and it registers the session with the
+  router, tells the hub and releases the address slot.
+* **A session is the router's handle** of its connection (:class:`chatd.core.router.Handle`):
+  it has a member id from accept on (``uid``), an output (``out``: the transport, or a
+  labeled-response capture) and an ``encoder`` attribute (not a property: the router
+  reads it once per recipient of every broadcast).
+* **Closing breaks every cycle.** :meth:`connection_lost` tells the service, then drops
+  the references between session, member state and transport and the decoder's buffer,
+  so a closed connection's memory is freed by reference counting at once rather than by
+  a later cycle collection.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from chatd.core.hub import Member
+from chatd.config import Config
+from chatd.core.events import ChatKind, Source
 from chatd.core.limits import TokenBucket
+from chatd.core.model import Member
+from chatd.core.router import Encoder, Writer
 from chatd.net.transport import QUIT_TEXT, DisconnectReason, Transport
 
 if TYPE_CHECKING:
-    from chatd.service import ChatService
+    from chatd.core.hub import Hub
 
 
 class _Blank:
@@ -50,20 +63,41 @@ class _Blank:
 
 
 #: Decoders yield this for every empty (or all-white-space) line they skip.
-BLANK: Any = _Blank()
+BLANK = _Blank()
 
 #: Longest single wait :meth:`Session.process` asks for; it asks again if need be.
 PAUSE_SLICE = 0.5
 
 
-class Decoder:
+class Decoder(Protocol):
     """What a session needs from its dialect's decoder (h11-style: store, then pull)."""
 
     def feed(self, data: bytes) -> None: ...
     def feed_eof(self) -> None: ...
-    def next_item(self) -> Any | None: ...
+    def next_item(self) -> object | None: ...
     @property
     def buffered(self) -> int: ...
+
+
+@dataclass(eq=False)
+class Context:
+    """What a session may use of its server (built once by the service)."""
+
+    hub: Hub
+    config: Config
+    #: Event counters shown by /stats.
+    stats: Counter[str]
+    #: A new member id for a connection.
+    new_uid: Callable[[], str]
+    #: Counters plus gauges, for /stats.
+    snapshot: Callable[[], dict[str, int]]
+    #: The local session of a member id (idle times), or ``None``.
+    connection: Callable[[str], Session | None]
+    #: Local connections, registered or not (LUSERS' unknown connections).
+    connections: Callable[[], int]
+    #: A session was made / has ended: the service's side of the life cycle.
+    opened: Callable[[Session], None]
+    ended: Callable[[Session, DisconnectReason, str], None]
 
 
 @dataclass(frozen=True)
@@ -72,14 +106,17 @@ class Dialect:
 
     #: ``line``, ``irc``: shown in the listening line and in ``/stats``.
     name: str
-    #: Builds the session of one accepted connection: ``factory(service, host, now)``.
-    session: Callable[..., Session]
+    #: Builds the session of one accepted connection: ``factory(context, host, now, delay)``.
+    session: Callable[[Context, str, float, float], Session]
     #: Bytes sent to a connection refused at accept (``text`` says why), before closing.
     refusal: Callable[[str], bytes]
     #: Nicknames that would let their owner's lines read as this dialect's notices.
     reserved_nicks: frozenset[str] = field(default_factory=frozenset)
     #: ``(nick, text) -> True`` if an action by ``nick`` would render as a notice.
     action_forgeable: Callable[[str, str], bool] | None = None
+    #: ``(source, target, kind) -> bytes``: the longest piece of chat text this dialect
+    #: can carry in one frame from ``source`` to ``target`` (``None``: no limit).
+    piece_budget: Callable[[Source, str, ChatKind], int | None] | None = None
 
 
 class Session:
@@ -89,8 +126,11 @@ class Session:
     dialect: ClassVar[Dialect]
 
     __slots__ = (
-        "service",
+        "ctx",
         "transport",
+        "uid",
+        "out",
+        "encoder",
         "member",
         "decoder",
         "bucket",
@@ -104,18 +144,26 @@ class Session:
         "timer_at",
         "hold_until",
         "host",
+        "lost",
         "__weakref__",
     )
 
-    def __init__(self, service: ChatService, host: str, now: float, delay: float = 0.0) -> None:
+    def __init__(self, ctx: Context, host: str, now: float, delay: float = 0.0) -> None:
         """``delay``: seconds before the first input is read (the address' connect rate)."""
-        cfg = service.config
-        self.service = service
-        self.transport: Transport = None  # type: ignore[assignment]  # connection_made
-        self.member: Member = None  # type: ignore[assignment]
+        cfg = ctx.config
+        self.ctx: Context = ctx
+        self.transport: Transport = _NOT_MADE
+        #: This connection's member id: the router's key now, the hub's once registered.
+        self.uid = ctx.new_uid()
+        #: Where the router and the session write (see :class:`chatd.core.router.Handle`).
+        self.out: Writer = _NOT_MADE
+        #: The dialect's encoder for this connection (subclasses set it).
+        self.encoder: Encoder = _NO_ENCODER
+        #: The hub's state of this member once registered (read it, never write it).
+        self.member: Member | None = None
         self.decoder: Decoder = self.make_decoder()
         self.bucket = TokenBucket(cfg.flood_rate, cfg.flood_burst, now) if cfg.flood_rate else None
-        self.held: Any = None
+        self.held: object | None = None
         self.paused = False
         #: A close was asked for: handle no more input.
         self.closing = False
@@ -127,26 +175,26 @@ class Session:
         self.timer_at = 0.0
         self.hold_until = now + delay if delay > 0 else 0.0
         self.host = host
+        #: ``connection_lost`` has run: the session holds nothing any more.
+        self.lost = False
 
     # ----------------------------------------------------------------- for subclasses
 
     def make_decoder(self) -> Decoder:
         raise NotImplementedError
 
-    @property
-    def encoder(self) -> Any:
-        """The router encodes once per distinct encoder object."""
-        raise NotImplementedError
-
     def greet(self) -> None:
         """Queue what a client sees on connect."""
 
-    def handle(self, item: Any) -> int:
+    def handle(self, item: object) -> int:
         """Act on one decoded item; return extra flood tokens it costs (0 for most)."""
         raise NotImplementedError
 
     def flush_batch(self) -> None:
         """Publish chat lines collected by :meth:`handle` (called before every pause)."""
+
+    def drop_batch(self) -> None:
+        """Forget chat lines collected by :meth:`handle` (the connection is being killed)."""
 
     def next_deadline(self, now: float) -> float | None:
         """The dialect's own next deadline (IRC's keepalive PING), or ``None``."""
@@ -162,16 +210,26 @@ class Session:
     def on_close(self) -> None:
         """The connection is gone and the hub knows; drop dialect state."""
 
+    @property
+    def registered(self) -> bool:
+        return self.member is not None
+
+    @property
+    def nick(self) -> str | None:
+        member = self.member
+        return member.nick if member is not None else None
+
     # ----------------------------------------------------------------- engine side
 
     def connection_made(self, transport: Transport, now: float) -> None:
         self.transport = transport
-        self.member = self.service.hub.connect(self, transport, self.encoder, self.host)
+        self.out = transport
+        self.ctx.opened(self)
         self.greet()
         self.arm_timer(now)
 
     def data_received(self, data: bytes) -> None:
-        self.service.stats["bytes_in"] += len(data)
+        self.ctx.stats["bytes_in"] += len(data)
         self.active = True
         self.decoder.feed(data)
 
@@ -204,7 +262,7 @@ class Session:
                     self.held = item
                     if not self.paused:
                         self.paused = True
-                        self.service.stats["flood_pauses"] += 1
+                        self.ctx.stats["flood_pauses"] += 1
                     # In slices: between them the engine checks that the peer is still
                     # there, so a reset is noticed even behind a long debt.
                     return min(max(bucket.wait(now), 0.001), PAUSE_SLICE)
@@ -214,7 +272,7 @@ class Session:
                 if extra and bucket is not None:
                     bucket.charge(now, extra)
         finally:
-            if self.transport is not None:
+            if self.transport is not _NOT_MADE:
                 self.flush_batch()
         self.paused = False
         if self.eof and not self.closing:
@@ -225,10 +283,10 @@ class Session:
 
     def on_timer(self, now: float) -> None:
         self.timer_at = 0.0
-        if self.closing or self.transport is None:
+        if self.closing or self.transport is _NOT_MADE:
             return
-        cfg = self.service.config
-        if self.member.nick is None:
+        cfg = self.ctx.config
+        if self.member is None:
             if cfg.register_timeout > 0 and now >= self.accepted_at + cfg.register_timeout:
                 self.timed_out(DisconnectReason.REGISTER_TIMEOUT)
                 return
@@ -244,9 +302,9 @@ class Session:
 
     def arm_timer(self, now: float) -> None:
         """Ask the transport for a callback at the earliest deadline this session has."""
-        cfg = self.service.config
+        cfg = self.ctx.config
         when: float | None = None
-        if self.member.nick is None:
+        if self.member is None:
             if cfg.register_timeout > 0:
                 when = self.accepted_at + cfg.register_timeout
         elif cfg.idle_timeout > 0:
@@ -263,43 +321,26 @@ class Session:
         self.transport.call_at(when)
 
     def connection_lost(self, reason: DisconnectReason, detail: str = "") -> None:
-        service = self.service
-        if service is None:
+        if self.lost:
             return
-        service.stats["disconnect_" + reason.value] += 1
-        member = self.member
-        if member is None:
-            # Never made (a TLS handshake that failed): the hub never knew it.
-            service.admission.release(self.host)
-            self.decoder = None  # type: ignore[assignment]
-            self.service = None  # type: ignore[assignment]
-            return
-        if reason is DisconnectReason.SHUTDOWN:
-            # Everyone was told already; N quit notices to N closing members is N².
-            service.hub.disconnect(member, quiet=True)
-        elif reason is DisconnectReason.QUIT:
-            service.hub.disconnect(member, detail, by_user=True)
-        else:
-            service.hub.disconnect(member, detail or QUIT_TEXT.get(reason, reason.value))
-        service.admission.release(self.host)
+        self.lost = True
+        self.ctx.ended(self, reason, detail)
         self.on_close()
-        # Break the session ⇄ member ⇄ transport cycle and free the buffers now.
-        member.session = None
-        member.out = None
-        self.member = None  # type: ignore[assignment]
-        self.transport = None  # type: ignore[assignment]
-        self.decoder = None  # type: ignore[assignment]
+        # Break the session ⇄ transport cycle and free the buffers now.
+        self.member = None
+        self.transport = _NOT_MADE
+        self.out = _NOT_MADE
+        self.decoder = _NO_DECODER
         self.held = None
-        self.service = None  # type: ignore[assignment]
 
     # ----------------------------------------------------------------- helpers
 
     def write(self, data: bytes) -> None:
         """Queue a reply to this client (counted like every delivery)."""
-        stats = self.service.stats
+        stats = self.ctx.stats
         stats["writes_out"] += 1
         stats["bytes_out"] += len(data)
-        self.transport.write(data)
+        self.out.write(data)
 
     def close(self, reason: DisconnectReason, detail: str = "") -> None:
         """Handle no more input; flush and close."""
@@ -309,3 +350,61 @@ class Session:
         self.held = None
         self.flush_batch()
         self.transport.close_soon(reason, detail)
+
+    def disconnect(self, detail: str) -> None:
+        """The router's call after delivering a KILL of this member: close after it.
+
+        Runs inside a fan-out, so it publishes nothing: chat lines collected and not yet
+        sent are dropped (their sender is gone).
+        """
+        if self.closing or self.transport is _NOT_MADE:
+            return
+        self.closing = True
+        self.held = None
+        self.drop_batch()
+        self.transport.close_soon(DisconnectReason.KILLED, detail)
+
+
+class _NotMade:
+    """The transport and output of a session not made yet, or lost: writes go nowhere."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close_soon(self, reason: DisconnectReason, detail: str = "") -> None:
+        pass
+
+    def call_at(self, when: float) -> None:
+        pass
+
+
+class _NoEncoder:
+    __slots__ = ()
+
+    def encode(self, event: object, role: object) -> bytes:
+        return b""
+
+    def encode_for(self, event: object, recipient: object) -> bytes:
+        return b""
+
+
+class _NoDecoder:
+    __slots__ = ()
+    buffered = 0
+
+    def feed(self, data: bytes) -> None:
+        pass
+
+    def feed_eof(self) -> None:
+        pass
+
+    def next_item(self) -> object | None:
+        return None
+
+
+_NOT_MADE = _NotMade()
+_NO_ENCODER: Encoder = _NoEncoder()
+_NO_DECODER = _NoDecoder()
+__all__ = ["BLANK", "Context", "Decoder", "Dialect", "QUIT_TEXT", "Session"]

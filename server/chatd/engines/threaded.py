@@ -308,7 +308,7 @@ class TLSThreadedConnection(ThreadedConnection):
         #: close_notify is queued: later writes are dropped (the session is closing).
         self.notified = False
 
-    def write(self, data: bytes) -> None:  # type: ignore[override]
+    def write(self, data: bytes) -> None:
         """Encrypt (hub lock held, like every write), then the plain blocking send."""
         if self.dead or self.notified:
             return

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from chatd.dialects.base import Dialect
+from chatd.dialects.irc.encoder import piece_budget
 from chatd.dialects.irc.session import IrcSession
 from chatd.dialects.irc.wire import encode
 
@@ -16,4 +17,4 @@ def refusal(text: str) -> bytes:
     return encode("ERROR", f"Closing Link: ({text})", colon=True)
 
 
-DIALECT = Dialect(name="irc", session=IrcSession, refusal=refusal)
+DIALECT = Dialect(name="irc", session=IrcSession, refusal=refusal, piece_budget=piece_budget)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chatd.core import errors as err
-from chatd.core.hub import PREFIXES, Room, parse_mode_changes
+from chatd.core.model import OP, VOICE, Room
+from chatd.core.modes import parse_mode_changes
 from chatd.dialects.irc import encoder as enc
-from chatd.dialects.irc.limits import KICKLEN, MAX_TARGETS, TOPICLEN, USER_MODES
+from chatd.dialects.irc.limits import MAX_TARGETS, USER_MODES
 from chatd.dialects.irc.numerics import Numeric as N
 from chatd.dialects.irc.wire import Message
+from chatd.dialects.modestrings import room_modes
 
 if TYPE_CHECKING:
     from chatd.dialects.irc.session import IrcSession
@@ -21,6 +23,8 @@ _LIST_REPLIES = {
     "e": (N.RPL_EXCEPTLIST, N.RPL_ENDOFEXCEPTLIST),
     "I": (N.RPL_INVEXLIST, N.RPL_ENDOFINVEXLIST),
 }
+#: Room flags as IRC shows them (PREFIX=(ov)@+), the highest first.
+PREFIXES = ((OP, "o", "@"), (VOICE, "v", "+"))
 
 
 def prefixes(flags: int, multi: bool) -> str:
@@ -37,21 +41,23 @@ def prefixes(flags: int, multi: bool) -> str:
 def join(s: IrcSession, message: Message) -> int:
     if not s.need(message, 1):
         return 0
-    hub = s.service.hub
+    hub = s.ctx.hub
+    member = s.member
+    assert member is not None
     if message.params[0] == "0":
-        for room in list(s.member.rooms.values()):
-            hub.part(s.member, room.name, "Left all channels")
+        for key in list(member.rooms):
+            hub.part(s.uid, hub.rooms[key].name, "Left all channels")
         return 0
     names = message.params[0].split(",")
     keys = message.params[1].split(",") if len(message.params) > 1 else []
     extra = 0
     for i, name in enumerate(names):
-        key = keys[i] if i < len(keys) and keys[i] else None
+        password = keys[i] if i < len(keys) and keys[i] else None
         if not name.startswith("#"):
             s.numeric(N.ERR_NOSUCHCHANNEL, name)
             continue
         try:
-            room = hub.join(s.member, name, key)
+            room = hub.join(s.uid, name, password)
         except err.AlreadyInRoom:
             continue
         except err.HubError as exc:
@@ -69,7 +75,7 @@ def part(s: IrcSession, message: Message) -> None:
     reason = message.params[1] if len(message.params) > 1 else ""
     for name in message.params[0].split(","):
         try:
-            s.service.hub.part(s.member, name, reason[:TOPICLEN])
+            s.ctx.hub.part(s.uid, name, reason)
         except err.HubError as exc:
             s.hub_error(exc, "PART")
 
@@ -84,7 +90,7 @@ def names(s: IrcSession, message: Message) -> int:
         s.numeric(N.RPL_ENDOFNAMES, "*")
         return 0
     wanted = message.params[0].split(",")[:MAX_TARGETS]
-    hub = s.service.hub
+    hub = s.ctx.hub
     sent = 0
     shown = ",".join(wanted)
     for name in wanted:
@@ -100,12 +106,14 @@ def names(s: IrcSession, message: Message) -> int:
 def names_reply(s: IrcSession, room: Room, end: bool = True) -> int:
     """353s (and with ``end`` the 366) for ``room``; returns the 353 lines sent."""
     symbol = "@" if "s" in room.modes else "="
-    multi = s.caps & enc.MULTI_PREFIX
+    multi = bool(s.caps & enc.MULTI_PREFIX)
     long_form = s.caps & enc.USERHOST_IN_NAMES
+    members = s.ctx.hub.members
     words = []
-    for member, flags in room.members.items():
+    for uid, flags in room.members.items():
+        member = members[uid]
         shown = member.mask if long_form else member.nick
-        words.append(prefixes(flags, bool(multi)) + shown)  # type: ignore[operator]
+        words.append(prefixes(flags, multi) + shown)
     sent = s.listing(N.RPL_NAMREPLY, (symbol, room.name), words)
     if end:
         s.numeric(N.RPL_ENDOFNAMES, room.name)
@@ -115,7 +123,7 @@ def names_reply(s: IrcSession, room: Room, end: bool = True) -> int:
 def topic(s: IrcSession, message: Message) -> None:
     if not s.need(message, 1):
         return
-    hub = s.service.hub
+    hub = s.ctx.hub
     name = message.params[0]
     room = hub.room_or_raise(name)
     if len(message.params) < 2:
@@ -126,7 +134,7 @@ def topic(s: IrcSession, message: Message) -> None:
         else:
             s.numeric(N.RPL_NOTOPIC, room.name)
         return
-    hub.topic(s.member, room.name, message.params[1][:TOPICLEN])
+    hub.topic(s.uid, room.name, message.params[1])
 
 
 def topic_reply(s: IrcSession, room: Room) -> None:
@@ -142,10 +150,10 @@ def mode(s: IrcSession, message: Message) -> int:
     if not target.startswith("#"):
         user_mode(s, message)
         return 0
-    hub = s.service.hub
+    hub = s.ctx.hub
     room = hub.room_or_raise(target)
     if len(message.params) == 1:
-        modes, args = room.mode_string(show_key=s.member in room.members)
+        modes, args = room_modes(room, show_key=s.uid in room.members)
         s.send(N.RPL_CHANNELMODEIS.code, s.me, room.name, modes, *args, source=s.server_name)
         s.numeric(N.RPL_CREATIONTIME, room.name, text=str(int(room.created)), data=True)
         return 0
@@ -153,14 +161,14 @@ def mode(s: IrcSession, message: Message) -> int:
     extra = 0
     for char in dict.fromkeys(queries):
         entry, end = _LIST_REPLIES[char]
-        for mask, setter, when in room.mask_list(char):
+        for item in room.mask_list(char):
             s.send(
                 entry.code,
                 s.me,
                 room.name,
-                mask,
-                setter,
-                str(int(when)),
+                item.mask,
+                item.set_by,
+                str(int(item.at)),
                 source=s.server_name,
                 colon=False,
             )
@@ -168,31 +176,30 @@ def mode(s: IrcSession, message: Message) -> int:
         s.numeric(end, room.name)
     if not changes:
         return extra // 10
-    _, refused = hub.change_room_modes(s.member, room.name, changes)
+    _, refused = hub.change_room_modes(s.uid, room.name, changes)
     for exc in refused:
         s.hub_error(exc, "MODE")
     return 0
 
 
 def user_mode(s: IrcSession, message: Message) -> None:
-    hub = s.service.hub
+    hub = s.ctx.hub
     target = hub.find(message.params[0])
     if target is None:
         s.numeric(N.ERR_NOSUCHNICK, message.params[0])
         return
-    if target is not s.member:
+    if target.uid != s.uid:
         s.numeric(N.ERR_USERSDONTMATCH)
         return
     if len(message.params) == 1:
-        s.send(N.RPL_UMODEIS.code, s.me, "+" + s.member.modes, source=s.server_name, colon=False)
+        s.send(N.RPL_UMODEIS.code, s.me, "+" + target.modes, source=s.server_name, colon=False)
         return
     changes, _ = parse_mode_changes(message.params[1], [])
     unknown = [c for c in changes if c.char not in USER_MODES]
     if unknown:
         s.numeric(N.ERR_UMODEUNKNOWNFLAG)
-    applied = hub.change_user_modes(s.member, [c for c in changes if c.char in USER_MODES])
-    if applied:
-        s.send("MODE", s.me, applied, source=s.me, colon=False)
+    # The hub publishes the change to this client, which renders it as MODE.
+    hub.change_user_modes(s.uid, [c for c in changes if c.char in USER_MODES])
 
 
 def kick(s: IrcSession, message: Message) -> None:
@@ -200,7 +207,7 @@ def kick(s: IrcSession, message: Message) -> None:
         return
     rooms = message.params[0].split(",")
     nicks = message.params[1].split(",")[:MAX_TARGETS]
-    reason = message.params[2][:KICKLEN] if len(message.params) > 2 else ""
+    reason = message.params[2] if len(message.params) > 2 else ""
     pairs = (
         zip(rooms, nicks, strict=False)
         if len(rooms) == len(nicks)
@@ -208,27 +215,26 @@ def kick(s: IrcSession, message: Message) -> None:
     )
     for room, nick in pairs:
         try:
-            s.service.hub.kick(s.member, room, nick, reason)
+            s.ctx.hub.kick(s.uid, room, nick, reason)
         except err.HubError as exc:
             s.hub_error(exc, "KICK")
 
 
 def invite(s: IrcSession, message: Message) -> None:
     """``INVITE nick #room``; with no parameters, the rooms the client is invited to."""
+    hub = s.ctx.hub
     if not message.params:
-        for room in s.service.hub.invitations(s.member):
+        for room in hub.invitations(s.uid):
             s.numeric(N.RPL_INVITELIST, text=room.name, data=True)
         s.numeric(N.RPL_ENDOFINVITELIST)
         return
     if not s.need(message, 2):
         return
     nick, name = message.params[0], message.params[1]
-    hub = s.service.hub
     if hub.find(nick) is None:
         raise err.NoSuchNick(nick)
     room = hub.room_or_raise(name)
-    hub.invite(s.member, nick, room.name)
-    invitee = hub.find(nick)
-    s.numeric(N.RPL_INVITING, invitee.nick, room.name)  # type: ignore[union-attr,arg-type]
-    if invitee is not None and invitee.away:
-        s.numeric(N.RPL_AWAY, invitee.nick, text=invitee.away)  # type: ignore[arg-type]
+    invitee = hub.invite(s.uid, nick, room.name)
+    s.numeric(N.RPL_INVITING, invitee.nick, room.name)
+    if invitee.away:
+        s.numeric(N.RPL_AWAY, invitee.nick, text=invitee.away)

@@ -13,22 +13,26 @@ the room, and usually once.
 MONITOR's 730/731 name their recipient, so they are rendered per watcher
 (:meth:`IrcEncoder.encode_for`); they are rare (a watched nick signing on or off).
 
-Long text from the line dialect (up to ``--max-line`` bytes) is split at UTF-8 character
-boundaries into several PRIVMSGs that each fit IRC's 512-byte line, in order, never
-truncated (:func:`~chatd.dialects.irc.wire.split_text`). Other trailing parameters (a
-kick reason, a topic) are cut to fit instead, as IRC servers do.
+Long text from the line dialect (up to ``--max-line`` bytes) reaches this encoder already
+cut by the hub into pieces that each fit IRC's 512-byte line (:func:`piece_budget` tells
+the hub how much fits), each piece with its own ``msgid``; the encoder only renders ids
+and times the hub minted. Other trailing parameters (a kick reason, a topic) are cut to
+fit instead, as IRC servers do.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from chatd.core import events as ev
 from chatd.core.events import Role
+from chatd.core.router import Handle
 from chatd.dialects.irc.wire import ctcp, encode, split_text
+from chatd.dialects.modestrings import mode_line
+
+if TYPE_CHECKING:
+    from chatd.dialects.irc.session import IrcSession
 
 #: The capabilities this server offers, and the bit each is kept as in a session.
 CAPS = (
@@ -66,10 +70,8 @@ ENCODING_BITS = (
 STATUS_PREFIX = {"o": "@", "v": "+"}
 
 LINE_LIMIT = 512
-
-
-def prefix(source: ev.Source) -> str:
-    return f"{source.nick}!{source.user}@{source.host}"
+#: What a CTCP ACTION adds around its text: ``\x01ACTION `` and ``\x01``.
+ACTION_OVERHEAD = len("\x01ACTION \x01")
 
 
 def server_time(at: float) -> str:
@@ -87,18 +89,29 @@ def fit(line_start: str, last: str, limit: int = LINE_LIMIT) -> str:
     return data[: max(room, 0)].decode("utf-8", "ignore")
 
 
+def piece_budget(source: ev.Source, target: str, kind: ev.ChatKind) -> int | None:
+    """The most text bytes one PRIVMSG/NOTICE from ``source`` to ``target`` can carry in
+    IRC's 512-byte line (tags do not count); the hub cuts longer lines to this."""
+    if kind is ev.ChatKind.TAGMSG:
+        return None
+    command = "NOTICE" if kind is ev.ChatKind.NOTICE else "PRIVMSG"
+    head = len(f":{source.mask} {command} {target} :".encode()) + 2  # and CR LF
+    if kind is ev.ChatKind.ACTION:
+        head += ACTION_OVERHEAD
+    return max(LINE_LIMIT - head, 4)
+
+
 class IrcEncoder:
     """Renders hub events for the IRC members whose capabilities have ``bits``."""
 
-    __slots__ = ("bits", "clock", "__weakref__")
+    __slots__ = ("bits", "__weakref__")
 
-    def __init__(self, bits: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bits: int) -> None:
         self.bits = bits
-        self.clock = clock
 
     def tags(
         self,
-        at: float = 0.0,
+        at: float,
         msgid: str = "",
         client: tuple[tuple[str, str], ...] = (),
         bot: bool = False,
@@ -111,8 +124,8 @@ class IrcEncoder:
         if not bits & (SERVER_TIME | MESSAGE_TAGS):
             return None
         tags: dict[str, str] = {}
-        if bits & SERVER_TIME:
-            tags["time"] = server_time(at or self.clock())
+        if bits & SERVER_TIME and at:
+            tags["time"] = server_time(at)
         if bits & MESSAGE_TAGS:
             if msgid:
                 tags["msgid"] = msgid
@@ -123,139 +136,158 @@ class IrcEncoder:
 
     def encode(self, event: ev.Event, role: Role) -> bytes:
         match event:
-            case ev.Chat(source=source, room=room, texts=texts, kind=kind):
+            case ev.Chat(source=source, room=room, lines=lines, kind=kind):
                 if event.audience:
                     room = STATUS_PREFIX[event.audience] + room
-                return self.chat(
-                    prefix(source), room, texts, kind, event.tags, event.at, event.msgid, source.bot
-                )
-            case ev.PrivateChat(source=source, target=target, text=text, kind=kind):
-                return self.chat(
-                    prefix(source),
-                    target,
-                    (text,),
-                    kind,
-                    event.tags,
-                    event.at,
-                    event.msgid,
-                    source.bot,
-                )
-            case ev.Joined(source=source, room=room, away=away):
-                src = prefix(source)
-                line = encode("JOIN", room, source=src, tags=self.tags())
+                return self.chat(source, room, lines, kind, event.tags)
+            case ev.PrivateChat(source=source, target=target, lines=lines, kind=kind):
+                return self.chat(source, target, lines, kind, event.tags)
+            case ev.Joined(source=source, room=room, away=away, at=at):
+                src = source.mask
+                line = encode("JOIN", room, source=src, tags=self.tags(at))
                 if away and role is Role.OTHER and self.bits & AWAY_NOTIFY:
                     away = fit(f":{src} AWAY", away)
-                    line += encode("AWAY", away, source=src, tags=self.tags(), colon=True)
+                    line += encode("AWAY", away, source=src, tags=self.tags(at), colon=True)
                 return line
-            case ev.Parted(source=source, room=room, reason=reason):
-                src = prefix(source)
+            case ev.Parted(source=source, room=room, reason=reason, at=at):
+                src = source.mask
                 if not reason:
-                    return encode("PART", room, source=src, tags=self.tags())
+                    return encode("PART", room, source=src, tags=self.tags(at))
                 why = fit(f":{src} PART {room}", reason)
-                return encode("PART", room, why, source=src, tags=self.tags(), colon=True)
-            case ev.Quit(source=source, reason=reason, by_user=by_user):
-                src = prefix(source)
+                return encode("PART", room, why, source=src, tags=self.tags(at), colon=True)
+            case ev.Quit(source=source, reason=reason, by_user=by_user, at=at):
+                src = source.mask
                 text = f"Quit: {reason}" if by_user else (reason or "Client quit")
                 text = fit(f":{src} QUIT", text)
-                return encode("QUIT", text, source=src, tags=self.tags(), colon=True)
-            case ev.NickChanged(source=source, new=new):
-                return encode("NICK", new, source=prefix(source), tags=self.tags())
-            case ev.Kicked(source=source, room=room, nick=nick, reason=reason):
-                src = prefix(source)
-                why = fit(f":{src} KICK {room} {nick}", reason or source.nick)
-                return encode("KICK", room, nick, why, source=src, tags=self.tags(), colon=True)
-            case ev.TopicChanged(source=source, room=room, topic=topic):
-                src = prefix(source)
+                return encode("QUIT", text, source=src, tags=self.tags(at), colon=True)
+            case ev.Killed(source=source, victim=victim, reason=reason):
+                if role is not Role.SUBJECT:
+                    return b""
+                text = f"Closing Link: {victim.host} (Killed ({source.nick} ({reason})))"
+                return encode("ERROR", fit("ERROR", text), colon=True)
+            case ev.NickChanged(source=source, new=new, at=at):
+                return encode("NICK", new, source=source.mask, tags=self.tags(at))
+            case ev.Kicked(source=source, room=room, victim=victim, reason=reason, at=at):
+                src = source.mask
+                why = fit(f":{src} KICK {room} {victim.nick}", reason or source.nick)
+                tags = self.tags(at)
+                return encode("KICK", room, victim.nick, why, source=src, tags=tags, colon=True)
+            case ev.TopicChanged(source=source, room=room, topic=topic, at=at):
+                src = source.mask
                 topic = fit(f":{src} TOPIC {room}", topic)
-                return encode("TOPIC", room, topic, source=src, tags=self.tags(), colon=True)
-            case ev.ModeChanged(source=source, room=room, changes=changes, args=args):
-                return encode("MODE", room, changes, *args, source=prefix(source), tags=self.tags())
-            case ev.Invited(source=source, nick=nick, room=room):
+                return encode("TOPIC", room, topic, source=src, tags=self.tags(at), colon=True)
+            case ev.ModeChanged(source=source, room=room, changes=changes, at=at):
+                modes, args = mode_line(changes)
+                return encode("MODE", room, modes, *args, source=source.mask, tags=self.tags(at))
+            case ev.UserModeChanged(source=source, changes=changes, at=at):
+                if role is not Role.ACTOR:
+                    return b""
+                nick = source.nick
+                return encode("MODE", nick, changes, source=nick, tags=self.tags(at))
+            case ev.Invited(source=source, victim=victim, room=room, at=at):
                 if role is not Role.SUBJECT and not self.bits & INVITE_NOTIFY:
                     return b""
-                return encode("INVITE", nick, room, source=prefix(source), tags=self.tags())
-            case ev.AwayChanged(source=source, text=text):
+                tags = self.tags(at)
+                return encode("INVITE", victim.nick, room, source=source.mask, tags=tags)
+            case ev.AwayChanged(source=source, text=text, at=at):
                 if not self.bits & AWAY_NOTIFY:
                     return b""
                 if role is Role.WATCHER and not self.bits & EXTENDED_MONITOR:
                     return b""
-                src = prefix(source)
+                src = source.mask
                 if not text:
-                    return encode("AWAY", source=src, tags=self.tags())
+                    return encode("AWAY", source=src, tags=self.tags(at))
                 text = fit(f":{src} AWAY", text)
-                return encode("AWAY", text, source=src, tags=self.tags(), colon=True)
-            case ev.RealnameChanged(source=source, realname=realname):
+                return encode("AWAY", text, source=src, tags=self.tags(at), colon=True)
+            case ev.RealnameChanged(source=source, realname=realname, at=at):
                 if not self.bits & SETNAME:
                     return b""
                 if role is Role.WATCHER and not self.bits & EXTENDED_MONITOR:
                     return b""
-                src = prefix(source)
+                src = source.mask
                 realname = fit(f":{src} SETNAME", realname)
-                return encode("SETNAME", realname, source=src, tags=self.tags(), colon=True)
+                return encode("SETNAME", realname, source=src, tags=self.tags(at), colon=True)
             case ev.CameOnline() | ev.WentOffline():
                 return b""  # personal: see encode_for
-            case ev.Wallops(source=source, text=text):
-                src = prefix(source)
+            case ev.Registered():
+                return b""
+            case ev.Wallops(source=source, text=text, at=at):
+                src = source.mask
                 text = fit(f":{src} WALLOPS", text)
-                return encode("WALLOPS", text, source=src, tags=self.tags(), colon=True)
+                return encode("WALLOPS", text, source=src, tags=self.tags(at), colon=True)
             case ev.ServerShutdown():
                 return encode("ERROR", "Server shutting down", colon=True)
         raise TypeError(f"no IRC encoding for {event!r}")
 
-    def encode_for(self, event: ev.Event, member: Any) -> bytes:
-        """MONITOR's 730 RPL_MONONLINE / 731 RPL_MONOFFLINE for watcher ``member``."""
-        session = member.session
-        if session is None or member.nick is None:
+    def encode_for(self, event: ev.Event, recipient: Handle) -> bytes:
+        """MONITOR's 730 RPL_MONONLINE / 731 RPL_MONOFFLINE for watcher ``recipient``."""
+        session: IrcSession = recipient  # type: ignore[assignment]  # IRC's own handles
+        if session.member is None:
             return b""
         server = session.server_name
+        me = session.me
         match event:
             case ev.CameOnline(source=source):
-                return encode("730", member.nick, prefix(source), source=server, colon=True)
+                return encode("730", me, source.mask, source=server, colon=True)
             case ev.WentOffline(nick=nick):
-                return encode("731", member.nick, nick, source=server, colon=True)
+                return encode("731", me, nick, source=server, colon=True)
         raise TypeError(f"no personal IRC encoding for {event!r}")
 
     def chat(
         self,
-        src: str,
+        source: ev.Source,
         target: str,
-        texts: tuple[str, ...],
+        lines: tuple[ev.ChatLine, ...],
         kind: ev.ChatKind,
         client_tags: tuple[tuple[str, str], ...] = (),
-        at: float = 0.0,
-        msgid: str = "",
-        bot: bool = False,
     ) -> bytes:
-        """PRIVMSG/NOTICE lines for ``texts`` (each split to fit), or a TAGMSG."""
+        """One PRIVMSG/NOTICE per line (each with its own ``msgid``), or a TAGMSG."""
+        src = source.mask
+        bot = source.bot
         if kind is ev.ChatKind.TAGMSG:
             if not self.bits & MESSAGE_TAGS:
                 return b""
-            tags = self.tags(at, msgid, client_tags, bot)
+            first = lines[0]
+            tags = self.tags(first.at, first.msgid, client_tags, bot)
             return encode("TAGMSG", target, source=src, tags=tags)
         command = "NOTICE" if kind is ev.ChatKind.NOTICE else "PRIVMSG"
-        head = f":{src} {command} {target} :"
-        budget_prefix = len(head.encode())
         action = kind is ev.ChatKind.ACTION
+        out: list[bytes] = []
+        for line in lines:
+            tags = self.tags(line.at, line.msgid, client_tags, bot)
+            body = ctcp("ACTION", line.text) if action else line.text
+            data = encode(command, target, body, source=src, tags=tags, colon=True)
+            if len(data) - _tags_length(data) > LINE_LIMIT:
+                # The hub cut the text to piece_budget(); only a mismatch between the two
+                # (a bug) gets here. Never send an overlong line: cut it again.
+                data = self._split(command, src, target, line.text, action, tags)
+            out.append(data)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    @staticmethod
+    def _split(
+        command: str,
+        src: str,
+        target: str,
+        text: str,
+        action: bool,
+        tags: dict[str, str] | None,
+    ) -> bytes:
+        head = len(f":{src} {command} {target} :".encode())
         if action:
-            budget_prefix += len("\x01ACTION \x01")
-        lines: list[bytes] = []
-        for i, text in enumerate(texts):
-            tags = self.tags(
-                at, f"{msgid}-{i}" if msgid and len(texts) > 1 else msgid, client_tags, bot
-            )
-            body = ctcp("ACTION", text) if action else text
-            line = encode(command, target, body, source=src, colon=True)
-            if len(line) <= LINE_LIMIT and not tags:
-                lines.append(line)
-                continue
-            if len(line) <= LINE_LIMIT:  # the 512 bytes do not count the tags
-                pieces = [text]
-            else:
-                pieces = split_text(budget_prefix, text)
-            for piece in pieces:
-                body = ctcp("ACTION", piece) if action else piece
-                lines.append(encode(command, target, body, source=src, tags=tags, colon=True))
-        return b"".join(lines)
+            head += ACTION_OVERHEAD
+        out = []
+        for piece in split_text(head, text):
+            body = ctcp("ACTION", piece) if action else piece
+            out.append(encode(command, target, body, source=src, tags=tags, colon=True))
+        return b"".join(out)
+
+
+def _tags_length(line: bytes) -> int:
+    """Bytes of the tag section of an encoded line, the space after it included."""
+    if not line.startswith(b"@"):
+        return 0
+    return line.index(b" ") + 1
 
 
 _ENCODERS: dict[int, IrcEncoder] = {}

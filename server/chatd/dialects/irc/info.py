@@ -3,11 +3,13 @@ HELP, OPER, KILL, WALLOPS."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from chatd.core.hub import LIST_MODES, MAX_LIST, MAX_WATCH
+from chatd.core.modes import LIST_MODES, MAX_LIST
+from chatd.core.monitor import MAX_WATCH
 from chatd.dialects.irc.isupport import rpl_isupport_lines
 from chatd.dialects.irc.limits import (
     AWAYLEN,
@@ -28,9 +30,9 @@ if TYPE_CHECKING:
 
 
 def isupport(s: IrcSession) -> None:
-    cfg = s.service.config
+    cfg = s.ctx.config
     lists = ",".join(f"{char}:{MAX_LIST}" for char in LIST_MODES)
-    support: dict[str, Any] = {
+    support: dict[str, str | int | bool | None] = {
         "AWAYLEN": AWAYLEN,
         "BOT": "B",
         "CASEMAPPING": "ascii",
@@ -63,13 +65,16 @@ def isupport(s: IrcSession) -> None:
 
 
 def lusers(s: IrcSession, message: Message | None = None) -> None:
-    hub = s.service.hub
-    registered = list(hub.nicks.values())
-    invisible = sum(1 for m in registered if "i" in m.modes)
-    opers = sum(1 for m in registered if "o" in m.modes)
-    unknown = len(hub.members) - len(registered)
-    count, peak = str(len(registered)), str(hub.max_registered)
-    s.numeric(N.RPL_LUSERCLIENT, u=str(len(registered) - invisible), i=str(invisible), s="1")
+    """LUSERS, from counts the hub keeps as it applies events: no scan of the members
+    (every IRC registration sends it, so a join storm would otherwise be quadratic)."""
+    hub = s.ctx.hub
+    registered = hub.registered
+    invisible = hub.invisible
+    opers = hub.opers
+    local_registered = registered  # a single node: every member is local
+    unknown = max(s.ctx.connections() - local_registered, 0)
+    count, peak = str(registered), str(hub.max_registered)
+    s.numeric(N.RPL_LUSERCLIENT, u=str(registered - invisible), i=str(invisible), s="1")
     if opers:
         s.numeric(N.RPL_LUSEROP, str(opers))
     if unknown:
@@ -81,7 +86,7 @@ def lusers(s: IrcSession, message: Message | None = None) -> None:
 
 
 def motd(s: IrcSession, message: Message | None = None) -> None:
-    lines = s.service.config.motd
+    lines = s.ctx.config.motd
     if not lines:
         s.numeric(N.ERR_NOMOTD)
         return
@@ -113,7 +118,8 @@ def links(s: IrcSession, message: Message) -> None:
 
 
 def help_(s: IrcSession, message: Message) -> None:
-    from chatd.dialects.irc.session import HANDLERS, State  # the table names this function
+    from chatd.dialects.irc.registration import State
+    from chatd.dialects.irc.session import HANDLERS  # the table names this function
 
     subject = message.params[0].upper() if message.params else "*"
     if subject != "*" and subject not in HANDLERS[State.REGISTERED]:
@@ -135,31 +141,38 @@ def oper(s: IrcSession, message: Message) -> None:
     if not s.need(message, 2):
         return
     name, password = message.params[0], message.params[1]
-    if s.service.config.opers.get(name) != password or password == "":
+    if not check_oper(s.ctx.config.opers, name, password):
         s.numeric(N.ERR_PASSWDMISMATCH)
         return
-    s.service.hub.make_oper(s.member)
     s.numeric(N.RPL_YOUREOPER)
-    s.send("MODE", s.me, "+o", source=s.me, colon=False)
+    # The hub publishes +o to this client, which renders it as MODE.
+    s.ctx.hub.make_oper(s.uid)
+
+
+def check_oper(opers: dict[str, str], name: str, password: str) -> bool:
+    """Whether ``name``/``password`` are an operator's, in time that does not depend on
+    how much of the password was right (``hmac.compare_digest``)."""
+    expected = opers.get(name)
+    if expected is None or not password:
+        hmac.compare_digest(password.encode(), password.encode())  # the same work
+        return False
+    return hmac.compare_digest(password.encode(), expected.encode())
 
 
 def kill(s: IrcSession, message: Message) -> None:
-    if "o" not in s.member.modes:
+    """KILL nick [reason]: any dialect's member; the hub tells it why and closes it."""
+    member = s.member
+    assert member is not None
+    if "o" not in member.modes:
         s.numeric(N.ERR_NOPRIVILEGES)
         return
     if not s.need(message, 1):
         return
-    victim = s.service.hub.find(message.params[0])
-    if victim is None:
-        s.numeric(N.ERR_NOSUCHNICK, message.params[0])
-        return
     reason = message.params[1] if len(message.params) > 1 else "no reason"
-    session = victim.session
-    if session is not None:
-        session.kill(s.me, reason[:KICKLEN])
+    s.ctx.hub.kill(s.uid, message.params[0], reason)
 
 
 def wallops(s: IrcSession, message: Message) -> None:
     if not s.need(message, 1):
         return
-    s.service.hub.wallops(s.member, message.params[0][:TOPICLEN])
+    s.ctx.hub.wallops(s.uid, message.params[0])

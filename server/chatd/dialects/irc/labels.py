@@ -12,9 +12,9 @@ server sends it *because of* that command is its response, which goes out as
 What the response is: everything written to the client while the command runs, by the
 session (numerics) and by the router (the client's own JOIN, NICK, MODE...), since the
 hub publishes synchronously. While a command runs, :class:`Capture` stands in for the
-member's output. One exception: a chat message the client sends *to itself* reaches
-it as a message, not as a response, so :attr:`Capture.passthrough` lets that delivery
-through unlabeled while the echo (echo-message) is the labeled reply.
+session's output (``Session.out``). One exception: a chat message the client sends *to
+itself* reaches it as a message, not as a response, so :attr:`Capture.passthrough` lets
+that delivery through unlabeled while the echo (echo-message) is the labeled reply.
 
 The lines are tagged after encoding: a tag is spliced into each complete line's tag
 section (:func:`add_tag`), so the encoders need not know labels exist.
@@ -22,8 +22,7 @@ section (:func:`add_tag`), so the encoders need not know labels exist.
 
 from __future__ import annotations
 
-from typing import Any
-
+from chatd.core.router import Writer
 from chatd.dialects.irc.wire import encode, escape_tag_value
 
 
@@ -32,7 +31,7 @@ class Capture:
 
     __slots__ = ("transport", "label", "chunks", "passthrough")
 
-    def __init__(self, transport: Any, label: str) -> None:
+    def __init__(self, transport: Writer, label: str) -> None:
         #: The real output, for what passes through.
         self.transport = transport
         self.label = label

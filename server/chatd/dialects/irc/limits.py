@@ -7,17 +7,19 @@ One leaf module, imported by every command module, so that a number that appears
 from __future__ import annotations
 
 from chatd import __version__
-from chatd.core import hub
+from chatd.core import modes as hub
+from chatd.core import text
 
 VERSION = f"chatd-{__version__}"
 NETWORK = "chatd"
 #: Longest username kept from USER (after the ``~`` chatd adds, it is ``USERLEN + 1``).
 USERLEN = 10
-TOPICLEN = 390
-AWAYLEN = 390
-KICKLEN = 390
+#: The hub's lengths (:mod:`chatd.core.text`), the same for every dialect.
+TOPICLEN = text.TOPICLEN
+AWAYLEN = text.AWAYLEN
+KICKLEN = text.REASONLEN
 #: Longest realname (USER, SETNAME): what a 311 line still fits with a long nick and host.
-NAMELEN = 390
+NAMELEN = text.REALNAMELEN
 #: Targets one PRIVMSG/NOTICE/KICK/NAMES may name (TARGMAX).
 MAX_TARGETS = 4
 #: RFC 1459's line limit, CR LF included, tags excluded.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from chatd.core import errors as err
 from chatd.core import events as ev
 from chatd.core.events import Role
+from chatd.core.text import text_problem
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.limits import LINE_LIMIT, MAX_TARGETS
 from chatd.dialects.irc.numerics import Numeric as N
@@ -24,16 +25,6 @@ from chatd.dialects.irc.wire import Message, parse_ctcp
 
 if TYPE_CHECKING:
     from chatd.dialects.irc.session import IrcSession
-
-#: C0 controls an IRC client may not send in chat text: everything but TAB, the CTCP
-#: delimiter 0x01 and the formatting codes, as for the line dialect (line users' screens).
-_FORBIDDEN = frozenset(range(0x20)) - {0x01, 0x02, 0x03, 0x09, 0x0F, 0x16, 0x1D, 0x1E, 0x1F}
-_FORBIDDEN_CHARS = "".join(chr(c) for c in sorted(_FORBIDDEN)) + "\x7f"
-
-
-def has_forbidden(text: str) -> bool:
-    """Does chat text hold a control character that could act on a line user's terminal?"""
-    return not text.isprintable() and any(c in _FORBIDDEN_CHARS for c in text)
 
 
 def client_tags(message: Message) -> tuple[tuple[str, str], ...]:
@@ -85,18 +76,16 @@ def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
             s.numeric(N.ERR_NOTEXTTOSEND)
         return 0
     text = params[1]
-    if has_forbidden(text):
+    # The hub applies the one text policy too; checking here refuses this line alone
+    # rather than the batch it would have joined.
+    problem = text_problem(text)
+    if problem:
         if not quiet:
-            s.send(
-                "FAIL",
-                message.command,
-                "INVALID_TEXT",
-                "Control characters refused",
-                source=s.server_name,
-            )
+            s.fail(message.command, "INVALID_TEXT", text=f"Invalid chat: {problem}")
         return 0
     tags = client_tags(message)
     longest = max(params[0].split(","), key=len)
+    assert s.member is not None
     relayed = f":{s.member.mask} {message.command} {longest} :{text}\r\n"
     if len(relayed.encode()) > LINE_LIMIT:
         # Relayed with our prefix it would not fit one line; IRC peers would have to
@@ -135,9 +124,9 @@ def flush_batch(s: IrcSession) -> None:
     if room is None:
         return
     s.batch_room, s.batch = None, []
-    s.service.stats["messages_in"] += len(texts)
+    s.ctx.stats["messages_in"] += len(texts)
     try:
-        s.service.hub.say(s.member, room, tuple(texts))
+        s.ctx.hub.say(s.uid, room, texts)
     except err.HubError as exc:
         for _ in texts:
             _message_error(s, exc, room)
@@ -161,30 +150,30 @@ def _deliver(
     quiet: bool,
     ctcp: bool = False,
 ) -> None:
-    hub = s.service.hub
-    stats = s.service.stats
+    hub = s.ctx.hub
+    stats = s.ctx.stats
     room, audience = _audience(target)
     try:
         if room.startswith("#"):
             stats["messages_in"] += 1
             event: ev.Chat | ev.PrivateChat = hub.say(
-                s.member, room, (text,), kind, tags, audience=audience, ctcp=ctcp
+                s.uid, room, (text,), kind, tags, audience=audience, ctcp=ctcp
             )
         else:
             stats["private_in"] += 1
-            cost = len(text) + 64
+            cost = len(text.encode()) + 64
             capture = s.capture
-            if capture is not None and hub.find(target) is s.member:
+            recipient = hub.find(target)
+            if capture is not None and recipient is not None and recipient.uid == s.uid:
                 # To oneself: the delivery is a message, not the labeled response.
                 capture.passthrough = True
             try:
-                event = hub.private(s.member, target, text, kind, cost, tags)
+                event = hub.private(s.uid, target, text, kind, cost, tags)
             finally:
                 if capture is not None:
                     capture.passthrough = False
-            recipient = hub.find(target)
             if not quiet and recipient is not None and recipient.away:
-                s.numeric(N.RPL_AWAY, recipient.nick, text=recipient.away)  # type: ignore[arg-type]
+                s.numeric(N.RPL_AWAY, recipient.nick, text=recipient.away)
     except err.HubError as exc:
         if not quiet:
             _message_error(s, exc, target)

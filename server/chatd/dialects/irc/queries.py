@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from chatd.core.hub import Member, Room
 from chatd.core.masks import mask_match
+from chatd.core.model import Member, Room
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.channels import prefixes
 from chatd.dialects.irc.numerics import Numeric as N
@@ -34,19 +34,30 @@ LINE_REALNAME = "chatd line user"
 WHOX_FIELDS = "tcuihsnfdlaor"
 
 
+#: Members a WHO mask is matched against per flood token it costs: a WHO that scans
+#: every nick is paid for by the scan, whether it matches anyone or not.
+SCANNED_PER_TOKEN = 500
+
+
 def who(s: IrcSession, message: Message) -> int:
-    hub = s.service.hub
+    """WHO; returns the extra flood tokens it costs: a token per 10 lines sent and per
+    :data:`SCANNED_PER_TOKEN` members a mask was matched against."""
+    hub = s.ctx.hub
+    me = s.member
+    assert me is not None
     mask = message.params[0] if message.params and message.params[0] else "*"
     whox: tuple[str, str] | None = None
     if len(message.params) > 1 and message.params[1].startswith("%"):
         fields, _, token = message.params[1][1:].partition(",")
         whox = ("".join(c for c in WHOX_FIELDS if c in fields), token[:3] or "0")
     lines = 0
+    scanned = 0
+    members = hub.members
     if mask.startswith("#"):
         room = hub.find_room(mask)
         if room is not None and s.can_see(room):
-            for member, flags in room.members.items():
-                _who_reply(s, member, room.name, flags, whox)
+            for uid, flags in room.members.items():
+                _who_reply(s, members[uid], room.name, flags, whox)
                 lines += 1
     else:
         exact = hub.find(mask)
@@ -54,19 +65,16 @@ def who(s: IrcSession, message: Message) -> int:
             _who_reply(s, exact, "*", 0, whox)
             lines = 1
         else:
-            for member in hub.nicks.values():
-                if not mask_match(mask, member.nick) and not mask_match(mask, member.mask):  # type: ignore[arg-type]
+            for member in members.values():
+                scanned += 1
+                if not mask_match(mask, member.nick) and not mask_match(mask, member.mask):
                     continue
-                if (
-                    "i" in member.modes
-                    and member is not s.member
-                    and not hub.shares_room(member, s.member)
-                ):
+                if "i" in member.modes and member is not me and not hub.shares_room(member, me):
                     continue
                 _who_reply(s, member, "*", 0, whox)
                 lines += 1
     s.numeric(N.RPL_ENDOFWHO, mask)
-    return lines // 10
+    return lines // 10 + scanned // SCANNED_PER_TOKEN
 
 
 def who_flags(s: IrcSession, member: Member, flags: int) -> str:
@@ -91,7 +99,7 @@ def _who_reply(
         member.user,
         member.host,
         s.server_name,
-        member.nick,  # type: ignore[arg-type]
+        member.nick,
         who_flags(s, member, flags),
         text=f"0 {member.realname or LINE_REALNAME}",
     )
@@ -116,13 +124,13 @@ def _whox_reply(
             case "s":
                 values.append(s.server_name)
             case "n":
-                values.append(member.nick)  # type: ignore[arg-type]
+                values.append(member.nick)
             case "f":
                 values.append(who_flags(s, member, flags))
             case "d":
                 values.append("0")
             case "l":
-                values.append(str(idle_seconds(member)))
+                values.append(str(idle_seconds(s, member)))
             case "a":
                 values.append("0")
             case "o":
@@ -136,9 +144,9 @@ def _whox_reply(
         s.send(N.RPL_WHOSPCRPL.code, s.me, source=s.server_name, colon=False)
 
 
-def idle_seconds(member: Member) -> int:
-    """Seconds since the member last sent anything (0 for a member with no session)."""
-    session = member.session
+def idle_seconds(s: IrcSession, member: Member) -> int:
+    """Seconds since the member last sent anything (0 for a member of no local session)."""
+    session = s.ctx.connection(member.uid)
     if session is None:
         return 0
     return max(int(time.monotonic() - session.last_active), 0)
@@ -149,18 +157,19 @@ def whois(s: IrcSession, message: Message) -> None:
         s.numeric(N.ERR_NONICKNAMEGIVEN)
         return
     nick = message.params[-1].split(",")[0]
-    hub = s.service.hub
+    hub = s.ctx.hub
     member = hub.find(nick)
     if member is None:
         s.numeric(N.ERR_NOSUCHNICK, nick)
         s.numeric(N.RPL_ENDOFWHOIS, nick)
         return
-    name: str = member.nick  # type: ignore[assignment]
+    name = member.nick
     realname = member.realname or LINE_REALNAME
     s.numeric(N.RPL_WHOISUSER, name, member.user, member.host, "*", text=realname)
+    multi = bool(s.caps & enc.MULTI_PREFIX)
     rooms = [
-        prefixes(room.members[member], bool(s.caps & enc.MULTI_PREFIX)) + room.name
-        for room in member.rooms.values()
+        prefixes(room.members[member.uid], multi) + room.name
+        for room in (hub.rooms[key] for key in member.rooms)
         if s.can_see(room)
     ]
     if rooms:
@@ -172,8 +181,8 @@ def whois(s: IrcSession, message: Message) -> None:
         s.numeric(N.RPL_WHOISOPERATOR, name)
     if "B" in member.modes:
         s.numeric(N.RPL_WHOISBOT, name)
-    if member.session is not None:
-        idle = str(idle_seconds(member))
+    if s.ctx.connection(member.uid) is not None:
+        idle = str(idle_seconds(s, member))
         s.numeric(N.RPL_WHOISIDLE, name, idle, str(int(member.signon)))
     s.numeric(N.RPL_ENDOFWHOIS, name)
 
@@ -190,7 +199,7 @@ def whowas(s: IrcSession, message: Message) -> None:
         except ValueError:
             count = 0
     found = 0
-    for entry in s.service.hub.whowas_entries(nick):
+    for entry in s.ctx.hub.whowas_entries(nick):
         s.numeric(
             N.RPL_WHOWASUSER,
             entry.nick,
@@ -208,49 +217,69 @@ def whowas(s: IrcSession, message: Message) -> None:
     s.numeric(N.RPL_ENDOFWHOWAS, nick)
 
 
+#: Rooms LIST looks at per flood token it costs (beside a token per 10 lines sent).
+ROOMS_PER_TOKEN = 200
+
+
 def list_(s: IrcSession, message: Message) -> int:
-    hub = s.service.hub
+    """LIST, in the order rooms were created; returns the extra flood tokens it costs."""
+    hub = s.ctx.hub
     s.numeric(N.RPL_LISTSTART, "Channel")
     wanted: list[Room]
     tests: list[Callable[[Room], bool]] = []
+    scanned = 0
     if message.params and message.params[0]:
         wanted = []
         for word in message.params[0].split(","):
-            if word.startswith(">") and word[1:].isdigit():
-                tests.append(lambda r, n=int(word[1:]): len(r.members) > n)
-            elif word.startswith("<") and word[1:].isdigit():
-                tests.append(lambda r, n=int(word[1:]): len(r.members) < n)
-            elif word.startswith("!"):
-                tests.append(lambda r, m=word[1:]: not mask_match(m, r.name))
-            elif "*" in word or "?" in word:
-                tests.append(lambda r, m=word: mask_match(m, r.name))
+            test = _list_test(word)
+            if test is not None:
+                tests.append(test)
             elif (room := hub.find_room(word)) is not None:
                 wanted.append(room)
         if tests:
-            wanted = [r for r in hub.list_rooms() if all(t(r) for t in tests)]
+            scanned = len(hub.rooms) * len(tests)
+            wanted = [r for r in hub.rooms.values() if all(t(r) for t in tests)]
     else:
-        wanted = hub.list_rooms()
+        wanted = list(hub.rooms.values())
+        scanned = len(wanted)
     sent = 0
     for room in wanted:
         if s.can_see(room):
             s.numeric(N.RPL_LIST, room.name, str(len(room.members)), text=room.topic)
             sent += 1
     s.numeric(N.RPL_LISTEND)
-    return sent // 10
+    return sent // 10 + scanned // ROOMS_PER_TOKEN
+
+
+def _list_test(word: str) -> Callable[[Room], bool] | None:
+    """The room test a LIST word stands for (``>N``, ``<N``, ``!mask``, ``mask``), or
+    ``None`` for a plain room name."""
+    number = word[1:]
+    if word[:1] in "<>" and number.isascii() and number.isdigit():
+        n = int(number)
+        if word[0] == ">":
+            return lambda r: len(r.members) > n
+        return lambda r: len(r.members) < n
+    if word.startswith("!"):
+        mask = word[1:]
+        return lambda r: not mask_match(mask, r.name)
+    if "*" in word or "?" in word:
+        return lambda r: mask_match(word, r.name)
+    return None
 
 
 def ison(s: IrcSession, message: Message) -> None:
-    hub = s.service.hub
+    hub = s.ctx.hub
     present = []
     for word in " ".join(message.params).split():
         member = hub.find(word)
         if member is not None:
             present.append(member.nick)
-    s.numeric(N.RPL_ISON, text=" ".join(present))  # type: ignore[arg-type]
+    s.numeric(N.RPL_ISON, text=" ".join(present))
 
 
 def userhost(s: IrcSession, message: Message) -> None:
-    hub = s.service.hub
+    hub = s.ctx.hub
     replies = []
     for word in " ".join(message.params).split()[:5]:
         member = hub.find(word)

@@ -8,6 +8,7 @@ the hub, so two unregistered clients asking for the same nick cannot both get it
 from __future__ import annotations
 
 import enum
+import hmac
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,6 @@ from chatd.dialects.irc.limits import (
     CHAN_MODES_WITH_ARG,
     NAMELEN,
     NETWORK,
-    TOPICLEN,
     USER_MODES,
     USERLEN,
     VERSION,
@@ -72,7 +72,7 @@ def cap(s: IrcSession, message: Message) -> None:
             caps = caps & ~bit if word.startswith("-") else caps | bit
         if ok and request.strip():
             s.caps = caps
-            s.member.encoder = encoder_for(caps)
+            s.encoder = encoder_for(caps)
             s.send("CAP", s.me, "ACK", request, source=s.server_name)
         else:
             s.send("CAP", s.me, "NAK", request, source=s.server_name)
@@ -90,10 +90,10 @@ def pass_(s: IrcSession, message: Message) -> None:
         return
     if not s.need(message, 1):
         return
-    expected = s.service.config.password
+    expected = s.ctx.config.password
     if expected is None:
         return
-    if message.params[0] != expected:
+    if not hmac.compare_digest(message.params[0].encode(), expected.encode()):
         s.numeric(N.ERR_PASSWDMISMATCH)
         s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
         return
@@ -105,9 +105,9 @@ def nick(s: IrcSession, message: Message) -> None:
         s.numeric(N.ERR_NONICKNAMEGIVEN)
         return
     wanted = message.params[0]
-    hub = s.service.hub
+    hub = s.ctx.hub
     if s.state is State.REGISTERED:
-        hub.change_nick(s.member, wanted)
+        hub.change_nick(s.uid, wanted)
         return
     hub.check_nick(wanted)
     s.nick_wanted = wanted
@@ -135,20 +135,21 @@ def try_register(s: IrcSession) -> None:
         s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
         return
     try:
-        s.service.hub.register(s.member, s.nick_wanted, "~" + s.username, s.realname)
+        member = s.ctx.hub.register(s.uid, s.nick_wanted, "~" + s.username, s.host, s.realname)
     except err.HubError as exc:
         s.nick_wanted = None
         s.hub_error(exc, "NICK")
         return
+    s.member = member
     s.state = State.REGISTERED
-    s.member.modes = ""
     welcome(s)
 
 
 def welcome(s: IrcSession) -> None:
-    cfg = s.service.config
-    hub = s.service.hub
-    s.numeric(N.RPL_WELCOME, network=NETWORK, nick=f"{s.me}!{s.member.user}@{s.host}")
+    cfg = s.ctx.config
+    hub = s.ctx.hub
+    assert s.member is not None
+    s.numeric(N.RPL_WELCOME, network=NETWORK, nick=s.member.mask)
     s.numeric(N.RPL_YOURHOST, servername=cfg.server_name, version=VERSION)
     created = datetime.fromtimestamp(hub.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     s.numeric(N.RPL_CREATED, datetime=created)
@@ -172,4 +173,4 @@ def pong(s: IrcSession, message: Message) -> None:
 def quit(s: IrcSession, message: Message) -> None:
     reason = message.params[0] if message.params else ""
     s.send("ERROR", f"Closing Link: {s.host} (Quit: {reason or s.me})")
-    s.close(DisconnectReason.QUIT, reason[:TOPICLEN])
+    s.close(DisconnectReason.QUIT, reason)

@@ -33,11 +33,10 @@ line, a batch, or an ``ACK``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from chatd.core import errors as err
-from chatd.core.hub import Room
-from chatd.dialects.base import Session
+from chatd.core.model import Room
+from chatd.dialects.base import Context, Session
 from chatd.dialects.irc import channels, info, labels, messages, queries, registration, users
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.encoder import encoder_for, fit
@@ -76,8 +75,8 @@ class IrcSession(Session):
         "batches",
     )
 
-    def __init__(self, service: Any, host: str, now: float, delay: float = 0.0) -> None:
-        super().__init__(service, host, now, delay)
+    def __init__(self, ctx: Context, host: str, now: float, delay: float = 0.0) -> None:
+        super().__init__(ctx, host, now, delay)
         self.nick_wanted: str | None = None
         self.username: str | None = None
         self.realname = ""
@@ -85,7 +84,7 @@ class IrcSession(Session):
         self.caps = 0
         #: CAP LS/REQ began negotiation: registration waits for CAP END.
         self.negotiating = False
-        self.password_ok = service.config.password is None
+        self.password_ok = ctx.config.password is None
         #: When the server's keepalive PING went out (0: none outstanding).
         self.ping_sent = 0.0
         #: PRIVMSGs to one channel collected from this read (published as one event).
@@ -96,24 +95,22 @@ class IrcSession(Session):
         self.capture: labels.Capture | None = None
         #: Labeled-response batches opened so far (their references are this count).
         self.batches = 0
+        self.encoder = encoder_for(0)
 
     def make_decoder(self) -> IrcDecoder:
         return IrcDecoder()
-
-    @property
-    def encoder(self) -> enc.IrcEncoder:
-        return encoder_for(self.caps)
 
     # ----------------------------------------------------------------- output
 
     @property
     def server_name(self) -> str:
-        return self.service.config.server_name
+        return self.ctx.config.server_name
 
     @property
     def me(self) -> str:
         """The ``<client>`` parameter of numerics: the nick, or ``*`` before one."""
-        return self.member.nick or "*"
+        member = self.member
+        return member.nick if member is not None else "*"
 
     def send(
         self, command: str, *params: str, source: str | None = None, colon: bool = True
@@ -163,16 +160,6 @@ class IrcSession(Session):
             self.numeric(num, *params, text=line)
         return len(lines)
 
-    def write(self, data: bytes) -> None:
-        capture = self.capture
-        if capture is None:
-            super().write(data)
-            return
-        stats = self.service.stats
-        stats["writes_out"] += 1
-        stats["bytes_out"] += len(data)
-        capture.chunks.append(data)
-
     def close(self, reason: DisconnectReason, detail: str = "") -> None:
         self.end_label()  # the labeled response goes out before the close
         super().close(reason, detail)
@@ -188,21 +175,16 @@ class IrcSession(Session):
         text = PING_TIMEOUT_TEXT if reason is DisconnectReason.IDLE else QUIT_TEXT[reason]
         self.error_and_close(text, reason, text)
 
-    def kill(self, by: str, reason: str) -> None:
-        """A server operator disconnected this client (KILL)."""
-        text = f"Killed ({by} ({reason}))"
-        self.error_and_close(text, DisconnectReason.KILLED, text)
-
     def can_see(self, room: Room) -> bool:
         """Whether this client may learn of ``room`` (a secret room only to its members)."""
-        return "s" not in room.modes or self.member in room.members
+        return "s" not in room.modes or self.uid in room.members
 
     # ----------------------------------------------------------------- keepalive
 
     def next_deadline(self, now: float) -> float | None:
-        if self.member.nick is None:
+        if self.member is None:
             return None
-        interval = self.service.config.ping_interval
+        interval = self.ctx.config.ping_interval
         if interval <= 0:
             return None
         if self.ping_sent and self.last_active <= self.ping_sent:
@@ -218,7 +200,7 @@ class IrcSession(Session):
 
     # ----------------------------------------------------------------- input
 
-    def handle(self, item: Any) -> int:
+    def handle(self, item: object) -> int:
         if isinstance(item, Blank):
             return item.count - 1  # each blank line costs a flood token
         tags = (
@@ -232,7 +214,7 @@ class IrcSession(Session):
             return self._handle(item)
         self.flush_batch()  # earlier commands' output is not this one's response
         self.capture = labels.Capture(self.transport, tags["label"])
-        self.member.out = self.capture
+        self.out = self.capture
         try:
             extra = self._handle(item)
             self.flush_batch()
@@ -246,18 +228,18 @@ class IrcSession(Session):
         if capture is None:
             return
         self.capture = None
-        self.member.out = self.transport
+        self.out = self.transport
         data = b"".join(capture.chunks)
         batch_id = None
         if self.caps & enc.BATCH and data.count(b"\n") > 1:  # a batch is needed
             self.batches += 1
             batch_id = f"{self.batches:x}"
         out = labels.response(data, capture.label, self.server_name, batch_id)
-        self.service.stats["bytes_out"] += len(out) - len(data)
+        self.ctx.stats["bytes_out"] += len(out) - len(data)
         self.transport.write(out)
 
-    def _handle(self, item: Any) -> int:
-        stats = self.service.stats
+    def _handle(self, item: object) -> int:
+        stats = self.ctx.stats
         stats["lines_in"] += 1
         if isinstance(item, Message):
             message = item
@@ -297,6 +279,9 @@ class IrcSession(Session):
     def flush_batch(self) -> None:
         messages.flush_batch(self)
 
+    def drop_batch(self) -> None:
+        self.batch_room, self.batch = None, []
+
     def need(self, message: Message, count: int) -> bool:
         """Answer 461 and return False if ``message`` has fewer than ``count`` params."""
         if len(message.params) < count:
@@ -305,7 +290,7 @@ class IrcSession(Session):
         return True
 
     def hub_error(self, exc: err.HubError, command: str = "") -> None:
-        """Render a hub refusal as its numeric."""
+        """Render a hub refusal as its numeric (or, for IRCv3-era refusals, a FAIL)."""
         match exc:
             case err.NickInUse(nick=nick):
                 self.numeric(N.ERR_NICKNAMEINUSE, nick)
@@ -338,19 +323,23 @@ class IrcSession(Session):
             case err.TooManyRooms(room=room):
                 self.numeric(N.ERR_TOOMANYCHANNELS, room)
             case err.CannotSend(room=room, why=why):
-                self.numeric(N.ERR_CANNOTSENDTOCHAN, room, text=f"Cannot send to channel ({why})")
+                text = f"Cannot send to channel ({_CANNOT_SEND.get(why, why)})"
+                self.numeric(N.ERR_CANNOTSENDTOCHAN, room, text=text)
             case err.ForgedNotice():
-                self.send(
-                    "FAIL", command or "PRIVMSG", "FORGED_NOTICE", exc.text, source=self.server_name
+                self.fail(
+                    command or "PRIVMSG",
+                    "FORGED_NOTICE",
+                    text="That action would read as a server notice",
                 )
+            case err.InvalidText(what=what, why=why):
+                code = "INVALID_REALNAME" if what == "realname" else "INVALID_TEXT"
+                self.fail(command or "PRIVMSG", code, text=f"Invalid {what}: {why}")
             case err.RecipientBusy(nick=nick):
-                self.send(
-                    "FAIL",
+                self.fail(
                     command or "PRIVMSG",
                     "TARGET_TOO_FAST",
                     nick,
-                    exc.text,
-                    source=self.server_name,
+                    text=f"{nick} is receiving too much; message not sent, try again later",
                 )
             case err.UnknownMode(char=char):
                 self.numeric(N.ERR_UNKNOWNMODE, char)
@@ -363,8 +352,23 @@ class IrcSession(Session):
                 self.numeric(N.ERR_INVALIDMODEPARAM, room, char, shown, text=why)
             case err.BanListFull(room=room, char=char):
                 self.numeric(N.ERR_INVALIDMODEPARAM, room, char, "*", text="List is full")
+            case err.NoRoom():
+                self.numeric(N.ERR_NOTONCHANNEL, "*")
             case _:
-                self.send("FAIL", command or "*", "REFUSED", exc.text, source=self.server_name)
+                self.fail(command or "*", "REFUSED", text=f"Refused: {type(exc).__name__}")
+
+    def fail(self, command: str, code: str, *context: str, text: str) -> None:
+        """An IRCv3 standard reply: ``FAIL <command> <code> [<context>...] :<text>``."""
+        self.send("FAIL", command, code, *context, text, source=self.server_name)
+
+
+#: CannotSend's ``why`` (the mode responsible) in IRC's words.
+_CANNOT_SEND = {
+    "n": "you are not in it (+n)",
+    "m": "it is moderated (+m)",
+    "b": "you are banned (+b)",
+    "C": "CTCP requests are blocked (+C)",
+}
 
 
 _BEFORE: dict[str, Handler] = {

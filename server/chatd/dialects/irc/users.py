@@ -1,8 +1,9 @@
 """A user's own state: AWAY, SETNAME (IRCv3 setname) and MONITOR (IRCv3 monitor).
 
-MONITOR lists live in the hub (:meth:`~chatd.core.hub.Hub.watch`), which publishes
-online/offline events to the watchers of a nick when it signs on, quits or changes; the
-encoder renders them as 730/731 (:meth:`~chatd.dialects.irc.encoder.IrcEncoder.encode_for`).
+MONITOR lists live in the hub's monitor index (:class:`~chatd.core.monitor.Monitor`);
+the hub publishes online/offline events to the watchers of a nick when it signs on,
+quits or changes; the encoder renders them as 730/731
+(:meth:`~chatd.dialects.irc.encoder.IrcEncoder.encode_for`).
 A watched nick may belong to a line user: the hub does not care who speaks which dialect.
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chatd.core.hub import MAX_WATCH
+from chatd.core.monitor import MAX_WATCH
 from chatd.core.names import valid_nick
-from chatd.dialects.irc.limits import AWAYLEN, NAMELEN
-from chatd.dialects.irc.messages import has_forbidden
+from chatd.core.text import text_problem
+from chatd.dialects.irc.limits import NAMELEN
 from chatd.dialects.irc.numerics import Numeric as N
 from chatd.dialects.irc.wire import Message
 
@@ -22,53 +23,53 @@ if TYPE_CHECKING:
 
 
 def away(s: IrcSession, message: Message) -> None:
-    text = message.params[0][:AWAYLEN] if message.params else ""
-    s.service.hub.set_away(s.member, text or None)
+    text = message.params[0] if message.params else ""
+    s.ctx.hub.set_away(s.uid, text or None)
     s.numeric(N.RPL_NOWAWAY if text else N.RPL_UNAWAY)
 
 
 def setname(s: IrcSession, message: Message) -> None:
     """``SETNAME :new realname``: the client and capable peers get ``SETNAME`` back."""
     realname = message.params[0] if message.params else ""
-    if not realname or len(realname) > NAMELEN or has_forbidden(realname):
+    if not realname or len(realname) > NAMELEN or text_problem(realname):
         why = "Realname is empty" if not realname else "Realname is not valid"
         if len(realname) > NAMELEN:
             why = f"Realname is longer than {NAMELEN} characters"
-        s.send("FAIL", "SETNAME", "INVALID_REALNAME", why, source=s.server_name)
+        s.fail("SETNAME", "INVALID_REALNAME", text=why)
         return
-    s.service.hub.set_realname(s.member, realname)
+    s.ctx.hub.set_realname(s.uid, realname)
 
 
 def monitor(s: IrcSession, message: Message) -> int:
     """``MONITOR +|-|C|L|S [targets]``; returns the extra lines sent (flood cost)."""
     if not s.need(message, 1):
         return 0
-    hub = s.service.hub
+    monitor = s.ctx.hub.monitor
     sub = message.params[0].upper()
     if sub in ("+", "-"):
         if not s.need(message, 2):
             return 0
         targets = [t for t in message.params[1].split(",") if t]
         if sub == "-":
-            hub.unwatch(s.member, targets)
+            monitor.unwatch(s.uid, targets)
             return 0
         for target in targets:
             if not valid_nick(target):
                 s.numeric(N.ERR_ERRONEUSNICKNAME, target)
-        added, refused = hub.watch(s.member, [t for t in targets if valid_nick(t)])
+        added, refused = monitor.watch(s.uid, [t for t in targets if valid_nick(t)])
         sent = _status(s, added)
         if refused:
             s.numeric(N.ERR_MONLISTFULL, str(MAX_WATCH), ",".join(refused))
         return sent
     if sub == "C":
-        hub.unwatch_all(s.member)
+        monitor.clear(s.uid)
         return 0
     if sub == "L":
-        sent = s.listing(N.RPL_MONLIST, (), s.member.watching.values(), sep=",")
+        sent = s.listing(N.RPL_MONLIST, (), monitor.listing(s.uid), sep=",")
         s.numeric(N.RPL_ENDOFMONLIST)
         return sent
     if sub == "S":
-        return _status(s, list(s.member.watching.values()))
+        return _status(s, monitor.listing(s.uid))
     s.send(
         "FAIL",
         "MONITOR",
@@ -82,7 +83,7 @@ def monitor(s: IrcSession, message: Message) -> int:
 
 def _status(s: IrcSession, nicks: list[str]) -> int:
     """730 for the nicks in use (``nick!user@host``), 731 for the others; lines sent."""
-    hub = s.service.hub
+    hub = s.ctx.hub
     online: list[str] = []
     offline: list[str] = []
     for nick in nicks:

@@ -68,6 +68,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chatd.core.text import split_utf8
+
 #: Longest line of RFC 1459, CR LF included, tags excluded (``max_line``).
 DEFAULT_MAX_LINE = 512
 #: Longest tag section a client may send, ``@`` and the space after it included: IRCv3
@@ -466,40 +468,15 @@ def split_text(prefix_bytes_len: int, text: str, limit: int = DEFAULT_MAX_LINE) 
     """Split chat text so that every line ``prefix + piece + "\\r\\n"`` fits ``limit`` bytes.
 
     ``prefix_bytes_len`` is the UTF-8 length of everything before the text, colon
-    included (``:nick!user@host PRIVMSG #chan :``). The rule, exact and in order:
-
-    1. A piece is the longest run of whole characters whose UTF-8 form fits the budget
-       ``limit - prefix_bytes_len - 2`` (so a multi-byte character is never cut).
-    2. When text remains after it, and the piece has a space in its last quarter, the
-       piece ends just after that (last) space instead, so most words stay whole. The
-       space stays at the end of the earlier piece (trailing spaces are invisible in
-       clients; leading ones indent).
-
-    Nothing is added, dropped or reordered: ``"".join(pieces) == text``. Empty text
-    gives ``[]``. Raises ``ValueError`` when the budget is under 4 bytes (one character
-    might not fit) — the caller's prefix is then wrong, not the peer's text.
+    included (``:nick!user@host PRIVMSG #chan :``). The pieces are
+    :func:`chatd.core.text.split_utf8`'s: whole characters, most words kept whole,
+    ``"".join(pieces) == text``. Raises ``ValueError`` when the budget is under 4 bytes
+    (one character might not fit) — the caller's prefix is then wrong, not the peer's text.
     """
     budget = limit - prefix_bytes_len - 2
     if budget < 4:
         raise ValueError(f"prefix of {prefix_bytes_len} bytes leaves {budget} for text")
-    data = text.encode("utf-8")
-    if len(data) <= budget:
-        return [text] if text else []
-    pieces: list[str] = []
-    start = 0
-    n = len(data)
-    while n - start > budget:
-        cut = start + budget
-        while data[cut] & 0xC0 == 0x80:  # a continuation byte: back to a boundary
-            cut -= 1
-        space = data.rfind(b" ", start + budget * 3 // 4, cut)
-        if space >= 0:
-            cut = space + 1
-        pieces.append(data[start:cut].decode("utf-8"))
-        start = cut
-    if start < n:
-        pieces.append(data[start:].decode("utf-8"))
-    return pieces
+    return split_utf8(text, budget)
 
 
 # --------------------------------------------------------------------------- CTCP

@@ -1,0 +1,108 @@
+"""The hub's state as plain data: members, rooms, WHOWAS entries.
+
+Nothing here knows a connection, a dialect or a wire format, and nothing here changes
+by itself: :meth:`Hub.apply <chatd.core.hub.Hub.apply>` is the only code that writes
+these objects. Every field is a string, a number or a container of them, so a room or a
+member can be stored (history, restart) or described to another node as it is.
+
+Members are named by their id (``uid``, :mod:`chatd.core.ids`), which a connection keeps
+through nick changes and which is never reused: a room's member list, its invitations
+and its cached ban verdicts refer to the person, not to whoever holds a nickname.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chatd.core.events import Source
+from chatd.core.modes import DEFAULT_ROOM_MODES
+
+#: Member flags in a room.
+OP = 1
+VOICE = 2
+
+
+@dataclass(slots=True)
+class Member:
+    """A registered member of the chat: who it is and what it has set."""
+
+    uid: str
+    nick: str
+    #: The folded nickname (:func:`chatd.core.names.fold`): the key of ``Hub.nicks``.
+    key: str
+    user: str
+    host: str
+    realname: str = ""
+    #: User modes, sorted (``B`` bot, ``i`` invisible, ``o`` operator, ``w`` wallops).
+    modes: str = ""
+    away: str | None = None
+    #: Wall time of registration.
+    signon: float = 0.0
+    #: Keys of the rooms the member is in, in join order.
+    rooms: dict[str, None] = field(default_factory=dict)
+    #: Keys of rooms that hold an invitation for this member (cleared when it leaves).
+    invited: set[str] | None = None
+    #: What events name it as: rebuilt when the nick or the bot mode changes.
+    source: Source = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.source = Source(self.nick, self.user, self.host, "B" in self.modes, self.uid)
+
+    @property
+    def mask(self) -> str:
+        return f"{self.nick}!{self.user}@{self.host}"
+
+
+@dataclass(slots=True)
+class MaskEntry:
+    """One entry of a room's ban, exception or invite-exception list."""
+
+    mask: str
+    set_by: str
+    at: float
+
+
+@dataclass(slots=True)
+class Room:
+    """A named set of members, in join order, with a topic and modes."""
+
+    name: str
+    key: str
+    created: float
+    #: Member id → flags (:data:`OP`, :data:`VOICE`); iteration order is join order.
+    members: dict[str, int] = field(default_factory=dict)
+    topic: str = ""
+    topic_by: str = ""
+    topic_at: float = 0.0
+    #: Flag modes, sorted (``C i m n s t``).
+    modes: str = DEFAULT_ROOM_MODES
+    password: str | None = None
+    limit: int | None = None
+    #: The ``b``, ``e`` and ``I`` lists.
+    bans: list[MaskEntry] = field(default_factory=list)
+    excepts: list[MaskEntry] = field(default_factory=list)
+    invexes: list[MaskEntry] = field(default_factory=list)
+    #: Ids of members invited since the room became invite-only, oldest first.
+    invites: dict[str, None] = field(default_factory=dict)
+    #: Member id → whether a ban (and no exception) matches it: worked out once per
+    #: member and list change, not per chat line (see ``Hub.is_banned``).
+    banned: dict[str, bool] = field(default_factory=dict)
+
+    def mask_list(self, char: str) -> list[MaskEntry]:
+        """The list of list mode ``char`` (``b``, ``e`` or ``I``)."""
+        if char == "b":
+            return self.bans
+        if char == "e":
+            return self.excepts
+        if char == "I":
+            return self.invexes
+        raise ValueError(f"not a list mode: {char!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class WhowasEntry:
+    nick: str
+    user: str
+    host: str
+    realname: str
+    when: float

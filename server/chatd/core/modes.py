@@ -1,0 +1,79 @@
+"""Room and user modes: the letters chatd knows, and reading a mode string.
+
+The letters are the chat's vocabulary, shared by both dialects (a line operator types
+``/mode +o bob`` as an IRC one sends ``MODE #room +o bob``). How a change is *shown*
+(IRC's ``+o-v bob amy``, 324, the line dialect's ``* amy set mode ...``) is each
+dialect's business.
+"""
+
+from __future__ import annotations
+
+from chatd.core.events import ModeChange
+
+#: Room modes: list modes (always take an argument), a mode with an argument to set and
+#: unset, one with an argument to set only, and plain flags (IRC's CHANMODES=A,B,C,D).
+#: The lists: bans (``b``), ban exceptions (``e``: a matching member is not banned) and
+#: invite exceptions (``I``: a matching member needs no invitation to a ``+i`` room).
+#: The flags: ``C`` no CTCP requests (IRC's VERSION, PING...; actions still pass),
+#: ``i`` invite-only, ``m`` moderated, ``n`` no messages from outside, ``s`` secret,
+#: ``t`` only operators set the topic.
+LIST_MODES = "beI"
+KEY_MODES = "k"
+LIMIT_MODES = "l"
+FLAG_MODES = "Cimnst"
+#: Modes that give a member a rank in a room: operator and voice.
+PREFIX_MODES = "ov"
+#: Room modes a new room starts with: only members speak, only operators set the topic.
+DEFAULT_ROOM_MODES = "nt"
+#: Entries each of a room's lists (bans, exceptions, invite exceptions) may hold.
+MAX_LIST = 100
+#: User modes: ``B`` bot (IRCv3 bot mode), ``i`` invisible, ``o`` server operator (only
+#: OPER sets it), ``w`` receives WALLOPS.
+USER_MODES = "Biow"
+#: Mode changes one request may make (IRC's MODES=); the rest of a longer string is
+#: refused once, not letter by letter.
+MAX_MODES = 6
+
+#: Every room mode letter.
+ROOM_MODES = LIST_MODES + KEY_MODES + LIMIT_MODES + FLAG_MODES + PREFIX_MODES
+
+
+def takes_arg(char: str, sign: str) -> bool:
+    """Whether room mode ``char`` takes an argument when ``sign``-ed."""
+    return (
+        char in PREFIX_MODES
+        or char in LIST_MODES
+        or char in KEY_MODES
+        or (char in LIMIT_MODES and sign == "+")
+    )
+
+
+def parse_mode_changes(modestring: str, args: list[str]) -> tuple[list[ModeChange], list[str]]:
+    """``"+ob-v", ["bob", "*!*@x", "amy"]`` → changes; unknown letters are kept (refused
+    later by the hub, which knows the room).
+
+    Returns the changes and the list-mode letters asked for without an argument (a query
+    of the list, e.g. ``MODE #room +b``).
+    """
+    changes: list[ModeChange] = []
+    queries: list[str] = []
+    sign = "+"
+    rest = list(args)
+    for char in modestring:
+        if char in "+-":
+            sign = char
+            continue
+        if takes_arg(char, sign):
+            if rest:
+                changes.append(ModeChange(sign, char, rest.pop(0)))
+            elif char in LIST_MODES:
+                queries.append(char)
+            else:
+                changes.append(ModeChange(sign, char, None))
+        else:
+            changes.append(ModeChange(sign, char, None))
+    return changes, queries
+
+
+def sorted_modes(modes: str) -> str:
+    return "".join(sorted(modes))
