@@ -2,8 +2,9 @@
 
 ``python -m bench.stalls --scenario who-list --engine reactor`` starts chatd (IRC
 listener on), fills it with idle members, then lets one attacker send its input while a
-probe member measures round trips (IRC ``PING``/``PONG``) every :data:`PROBE_INTERVAL`
-seconds. The figure is the probe's worst round trip while the attack runs: what every
+few probe members measure round trips (IRC ``PING``/``PONG``), one every
+:data:`PROBE_INTERVAL` seconds in turn (each probe alone stays well inside the flood
+budget of 10 lines per second, so its own pings never wait on flood control). The figure is the probe's worst round trip while the attack runs: what every
 member of the server felt. A stall-free server keeps it near the idle round trip.
 
 Each scenario is the input an issue named (issue 15 item 4, issue 16's nine items); the
@@ -33,6 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_INTERVAL = 0.02
+#: Probe members taking turns: each pings every PROBE_INTERVAL * PROBES seconds.
+PROBES = 10
 #: The longest any phase may take before the run is abandoned.
 PHASE_DEADLINE = 120.0
 _LISTENING = re.compile(r"chatd \S+ (\w+)( tls)?: listening on (\S+):(\d+)")
@@ -137,25 +140,26 @@ class Driver:
 
 @dataclass
 class Probe:
-    """A member that measures round trips while the attack runs."""
+    """Members that measure round trips while the attack runs, taking turns."""
 
-    conn: Conn
+    conns: list[Conn]
     sent: dict[str, float] = field(default_factory=dict)
     rtts: list[float] = field(default_factory=list)
     seq: int = 0
     next_at: float = 0.0
 
     def tick(self, now: float) -> None:
-        for line in self.conn.lines:
-            m = re.search(rb" PONG \S+ :?(p\d+)$", line)
-            if m and (token := m.group(1).decode()) in self.sent:
-                self.rtts.append(now - self.sent.pop(token))
-        self.conn.lines.clear()
+        for conn in self.conns:
+            for line in conn.lines:
+                m = re.search(rb" PONG \S+ :?(p\d+)$", line)
+                if m and (token := m.group(1).decode()) in self.sent:
+                    self.rtts.append(now - self.sent.pop(token))
+            conn.lines.clear()
         if now >= self.next_at:
             self.seq += 1
             token = f"p{self.seq}"
             self.sent[token] = now
-            self.conn.send(f"PING {token}\r\n".encode())
+            self.conns[self.seq % len(self.conns)].send(f"PING {token}\r\n".encode())
             self.next_at = now + PROBE_INTERVAL
 
     def worst(self, now: float) -> float:
@@ -230,11 +234,11 @@ def run(scenario: Scenario, engine: str, server_path: Path, members: int) -> dic
     try:
         d = Driver(port)
         d.register([f"m{i}" for i in range(members)])
-        [probe_conn] = d.register(["probe"])
+        probes = d.register([f"probe{i}" for i in range(PROBES)])
         [attacker] = d.register(["attacker"])
         scenario.setup(d, attacker)
         d.until(lambda: True, "setup")
-        probe = Probe(probe_conn)
+        probe = Probe(probes)
         idle_end = time.monotonic() + 1.0
         while time.monotonic() < idle_end:  # the idle round trip first
             d.pump(0.005)

@@ -50,7 +50,15 @@ class Peer:
         """Feed one or more lines (``\\n`` added when missing); returns process()'s result."""
         data = text if text.endswith("\n") else text + "\n"
         self.session.data_received(data.encode())
-        delay = self.session.process(self.world.now)
+        return self.process()
+
+    def process(self) -> float | None:
+        """What an engine does: process() again after a step pause (long work, an
+        expensive command), until the input is done or flood control says wait."""
+        session = self.session
+        delay = session.process(self.world.now)
+        while delay is not None and not session.paused and not session.closing:
+            delay = session.process(self.world.now)
         self.settle()
         return delay
 

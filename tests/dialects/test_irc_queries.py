@@ -134,3 +134,29 @@ def test_lusers_comes_from_counts_not_a_scan() -> None:
     bob = w.irc("bob")
     bob.send("LUSERS")
     assert ":irc.test 251 bob :There are 51 users and 0 invisible on 1 servers" in bob.lines()
+
+
+def test_a_long_who_runs_in_steps_and_others_are_served_between_them() -> None:
+    """No command holds the loop: a mask over 2,000 members is matched 500 at a time,
+    one step per process() call, and deliveries to the asker go out between steps while
+    its labeled response still comes whole at the end."""
+    from chatd.dialects.base import STEP_PAUSE
+
+    w = World()
+    _crowd(w, 2000)
+    amy = w.irc("amy", caps="labeled-response batch")
+    bob = w.irc("bob")
+    amy.session.data_received(b"@label=w1 WHO *user1*\r\nPING after\r\n")
+    assert amy.session.process(w.now) == STEP_PAUSE
+    assert amy.session.work is not None and amy.lines() == []
+    bob.send("PRIVMSG amy :between steps")
+    assert amy.lines() == [":bob!~bob@10.0.0.1 PRIVMSG amy :between steps"]
+    steps = 1
+    while amy.session.process(w.now) == STEP_PAUSE:
+        steps += 1
+    lines = amy.lines()
+    assert steps == 4  # 2,000 members, 500 a step (the PING after comes in the last)
+    assert lines[0].startswith("@label=w1 :irc.test BATCH +")
+    assert lines[-3].endswith(":End of WHO list") and lines[-2].startswith(":irc.test BATCH -")
+    assert len([line for line in lines if " 352 amy " in line]) == 1111  # user1, user1N...
+    assert lines[-1] == ":irc.test PONG irc.test after"

@@ -13,6 +13,14 @@ Theory of operation
   buffers, so the bytes the server scans per turn are bounded by the tokens it grants
   and one read. An expensive command returns extra cost from :meth:`handle`, charged
   after it ran (the bucket may go into debt), so the next item waits longer.
+* **No command holds the loop long.** A command whose work grows with the server (a
+  WHO mask over every member, a LIST over every room) runs as *work*: a generator
+  (:attr:`Session.work`) that does a bounded step per ``next()`` and yields what the
+  step cost in flood tokens. :meth:`process` runs one step, then returns
+  :data:`STEP_PAUSE` so the engine serves every other connection before the next step;
+  the client's later input waits behind it, so replies stay in order. An expensive
+  command that is not split (its extra cost is above zero) also ends the turn for its
+  connection.
 * **A chat batch is the service's policy, not an engine's.** Consecutive chat lines to
   the same place are collected by the dialect and published as one event when something
   else arrives or :meth:`process` returns, so K lines that arrived together cost one
@@ -38,7 +46,7 @@ Theory of operation
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -67,6 +75,13 @@ BLANK = _Blank()
 
 #: Longest single wait :meth:`Session.process` asks for; it asks again if need be.
 PAUSE_SLICE = 0.5
+#: The wait after a step of long work or an expensive command: long enough that the
+#: engine runs a loop turn for everyone else first, short enough to be unnoticeable.
+STEP_PAUSE = 0.001
+
+#: Long work (see :attr:`Session.work`): each ``next()`` does a bounded step and yields
+#: its flood cost; the generator's return value is the last step's cost.
+Work = Generator[int, None, int]
 
 
 class Decoder(Protocol):
@@ -145,6 +160,7 @@ class Session:
         "hold_until",
         "host",
         "lost",
+        "work",
         "__weakref__",
     )
 
@@ -177,6 +193,8 @@ class Session:
         self.host = host
         #: ``connection_lost`` has run: the session holds nothing any more.
         self.lost = False
+        #: A long command in progress, run a bounded step per loop turn (see Work).
+        self.work: Work | None = None
 
     # ----------------------------------------------------------------- for subclasses
 
@@ -195,6 +213,14 @@ class Session:
 
     def drop_batch(self) -> None:
         """Forget chat lines collected by :meth:`handle` (the connection is being killed)."""
+
+    def step_work(self, work: Work) -> int:
+        """Run one step of ``work`` and return its cost (a dialect may wrap it: IRC
+        directs the step's output to a labeled response); raises StopIteration at the end."""
+        return next(work)
+
+    def work_done(self) -> None:
+        """The long command has finished (IRC sends its labeled response now)."""
 
     def next_deadline(self, now: float) -> float | None:
         """The dialect's own next deadline (IRC's keepalive PING), or ``None``."""
@@ -251,6 +277,10 @@ class Session:
         decoder = self.decoder
         try:
             while not self.closing:
+                if self.work is not None:
+                    if not self._run_step(now):
+                        return STEP_PAUSE  # more steps: everyone else first
+                    continue
                 item = self.held
                 if item is None:
                     item = decoder.next_item()
@@ -271,6 +301,10 @@ class Session:
                 extra = self.handle(item)
                 if extra and bucket is not None:
                     bucket.charge(now, extra)
+                if self.work is not None or (extra and not self.closing):
+                    # Long work starts at once; an expensive command ends the turn.
+                    if self.work is None or not self._run_step(now):
+                        return STEP_PAUSE
         finally:
             if self.transport is not _NOT_MADE:
                 self.flush_batch()
@@ -280,6 +314,23 @@ class Session:
         elif not self.closing:
             self.arm_timer(now)  # registration may have moved the deadline to idleness
         return None
+
+    def _run_step(self, now: float) -> bool:
+        """One step of :attr:`work`, charged to the flood budget; True once it is done."""
+        work = self.work
+        assert work is not None
+        finished = False
+        try:
+            cost = self.step_work(work)
+        except StopIteration as end:
+            cost = end.value or 0
+            finished = True
+        if cost and self.bucket is not None:
+            self.bucket.charge(now, cost)
+        if finished:
+            self.work = None
+            self.work_done()
+        return finished
 
     def on_timer(self, now: float) -> None:
         self.timer_at = 0.0
@@ -325,6 +376,7 @@ class Session:
             return
         self.lost = True
         self.ctx.ended(self, reason, detail)
+        self.work = None
         self.on_close()
         # Break the session ⇄ transport cycle and free the buffers now.
         self.member = None
@@ -348,6 +400,7 @@ class Session:
             return
         self.closing = True
         self.held = None
+        self.work = None
         self.flush_batch()
         self.transport.close_soon(reason, detail)
 
@@ -361,6 +414,7 @@ class Session:
             return
         self.closing = True
         self.held = None
+        self.work = None
         self.drop_batch()
         self.transport.close_soon(DisconnectReason.KILLED, detail)
 

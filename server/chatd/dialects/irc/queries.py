@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from chatd.core.masks import mask_match
 from chatd.core.model import Member, Room
+from chatd.dialects.base import Work
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.channels import prefixes
 from chatd.dialects.irc.numerics import Numeric as N
@@ -37,25 +38,28 @@ WHOX_FIELDS = "tcuihsnfdlaor"
 #: Members a WHO mask is matched against per flood token it costs: a WHO that scans
 #: every nick is paid for by the scan, whether it matches anyone or not.
 SCANNED_PER_TOKEN = 500
+#: Members one step of a WHO mask scan looks at (see :data:`chatd.dialects.base.Work`).
+WHO_STEP = 500
 
 
 def who(s: IrcSession, message: Message) -> int:
     """WHO; returns the extra flood tokens it costs: a token per 10 lines sent and per
-    :data:`SCANNED_PER_TOKEN` members a mask was matched against."""
+    :data:`SCANNED_PER_TOKEN` members a mask was matched against.
+
+    A mask is matched against every member in steps of :data:`WHO_STEP`, one per loop
+    turn, so it never holds the loop for long however many members there are.
+    """
     hub = s.ctx.hub
-    me = s.member
-    assert me is not None
     mask = message.params[0] if message.params and message.params[0] else "*"
     whox: tuple[str, str] | None = None
     if len(message.params) > 1 and message.params[1].startswith("%"):
         fields, _, token = message.params[1][1:].partition(",")
         whox = ("".join(c for c in WHOX_FIELDS if c in fields), token[:3] or "0")
     lines = 0
-    scanned = 0
-    members = hub.members
     if mask.startswith("#"):
         room = hub.find_room(mask)
         if room is not None and s.can_see(room):
+            members = hub.members
             for uid, flags in room.members.items():
                 _who_reply(s, members[uid], room.name, flags, whox)
                 lines += 1
@@ -65,16 +69,35 @@ def who(s: IrcSession, message: Message) -> int:
             _who_reply(s, exact, "*", 0, whox)
             lines = 1
         else:
-            for member in members.values():
-                scanned += 1
-                if not mask_match(mask, member.nick) and not mask_match(mask, member.mask):
-                    continue
-                if "i" in member.modes and member is not me and not hub.shares_room(member, me):
-                    continue
-                _who_reply(s, member, "*", 0, whox)
-                lines += 1
+            s.work = _who_scan(s, mask, whox, list(hub.members))
+            return 0
     s.numeric(N.RPL_ENDOFWHO, mask)
-    return lines // 10 + scanned // SCANNED_PER_TOKEN
+    return lines // 10
+
+
+def _who_scan(s: IrcSession, mask: str, whox: tuple[str, str] | None, uids: list[str]) -> Work:
+    """The steps of a WHO mask: each matches :data:`WHO_STEP` members and yields its cost."""
+    hub = s.ctx.hub
+    me = s.member
+    assert me is not None
+    lines = 0
+    for start in range(0, len(uids), WHO_STEP):
+        if start:
+            yield WHO_STEP // SCANNED_PER_TOKEN + lines // 10
+            lines = 0
+        for uid in uids[start : start + WHO_STEP]:
+            member = hub.members.get(uid)
+            if member is None:
+                continue  # gone since the scan began
+            if not mask_match(mask, member.nick) and not mask_match(mask, member.mask):
+                continue
+            if "i" in member.modes and member is not me and not hub.shares_room(member, me):
+                continue
+            _who_reply(s, member, "*", 0, whox)
+            lines += 1
+    s.numeric(N.RPL_ENDOFWHO, mask)
+    last = len(uids) % WHO_STEP or WHO_STEP
+    return last // SCANNED_PER_TOKEN + lines // 10
 
 
 def who_flags(s: IrcSession, member: Member, flags: int) -> str:
@@ -217,38 +240,71 @@ def whowas(s: IrcSession, message: Message) -> None:
     s.numeric(N.RPL_ENDOFWHOWAS, nick)
 
 
-#: Rooms LIST looks at per flood token it costs (beside a token per 10 lines sent).
+#: Rooms LIST looks at per flood token it costs (beside a token per 10 lines sent), for
+#: each condition it tests them against.
 ROOMS_PER_TOKEN = 200
+#: Room tests one step of LIST runs (rooms × conditions), one step per loop turn.
+LIST_STEP = 1000
+#: Conditions one LIST may give (``>N``, ``<N``, masks); more are refused (ELIST).
+MAX_LIST_CONDITIONS = 8
 
 
 def list_(s: IrcSession, message: Message) -> int:
-    """LIST, in the order rooms were created; returns the extra flood tokens it costs."""
+    """LIST, in the order rooms were created, in bounded steps (see :data:`LIST_STEP`)."""
     hub = s.ctx.hub
-    s.numeric(N.RPL_LISTSTART, "Channel")
-    wanted: list[Room]
     tests: list[Callable[[Room], bool]] = []
-    scanned = 0
+    named: list[Room] = []
     if message.params and message.params[0]:
-        wanted = []
-        for word in message.params[0].split(","):
+        words = [word for word in message.params[0].split(",") if word]
+        for word in words:
             test = _list_test(word)
             if test is not None:
                 tests.append(test)
             elif (room := hub.find_room(word)) is not None:
-                wanted.append(room)
-        if tests:
-            scanned = len(hub.rooms) * len(tests)
-            wanted = [r for r in hub.rooms.values() if all(t(r) for t in tests)]
-    else:
-        wanted = list(hub.rooms.values())
-        scanned = len(wanted)
+                named.append(room)
+        if len(tests) > MAX_LIST_CONDITIONS:
+            s.fail(
+                "LIST",
+                "TOO_MANY_CONDITIONS",
+                text=f"LIST takes at most {MAX_LIST_CONDITIONS} masks or conditions",
+            )
+            return 0
+        if not tests:
+            s.numeric(N.RPL_LISTSTART, "Channel")
+            sent = _list_rooms(s, named)
+            s.numeric(N.RPL_LISTEND)
+            return sent // 10
+    s.numeric(N.RPL_LISTSTART, "Channel")
+    s.work = _list_scan(s, list(hub.rooms.values()), tests)
+    return 0
+
+
+def _list_rooms(s: IrcSession, rooms: list[Room]) -> int:
     sent = 0
-    for room in wanted:
+    for room in rooms:
         if s.can_see(room):
             s.numeric(N.RPL_LIST, room.name, str(len(room.members)), text=room.topic)
             sent += 1
+    return sent
+
+
+def _list_scan(s: IrcSession, rooms: list[Room], tests: list[Callable[[Room], bool]]) -> Work:
+    """The steps of a LIST: each tests at most :data:`LIST_STEP` rooms × conditions."""
+    live = s.ctx.hub.rooms
+    per_step = max(LIST_STEP // max(len(tests), 1), 1)
+    cost = 0
+    for start in range(0, len(rooms), per_step):
+        if start:
+            yield cost
+        chunk = [
+            room
+            for room in rooms[start : start + per_step]
+            if live.get(room.key) is room and all(test(room) for test in tests)
+        ]
+        sent = _list_rooms(s, chunk)
+        cost = per_step * max(len(tests), 1) // ROOMS_PER_TOKEN + sent // 10
     s.numeric(N.RPL_LISTEND)
-    return sent // 10 + scanned // ROOMS_PER_TOKEN
+    return cost
 
 
 def _list_test(word: str) -> Callable[[Room], bool] | None:

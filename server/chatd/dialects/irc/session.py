@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 
 from chatd.core import errors as err
 from chatd.core.model import Room
-from chatd.dialects.base import Context, Session
+from chatd.dialects.base import Context, Session, Work
 from chatd.dialects.irc import channels, info, labels, messages, queries, registration, users
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.encoder import encoder_for, fit
@@ -219,8 +219,26 @@ class IrcSession(Session):
             extra = self._handle(item)
             self.flush_batch()
         finally:
-            self.end_label()
+            if self.work is None:
+                self.end_label()
+            else:
+                # Long work: its steps write into the capture (step_work); what others
+                # send meanwhile goes straight out, and the response goes at the end.
+                self.out = self.transport
         return extra
+
+    def step_work(self, work: Work) -> int:
+        capture = self.capture
+        if capture is None:
+            return next(work)
+        self.out = capture
+        try:
+            return next(work)
+        finally:
+            self.out = self.transport
+
+    def work_done(self) -> None:
+        self.end_label()
 
     def end_label(self) -> None:
         """Send the running labeled command's response (safe when there is none)."""
