@@ -4,8 +4,9 @@
 listener on), fills it with idle members, then lets one attacker send its input while a
 few probe members measure round trips (IRC ``PING``/``PONG``), one every
 :data:`PROBE_INTERVAL` seconds in turn (each probe alone stays well inside the flood
-budget of 10 lines per second, so its own pings never wait on flood control). The figure is the probe's worst round trip while the attack runs: what every
-member of the server felt. A stall-free server keeps it near the idle round trip.
+budget of 10 lines per second, so its own pings never wait on flood control). The
+figure is the probes' worst round trip while the attack runs: what every member of the
+server felt. A stall-free server keeps it near the idle round trip.
 
 Each scenario is the input an issue named (issue 15 item 4, issue 16's nine items); the
 setup builds the state it needs (members, rooms, bans) through the wire like any client.
