@@ -35,6 +35,7 @@ from bench import (
     syscount,
     wire,
 )
+from chatwire import check_server_log
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -493,6 +494,16 @@ def _sane(run: dict) -> list[str]:
     return bad
 
 
+def _check_chatd_logs(tmp: Path) -> None:
+    """The stderr of each chatd the bench ran (``bench.servers.start`` names them
+    TARGET-NS.err in its work folder's logs/) holds no traceback or ERROR record."""
+    chatd = {name.replace("+", "_") for name, t in servers.TARGETS.items() if t.is_chatd}
+    logs = [p for p in tmp.glob("*/logs/*.err") if p.name.rsplit("-", 1)[0] in chatd]
+    assert logs, f"no chatd stderr under {tmp}"
+    for path in logs:
+        check_server_log(f"bench's chatd {path.stem}", path)
+
+
 @pytest.mark.timeout(240)
 def test_quick_bench_smoke(tmp_path: Path) -> None:
     """`python -m bench --quick` runs every scenario and writes a complete report.
@@ -506,14 +517,17 @@ def test_quick_bench_smoke(tmp_path: Path) -> None:
     why = _missing_for_smoke()
     if why:
         pytest.skip(why)
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench", "--quick", "--label", "smoke", "--out", str(tmp_path)],
+            [sys.executable, "-m", "bench", "--quick", "--label", "smoke", "--out", str(out)],
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=230,
             check=False,
+            env={**os.environ, "TMPDIR": str(tmp)},  # its servers' logs land in tmp_path
         )
     except subprocess.TimeoutExpired:
         load = os.getloadavg()[0]
@@ -521,10 +535,14 @@ def test_quick_bench_smoke(tmp_path: Path) -> None:
             pytest.skip(f"quick bench ran out of time on a busy machine (load average {load:.0f})")
         raise
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (outdir,) = tmp_path.iterdir()
+    (outdir,) = out.iterdir()
     doc = json.loads((outdir / "results.json").read_text())
     assert doc["schema"] == "chatd-bench/2"
     runs = doc["runs"]
+    # Every server the bench started stopped cleanly, and no chatd wrote a traceback.
+    unclean = [(r["target"], r["scenario"]) for r in runs if r["server"].get("exit_ok") is False]
+    assert not unclean, unclean
+    _check_chatd_logs(tmp)
     harness_errors = [r for r in runs if not r["metrics"]]
     assert not harness_errors, harness_errors
     assert {r["scenario"] for r in runs} >= set(matrix.SCENARIOS)
@@ -886,6 +904,8 @@ def test_the_driver_paces_any_dialect_with_any_number_of_active_senders(
     finally:
         fleet.close()
         assert srv.stop(), srv.stderr_tail
+        if target.is_chatd:
+            check_server_log(f"chatd {name}", srv.err_path, status=srv.exit_code)
 
 
 def test_proc_io_syscw_does_not_count_socket_sends() -> None:

@@ -407,7 +407,8 @@ def test_control_characters_from_the_server_are_shown_visibly() -> None:
 def test_connection_refused_is_a_clear_error(start_server) -> None:
     server = start_server("reactor")
     port = server.port
-    server.stop()
+    server.client("amy").ping()  # serving: its SIGTERM handler is in place
+    assert server.stop() == 0
     proc = run_client_at(port, b"")
     assert proc.returncode != 0
     expected = f"Error: cannot connect to 127.0.0.1:{port}: Connection refused\n"

@@ -4,7 +4,6 @@ SIGTERM ends the server cleanly. Real servers, real sockets, every engine."""
 from __future__ import annotations
 
 import selectors
-import signal
 import socket
 import threading
 import time
@@ -127,7 +126,7 @@ def test_sigterm_notifies_clients_and_exits_zero(engine: str, start_server) -> N
     amy, bob = server.room("amy", "bob")
     unregistered = Client(server.host, server.port)
     started = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
+    server.terminate()
     for c in (amy, bob, unregistered):
         lines = c.wait_closed(10)
         assert any("shutting down" in line for line in lines), lines
@@ -136,18 +135,13 @@ def test_sigterm_notifies_clients_and_exits_zero(engine: str, start_server) -> N
 
 
 def test_bad_option_and_port_in_use_fail_with_one_line(start_server) -> None:
-    import subprocess
-    import sys
-
-    from chatwire import chatd_env
+    from chatwire import run_chatd
 
     first = start_server("reactor")
     for args in (["--port", str(first.port)], ["--engine", "nope"], ["--max-line", "-1"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "chatd", *args], capture_output=True, timeout=30, env=chatd_env()
-        )
+        proc = run_chatd(*args)  # fails on a traceback
         assert proc.returncode != 0
-        assert b"Traceback" not in proc.stderr
+        assert "Traceback" not in proc.stderr
         assert proc.stderr.strip(), args
 
 

@@ -22,14 +22,12 @@ import argparse
 import itertools
 import json
 import os
-import queue
 import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,10 +36,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatwire import Server
+
 REPO = Path(__file__).resolve().parent.parent
 LOADTEST = REPO / "loadtest"
 LOCUSTFILE = LOADTEST / "chat.py"
-SERVER_SRC = REPO / "server"
 
 
 # The load test's sans-IO modules import each other as siblings, as Locust loads them.
@@ -730,48 +729,11 @@ def _require_locust() -> str:
     return exe
 
 
-def _start_server(engine: str) -> tuple[subprocess.Popen[str], int]:
-    """Start chatd on a free port; return the process and the port it printed."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chatd", "--port", "0", "--engine", engine],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_clean_env(PYTHONPATH=str(SERVER_SRC)),
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen = []
-    try:
-        while True:
-            line = lines.get(timeout=20)
-            seen.append(line)
-            if "listening on " in line:
-                return proc, int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
-    except queue.Empty:
-        proc.kill()
-        proc.wait(timeout=10)
-        pytest.fail(f"chatd --engine {engine} did not report its port: {''.join(seen)!r}")
-
-
 @pytest.fixture
-def chatd(request: pytest.FixtureRequest) -> Iterator[int]:
-    proc, port = _start_server(request.param)
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def chatd(request: pytest.FixtureRequest, start_server: Callable[..., Server]) -> int:
+    """The port of a chatd of the engine the test names; conftest's ``start_server`` stops
+    it and fails the test if it exited non-zero or wrote a traceback."""
+    return start_server(request.param).port
 
 
 SMOKE_USERS = 20

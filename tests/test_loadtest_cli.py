@@ -26,12 +26,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from chatwire import TLSFiles
+from chatwire import Server, TLSFiles
 from test_loadtest import (
     LOADTEST,
     LOCUSTFILE,
@@ -40,7 +40,6 @@ from test_loadtest import (
     _clean_env,
     _require_locust,
     _run_locust,
-    _start_server,
     _verdict_block,
     verdict,
 )
@@ -52,17 +51,9 @@ def locust_exe_fixture() -> str:
 
 
 @pytest.fixture
-def chatd() -> Iterator[int]:
-    proc, port = _start_server("reactor")
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def chatd(start_server: Callable[..., Server]) -> int:
+    """A reactor chatd's port (conftest's ``start_server`` checks how it ended)."""
+    return start_server("reactor").port
 
 
 def _free_port() -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import re
 import selectors
-import signal
 import socket
 import statistics
 import struct
@@ -140,8 +139,7 @@ def closing_all(socks: list[socket.socket]) -> Iterator[list[socket.socket]]:
 def stop_quietly(server: Server) -> None:
     """SIGTERM now (the fixture then only reaps it): used before closing thousands of
     sockets, so the server does not fan out a quit notice for each of them."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
+    server.terminate()
 
 
 def registered_crowd(
@@ -997,7 +995,7 @@ def test_sigterm_exits_within_the_documented_bound_with_stuck_readers(
         # What waits unread in the stuck readers' own receive buffers (SIOCINQ).
         queued = [fionread(c.sock) for c in stuck]
         signalled = time.monotonic()
-        server.proc.send_signal(signal.SIGTERM)
+        server.terminate()
         try:
             code = server.proc.wait(60)
         except Exception:

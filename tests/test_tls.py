@@ -8,8 +8,6 @@ come from trustme, never from files in the repository.
 
 from __future__ import annotations
 
-import os
-import re
 import resource
 import select
 import shutil
@@ -17,7 +15,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,13 +22,14 @@ from pathlib import Path
 
 import pytest
 
+import chatwire
 from chatwire import (
     ALL_ENGINES,
     TIMEOUT,
     Client,
+    IrcClient,
     Server,
     TLSFiles,
-    chatd_env,
     open_socket,
 )
 
@@ -94,36 +92,9 @@ def closed_by_server(sock: socket.socket, deadline: float) -> bool:
             return True
 
 
-def wait_for_log(server: Server, pattern: str, timeout: float = TIMEOUT) -> str:
-    """The first stderr line matching ``pattern`` (the server runs with --log-level info)."""
-    assert server.proc.stderr is not None
-    fd = server.proc.stderr.fileno()
-    buf = getattr(server, "_stderr_buf", b"")
-    deadline = time.monotonic() + timeout
-    rx = re.compile(pattern)
-    while True:
-        while b"\n" in buf:
-            line, _, buf = buf.partition(b"\n")
-            if rx.search(line.decode(errors="replace")):
-                server._stderr_buf = buf  # type: ignore[attr-defined]
-                return line.decode()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            raise TimeoutError(f"no log line matching {pattern!r}")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            raise EOFError("server stderr closed")
-        buf += chunk
-
-
 def run_chatd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chatd", "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        env=chatd_env(),
-        timeout=30,
-    )
+    """chatd to its end (a traceback on its stderr fails there); its status is ours."""
+    return chatwire.run_chatd("--port", "0", *args)
 
 
 # --------------------------------------------------------------------------- start-up
@@ -175,15 +146,19 @@ def test_bad_certificate_or_options_are_a_one_line_error_at_start(
     assert done.returncode == 2 and "need --tls-port or --irc-tls-port" in done.stderr
 
 
-def test_irc_tls_port_needs_the_irc_dialect(tls_files: TLSFiles) -> None:
+def test_irc_tls_port_needs_the_irc_dialect(
+    start_server: ServerFactory, tls_files: TLSFiles
+) -> None:
     from chatd.dialects import DIALECTS
 
     if "irc" in DIALECTS:
-        server = Server("reactor", "--irc-tls-port", "0", *tls_files.args())
-        try:
-            assert "irc tls" in server.ports
-        finally:
-            server.stop()
+        server = start_server("reactor", "--irc-tls-port", "0", *tls_files.args())
+        assert "irc tls" in server.ports
+        # Served, not only announced (and a SIGTERM before the engine runs would kill it:
+        # see test_server_checks.py's test of SIGTERM right after the announcement).
+        irc = IrcClient(server.host, server.ports["irc tls"], tls=tls_files.client_context())
+        irc.register("amy")
+        irc.close()
     else:
         done = run_chatd("--irc-tls-port", "0", *tls_files.args())
         assert done.returncode == 2 and "this build has no IRC dialect" in done.stderr
@@ -437,12 +412,14 @@ def test_sighup_reloads_the_certificate_for_new_connections_only(
 ) -> None:
     first = TLSFiles(tmp_path, "first")
     second = TLSFiles(tmp_path, "second")
-    server = start_server(engine, "--log-level", "info", tls=first)
+    # The broken file below is refused with an ERROR record, on purpose.
+    refused = "TLS reload failed, keeping the current certificate"
+    server = start_server(engine, "--log-level", "info", tls=first, allow=[refused])
     old_client = server.client("old")
     shutil.copyfile(second.cert, first.cert)
     shutil.copyfile(second.key, first.key)
     server.proc.send_signal(signal.SIGHUP)
-    wait_for_log(server, "TLS certificate reloaded")
+    server.wait_for_stderr("TLS certificate reloaded")
     # New connections get the new certificate; the old CA no longer verifies it.
     new_client = Client(server.host, server.port, tls=second.client_context())
     new_client.register("new")
@@ -455,7 +432,7 @@ def test_sighup_reloads_the_certificate_for_new_connections_only(
     # A broken file on disk is refused: the current certificate stays.
     first.cert.write_text("truncated\n")
     server.proc.send_signal(signal.SIGHUP)
-    wait_for_log(server, "TLS reload failed, keeping the current certificate")
+    server.wait_for_stderr(refused)
     third = Client(server.host, server.port, tls=second.client_context())
     third.register("third")
     assert server.proc.poll() is None
@@ -471,7 +448,7 @@ def test_shutdown_says_goodbye_with_close_notify_and_drops_handshakes(
     half.sendall(client_hello()[:30])  # in the middle of a handshake at shutdown
     time.sleep(0.2)
     started = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
+    server.terminate()
     # wait_closed() ends on a clean TLS EOF; without close_notify it raises SSLEOFError.
     rest = amy.wait_closed()
     assert any("shutting down" in line for line in rest), rest

@@ -139,6 +139,21 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Bytes of private messages one member may be sent at once.",
 )
 @click.option(
+    "--max-rooms",
+    type=click.IntRange(0),
+    default=50,
+    show_default=True,
+    help="Rooms one member may be in at once (IRC CHANLIMIT; 0: no limit).",
+)
+@click.option(
+    "--max-rooms-per-address",
+    type=click.IntRange(0),
+    default=500,
+    show_default=True,
+    help="Rooms the members from one IP address may be in, together (0: no limit; "
+    "loopback is exempt with --exempt-loopback).",
+)
+@click.option(
     "--sendq-soft",
     type=click.IntRange(0),
     default=256 * 1024,
@@ -223,6 +238,8 @@ def main(
     exempt_loopback: bool,
     private_rate: int,
     private_burst: int,
+    max_rooms: int,
+    max_rooms_per_address: int,
     sendq_soft: int,
     sendq_soft_seconds: float,
     flood_rate: float,
@@ -304,6 +321,8 @@ def main(
         exempt_loopback=exempt_loopback,
         private_rate=private_rate,
         private_burst=private_burst,
+        max_rooms=max_rooms,
+        max_rooms_per_address=max_rooms_per_address,
         sendq_soft=sendq_soft,
         sendq_soft_seconds=sendq_soft_seconds,
         flood_rate=flood_rate,
@@ -331,6 +350,9 @@ def main(
         raise click.ClickException(f"TLS: {exc}") from None
     except OSError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
+    from chatd.net import signals
+
+    signals.hold()  # the engine releases them once its handlers are in
     for listener in bound:
         print(listener.announcement(engine), flush=True)
     if engine == "reactor":

@@ -72,7 +72,10 @@ class Config:
     #: Lines of the message of the day (IRC MOTD).
     motd: tuple[str, ...] = ()
     #: Rooms one member may be in at once (IRC CHANLIMIT); 0: no limit.
-    max_rooms: int = 0
+    max_rooms: int = 50
+    #: Rooms the members from one address may be in together; 0: no limit (loopback is
+    #: exempt when ``exempt_loopback``).
+    max_rooms_per_address: int = 500
     #: TLS: PEM certificate chain and private key (None: the key is in ``tls_cert``).
     tls_cert: str | None = None
     tls_key: str | None = None

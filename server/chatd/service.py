@@ -28,7 +28,7 @@ from chatd.core.router import Router
 from chatd.core.targets import ToEveryone
 from chatd.dialects import DIALECTS
 from chatd.dialects.base import Context, Dialect, Session
-from chatd.net.admission import Admission, Refused
+from chatd.net.admission import Admission, Refused, is_loopback
 from chatd.net.listeners import Listener, bind
 from chatd.net.tls import ServerTLS, TLSConfigError
 from chatd.net.transport import QUIT_TEXT, DisconnectReason
@@ -72,6 +72,8 @@ class ChatService:
             private_rate=config.private_rate,
             private_burst=config.private_burst,
             max_rooms_per_member=config.max_rooms,
+            max_rooms_per_address=config.max_rooms_per_address,
+            address_exempt=self._exempt_address,
             mint=self.mint,
             clock=clock,
         )
@@ -156,6 +158,9 @@ class ChatService:
             hub.disconnect(session.uid, detail or QUIT_TEXT.get(reason, reason.value))
         self.router.disconnect(session.uid)
         self.admission.release(session.host)
+
+    def _exempt_address(self, host: str) -> bool:
+        return self.config.exempt_loopback and is_loopback(host)
 
     def _connection(self, uid: str) -> Session | None:
         handle = self.router.local.get(uid)

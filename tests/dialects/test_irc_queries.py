@@ -85,7 +85,7 @@ def _crowd(w: World, count: int) -> None:
     hub = w.service.hub
     for i in range(count):
         uid = w.service.mint.uid()
-        hub.register(uid, f"user{i}", "~u", "10.1.0.1")
+        hub.register(uid, f"user{i}", "~u", f"10.1.{i // 250}.{i % 250}")
         hub.join(uid, "#crowd")
 
 
@@ -110,7 +110,7 @@ def test_list_is_paid_for_by_the_rooms_it_scans_and_does_not_sort() -> None:
     hub = w.service.hub
     for i in range(1000):
         uid = w.service.mint.uid()
-        hub.register(uid, f"r{i}", "~u", "10.1.0.1")
+        hub.register(uid, f"r{i}", "~u", f"10.2.{i // 250}.{i % 250}")
         hub.join(uid, f"#room{i}")
     amy = w.irc("amy")
     bucket = amy.session.bucket

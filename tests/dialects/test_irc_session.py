@@ -23,8 +23,8 @@ away-notify invite-notify userhost-in-names batch labeled-response setname exten
 CHANTYPES=# ELIST=MNU EXCEPTS=e INVEX=I KICKLEN=390 MAXLIST=b:100,e:100,I:100 MODES=6 \
 MONITOR=100 :are supported by this server
 :irc.test 005 amy NETWORK=chatd NICKLEN=30 PREFIX=(ov)@+ STATUSMSG=@+ \
-TARGMAX=JOIN:,KICK:4,NAMES:4,NOTICE:4,PART:,PRIVMSG:4,WHOIS:1 TOPICLEN=390 USERLEN=10 UTF8ONLY \
-WHOX :are supported by this server
+TARGMAX=JOIN:10,KICK:4,NAMES:4,NOTICE:4,PART:10,PRIVMSG:4,WHOIS:1 TOPICLEN=390 USERLEN=10 \
+UTF8ONLY WHOX CHANLIMIT=#:50 :are supported by this server
 :irc.test 251 amy :There are 1 users and 0 invisible on 1 servers
 :irc.test 254 amy 0 :channels formed
 :irc.test 255 amy :I have 1 clients and 0 servers

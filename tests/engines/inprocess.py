@@ -5,31 +5,52 @@ handlers there; the clients run in a worker thread and the engine is stopped wit
 ``request_stop`` (what SIGTERM does) when they return. A test that must see inside an
 engine (a library finaliser taken away, the socket's TCP state at a hub callback) uses
 this; everything else drives ``python -m chatd`` subprocesses.
+
+What a subprocess would write to stderr is logged here, and fails the test as a
+subprocess's traceback does: a record at ERROR or above from the ``chatd`` loggers (an
+engine's "error handling a connection; dropping it") through conftest's autouse
+``chatd_log_errors`` (a test allows one it provokes with ``allow_chatd_log``), and one
+from ``asyncio`` while the engine's loop runs ("Task exception was never retrieved")
+through :func:`serve_while`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatd.config import Config
 from chatd.net.listeners import Listener
 from chatd.service import ChatService
-from chatwire import ALL_ENGINES, UVLOOP
+from chatwire import ALL_ENGINES, UVLOOP, log_errors
 
 #: Engines this helper runs: the three, and asyncio on uvloop when it is installed.
 ENGINES = ALL_ENGINES
 
 
 def serve_while(
-    engine: str, config: Config, clients: Callable[[Any, list[Listener]], None]
+    engine: str,
+    config: Config,
+    clients: Callable[[Any, list[Listener]], None],
+    allow: Sequence[str] = (),
 ) -> ChatService:
     """Serve ``config`` with ``engine`` until ``clients(server, listeners)`` returns.
 
-    Returns the service (its counters); re-raises what ``clients`` raised.
+    Returns the service (its counters); re-raises what ``clients`` raised, else raises
+    :class:`chatwire.ServerFailure` if the ``asyncio`` logger logged at ERROR or above
+    meanwhile (``allow``: patterns of messages the test provokes).
     """
+    with log_errors("asyncio") as logged:
+        service = _serve_while(engine, config, clients)
+    logged.check(f"{engine}, served in-process,", allow)
+    return service
+
+
+def _serve_while(
+    engine: str, config: Config, clients: Callable[[Any, list[Listener]], None]
+) -> ChatService:
     service = ChatService(config)
     listeners = service.bind_listeners()
     failure: list[BaseException] = []

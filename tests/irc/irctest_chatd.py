@@ -13,6 +13,12 @@ running irctest). With ``ssl`` the IRC port is a TLS listener (``--irc-tls-port`
 certificate irctest generates. WebSocket and services are not offered: ``run()`` raises
 ``NotImplementedByController``, which irctest reports as a skip.
 
+chatd's stderr goes to a file. When irctest stops the server (``kill``, ``terminate``),
+the test fails if chatd ended with a status other than 0 (irctest sends SIGTERM, and
+SIGKILL 5 s later) or wrote a traceback or a log record at ERROR or above: the check is
+chatwire's, as for every other test that starts a server, and its message quotes the
+file (kept when the check fails, removed otherwise).
+
 Use it with ``tests/irc/run_irctest.py``; by hand, put ``tests/irc`` on ``PYTHONPATH``
 and pass ``--controller irctest_chatd`` to pytest in the irctest folder.
 """
@@ -20,7 +26,9 @@ and pass ``--controller irctest_chatd`` to pytest in the irctest folder.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from irctest.basecontrollers import BaseServerController, DirectoryBasedController
@@ -28,6 +36,12 @@ from irctest.runner import NotImplementedByController
 
 #: The checkout's ``server/`` folder (``tests/irc/`` → two levels up).
 SERVER_DIR = Path(__file__).resolve().parents[2] / "server"
+#: ``tests/``, for chatwire's check of a server's end (appended: nothing is shadowed).
+TESTS_DIR = Path(__file__).resolve().parents[1]
+if str(TESTS_DIR) not in sys.path:
+    sys.path.append(str(TESTS_DIR))
+
+from chatwire import ServerFailure, check_server_log  # noqa: E402
 
 #: ``CHATD_ENGINE`` value → chatd engine options.
 ENGINE_ARGS: dict[str, list[str]] = {
@@ -58,6 +72,10 @@ class ChatdController(BaseServerController, DirectoryBasedController):
     extban_mute_char = None
     #: chatd answers every command in order, so irctest's PING/PONG sync is enough.
     sync_sleep_time = 0.0
+    #: The running chatd's stderr file.
+    stderr_path: Path | None = None
+    #: What the check of the last chatd found, raised once irctest has cleaned up.
+    failure: str | None = None
 
     def run(
         self,
@@ -109,11 +127,49 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         env["PYTHONPATH"] = os.pathsep.join(
             [str(SERVER_DIR), *filter(None, [env.get("PYTHONPATH")])]
         )
-        self.proc = self.execute(command, proc_name="chatd", env=env)
+        fd, name = tempfile.mkstemp(prefix="chatd-irctest-", suffix=".stderr")
+        self.stderr_path = Path(name)
+        try:
+            self.proc = self.execute(command, proc_name="chatd", env=env, stderr=fd)
+        finally:
+            os.close(fd)
         # Tests call addClient() → wait_for_port() before connecting; waiting here too
         # makes a chatd that exits at once (say, on an unknown option) fail in setUp with
         # ProcessStopped instead of inside the test body.
         self.wait_for_port()
+
+    def kill_proc(self) -> None:
+        proc = self.proc
+        super().kill_proc()
+        self._check_end(proc)
+
+    def terminate(self) -> None:
+        proc = self.proc
+        super().terminate()
+        self._check_end(proc)
+        self._raise_failure()
+
+    def kill(self) -> None:
+        super().kill()  # kill_proc, then irctest's own cleanup (ports, directory)
+        self._raise_failure()
+
+    def _check_end(self, proc: subprocess.Popen | None) -> None:
+        """Check the chatd that just ended: its status and its stderr file."""
+        path, self.stderr_path = self.stderr_path, None
+        if proc is None or path is None:
+            return
+        engine = os.environ.get("CHATD_ENGINE", "reactor")
+        try:
+            check_server_log(f"chatd {engine} (pid {proc.pid})", path, status=proc.returncode)
+        except ServerFailure as exc:
+            self.failure = str(exc)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _raise_failure(self) -> None:
+        failure, self.failure = self.failure, None
+        if failure:
+            raise ServerFailure(failure)
 
     def _tls_args(self, ssl: bool) -> list[str]:
         """With ``ssl``, the certificate irctest makes (its openssl-based gen_ssl)."""

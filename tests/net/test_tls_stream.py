@@ -213,6 +213,7 @@ def test_config_errors_name_the_file_and_the_problem(tmp_path: Path, files: TLSF
     assert config_error(cert, None) == f"{cert}: no usable PEM private key in it"
 
 
+@pytest.mark.allow_chatd_log("^TLS reload failed, keeping the current certificate: ")
 def test_reload_swaps_in_a_good_certificate_and_keeps_the_old_one_otherwise(
     tmp_path: Path,
 ) -> None:

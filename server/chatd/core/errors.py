@@ -123,8 +123,11 @@ class Banned(CannotJoin):
 
 @dataclass(eq=False)
 class TooManyRooms(HubError):
+    """The member is in ``limit`` rooms already (or, ``by_address``, its address is)."""
+
     room: str
     limit: int
+    by_address: bool = False
 
 
 @dataclass(eq=False)

@@ -95,6 +95,8 @@ class Hub:
         private_rate: float = 0.0,
         private_burst: int = 0,
         max_rooms_per_member: int = 0,
+        max_rooms_per_address: int = 0,
+        address_exempt: Callable[[str], bool] | None = None,
         mint: Mint | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -105,6 +107,9 @@ class Hub:
         server notices is refused, and a line longer than some dialect's frame is cut.
         ``private_rate``/``private_burst``: bytes per second (and at once) one member may
         be sent in private messages by everyone else together (0: unbounded).
+        ``max_rooms_per_member``, ``max_rooms_per_address``: rooms one member, and the
+        members of one host together, may be in (0: unbounded); ``address_exempt(host)``
+        exempts a host from the second (loopback, by default).
         """
         default = normalize_room(default_room)
         problem = room_problem(default)
@@ -119,6 +124,8 @@ class Hub:
         self.private_rate = private_rate
         self.private_burst = private_burst
         self.max_rooms = max_rooms_per_member
+        self.max_rooms_per_address = max_rooms_per_address
+        self.address_exempt = address_exempt
         self.mint = mint if mint is not None else Mint()
         self.clock = clock
         self.monotonic = monotonic
@@ -138,6 +145,8 @@ class Hub:
         self.opers = 0
         #: Private-message budgets of recipients (bytes from others), made on first use.
         self.budgets: dict[str, TokenBucket] = {}
+        #: Host → rooms its members are in, together (``max_rooms_per_address``).
+        self.rooms_by_host: dict[str, int] = {}
         #: When the hub started (IRC's 003 "created").
         self.started = clock()
 
@@ -175,6 +184,7 @@ class Hub:
                     room = self.rooms[key] = Room(name, key, at)
                 room.members[member.uid] = flags
                 member.rooms[key] = None
+                self.rooms_by_host[member.host] = self.rooms_by_host.get(member.host, 0) + 1
                 room.invites.pop(member.uid, None)
                 if member.invited:
                     member.invited.discard(key)
@@ -398,6 +408,10 @@ class Hub:
             name = room.name
         if self.max_rooms and len(member.rooms) >= self.max_rooms:
             raise err.TooManyRooms(name, self.max_rooms)
+        per_host = self.max_rooms_per_address
+        if per_host and self.rooms_by_host.get(member.host, 0) >= per_host:
+            if self.address_exempt is None or not self.address_exempt(member.host):
+                raise err.TooManyRooms(name, per_host, by_address=True)
         created = room is None
         count = 1 if room is None else len(room.members) + 1
         event = ev.Joined(
@@ -640,9 +654,15 @@ class Hub:
         draft = _Draft(room)
         accepted: list[ev.ModeChange] = []
         refused: list[err.HubError] = []
+        unknown = False
         for change in changes:
             try:
                 normal = self._check_mode(room, draft, change)
+            except err.UnknownMode as exc:
+                if not unknown:  # a bad mode string is answered once
+                    refused.append(exc)
+                unknown = True
+                continue
             except err.HubError as exc:
                 refused.append(exc)
                 continue
@@ -699,7 +719,8 @@ class Hub:
                 return ev.ModeChange(sign, char, arg)
             if draft.password is None:
                 return None
-            shown = draft.password if arg is None else arg
+            # The key being removed, not the client's word for it (which may be anything).
+            shown = draft.password
             draft.password = None
             return ev.ModeChange(sign, char, shown)
         if char in LIMIT_MODES:
@@ -832,11 +853,12 @@ class Hub:
         self.whowas.append(WhowasEntry(member.nick, member.user, member.host, member.realname, at))
 
     def _forget(self, uid: str, at: float) -> None:
-        member = self.members.pop(uid)
-        del self.nicks[member.key]
-        self._remember(member, at)
+        member = self.members[uid]
         for key in list(member.rooms):
             self._remove(uid, key)
+        del self.members[uid]
+        del self.nicks[member.key]
+        self._remember(member, at)
         for key in member.invited or ():
             room = self.rooms.get(key)
             if room is not None:
@@ -853,8 +875,12 @@ class Hub:
         room.members.pop(uid, None)
         room.banned.pop(uid, None)
         member = self.members.get(uid)
-        if member is not None:
-            member.rooms.pop(key, None)
+        if member is not None and member.rooms.pop(key, False) is None:
+            left = self.rooms_by_host[member.host] - 1
+            if left:
+                self.rooms_by_host[member.host] = left
+            else:
+                del self.rooms_by_host[member.host]
         if not room.members and key != self.default_key:
             for invitee in list(room.invites):
                 self._uninvite(room, invitee)

@@ -84,7 +84,12 @@ class _Glob:
         return parts[-1].fullmatch(target, tail) is not None
 
 
-@functools.lru_cache(maxsize=1024)
+#: Compiled masks kept: more than every list of the rooms one JOIN line may name
+#: (TARGMAX JOIN × 3 lists × MAX_LIST), so a JOIN never recompiles the masks it matches.
+GLOB_CACHE = 8192
+
+
+@functools.lru_cache(maxsize=GLOB_CACHE)
 def _glob(mask: str, casemapping: str) -> _Glob:
     return _Glob(mask, casemapping)
 

@@ -30,9 +30,12 @@ MAX_LIST = 100
 #: User modes: ``B`` bot (IRCv3 bot mode), ``i`` invisible, ``o`` server operator (only
 #: OPER sets it), ``w`` receives WALLOPS.
 USER_MODES = "Biow"
-#: Mode changes one request may make (IRC's MODES=); the rest of a longer string is
-#: refused once, not letter by letter.
+#: Mode changes with an argument one request may make (IRC's MODES=6); further ones
+#: are ignored, as IRC servers do.
 MAX_MODES = 6
+#: Mode letters one request is read for at most: a string of thousands of letters is
+#: read this far and no further (and its unknown letters answered once, by the hub).
+MAX_MODE_CHANGES = 20
 
 #: Every room mode letter.
 ROOM_MODES = LIST_MODES + KEY_MODES + LIMIT_MODES + FLAG_MODES + PREFIX_MODES
@@ -50,7 +53,8 @@ def takes_arg(char: str, sign: str) -> bool:
 
 def parse_mode_changes(modestring: str, args: list[str]) -> tuple[list[ModeChange], list[str]]:
     """``"+ob-v", ["bob", "*!*@x", "amy"]`` → changes; unknown letters are kept (refused
-    later by the hub, which knows the room).
+    later by the hub, which knows the room). At most :data:`MAX_MODE_CHANGES` letters
+    are read, and at most :data:`MAX_MODES` of them take an argument.
 
     Returns the changes and the list-mode letters asked for without an argument (a query
     of the list, e.g. ``MODE #room +b``).
@@ -59,12 +63,18 @@ def parse_mode_changes(modestring: str, args: list[str]) -> tuple[list[ModeChang
     queries: list[str] = []
     sign = "+"
     rest = list(args)
+    with_arg = 0
     for char in modestring:
         if char in "+-":
             sign = char
             continue
+        if len(changes) + len(queries) >= MAX_MODE_CHANGES:
+            break
         if takes_arg(char, sign):
             if rest:
+                if with_arg >= MAX_MODES:
+                    continue
+                with_arg += 1
                 changes.append(ModeChange(sign, char, rest.pop(0)))
             elif char in LIST_MODES:
                 queries.append(char)

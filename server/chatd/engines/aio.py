@@ -39,6 +39,7 @@ import socket
 import ssl
 from typing import Any
 
+from chatd.net import signals
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
@@ -218,6 +219,7 @@ class AsyncServer:
         self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_stop)
+        signals.release()
         if self.service.tls is not None:
             self.loop.add_signal_handler(signal.SIGHUP, self.service.tls.reload)
         acceptors = []

@@ -41,6 +41,7 @@ import struct
 import threading
 import time
 
+from chatd.net import signals
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
 from chatd.net.sockopts import (
@@ -437,6 +438,7 @@ class ThreadedServer:
     def run(self) -> None:
         raise_fd_limit()
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signals.release()
         tls = self.service.tls
         if tls is not None:
             # The main thread only accepts: reloading right in the handler delays no one.

@@ -8,7 +8,7 @@ from chatd.core import errors as err
 from chatd.core.model import OP, VOICE, Room
 from chatd.core.modes import parse_mode_changes
 from chatd.dialects.irc import encoder as enc
-from chatd.dialects.irc.limits import MAX_TARGETS, USER_MODES
+from chatd.dialects.irc.limits import MAX_JOIN_TARGETS, MAX_TARGETS, USER_MODES
 from chatd.dialects.irc.numerics import Numeric as N
 from chatd.dialects.irc.wire import Message
 from chatd.dialects.modestrings import room_modes
@@ -51,8 +51,11 @@ def join(s: IrcSession, message: Message) -> int:
     names = message.params[0].split(",")
     keys = message.params[1].split(",") if len(message.params) > 1 else []
     extra = 0
+    names, over = _bounded(s, [name for name in names if name], MAX_JOIN_TARGETS)
     for i, name in enumerate(names):
         password = keys[i] if i < len(keys) and keys[i] else None
+        if not name:
+            continue  # "JOIN #a," and ",#b": autojoin lists often end with a comma
         if not name.startswith("#"):
             s.numeric(N.ERR_NOSUCHCHANNEL, name)
             continue
@@ -66,14 +69,25 @@ def join(s: IrcSession, message: Message) -> int:
         if room.topic:
             topic_reply(s, room)
         extra += max(names_reply(s, room) - 1, 0)
-    return extra
+        # The room's lists were matched against the joiner: paid by their size.
+        extra += (len(room.bans) + len(room.excepts) + len(room.invexes)) // 100
+    return extra + over
+
+
+def _bounded(s: IrcSession, targets: list[str], limit: int) -> tuple[list[str], int]:
+    """The first ``limit`` targets, and 407 once (costing a token) if there were more."""
+    if len(targets) <= limit:
+        return targets, 0
+    s.numeric(N.ERR_TOOMANYTARGETS, targets[limit])
+    return targets[:limit], 1
 
 
 def part(s: IrcSession, message: Message) -> None:
     if not s.need(message, 1):
         return
     reason = message.params[1] if len(message.params) > 1 else ""
-    for name in message.params[0].split(","):
+    names, _ = _bounded(s, [n for n in message.params[0].split(",") if n], MAX_JOIN_TARGETS)
+    for name in names:
         try:
             s.ctx.hub.part(s.uid, name, reason)
         except err.HubError as exc:
@@ -89,7 +103,7 @@ def names(s: IrcSession, message: Message) -> int:
     if not message.params or not message.params[0]:
         s.numeric(N.RPL_ENDOFNAMES, "*")
         return 0
-    wanted = message.params[0].split(",")[:MAX_TARGETS]
+    wanted = [name for name in message.params[0].split(",") if name][:MAX_TARGETS]
     hub = s.ctx.hub
     sent = 0
     shown = ",".join(wanted)
@@ -205,8 +219,8 @@ def user_mode(s: IrcSession, message: Message) -> None:
 def kick(s: IrcSession, message: Message) -> None:
     if not s.need(message, 2):
         return
-    rooms = message.params[0].split(",")
-    nicks = message.params[1].split(",")[:MAX_TARGETS]
+    rooms = [room for room in message.params[0].split(",") if room] or [message.params[0]]
+    nicks = [nick for nick in message.params[1].split(",") if nick][:MAX_TARGETS]
     reason = message.params[2] if len(message.params) > 2 else ""
     pairs = (
         zip(rooms, nicks, strict=False)

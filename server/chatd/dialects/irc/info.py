@@ -8,13 +8,14 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from chatd.core.modes import LIST_MODES, MAX_LIST
+from chatd.core.modes import LIST_MODES, MAX_LIST, MAX_MODES
 from chatd.core.monitor import MAX_WATCH
 from chatd.dialects.irc.isupport import rpl_isupport_lines
 from chatd.dialects.irc.limits import (
     AWAYLEN,
     CHANMODES_TOKEN,
     KICKLEN,
+    MAX_JOIN_TARGETS,
     MAX_TARGETS,
     NETWORK,
     TOPICLEN,
@@ -45,14 +46,14 @@ def isupport(s: IrcSession) -> None:
         "INVEX": "I",
         "KICKLEN": KICKLEN,
         "MAXLIST": lists,
-        "MODES": 6,
+        "MODES": MAX_MODES,
         "MONITOR": MAX_WATCH,
         "NETWORK": NETWORK,
         "NICKLEN": 30,
         "PREFIX": "(ov)@+",
         "STATUSMSG": "".join(STATUSMSG),
-        "TARGMAX": f"JOIN:,KICK:{MAX_TARGETS},NAMES:{MAX_TARGETS},"
-        f"NOTICE:{MAX_TARGETS},PART:,PRIVMSG:{MAX_TARGETS},WHOIS:1",
+        "TARGMAX": f"JOIN:{MAX_JOIN_TARGETS},KICK:{MAX_TARGETS},NAMES:{MAX_TARGETS},"
+        f"NOTICE:{MAX_TARGETS},PART:{MAX_JOIN_TARGETS},PRIVMSG:{MAX_TARGETS},WHOIS:1",
         "TOPICLEN": TOPICLEN,
         "USERLEN": USERLEN,
         "UTF8ONLY": True,

@@ -22,6 +22,12 @@ KICKLEN = text.REASONLEN
 NAMELEN = text.REALNAMELEN
 #: Targets one PRIVMSG/NOTICE/KICK/NAMES may name (TARGMAX).
 MAX_TARGETS = 4
+#: Rooms one JOIN or PART may name (TARGMAX): each JOIN target is checked against the
+#: room's bans, so one line's matching work is bounded by this times the list sizes.
+MAX_JOIN_TARGETS = 10
+#: Client-only tags (``+typing``...) relayed from one message; the rest are dropped, so
+#: that one line's encoding work does not grow with what the client packs into 4 KB.
+MAX_CLIENT_TAGS = 16
 #: RFC 1459's line limit, CR LF included, tags excluded.
 LINE_LIMIT = 512
 #: Texts of the PING-based keepalive.

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 from chatd.core import errors as err
 from chatd.core import events as ev
 from chatd.core.events import Role
+from chatd.core.names import fold
 from chatd.core.text import text_problem
 from chatd.dialects.irc import encoder as enc
-from chatd.dialects.irc.limits import LINE_LIMIT, MAX_TARGETS
+from chatd.dialects.irc.limits import LINE_LIMIT, MAX_CLIENT_TAGS, MAX_TARGETS
 from chatd.dialects.irc.numerics import Numeric as N
 from chatd.dialects.irc.wire import Message, parse_ctcp
 
@@ -28,10 +29,22 @@ if TYPE_CHECKING:
 
 
 def client_tags(message: Message) -> tuple[tuple[str, str], ...]:
-    """The client-only (``+``) tags of a message, which are relayed to tag-aware clients."""
+    """The client-only (``+``) tags of a message, which are relayed to tag-aware clients:
+    the first :data:`~chatd.dialects.irc.limits.MAX_CLIENT_TAGS` of them."""
     if not message.tags:
         return ()
-    return tuple((k, v) for k, v in message.tags.items() if k.startswith("+"))
+    tags = [(k, v) for k, v in message.tags.items() if k.startswith("+")]
+    return tuple(tags[:MAX_CLIENT_TAGS])
+
+
+def tags_size(tags: tuple[tuple[str, str], ...]) -> int:
+    """Bytes the client tags add to each relayed line (about: before escaping)."""
+    return sum(len(k) + len(v.encode()) + 2 for k, v in tags)
+
+
+#: Bytes of relayed client tags per extra flood token a message costs its sender (a
+#: room hears every byte of them, once per member).
+TAG_BYTES_PER_TOKEN = 512
 
 
 def privmsg(s: IrcSession, message: Message) -> int:
@@ -49,8 +62,9 @@ STATUSMSG = {"@": "o", "+": "v"}
 def tagmsg(s: IrcSession, message: Message) -> int:
     if not message.params:
         return 0
-    _deliver(s, message.params[0], "", ev.ChatKind.TAGMSG, client_tags(message), quiet=True)
-    return 0
+    tags = client_tags(message)
+    _deliver(s, message.params[0], "", ev.ChatKind.TAGMSG, tags, quiet=True)
+    return tags_size(tags) // TAG_BYTES_PER_TOKEN
 
 
 def _audience(target: str) -> tuple[str, str]:
@@ -96,7 +110,13 @@ def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
     ctcp = parse_ctcp(text)
     if ctcp is not None and ctcp[0] == "ACTION" and kind is ev.ChatKind.SAY:
         kind, text = ev.ChatKind.ACTION, ctcp[1]
-    targets = params[0].split(",")[:MAX_TARGETS]
+    # Each target once (a repeated one would be the same delivery again), empty ones
+    # ("PRIVMSG #a, :hi") skipped.
+    targets = list({fold(t): t for t in params[0].split(",") if t}.values())[:MAX_TARGETS]
+    if not targets:
+        if not quiet:
+            s.numeric(N.ERR_NORECIPIENT, command=message.command)
+        return 0
     if (
         len(targets) == 1
         and kind is ev.ChatKind.SAY
@@ -116,7 +136,7 @@ def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
     request = ctcp is not None and kind is not ev.ChatKind.ACTION
     for target in targets:
         _deliver(s, target, text, kind, tags, quiet, request)
-    return 0
+    return len(targets) * tags_size(tags) // TAG_BYTES_PER_TOKEN
 
 
 def flush_batch(s: IrcSession) -> None:
@@ -161,7 +181,8 @@ def _deliver(
             )
         else:
             stats["private_in"] += 1
-            cost = len(text.encode()) + 64
+            # What the recipient is sent: the text, the client tags and the prefix.
+            cost = len(text.encode()) + tags_size(tags) + 64
             capture = s.capture
             recipient = hub.find(target)
             if capture is not None and recipient is not None and recipient.uid == s.uid:

@@ -176,6 +176,11 @@ class Numeric(enum.Enum):
         "<client> <channel> :Cannot send to channel",
         "Cannot send to channel",
     )
+    ERR_TOOMANYTARGETS = (
+        "407",
+        "<client> <target> :Too many targets",
+        "Too many targets",
+    )
     ERR_TOOMANYCHANNELS = (
         "405",
         "<client> <channel> :You have joined too many channels",

@@ -100,6 +100,12 @@ def _who_scan(s: IrcSession, mask: str, whox: tuple[str, str] | None, uids: list
     return last // SCANNED_PER_TOKEN + lines // 10
 
 
+def shown_host(host: str) -> str:
+    """A host as a middle parameter: an IPv6 address may start with ``:``, which a middle
+    parameter cannot, so ``::1`` is shown as ``0::1`` (as ircds do)."""
+    return "0" + host if host.startswith(":") else host
+
+
 def who_flags(s: IrcSession, member: Member, flags: int) -> str:
     """``H``/``G`` (here, gone), ``*`` server operator, ``B`` bot, then room prefixes."""
     status = "G" if member.away else "H"
@@ -120,7 +126,7 @@ def _who_reply(
         N.RPL_WHOREPLY,
         channel,
         member.user,
-        member.host,
+        shown_host(member.host),
         s.server_name,
         member.nick,
         who_flags(s, member, flags),
@@ -141,9 +147,7 @@ def _whox_reply(
             case "u":
                 values.append(member.user)
             case "i" | "h":
-                # An IPv6 address may start with ":", which a middle parameter cannot.
-                host = member.host
-                values.append("0" + host if host.startswith(":") else host)
+                values.append(shown_host(member.host))
             case "s":
                 values.append(s.server_name)
             case "n":
@@ -188,7 +192,8 @@ def whois(s: IrcSession, message: Message) -> None:
         return
     name = member.nick
     realname = member.realname or LINE_REALNAME
-    s.numeric(N.RPL_WHOISUSER, name, member.user, member.host, "*", text=realname)
+    host = shown_host(member.host)
+    s.numeric(N.RPL_WHOISUSER, name, member.user, host, "*", text=realname)
     multi = bool(s.caps & enc.MULTI_PREFIX)
     rooms = [
         prefixes(room.members[member.uid], multi) + room.name
@@ -227,7 +232,7 @@ def whowas(s: IrcSession, message: Message) -> None:
             N.RPL_WHOWASUSER,
             entry.nick,
             entry.user,
-            entry.host,
+            shown_host(entry.host),
             "*",
             text=entry.realname or LINE_REALNAME,
         )

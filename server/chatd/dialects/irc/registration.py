@@ -51,7 +51,7 @@ def cap(s: IrcSession, message: Message) -> None:
         if registering:
             s.negotiating = True
         version = message.params[1] if len(message.params) > 1 else ""
-        if version.isdigit() and int(version) >= 302:
+        if version.isascii() and version.isdigit() and int(version) >= 302:
             s.caps |= enc.CAP_NOTIFY
         s.send("CAP", s.me, "LS", " ".join(CAPS), source=s.server_name)
     elif sub == "LIST":

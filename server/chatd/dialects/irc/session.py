@@ -117,11 +117,15 @@ class IrcSession(Session):
     ) -> None:
         """One line; a last parameter that would overflow 512 bytes is cut to fit.
 
-        The last parameter is text (with its ``:``) unless ``colon`` is False.
+        The last parameter is text (with its ``:``) unless ``colon`` is False. A middle
+        parameter that cannot be one (a client's word that is empty, holds a space or
+        starts with ``:``, echoed in a numeric) is shown as ``*``: no word a client
+        chooses can make a reply fail to encode.
         """
         if params:
-            head = " ".join((f":{source}" if source else "", command, *params[:-1]))
-            params = (*params[:-1], fit(head, params[-1]))
+            middle = [p if _fits_middle(p) else "*" for p in params[:-1]]
+            head = " ".join((f":{source}" if source else "", command, *middle))
+            params = (*middle, fit(head, params[-1]))
         self.write(encode(command, *params, source=source, colon=colon))
 
     def numeric(
@@ -378,6 +382,11 @@ class IrcSession(Session):
     def fail(self, command: str, code: str, *context: str, text: str) -> None:
         """An IRCv3 standard reply: ``FAIL <command> <code> [<context>...] :<text>``."""
         self.send("FAIL", command, code, *context, text, source=self.server_name)
+
+
+def _fits_middle(param: str) -> bool:
+    """Whether ``param`` can be a middle parameter as it is."""
+    return bool(param) and param[0] != ":" and " " not in param
 
 
 #: CannotSend's ``why`` (the mode responsible) in IRC's words.

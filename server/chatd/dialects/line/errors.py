@@ -51,7 +51,9 @@ def error_text(exc: err.HubError) -> str:
             return f"you are not an operator of {room}"
         case err.CannotJoin(room=room):
             return f"cannot join {room}: {_CANNOT_JOIN.get(exc.mode, 'refused')}"
-        case err.TooManyRooms(room=room, limit=limit):
+        case err.TooManyRooms(room=room, limit=limit, by_address=by_address):
+            if by_address:
+                return f"cannot join {room}: your address is in {limit} rooms already"
             return f"cannot join {room}: you are in {limit} rooms already"
         case err.CannotSend(room=room, why=why):
             return f"cannot send to {room}: {_CANNOT_SEND.get(why, why)}"

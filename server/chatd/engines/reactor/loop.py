@@ -90,6 +90,7 @@ from chatd.engines.reactor.connection import Connection
 from chatd.engines.reactor.handler import EVENT_READ, Handler
 from chatd.engines.reactor.lingering import Lingering
 from chatd.engines.reactor.tls_connection import HANDSHAKES_PER_TURN
+from chatd.net import signals
 from chatd.net.accepting import AcceptGuard
 from chatd.net.listeners import Listener
 from chatd.net.sockopts import raise_fd_limit
@@ -171,6 +172,7 @@ class Reactor:
         self._start_accepting()
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        signals.release()
         if self.service.tls is not None:
             old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         try:
