@@ -94,11 +94,14 @@ class Conn:
 @dataclass
 class Driver:
     port: int
+    line_port: int = 0
     selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     conns: list[Conn] = field(default_factory=list)
+    #: Called after every pump (the probe measures round trips whatever else waits).
+    on_pump: Callable[[float], None] | None = None
 
-    def connect(self) -> Conn:
-        conn = Conn(self.port)
+    def connect(self, port: int | None = None) -> Conn:
+        conn = Conn(port or self.port)
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
         self.conns.append(conn)
         return conn
@@ -109,6 +112,8 @@ class Driver:
         for conn in self.conns:
             if conn.outbuf:
                 conn.flush()
+        if self.on_pump is not None:
+            self.on_pump(time.monotonic())
 
     def until(self, done: Callable[[], bool], what: str, deadline: float = PHASE_DEADLINE) -> None:
         end = time.monotonic() + deadline
@@ -137,6 +142,14 @@ class Driver:
         for conn in conns:
             conn.lines.clear()
         return conns
+
+    def line_client(self, nick: str) -> Conn:
+        """A line-dialect member, registered in the default room."""
+        conn = self.connect(self.line_port)
+        conn.send(f"{nick}\n".encode())
+        self.until(_ended_by(conn, b"* you are "), "line registration")
+        conn.lines.clear()
+        return conn
 
 
 @dataclass
@@ -175,22 +188,135 @@ class Probe:
 @dataclass
 class Scenario:
     name: str
+    #: What the scenario stands for, with the issue and item it comes from.
     what: str
+    #: Idle members, and the line each sends after registering (``None``: nothing).
     members: int
-    setup: Callable[[Driver, Conn], None]
-    attack: Callable[[Driver, Conn], None]
-    #: The attacker's output that ends the attack (its last reply).
-    done: bytes = b""
+    member_join: Callable[[int], bytes] | None
+    #: Builds the state the attack needs; returns when it is built.
+    setup: Callable[[Driver], None]
+    #: Starts the attack; returns a test of whether it has ended.
+    attack: Callable[[Driver], Callable[[], bool]]
 
 
-def _who_list_setup(d: Driver, attacker: Conn) -> None:
-    for i in range(20):  # a few rooms for LIST to show
-        attacker.send(f"JOIN #r{i}\r\n".encode())
+def _ended_by(conn: Conn, marker: bytes) -> Callable[[], bool]:
+    """The attack ends when ``conn`` reads a line holding ``marker``."""
+    return lambda: any(marker in line for line in conn.lines)
 
 
-def _who_list_attack(d: Driver, attacker: Conn) -> None:
-    data = b"WHO *zzz*\r\n" * 40 + b"LIST\r\n" * 10 + b"PING end\r\n"
-    attacker.send(data)
+def _nothing(d: Driver) -> None:
+    pass
+
+
+def _who_list_attack(d: Driver) -> Callable[[], bool]:
+    [attacker] = d.register(["attacker"], join=lambda i: b"JOIN #r1,#r2,#r3\r\n")
+    attacker.send(b"WHO *zzz*\r\n" * 40 + b"LIST\r\n" * 10 + b"PING end\r\n")
+    return _ended_by(attacker, b"PONG")
+
+
+def _list_masks_attack(d: Driver) -> Callable[[], bool]:
+    [attacker] = d.register(["attacker"])
+    masks = ",".join(["*"] * 246 + ["!*"])
+    attacker.send(f"LIST {masks}\r\n".encode() * 10 + b"PING end\r\n")
+    return _ended_by(attacker, b"PONG")
+
+
+def _list_allowed_attack(d: Driver) -> Callable[[], bool]:
+    [attacker] = d.register(["attacker"])
+    masks = ",".join(["*a*", "*e*", "*o*", "*1*", "*2*", "!*x*", ">0", "<9"])
+    attacker.send(f"LIST {masks}\r\n".encode() * 10 + b"PING end\r\n")
+    return _ended_by(attacker, b"PONG")
+
+
+BAN_ROOMS = 11
+
+
+def _join_bans_setup(d: Driver) -> None:
+    """Eleven rooms, each with 99 bans that match nobody, one that matches the attacker,
+    and 100 exceptions that match nobody: a JOIN of the attacker scans all 200."""
+    ops = d.register([f"op{k}" for k in range(BAN_ROOMS)])
+    for k, op in enumerate(ops):
+        masks = [f"+b x{k}_{j}!*@*" for j in range(99)] + ["+b attacker!*@*"]
+        masks += [f"+e y{k}_{j}!*@*" for j in range(100)]
+        lines = [f"JOIN #b{k}\r\n".encode()]
+        for i in range(0, len(masks), 6):
+            group = masks[i : i + 6]
+            letters = "".join(m.split()[0] for m in group)
+            args = " ".join(m.split()[1] for m in group)
+            lines.append(f"MODE #b{k} {letters} {args}\r\n".encode())
+        op.send(b"".join(lines) + b"PING built\r\n")
+    d.until(lambda: all(_ended_by(op, b"PONG")() for op in ops), "bans")
+
+
+def _join_bans_attack(d: Driver) -> Callable[[], bool]:
+    [attacker] = d.register(["attacker"])
+    targets = ",".join(f"#b{i % BAN_ROOMS}" for i in range(120))
+    attacker.send(f"JOIN {targets}\r\nPING end\r\n".encode())
+    return _ended_by(attacker, b"PONG")
+
+
+ROOM_BUILDERS = 4
+ROOM_SECONDS = 20.0
+
+
+def _rooms_setup(d: Driver) -> None:
+    """Four connections join as many rooms as they can for 20 s (JOIN lines as long as
+    a line allows, at the flood budget's pace)."""
+    builders = d.register([f"b{k}" for k in range(ROOM_BUILDERS)])
+    per_line = 60
+    end = time.monotonic() + ROOM_SECONDS
+    seq = 0
+    while time.monotonic() < end:
+        for k, conn in enumerate(builders):
+            if len(conn.outbuf) < 4096:
+                names = ",".join(f"#{k}x{seq + i}" for i in range(per_line))
+                conn.send(f"JOIN {names}\r\n".encode())
+        seq += per_line
+        d.pump(0.05)
+        for conn in builders:
+            conn.lines.clear()
+    for conn in builders:
+        conn.send(b"PING built\r\n")
+    d.until(lambda: all(_ended_by(c, b"PONG")() for c in builders), "rooms")
+    d.rooms_builder = builders[0]  # type: ignore[attr-defined]
+
+
+def _rooms_attack(d: Driver) -> Callable[[], bool]:
+    attacker: Conn = d.rooms_builder  # type: ignore[attr-defined]
+    attacker.lines.clear()
+    nicks = "".join(f"NICK b0n{i}\r\n" for i in range(160))
+    attacker.send(b"LIST\r\n" + nicks.encode() + b"PING end\r\n")
+    return _ended_by(attacker, b"PONG")
+
+
+#: The six capabilities that change how a relayed line is encoded.
+ENCODING_CAPS = ("server-time", "message-tags", "away-notify", "invite-notify", "setname")
+
+
+def _tags_join(i: int) -> bytes:
+    caps = " ".join(c for bit, c in enumerate(ENCODING_CAPS) if i & (1 << bit))
+    prefix = f"CAP REQ :{caps}\r\n".encode() if caps else b""
+    return prefix + b"JOIN #big\r\n"
+
+
+def _tags_attack(d: Driver) -> Callable[[], bool]:
+    [attacker] = d.register(["attacker"], join=lambda i: b"JOIN #big\r\n")
+    tags, i = [], 0
+    while len(";".join(tags)) < 4000:
+        tags.append(f"+t{i}")
+        i += 1
+    line = f"@{';'.join(tags)} PRIVMSG #big,#big,#big,#big :x\r\n".encode()
+    attacker.send(line * 40 + b"PING end\r\n")
+    return _ended_by(attacker, b"PONG")
+
+
+def _modes_attack(d: Driver) -> Callable[[], bool]:
+    """A line-dialect operator of its own room sends 40 lines of 4,080 mode letters."""
+    op = d.line_client("lineop")
+    op.send(b"/join #modes\n")
+    d.until(_ended_by(op, b"you joined"), "join")
+    op.send(("/mode +" + "Z" * 4080 + "\n").encode() * 40 + b"/ping end\n")
+    return _ended_by(op, b"* pong end")
 
 
 SCENARIOS = {
@@ -200,9 +326,59 @@ SCENARIOS = {
             "who-list",
             "issue 15 item 4: one client pipelines 40 `WHO *zzz*` and 10 LIST among 4,000 users",
             4000,
-            _who_list_setup,
+            None,
+            _nothing,
             _who_list_attack,
-            b"PONG",
+        ),
+        Scenario(
+            "list-masks",
+            "issue 16 item 2: 10 lines of `LIST *,*,...(246 masks),!*` with 1,000 rooms",
+            1000,
+            lambda i: f"JOIN #room{i}\r\n".encode(),
+            _nothing,
+            _list_masks_attack,
+        ),
+        Scenario(
+            "list-allowed",
+            "issue 16 item 2: 10 lines of LIST with 8 conditions (the most allowed), 1,000 rooms",
+            1000,
+            lambda i: f"JOIN #room{i}\r\n".encode(),
+            _nothing,
+            _list_allowed_attack,
+        ),
+        Scenario(
+            "join-bans",
+            "issue 16 item 3: one JOIN of 120 targets over 11 rooms of 100 bans and 100 "
+            "exceptions each (2,200 masks)",
+            100,
+            None,
+            _join_bans_setup,
+            _join_bans_attack,
+        ),
+        Scenario(
+            "rooms",
+            "issue 16 item 5: 4 connections join rooms for 20 s, then one LIST and 160 NICKs",
+            100,
+            None,
+            _rooms_setup,
+            _rooms_attack,
+        ),
+        Scenario(
+            "tags",
+            "issue 16 item 7: 40 lines of 4 KB of client tags to #big,#big,#big,#big, "
+            "32 capability sets in the room",
+            32,
+            _tags_join,
+            _nothing,
+            _tags_attack,
+        ),
+        Scenario(
+            "modes",
+            "issue 16 item 8: a line operator sends 40 lines of 4,080 mode letters",
+            100,
+            None,
+            _nothing,
+            _modes_attack,
         ),
     )
 }
@@ -213,7 +389,7 @@ SCENARIOS = {
 
 def start_chatd(
     engine: str, server_path: Path, extra: list[str]
-) -> tuple[subprocess.Popen[bytes], int]:
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     env = dict(os.environ, PYTHONPATH=str(server_path), PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "chatd", "--port", "0", "--irc-port", "0", "--engine"]
     argv += [engine, "--max-clients", "20000", "--log-level", "warning", *extra]
@@ -227,42 +403,39 @@ def start_chatd(
             proc.kill()
             raise RuntimeError(f"chatd did not start: {line!r}")
         ports[m.group(1)] = int(m.group(4))
-    return proc, ports["irc"]
+    return proc, ports
 
 
 def run(scenario: Scenario, engine: str, server_path: Path, members: int) -> dict[str, object]:
-    proc, port = start_chatd(engine, server_path, [])
+    proc, ports = start_chatd(engine, server_path, [])
     try:
-        d = Driver(port)
-        d.register([f"m{i}" for i in range(members)])
+        d = Driver(ports["irc"], ports["line"])
+        d.register([f"m{i}" for i in range(members)], join=scenario.member_join)
         probes = d.register([f"probe{i}" for i in range(PROBES)])
-        [attacker] = d.register(["attacker"])
-        scenario.setup(d, attacker)
-        d.until(lambda: True, "setup")
+        scenario.setup(d)
         probe = Probe(probes)
+        d.on_pump = probe.tick
         idle_end = time.monotonic() + 1.0
         while time.monotonic() < idle_end:  # the idle round trip first
             d.pump(0.005)
-            probe.tick(time.monotonic())
         idle = sorted(probe.rtts)
         probe.rtts.clear()
-        attacker.lines.clear()
         started = time.monotonic()
-        scenario.attack(d, attacker)
+        done = scenario.attack(d)
         end = started + PHASE_DEADLINE
-        while not any(scenario.done in line for line in attacker.lines):
-            now = time.monotonic()
-            if now > end:
-                raise TimeoutError("the attack did not end")
+        ended = True
+        while not done():
+            if time.monotonic() > end:
+                ended = False  # the server is still busy with it: a stall of this long
+                break
             d.pump(0.002)
-            probe.tick(time.monotonic())
         finished = time.monotonic()
         # Let the probes sent during the attack come back.
         settle = finished + 0.5
         while time.monotonic() < settle:
             d.pump(0.005)
-            probe.tick(time.monotonic())
         worst = probe.worst(time.monotonic())
+        alive = proc.poll() is None
         result: dict[str, object] = {
             "scenario": scenario.name,
             "engine": engine,
@@ -270,8 +443,10 @@ def run(scenario: Scenario, engine: str, server_path: Path, members: int) -> dic
             "server_path": str(server_path),
             "idle_rtt_ms_median": round(statistics.median(idle) * 1000, 2) if idle else None,
             "attack_seconds": round(finished - started, 3),
+            "attack_ended": ended,
             "probe_worst_rtt_ms": round(worst * 1000, 1),
             "probe_rtts": len(probe.rtts),
+            "server_alive": alive,
         }
         return result
     finally:
@@ -284,22 +459,23 @@ def run(scenario: Scenario, engine: str, server_path: Path, members: int) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append", required=True)
     parser.add_argument("--engine", default="reactor")
     parser.add_argument("--members", type=int, default=None, help="default: the scenario's")
     parser.add_argument("--server-path", type=Path, default=REPO / "server")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
-    scenario = SCENARIOS[args.scenario]
-    members = args.members if args.members is not None else scenario.members
-    for _ in range(args.repeat):
-        result = run(scenario, args.engine, args.server_path, members)
-        print(json.dumps(result), flush=True)
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as f:
-                f.write(json.dumps(result) + "\n")
+    for name in args.scenario:
+        scenario = SCENARIOS[name]
+        members = args.members if args.members is not None else scenario.members
+        for _ in range(args.repeat):
+            result = run(scenario, args.engine, args.server_path, members)
+            print(json.dumps(result), flush=True)
+            if args.out is not None:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
     return 0
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from chatd.config import Config
+from chatd.dialects.base import STEP_PAUSE
 from chatd.dialects import DIALECTS
 from chatd.net.transport import DisconnectReason
 from chatd.service import ChatService
@@ -57,7 +58,7 @@ class Peer:
         expensive command), until the input is done or flood control says wait."""
         session = self.session
         delay = session.process(self.world.now)
-        while delay is not None and not session.paused and not session.closing:
+        while delay == STEP_PAUSE and not session.paused and not session.closing:
             delay = session.process(self.world.now)
         self.settle()
         return delay

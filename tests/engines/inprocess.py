@@ -17,6 +17,7 @@ through :func:`serve_while`.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,19 @@ from chatwire import ALL_ENGINES, UVLOOP, log_errors
 
 #: Engines this helper runs: the three, and asyncio on uvloop when it is installed.
 ENGINES = ALL_ENGINES
+
+#: Linux's TCP states (include/net/tcp_states.h), as ``tcpi_state`` gives them.
+TCP_STATES = {1: "ESTABLISHED", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 7: "CLOSE", 8: "CLOSE_WAIT"}
+
+
+def tcp_state(sock: Any) -> str:
+    """The TCP state of a server-side socket: whether its peer can have seen a close yet
+    (still ESTABLISHED: no FIN has left). ``"closed"`` once the descriptor is gone."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except (OSError, ValueError):  # uvloop's stand-in for a closed socket: ValueError
+        return "closed"
+    return TCP_STATES.get(raw[0], str(raw[0]))
 
 
 def serve_while(

@@ -11,25 +11,15 @@ against the closing thread would only catch the fault now and then.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
-from inprocess import ENGINES, serve_while
+from inprocess import ENGINES, serve_while, tcp_state
 
 from chatd.config import Config, ListenerSpec
 from chatd.dialects.base import Session
 from chatd.net.transport import DisconnectReason
 from chatwire import Client, IrcClient, read_to_eof
-
-#: Linux's TCP states (include/net/tcp_states.h), as ``tcpi_state`` gives them.
-TCP_STATES = {1: "ESTABLISHED", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 7: "CLOSE", 8: "CLOSE_WAIT"}
-
-
-def tcp_state(sock: Any) -> str:
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
-    state = raw[0]
-    return TCP_STATES.get(state, str(state))
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -42,7 +42,7 @@ from chatd.core import events as ev
 from chatd.core import text as policy
 from chatd.core.ids import Mint
 from chatd.core.limits import TokenBucket
-from chatd.core.masks import mask_match, normalize_ban_mask
+from chatd.core.masks import normalize_ban_mask
 from chatd.core.model import OP, VOICE, MaskEntry, Member, Room, WhowasEntry
 from chatd.core.modes import (
     FLAG_MODES,
@@ -929,7 +929,10 @@ class _Draft:
 
 def _matches(entries: list[MaskEntry], mask: str) -> bool:
     """Does any mask of a room's list match ``nick!user@host``?"""
-    return any(mask_match(entry.mask, mask) for entry in entries)
+    if not entries:
+        return False
+    target = fold(mask)
+    return any(entry.matcher.match(target) for entry in entries)
 
 
 def _whole_number(arg: str | None) -> int | None:

@@ -51,9 +51,10 @@ class _Glob:
     linear search per part, not the exponential time a ``.*``-regex could take.
     """
 
-    __slots__ = ("parts", "lengths")
+    __slots__ = ("mask", "parts", "lengths")
 
     def __init__(self, mask: str, casemapping: str) -> None:
+        self.mask = mask
         parts: list[list[str]] = [[]]
         chars = iter(mask)
         for c in chars:
@@ -68,7 +69,17 @@ class _Glob:
         self.parts = [re.compile("".join(p), re.DOTALL) for p in parts]
         self.lengths = [len(p) for p in parts]
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Glob) and other.mask == self.mask
+
+    def __hash__(self) -> int:
+        return hash(self.mask)
+
+    def __repr__(self) -> str:
+        return f"<mask {self.mask!r}>"
+
     def match(self, target: str) -> bool:
+        """Whether ``target``, already casefolded, matches."""
         parts = self.parts
         if len(parts) == 1:
             return parts[0].fullmatch(target) is not None
@@ -92,6 +103,15 @@ GLOB_CACHE = 8192
 @functools.lru_cache(maxsize=GLOB_CACHE)
 def _glob(mask: str, casemapping: str) -> _Glob:
     return _Glob(mask, casemapping)
+
+
+Matcher = _Glob
+
+
+def compile_mask(mask: str, casemapping: str = "ascii") -> Matcher:
+    """The compiled form of ``mask``: keep it beside a mask that is matched often (a ban),
+    so matching never waits on a compile. ``matcher.match(casefold(target))``."""
+    return _glob(mask, casemapping)
 
 
 def mask_match(mask: str, target: str, casemapping: str = "ascii") -> bool:

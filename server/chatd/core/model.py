@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chatd.core.events import Source
+from chatd.core.masks import Matcher, compile_mask
 from chatd.core.modes import DEFAULT_ROOM_MODES
 
 #: Member flags in a room.
@@ -60,6 +61,11 @@ class MaskEntry:
     mask: str
     set_by: str
     at: float
+    #: The mask compiled once, when it is set: a JOIN or a chat line then only matches.
+    matcher: Matcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.matcher = compile_mask(self.mask)
 
 
 @dataclass(slots=True)

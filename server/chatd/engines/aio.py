@@ -37,7 +37,8 @@ import logging
 import signal
 import socket
 import ssl
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, SupportsIndex
 
 from chatd.net import signals
 from chatd.net.accepting import AcceptGuard, refuse
@@ -67,16 +68,36 @@ SOFT_SAMPLES = 5
 
 
 class ResetAfterDataReader(asyncio.StreamReader):
-    """A stream reader that reports a reset *after* the bytes that arrived before it.
+    """A stream reader that reports a reset *after* the bytes that arrived before it, and
+    drops the bytes that arrive after its EOF.
 
     asyncio's reader raises a connection error from ``read()`` at once, dropping what it
     had buffered; a client that sends ``/quit`` and closes with unread input (which makes
     its kernel send a reset) would be reported as reset instead of quitting. Here the
     error ends the stream like EOF, after the buffered bytes, and is kept in ``reset``.
     (This is what ``asyncio.open_connection`` builds, with this reader class.)
+
+    :meth:`StreamConnection.close_soon` feeds EOF itself, to wake a read loop waiting in
+    ``read()`` when the close was asked for elsewhere (an operator's KILL runs in the
+    operator's task), while the transport still reads. Bytes the client sent meanwhile
+    may be delivered before that loop runs, and asyncio's own reader asserts that nothing
+    follows EOF: raised in ``data_received``, that is a "Fatal error" which force-closes
+    the transport, skips the goodbye and comes back out of ``wait_closed``, ending the
+    read loop's task before it has left ``conns``. A closing session handles no more
+    input, so such bytes are dropped here, as the lingering close drops what comes later.
     """
 
     reset: BaseException | None = None
+    #: EOF was fed (by the peer's FIN, a reset, or close_soon): later bytes are dropped.
+    ended = False
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:  # bytes (typeshed's type)
+        if not self.ended:
+            super().feed_data(data)
+
+    def feed_eof(self) -> None:
+        self.ended = True
+        super().feed_eof()
 
     def set_exception(self, exc: BaseException) -> None:
         self.reset = exc
@@ -142,7 +163,8 @@ class StreamConnection:
         if self.reason is None:
             self.reason = reason
             self.detail = detail
-        # Wake the read loop if it waits in read() (a timer or another client closed us).
+        # Wake the read loop if it waits in read() (a timer or another client closed us);
+        # the reader drops what the transport still delivers (see ResetAfterDataReader).
         self.reader.feed_eof()
 
     def call_at(self, when: float) -> None:
@@ -307,7 +329,7 @@ class AsyncServer:
             )
             return None
         finally:
-            self.handshakes.discard(task)  # type: ignore[arg-type]
+            self.handshakes.discard(task)
         if tls:
             self.service.stats["tls_handshakes"] += 1
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
@@ -359,8 +381,10 @@ class AsyncServer:
             conn.session = None
             session.connection_lost(conn.reason or DisconnectReason.EOF, conn.detail)
             # Still in ``conns`` while saying goodbye: a shutdown aborts it at its bound.
-            linger = await self._goodbye(conn)
-            self.conns.discard(conn)
+            try:
+                linger = await self._goodbye(conn)
+            finally:
+                self.conns.discard(conn)  # whatever the goodbye met, it is gone
             if linger:
                 await self._linger(writer)
 
@@ -420,7 +444,7 @@ class AsyncServer:
         transport = writer.transport
         done = self.loop.create_future()
         try:
-            transport.set_protocol(_Discard(transport, done))  # type: ignore[arg-type]
+            transport.set_protocol(_Discard(transport, done))
             if not transport.is_reading():  # type: ignore[attr-defined]
                 transport.resume_reading()  # type: ignore[attr-defined]
             async with asyncio.timeout(LINGER_SECONDS):

@@ -55,6 +55,8 @@ from chatd.dialects.irc.wire import (
 from chatd.net.transport import QUIT_TEXT, DisconnectReason
 
 Handler = Callable[["IrcSession", Message], int | None]
+#: Tags a line may carry per extra flood token it costs (4 KB holds ~800 short ones).
+TAGS_PER_TOKEN = 32
 
 
 class IrcSession(Session):
@@ -285,18 +287,20 @@ class IrcSession(Session):
         command = message.command
         if command != "PRIVMSG" or self.batch_room is None:
             self.flush_batch()
+        # Reading hundreds of tags is work whatever the command does with them.
+        extra = len(message.tags) // TAGS_PER_TOKEN
         handler = HANDLERS[self.state].get(command)
         if handler is None:
             if self.state is State.REGISTERING and command in HANDLERS[State.REGISTERED]:
                 self.numeric(N.ERR_NOTREGISTERED)
             else:
                 self.numeric(N.ERR_UNKNOWNCOMMAND, command)
-            return 0
+            return extra
         try:
-            return handler(self, message) or 0
+            return (handler(self, message) or 0) + extra
         except err.HubError as exc:
             self.hub_error(exc, command)
-            return 0
+            return extra
 
     def flush_batch(self) -> None:
         messages.flush_batch(self)
