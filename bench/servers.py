@@ -371,6 +371,9 @@ def start(
         argv = redis_argv(port, max_clients + 32)
     elif target.is_chatd:
         argv = chatd_argv(target, max_clients=max_clients, max_sendq=max_sendq)
+        if "--data-dir" in chatd_help():
+            # History on, as by default, kept with this run's logs.
+            argv += ["--data-dir", str(logdir / f"{stamp}-data")]
         env = chatd_env()
     else:
         port = free_port()

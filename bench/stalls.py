@@ -24,10 +24,12 @@ import json
 import os
 import re
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -388,12 +390,25 @@ SCENARIOS = {
 
 
 def start_chatd(
-    engine: str, server_path: Path, extra: list[str]
+    engine: str,
+    server_path: Path,
+    extra: list[str],
+    stderr: Path | None = None,
+    data: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """chatd with an IRC listener; its stderr to ``stderr`` (a file) or nowhere; its
+    history in ``data`` (``None``: a tree from before history, which has no data dir)."""
     env = dict(os.environ, PYTHONPATH=str(server_path), PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "chatd", "--port", "0", "--irc-port", "0", "--engine"]
     argv += [engine, "--max-clients", "20000", "--log-level", "warning", *extra]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    if data is not None:
+        argv += ["--data-dir", str(data)]
+    err = stderr.open("wb") if stderr is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
+    finally:
+        if stderr is not None:
+            err.close()  # type: ignore[union-attr]
     assert proc.stdout is not None
     ports = {}
     for _ in range(2):
@@ -406,8 +421,21 @@ def start_chatd(
     return proc, ports
 
 
-def run(scenario: Scenario, engine: str, server_path: Path, members: int) -> dict[str, object]:
-    proc, ports = start_chatd(engine, server_path, [])
+def run(
+    scenario: Scenario,
+    engine: str,
+    server_path: Path,
+    members: int,
+    stderr: Path | None = None,
+) -> dict[str, object]:
+    """One measurement; the server's exit status is in the result (``server_exit``).
+
+    The server runs with its default options, history included (a fresh data dir), unless
+    the tree predates history (no ``--data-dir`` in its ``--help``)."""
+    data = Path(tempfile.mkdtemp(prefix="chatd-stalls-"))
+    has_history = (server_path / "chatd" / "history").is_dir()
+    proc, ports = start_chatd(engine, server_path, [], stderr, data if has_history else None)
+    result: dict[str, object] = {}
     try:
         d = Driver(ports["irc"], ports["line"])
         d.register([f"m{i}" for i in range(members)], join=scenario.member_join)
@@ -436,7 +464,7 @@ def run(scenario: Scenario, engine: str, server_path: Path, members: int) -> dic
             d.pump(0.005)
         worst = probe.worst(time.monotonic())
         alive = proc.poll() is None
-        result: dict[str, object] = {
+        result = {
             "scenario": scenario.name,
             "engine": engine,
             "members": members,
@@ -448,24 +476,82 @@ def run(scenario: Scenario, engine: str, server_path: Path, members: int) -> dic
             "probe_rtts": len(probe.rtts),
             "server_alive": alive,
         }
-        return result
     finally:
         proc.terminate()
         try:
-            proc.wait(30)
+            result["server_exit"] = proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            result["server_exit"] = proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+    return result
+
+
+def render(directory: Path) -> str:
+    """``report.md`` for a directory holding ``before.jsonl`` and ``after.jsonl``."""
+    rows: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
+    paths: dict[str, str] = {}
+    for side in ("before", "after"):
+        path = directory / f"{side}.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            result = json.loads(line)
+            key = (str(result["scenario"]), str(result["engine"]))
+            rows.setdefault(key, {})[side] = result
+            paths[side] = str(result["server_path"])
+
+    def cell(result: dict[str, object] | None) -> str:
+        if result is None:
+            return "–"
+        worst = f"{result['probe_worst_rtt_ms']} ms"
+        if result.get("attack_ended") is False:
+            return f"≥ {worst} (not over after {PHASE_DEADLINE:.0f} s)"
+        return f"{worst} (attack {result['attack_seconds']} s)"
+
+    out = [
+        "# Stalls: what one client's input costs everyone's round trip",
+        "",
+        "Each row: the worst round trip of the probe members (IRC PING/PONG, one every "
+        f"{PROBE_INTERVAL * 1000:.0f} ms among {PROBES} probes) while one client's input ran, "
+        "and how long that input took to be answered. The server and this driver share the "
+        "machine's 2 CPUs. Before: "
+        f"`{paths.get('before', '–')}`; after: `{paths.get('after', '–')}`.",
+        "",
+        "Reproduce: `python -m bench.stalls --scenario NAME [--engine E] "
+        "[--server-path TREE/server] --out DIR/after.jsonl`, then "
+        "`python -m bench.stalls --render DIR`.",
+        "",
+        "| scenario | engine | what | idle round trip | before: worst round trip | "
+        "after: worst round trip |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (name, engine), sides in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        after = sides.get("after")
+        idle = (after or sides.get("before") or {}).get("idle_rtt_ms_median")
+        what = SCENARIOS[name].what if name in SCENARIOS else ""
+        out.append(
+            f"| {name} | {engine} | {what} | {idle} ms | {cell(sides.get('before'))} | "
+            f"{cell(after)} |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append", required=True)
+    parser.add_argument("--render", type=Path, default=None, help="write DIR/report.md")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append")
     parser.add_argument("--engine", default="reactor")
     parser.add_argument("--members", type=int, default=None, help="default: the scenario's")
     parser.add_argument("--server-path", type=Path, default=REPO / "server")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        (args.render / "report.md").write_text(render(args.render))
+        return 0
+    if not args.scenario:
+        parser.error("give --scenario (or --render DIR)")
     for name in args.scenario:
         scenario = SCENARIOS[name]
         members = args.members if args.members is not None else scenario.members

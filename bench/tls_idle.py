@@ -85,7 +85,7 @@ def start_server(
         # Memory is measured here, not latency: 5,000 threads contending for the GIL
         # can take the threaded engine past the default handshake deadline.
         "--tls-handshake-timeout", "120",
-        "--log-level", "warning", *extra,
+        "--log-level", "warning", "--ephemeral", *extra,
     ]  # fmt: skip
     if uv:
         args.append("--uvloop")

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -267,13 +268,14 @@ def run_chatd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[st
     """``python -m chatd ARGS`` to its end, for a test of a server that must not start:
     its status and messages are the caller's to check, but a traceback or an ERROR
     record on stderr fails here."""
-    done = subprocess.run(
-        [sys.executable, "-m", "chatd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=chatd_env(),
-    )
+    with tempfile.TemporaryDirectory(prefix="chatd-state-") as state_home:
+        done = subprocess.run(
+            [sys.executable, "-m", "chatd", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**chatd_env(), "XDG_STATE_HOME": state_home},
+        )
     problems = stderr_problems(done.stderr)
     if problems:
         raise ServerFailure(
@@ -321,6 +323,12 @@ class Server:
         self.expect_exit = expect_exit
         if tls is not None:
             args = (*args, *tls.args(), "--tls-port", "0")
+        #: The server's state home: its default data dir is ``state_home/chatd`` (every
+        #: server gets its own, never the user's ~/.local/state), removed after a clean stop.
+        self.state_home: Path | None = None
+        if "--data-dir" not in args and "--ephemeral" not in args:
+            self.state_home = Path(tempfile.mkdtemp(prefix="chatd-state-"))
+            env = {"XDG_STATE_HOME": str(self.state_home), **(env or {})}
         if engine == UVLOOP:
             engine, args = "asyncio", ("--uvloop", *args)
         fd, name = tempfile.mkstemp(
@@ -505,6 +513,14 @@ class Server:
         if self._temporary:
             self.stderr_path.unlink(missing_ok=True)
             self.stdout_path.unlink(missing_ok=True)
+        if self.state_home is not None:
+            shutil.rmtree(self.state_home, ignore_errors=True)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where this server keeps history (its default data dir)."""
+        assert self.state_home is not None, "started with its own --data-dir or --ephemeral"
+        return self.state_home / "chatd"
 
     def finish(self) -> int:
         """:meth:`stop`, then :meth:`check`; the exit status."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -74,6 +75,33 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     default=120.0,
     show_default=True,
     help="IRC: seconds of silence before the server PINGs a client, and waits as long again.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where history and room state are kept (SQLite) [default: "
+    "$XDG_STATE_HOME/chatd, else ~/.local/state/chatd].",
+)
+@click.option(
+    "--ephemeral",
+    is_flag=True,
+    default=False,
+    help="Keep history in memory only (a ring per room) and nothing on disk.",
+)
+@click.option(
+    "--history-max-per-room",
+    type=click.IntRange(1),
+    default=10000,
+    show_default=True,
+    help="Lines of history kept per room (older ones are deleted).",
+)
+@click.option(
+    "--history-days",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Days a line of history is kept (0: no age limit).",
 )
 @click.option("--room", default="#lobby", show_default=True, help="Room a new client starts in.")
 @click.option(
@@ -227,6 +255,10 @@ def main(
     motd_file: str | None,
     opers: tuple[str, ...],
     oper_file: str | None,
+    data_dir: str | None,
+    ephemeral: bool,
+    history_max_per_room: int,
+    history_days: float,
     ping_interval: float,
     room: str,
     max_line: int,
@@ -336,14 +368,22 @@ def main(
         tls_port=tls_port,
         irc_tls_port=irc_tls_port,
         tls_handshake_timeout=tls_handshake_timeout,
+        data_dir=_data_dir(data_dir, ephemeral),
+        history_max_per_room=history_max_per_room,
+        history_days=history_days,
     )
+    from chatd.history import HistoryError
     from chatd.memory import return_large_buffers_to_the_os
     from chatd.net.tls import TLSConfigError
     from chatd.service import ChatService
 
     return_large_buffers_to_the_os()
 
-    service = ChatService(config)
+    try:
+        service = ChatService(config)
+    except HistoryError as exc:
+        click.echo(f"chatd: history: {exc}", err=True)
+        sys.exit(2)
     try:
         bound = service.bind_listeners()
     except TLSConfigError as exc:
@@ -362,6 +402,23 @@ def main(
     else:
         from chatd.engines.aio import serve
     serve(service, bound)
+
+
+def default_data_dir() -> str:
+    """``$XDG_STATE_HOME/chatd``, else ``~/.local/state/chatd`` (the XDG base directory
+    specification's place for state that outlives a run)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "chatd")
+
+
+def _data_dir(data_dir: str | None, ephemeral: bool) -> str | None:
+    if ephemeral:
+        if data_dir is not None:
+            raise click.UsageError("give --data-dir or --ephemeral, not both")
+        return None
+    return data_dir if data_dir is not None else default_data_dir()
 
 
 def _oper_entry(entry: str, option: str, where: str) -> tuple[str, str]:

@@ -86,6 +86,13 @@ class Config:
     tls_handshake_timeout: float = 10.0
     #: This node's id in message and member ids (None: random per process).
     node_id: str | None = None
+    #: Where history and room state are kept (SQLite); None: memory only (--ephemeral).
+    data_dir: str | None = None
+    #: Lines kept per room, and days a line is kept (0: no age limit).
+    history_max_per_room: int = 10000
+    history_days: float = 30.0
+    #: Seconds a batch of history writes gathers: what SIGKILL can lose at most.
+    history_window: float = 0.1
 
     @property
     def soft_limit(self) -> int:

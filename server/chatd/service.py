@@ -19,15 +19,19 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 from chatd.config import Config
 from chatd.core import events as ev
 from chatd.core.hub import Hub
 from chatd.core.ids import Mint
 from chatd.core.router import Router
-from chatd.core.targets import ToEveryone
+from chatd.core.targets import Target, ToEveryone, ToNobody
 from chatd.dialects import DIALECTS
 from chatd.dialects.base import Context, Dialect, Session
+from chatd.history import History
+from chatd.history.memory import MemoryHistory
+from chatd.history.sqlite import SQLiteHistory
 from chatd.net.admission import Admission, Refused, is_loopback
 from chatd.net.listeners import Listener, bind
 from chatd.net.tls import ServerTLS, TLSConfigError
@@ -63,8 +67,10 @@ class ChatService:
             return min(limits) if limits else None
 
         self.mint = Mint(config.node_id)
+        #: Raises HistoryError for a data dir that cannot be used (the CLI says why).
+        self.history = open_history(config, clock)
         self.hub = Hub(
-            self.router.deliver,
+            self._publish,
             config.room,
             reserved_nicks=reserved,
             action_forgeable=forgeable,
@@ -78,6 +84,9 @@ class ChatService:
             clock=clock,
         )
         self.router.attach(self.hub)
+        self.history.attach(self.hub)
+        for event in self.history.restore():
+            self.hub.receive(event, ToNobody())
         self.context = Context(
             hub=self.hub,
             config=config,
@@ -88,6 +97,7 @@ class ChatService:
             connections=lambda: len(self.router.local),
             opened=self.opened,
             ended=self.ended,
+            history=self.history,
         )
         self.admission = Admission(
             config.max_clients,
@@ -137,6 +147,11 @@ class ChatService:
         self.stats["connections"] += 1
         return dialect.session(self.context, host, now, verdict)
 
+    def _publish(self, event: ev.Event, target: Target) -> None:
+        """Where the hub's events go: the local connections, then history."""
+        self.router.deliver(event, target)
+        self.history.observe(event, target)
+
     def opened(self, session: Session) -> None:
         """``session``'s connection is ready: the router can reach it from now on."""
         self.router.connect(session)
@@ -170,6 +185,7 @@ class ChatService:
         """Tell every connected client that the server is going away; deliver no more."""
         self.router.deliver(ev.ServerShutdown(at=self.hub.clock()), ToEveryone())
         self.router.muted = True
+        self.history.stopping = True  # rooms emptied by the shutdown come back at the restart
 
     def snapshot(self) -> dict[str, int]:
         """Counters plus current gauges, for /stats and the shutdown log."""
@@ -177,8 +193,24 @@ class ChatService:
         out["clients"] = len(self.router.local)
         out["registered"] = len(self.hub.nicks)
         out["rooms"] = len(self.hub.rooms)
+        out.update(self.history.counters())
         return out
 
-    def log_stats(self) -> None:
-        """Log every counter on one line (at shutdown)."""
+    def finish(self) -> None:
+        """The last step of every engine's shutdown: write what history has queued (SIGTERM
+        loses nothing), then log every counter on one line."""
+        self.history.close()
         log.info("stats: %s", " ".join(f"{k}={v}" for k, v in sorted(self.snapshot().items())))
+
+
+def open_history(config: Config, clock: Callable[[], float]) -> History:
+    """The history ``config`` asks for: SQLite in ``data_dir``, or memory only."""
+    if config.data_dir is None:
+        return MemoryHistory(config.history_max_per_room)
+    return SQLiteHistory(
+        Path(config.data_dir),
+        per_room=config.history_max_per_room,
+        days=config.history_days,
+        window=config.history_window,
+        clock=clock,
+    )

@@ -11,8 +11,8 @@ import dataclasses
 from typing import Any
 
 from chatd.config import Config
-from chatd.dialects.base import STEP_PAUSE
 from chatd.dialects import DIALECTS
+from chatd.dialects.base import STEP_PAUSE
 from chatd.net.transport import DisconnectReason
 from chatd.service import ChatService
 

@@ -122,6 +122,9 @@ class ChatdController(BaseServerController, DirectoryBasedController):
             "0",
             "--log-level",
             "warning",
+            # History on, as by default, in a folder of this server's own.
+            "--data-dir",
+            tempfile.mkdtemp(prefix="chatd-irctest-data-"),
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(

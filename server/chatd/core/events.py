@@ -311,6 +311,25 @@ class Wallops:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomRestored:
+    """A room saved when chatd last stopped comes back, empty, with its state
+    (:mod:`chatd.history`). List entries are ``(mask, set by, when)``."""
+
+    room: str
+    created: float
+    topic: str = ""
+    topic_by: str = ""
+    topic_at: float = 0.0
+    modes: str = ""
+    password: str | None = None
+    limit: int | None = None
+    bans: tuple[tuple[str, str, float], ...] = ()
+    excepts: tuple[tuple[str, str, float], ...] = ()
+    invexes: tuple[tuple[str, str, float], ...] = ()
+    at: float = field(default=0.0, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerShutdown:
     at: float = field(default=0.0, kw_only=True)
 
@@ -335,6 +354,7 @@ Event = (
     | CameOnline
     | WentOffline
     | Wallops
+    | RoomRestored
     | ServerShutdown
 )
 

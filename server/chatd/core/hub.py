@@ -229,6 +229,20 @@ class Hub:
                     invitee.invited.add(room.key)
                 if len(invites) > MAX_INVITES:
                     self._uninvite(room, next(iter(invites)))
+            case ev.RoomRestored(room=name, created=created):
+                key = fold(name)
+                if key not in self.rooms:
+                    room = self.rooms[key] = Room(name, key, created)
+                    room.topic, room.topic_by = event.topic, event.topic_by
+                    room.topic_at = event.topic_at
+                    room.modes = sorted_modes(c for c in event.modes if c in FLAG_MODES)
+                    room.password, room.limit = event.password, event.limit
+                    for entries, target in (
+                        (event.bans, room.bans),
+                        (event.excepts, room.excepts),
+                        (event.invexes, room.invexes),
+                    ):
+                        target.extend(MaskEntry(m, by, at) for m, by, at in entries)
             case ev.AwayChanged(source=source, text=text):
                 self.members[source.uid].away = text
             case ev.RealnameChanged(source=source, realname=realname):

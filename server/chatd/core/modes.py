@@ -8,6 +8,8 @@ dialect's business.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from chatd.core.events import ModeChange
 
 #: Room modes: list modes (always take an argument), a mode with an argument to set and
@@ -85,5 +87,5 @@ def parse_mode_changes(modestring: str, args: list[str]) -> tuple[list[ModeChang
     return changes, queries
 
 
-def sorted_modes(modes: str) -> str:
+def sorted_modes(modes: Iterable[str]) -> str:
     return "".join(sorted(modes))

@@ -59,6 +59,7 @@ from chatd.net.transport import QUIT_TEXT, DisconnectReason, Transport
 
 if TYPE_CHECKING:
     from chatd.core.hub import Hub
+    from chatd.history import History
 
 
 class _Blank:
@@ -113,6 +114,8 @@ class Context:
     #: A session was made / has ended: the service's side of the life cycle.
     opened: Callable[[Session], None]
     ended: Callable[[Session, DisconnectReason, str], None]
+    #: Rooms' history (queries complete between loop turns: see chatd.history).
+    history: History
 
 
 @dataclass(frozen=True)

@@ -468,7 +468,7 @@ class AsyncServer:
             conn.abort(DisconnectReason.SHUTDOWN)
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=0.5)
-        self.service.log_stats()
+        self.service.finish()
 
 
 def make_runner(use_uvloop: bool) -> asyncio.Runner:

@@ -530,7 +530,7 @@ class ThreadedServer:
                 thread.join(max(0.0, deadline - time.monotonic()))
         if self.lock.acquire(timeout=max(0.0, deadline - time.monotonic()) + 0.1):
             try:
-                self.service.log_stats()
+                self.service.finish()
             finally:
                 self.lock.release()
 

@@ -209,7 +209,7 @@ class IrcEncoder:
                 return encode("SETNAME", realname, source=src, tags=self.tags(at), colon=True)
             case ev.CameOnline() | ev.WentOffline():
                 return b""  # personal: see encode_for
-            case ev.Registered():
+            case ev.Registered() | ev.RoomRestored():
                 return b""
             case ev.Wallops(source=source, text=text, at=at):
                 src = source.mask

@@ -75,6 +75,7 @@ class LineEncoder:
                 | ev.RealnameChanged()
                 | ev.UserModeChanged()
                 | ev.Registered()
+                | ev.RoomRestored()
             ):
                 return b""  # IRC-only notifications, or nothing to show
             case ev.CameOnline() | ev.WentOffline():

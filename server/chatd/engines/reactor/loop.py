@@ -317,7 +317,7 @@ class Reactor:
         self.before_sleep()
         for entry in list(self.lingering):
             entry.end()
-        self.service.log_stats()
+        self.service.finish()
 
 
 def serve(service: ChatService, listeners: list[Listener]) -> None:

@@ -1,0 +1,43 @@
+"""History in memory only (``--ephemeral``): a bounded ring of lines per room.
+
+Nothing survives the process; every query is answered at once from the ring.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future
+
+from chatd.history import ActiveRoom, History, done_future
+from chatd.history.model import Query, Selection, StoredLine, select
+
+
+class MemoryHistory(History):
+    """The last ``per_room`` lines of each room."""
+
+    def __init__(self, per_room: int) -> None:
+        super().__init__()
+        self.per_room = max(per_room, 1)
+        self.rooms: dict[str, deque[StoredLine]] = {}
+
+    def add_lines(self, room: str, lines: list[StoredLine]) -> None:
+        ring = self.rooms.get(room)
+        if ring is None:
+            ring = self.rooms[room] = deque(maxlen=self.per_room)
+        ring.extend(lines)
+
+    def query(self, room: str, query: Query) -> Future[Selection]:
+        return done_future(select(list(self.rooms.get(room, ())), query))
+
+    def targets(
+        self, rooms: list[str], after: float, before: float, limit: int
+    ) -> Future[list[ActiveRoom]]:
+        found = []
+        for room in rooms:
+            ring = self.rooms.get(room)
+            if ring:
+                times = [line.at for line in ring if after < line.at < before]
+                if times:
+                    found.append(ActiveRoom(room, max(times)))
+        found.sort(key=lambda t: t.latest, reverse=True)
+        return done_future(found[:limit])
