@@ -6,6 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# No deadline per example: these tests check behaviour, and CI's 2 cores are shared with
+# the servers other tests start (a deadline there only measures the neighbours).
+settings.register_profile("chatd", deadline=None)
+settings.load_profile("chatd")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))

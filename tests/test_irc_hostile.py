@@ -119,7 +119,7 @@ def test_client_tags_count_against_the_private_budget(start_server, engine) -> N
     args = ("--irc-port", "0", "--server-name", "irc.test")
     # A budget that refills slowly (100 B/s): what the messages spend is what counts.
     srv = start_server(engine, *args, "--private-rate", "100", "--private-burst", "12000")
-    srv.irc("victim", caps="message-tags")
+    victim = srv.irc("victim", caps="message-tags")  # held: it must stay connected
     sender = srv.irc("sender", caps="message-tags")
     tags = ";".join(f"+t{i}={'x' * 200}" for i in range(16))  # ~3.4 KB relayed
     refused = None
@@ -130,6 +130,7 @@ def test_client_tags_count_against_the_private_budget(start_server, engine) -> N
             refused = i
             break
     assert refused is not None and refused <= 4, "the victim's budget never ran out"
+    _alive(victim)
 
 
 def test_members_are_bounded_in_rooms_and_chanlimit_says_so(start_server, engine) -> None:

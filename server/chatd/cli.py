@@ -379,6 +379,12 @@ def main(
 
     return_large_buffers_to_the_os()
 
+    from chatd.net import signals
+
+    # Held from here until the engine's handlers are in: before any thread starts (the
+    # history's threads inherit the mask, so a stop signal can only reach the main
+    # thread), and across the announcement (a supervisor may stop us once it reads it).
+    signals.hold()
     try:
         service = ChatService(config)
     except HistoryError as exc:
@@ -390,9 +396,6 @@ def main(
         raise click.ClickException(f"TLS: {exc}") from None
     except OSError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
-    from chatd.net import signals
-
-    signals.hold()  # the engine releases them once its handlers are in
     for listener in bound:
         print(listener.announcement(engine), flush=True)
     if engine == "reactor":

@@ -44,13 +44,17 @@ from chatwire import TIMEOUT, IrcClient, read_to_eof
 
 
 def _kill(server: AsyncServer, nick: str) -> None:
-    """What an operator's KILL does to ``nick`` (loop thread only)."""
-    for conn in server.conns:
-        session: Any = conn.session
-        if session is not None and session.member.nick == nick:
-            session.kill("op", "bye")
-            return
-    raise AssertionError(f"{nick} is not connected")
+    """An operator's KILL of ``nick``, through the hub as the KILL command does it (loop
+    thread only): the victim is sent the Killed event, then its session is closed."""
+    service = server.service
+    hub = service.hub
+    op = hub.find("op")
+    if op is None:  # an operator with no connection: the hub does not care
+        uid = service.mint.uid()
+        op = hub.register(uid, "op", "~op", "127.0.0.1")
+        hub.make_oper(uid)
+    assert hub.find(nick) is not None, f"{nick} is not connected"
+    hub.kill(op.uid, nick, "bye")
 
 
 @pytest.mark.parametrize("order", ["before", "after"])

@@ -428,13 +428,15 @@ class Hub:
                 raise err.TooManyRooms(name, per_host, by_address=True)
         created = room is None
         count = 1 if room is None else len(room.members) + 1
+        # The first member of a room is its operator: of a new room, and of a room
+        # restored empty at start (chatd.history) that someone enters first.
         event = ev.Joined(
             member.source,
             name,
             count,
             member.realname,
             member.away,
-            OP if created else 0,
+            OP if count == 1 else 0,
             created,
             at=self.clock(),
         )

@@ -3,9 +3,12 @@
 ``chatd`` prints its ``listening on`` lines before the engine starts, and a supervisor
 (or a test) may send SIGTERM the moment it reads them. Until the engine has installed
 its handlers, SIGTERM would kill the process with the default action: no goodbye, exit
-status -15. So the command line holds SIGINT and SIGTERM (:func:`hold`) before it
-announces, and each engine releases them (:func:`release`) once its own handlers are in:
-a signal that came in between is delivered then, and handled like any other.
+status -15. So the command line holds SIGINT and SIGTERM (:func:`hold`) before it starts
+anything, and each engine releases them (:func:`release`) once its own handlers are in:
+a signal that came in between is delivered then, and handled like any other. Holding
+them before the first thread starts matters: a thread inherits the mask, so the
+history's threads keep them blocked for good and a process-directed SIGTERM can only
+be taken by the main thread, whose handler is Python's.
 """
 
 from __future__ import annotations
