@@ -16,14 +16,17 @@ from chatd.client.lines import (
     Notice,
     Other,
     Private,
+    Replayed,
     classify,
     echo_of,
+    history_frame,
     visible,
     visible_parts,
 )
 from chatd.client.look import (
     PALETTE,
     STATUS_MARK,
+    history_stamp,
     mentions,
     nick_colour,
     prompt,
@@ -71,6 +74,40 @@ def test_classify_follows_the_protocols_four_kinds(line: str, kind: object) -> N
     assert classify(line) == kind
 
 
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (
+            "* #lobby 2027-01-15 08:00:00 bob: hi: there",
+            Replayed("#lobby", "2027-01-15 08:00:00", "bob", "hi: there"),
+        ),
+        (
+            "* #lobby 2027-01-15 08:00:05 * bob waves: hi",
+            Replayed("#lobby", "2027-01-15 08:00:05", "bob", "waves: hi", action=True),
+        ),
+        ("* #lobby (3): amy bob cid", Notice("#lobby (3): amy bob cid")),
+        ("* #lobby has no topic", Notice("#lobby has no topic")),
+        ("* #lobby 2027-01-15 bob: no time", Notice("#lobby 2027-01-15 bob: no time")),
+        ("* bob #lobby 2027-01-15 08:00:00 bob: an action", None),
+        (
+            "#lobby 2027-01-15 08:00:00 bob: not a notice",
+            Other("#lobby 2027-01-15 08:00:00 bob: not a notice"),
+        ),
+    ],
+)
+def test_a_history_line_is_told_from_every_other_notice(line: str, kind: object) -> None:
+    assert classify(line) == (kind if kind is not None else Notice(line[2:]))
+
+
+def test_history_frames_are_recognised() -> None:
+    assert history_frame("history of #lobby (5 lines, times in UTC):") == "start"
+    assert history_frame("history of #lobby (1 line, times in UTC):") == "start"
+    assert history_frame("history of #lobby (no lines, times in UTC):") == "start"
+    assert history_frame("end of history of #lobby") == "end"
+    assert history_frame("bob history of #lobby (5 lines, times in UTC):") is None
+    assert history_frame("end of history of #lobby, really") is None
+
+
 def test_echo_shows_what_the_room_sees() -> None:
     assert echo_of("hello", "al") == "al: hello"
     assert echo_of("//slash", "al") == "al: /slash"
@@ -104,6 +141,22 @@ def test_tracker_learns_nick_room_and_members() -> None:
     assert tracker.feed("* eve joined #elsewhere") is None
     assert tracker.feed("erin: hi, I was here all along") is Change.MEMBERS
     assert tracker.others() == ["dan", "erin"]
+
+
+def test_history_lines_teach_the_tracker_nothing() -> None:
+    tracker = registered()
+    tracker.feed("* #lobby (2): alice bob")
+    before = (dict(tracker.members), dict(tracker.correspondents), dict(tracker.rooms))
+    replay = [
+        "* history of #lobby (3 lines, times in UTC):",
+        "* #lobby 2027-01-15 08:00:00 gone: I left long ago",
+        "* #lobby 2027-01-15 08:00:01 * gone joined #lobby",
+        "* #lobby 2027-01-15 08:00:02 bob: alice, you there?",
+        "* end of history of #lobby",
+    ]
+    assert [tracker.feed(line) for line in replay] == [None] * 5
+    assert (tracker.members, tracker.correspondents, tracker.rooms) == before
+    assert (tracker.nick, tracker.room) == ("alice", "#lobby")
 
 
 def test_a_who_reply_split_over_lines_is_collected_whole() -> None:
@@ -189,6 +242,11 @@ def test_completion_of_commands() -> None:
     assert candidates("//jo", tracker) == []
 
 
+def test_completion_offers_history() -> None:
+    assert "/history" in COMMANDS
+    assert candidates("/hi", with_room()) == [("/history ", -3)]
+
+
 def test_completion_of_nicks_addresses_them_at_the_start() -> None:
     tracker = with_room()
     assert candidates("b", tracker) == [("Bertha: ", -1), ("bob: ", -1)]
@@ -236,6 +294,43 @@ def test_render_colours_the_nick_a_notice_is_about() -> None:
     assert render("* bob waves", "alice", known=lambda n: n == "bob")[1] == (coloured, "bob")
     assert render("* welcome to chatd", "alice")[1] == ("class:notice", "welcome to chatd")
     assert render("* you are alice, in #x (1 here)", "alice")[1][0] == "class:notice"
+
+
+def test_a_replayed_line_is_dimmed_with_its_own_time_and_never_a_mention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "CET-1")  # UTC+1, no summer time
+    time.tzset()
+    try:
+        assert history_stamp("2027-01-15 08:00:00") == "2027-01-15 09:00 "
+        bob = f"class:nick fg:{nick_colour('bob')}"
+        said = render("* #lobby 2027-01-15 08:00:00 bob: alice, hi", "alice", when="12:00 ")
+        assert said == [
+            ("class:history.stamp", "2027-01-15 09:00 "),
+            (bob, "bob"),
+            ("class:history", ": "),
+            ("class:history.text", "alice, hi"),
+        ]
+        acted = render("* #lobby 2027-01-15 23:30:00 * alice waves \x1b", "alice")
+        assert acted == [
+            ("class:history.stamp", "2027-01-16 00:30 "),
+            ("class:history", "* "),
+            ("class:nick.me", "alice"),
+            ("class:history", " "),
+            ("class:history.text", "waves "),
+            ("class:history.text class:control", "^["),
+        ]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    live = render("bob: alice, hi", "alice")
+    assert ("class:mention", "alice, hi") in live  # the same words, live, are a mention
+    frame = render("* history of #lobby (1 line, times in UTC):", "alice")
+    assert frame == [
+        ("class:notice.mark", "* "),
+        ("class:history", "history of #lobby (1 line, times in UTC):"),
+    ]
+    assert render("* end of history of #lobby", "alice")[1][0] == "class:history"
 
 
 def test_mentions_need_a_whole_word() -> None:

@@ -351,6 +351,32 @@ def test_timestamps_prefix_lines(pane: Pane, start_server: Callable[..., Server]
     assert any(re.fullmatch(r"\d\d:\d\d -!- connecting to .*", row) for row in rows)
 
 
+def test_history_is_completed_and_drawn_dimmed_with_its_time(
+    pane: Pane, start_server: Callable[..., Server]
+) -> None:
+    server = start_server("reactor")
+    bob = server.client("bob")
+    bob.send("hello alice, from before")
+    bob.ping()
+    chat_pane(pane, server)
+    pane.type("/hist")
+    pane.keys("Tab")
+    pane.bottom_is("alice #lobby> /history")
+    pane.keys("Enter")
+    rows = pane.shows("* end of history of #lobby")
+    assert "* history of #lobby (1 line, times in UTC):" in rows
+    said = [row for row in rows if row.endswith("bob: hello alice, from before")]
+    assert len(said) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d bob: .*", said[0])
+    coloured = pane.rows(escapes=True)
+    row = next(r for r in coloured if "from before" in r)
+    # Dimmed (bright black) after the nick's colour, and not bold: not drawn as a mention.
+    assert row.endswith("\x1b[90m: hello alice, from before"), repr(row)
+    bob.send("hello alice, live")
+    rows = pane.shows("bob: hello alice, live")
+    live = next(r for r in pane.rows(escapes=True) if "alice, live" in r)
+    assert re.search(r"\x1b\[[\d;]*\b1m[^\x1b]*hello alice, live", live)  # live: a mention
+
+
 def test_control_characters_stay_visible(pane: Pane) -> None:
     evil = "eve: \x1b[31mred\x07 \u009b2J\n* \x1b]0;pwned\x07\n".encode()
     with FakeServer(after_nick=evil) as fake:

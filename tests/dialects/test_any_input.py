@@ -35,7 +35,7 @@ from engine_double import Peer, World
 IRC_COMMANDS = sorted(HANDLERS[State.REGISTERED]) + ["FOO"]
 LINE_COMMANDS = [
     "nick", "join", "who", "rooms", "msg", "me", "topic", "mode", "kick", "invite", "away",
-    "monitor", "unmonitor", "ping", "stats", "help", "quit", "bogus",
+    "monitor", "unmonitor", "ping", "stats", "help", "history", "quit", "bogus",
 ]  # fmt: skip
 
 #: Words that broke replies before: empty, spaced, colon-led, comma lists, non-ASCII
@@ -47,6 +47,8 @@ TRICKY = [
     "nick!user@host", "x" * 300, "\x1b[2J", "\x07", "\u009b", "\u2028", "\x01ACTION hi\x01",
     "\x01VERSION\x01", ">1", "<5", "!*", "%tcuihsnfdlaor,42", "LS", "REQ", "END", "302",
     "+", "C", "L", "S", "@#lobby", "+#lobby", "0",
+    "LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN", "TARGETS", "100", "msgid=x", "timestamp=",
+    "timestamp=2027-01-15T08:00:00.000Z", "timestamp=2262-01-01T00:00:00.000Z",
 ]  # fmt: skip
 WORD = st.one_of(
     st.sampled_from(TRICKY),

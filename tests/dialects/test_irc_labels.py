@@ -34,6 +34,25 @@ def test_response_is_an_ack_one_labeled_line_or_a_batch() -> None:
     assert response(b":a X\r\n:b Y\r\n", "l", "s", None) == b":a X\r\n:b Y\r\n"
 
 
+def test_a_response_that_is_one_batch_carries_the_label_and_inner_batches_nest() -> None:
+    history = b":s BATCH +1 chathistory #c\r\n@batch=1 :a PRIVMSG #c :x\r\n:s BATCH -1\r\n"
+    assert response(history, "l", "s", "2") == b"@label=l " + history
+    assert response(b":s BATCH +1 chathistory #c\r\n:s BATCH -1\r\n", "l", "s", "2") == (
+        b"@label=l :s BATCH +1 chathistory #c\r\n:s BATCH -1\r\n"
+    )
+    assert response(b":s NOTICE n :first\r\n" + history, "l", "s", "2") == (
+        b"@label=l :s BATCH +2 labeled-response\r\n"
+        b"@batch=2 :s NOTICE n :first\r\n"
+        b"@batch=2 :s BATCH +1 chathistory #c\r\n"
+        b"@batch=1 :a PRIVMSG #c :x\r\n"
+        b"@batch=2 :s BATCH -1\r\n"
+        b":s BATCH -2\r\n"
+    )
+    # Two batches are not one: they go in a labeled-response batch.
+    two = b":s BATCH +1 x\r\n:s BATCH -1\r\n:s BATCH +3 x\r\n:s BATCH -3\r\n"
+    assert response(two, "l", "s", "4").startswith(b"@label=l :s BATCH +4 labeled-response\r\n")
+
+
 def test_single_replies_are_labeled_and_silent_commands_are_acked() -> None:
     w = World()
     amy = w.irc("amy", caps=CAPS)

@@ -13,18 +13,19 @@ from engine_double import World
 
 REGISTRATION = """\
 :irc.test CAP * LS :cap-notify multi-prefix echo-message server-time message-tags \
-away-notify invite-notify userhost-in-names batch labeled-response setname extended-monitor
+away-notify invite-notify userhost-in-names batch labeled-response setname extended-monitor \
+draft/chathistory
 :irc.test CAP * ACK :multi-prefix
 :irc.test 001 amy :Welcome to the chatd Network, amy!~amy@10.0.0.1
 :irc.test 002 amy :Your host is irc.test, running version chatd-0.2.0
 :irc.test 003 amy :This server was created 2027-01-15 08:00:00 UTC
 :irc.test 004 amy irc.test chatd-0.2.0 Biow CIbeiklmnostv Ibeklov
 :irc.test 005 amy AWAYLEN=390 BOT=B CASEMAPPING=ascii CHANMODES=beI,k,l,Cimnst CHANNELLEN=50 \
-CHANTYPES=# ELIST=MNU EXCEPTS=e INVEX=I KICKLEN=390 MAXLIST=b:100,e:100,I:100 MODES=6 \
-MONITOR=100 :are supported by this server
-:irc.test 005 amy NETWORK=chatd NICKLEN=30 PREFIX=(ov)@+ STATUSMSG=@+ \
-TARGMAX=JOIN:10,KICK:4,NAMES:4,NOTICE:4,PART:10,PRIVMSG:4,WHOIS:1 TOPICLEN=390 USERLEN=10 \
-UTF8ONLY WHOX CHANLIMIT=#:50 :are supported by this server
+CHANTYPES=# CHATHISTORY=100 ELIST=MNU EXCEPTS=e INVEX=I KICKLEN=390 MAXLIST=b:100,e:100,I:100 \
+MODES=6 :are supported by this server
+:irc.test 005 amy MONITOR=100 MSGREFTYPES=timestamp,msgid NETWORK=chatd NICKLEN=30 \
+PREFIX=(ov)@+ STATUSMSG=@+ TARGMAX=JOIN:10,KICK:4,NAMES:4,NOTICE:4,PART:10,PRIVMSG:4,WHOIS:1 \
+TOPICLEN=390 USERLEN=10 UTF8ONLY WHOX CHANLIMIT=#:50 :are supported by this server
 :irc.test 251 amy :There are 1 users and 0 invisible on 1 servers
 :irc.test 254 amy 0 :channels formed
 :irc.test 255 amy :I have 1 clients and 0 servers

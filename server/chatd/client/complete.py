@@ -20,6 +20,7 @@ from chatd.client.tracker import Tracker, key
 #: client sends every command as typed, so a server with more commands still works.
 COMMANDS = (
     "/help",
+    "/history",
     "/join",
     "/me",
     "/msg",

@@ -6,6 +6,14 @@ errors, ``nick: text`` chat and ``nick (private): text`` private messages. The s
 stamps the sender's nick itself, so a line that parses as chat really is from that
 nick; a notice, though, can be a ``/me`` action (``* nick text``), so nothing that
 matters is trusted from a notice's wording alone (see :mod:`chatd.client.tracker`).
+
+One kind of notice is told apart: a line of a ``/history`` replay (chatd's extension,
+sent only when asked for), ``* #room 2027-01-15 08:00:00 amy: text`` or
+``* #room 2027-01-15 08:00:00 * amy waves``, is :class:`Replayed`, never chat. Only the
+server can send it: it starts with a room's name, and no nickname (so no ``/me``
+action) starts with ``#``. Its first and last lines (``* history of #room (N lines,
+times in UTC):``, ``* end of history of #room``) stay notices, recognised by
+:func:`history_frame`; ``history`` and ``end`` are nicks the server reserves.
 """
 
 from __future__ import annotations
@@ -112,15 +120,39 @@ class Other:
     text: str
 
 
-ServerLine = Chat | Private | Notice | Error | Other
+@dataclass(frozen=True)
+class Replayed:
+    """A line of a ``/history`` replay: said in ``room`` at ``when`` (UTC), not now."""
+
+    room: str
+    #: ``2027-01-15 08:00:00``, in UTC, as the server sends it.
+    when: str
+    nick: str
+    text: str
+    #: A ``/me`` action (``* nick text``) rather than chat (``nick: text``).
+    action: bool = False
+
+
+ServerLine = Chat | Private | Notice | Error | Other | Replayed
 
 _CHAT = re.compile(rf"({NICK}): (.*)", re.DOTALL)
 _PRIVATE = re.compile(rf"({NICK}) \(private\): (.*)", re.DOTALL)
+_REPLAYED = re.compile(
+    rf"({ROOM}) (\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d) (?:({NICK}): |\* ({NICK}) )(.*)", re.DOTALL
+)
+_HISTORY_START = re.compile(
+    rf"history of ({ROOM}) \((?:no lines|1 line|\d+ lines), times in UTC\):"
+)
+_HISTORY_END = re.compile(rf"end of history of ({ROOM})")
 
 
 def classify(line: str) -> ServerLine:
-    """Which of PROTOCOL.md's kinds of server line ``line`` (decoded, no newline) is."""
+    """Which of PROTOCOL.md's kinds of server line ``line`` (decoded, no newline) is
+    (a notice that replays history is :class:`Replayed`)."""
     if line.startswith("* "):
+        if m := _REPLAYED.fullmatch(line, 2):
+            room, when, nick, actor, text = m.groups()
+            return Replayed(room, when, nick or actor, text, action=nick is None)
         return Notice(line[2:])
     if line.startswith("! "):
         return Error(line[2:])
@@ -129,6 +161,16 @@ def classify(line: str) -> ServerLine:
     if m := _CHAT.fullmatch(line):
         return Chat(m.group(1), m.group(2))
     return Other(line)
+
+
+def history_frame(text: str) -> str | None:
+    """``"start"`` or ``"end"`` for the first or last line of a ``/history`` replay (a
+    notice's text, without ``* ``), else ``None``."""
+    if _HISTORY_START.fullmatch(text):
+        return "start"
+    if _HISTORY_END.fullmatch(text):
+        return "end"
+    return None
 
 
 def echo_of(typed: str, nick: str) -> str | None:

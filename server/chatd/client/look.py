@@ -12,6 +12,7 @@ reverse video, never sent to the terminal.
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 import zlib
@@ -25,7 +26,9 @@ from chatd.client.lines import (
     Notice,
     Other,
     Private,
+    Replayed,
     classify,
+    history_frame,
     is_nick,
     visible_parts,
 )
@@ -60,6 +63,10 @@ STYLE = {
     "notice.mark": "ansibrightblack",
     "error": "ansired",
     "status": "ansibrightblack italic",
+    # /history: replayed lines are dimmed and carry their own time, never a mention.
+    "history": "ansibrightblack",
+    "history.stamp": "ansibrightblack",
+    "history.text": "ansibrightblack",
     "status.mark": "ansiyellow bold",
     "control": "reverse",
     "prompt": "",
@@ -100,6 +107,16 @@ def stamp(now: float) -> str:
     return time.strftime("%H:%M ", time.localtime(now))
 
 
+def history_stamp(when: str) -> str:
+    """A replayed line's time (``2027-01-15 08:00:00``, UTC, as the server sends it) in
+    local time, to the minute: ``2027-01-15 09:00 `` in Paris."""
+    try:
+        moment = calendar.timegm(time.strptime(when, "%Y-%m-%d %H:%M:%S"))
+        return time.strftime("%Y-%m-%d %H:%M ", time.localtime(moment))
+    except (ValueError, OverflowError, OSError):
+        return when + " UTC "
+
+
 def _text(style: str, text: str) -> Fragments:
     return [
         (f"{style} class:control" if control else style, shown)
@@ -123,9 +140,15 @@ def render(
     A notice's first word is drawn in its nick colour when the notice is about that
     nick (a join, leave, quit or rename) or when ``known`` says it is a member (a
     ``/me`` action); ``* welcome to chatd`` keeps its plain "welcome".
+
+    A line of a ``/history`` replay is drawn dimmed, with the local time it was said at
+    instead of ``when`` and without the room (its first line names it), and never as a
+    mention: it is not news.
     """
-    out: Fragments = [("class:stamp", when)] if when else []
     kind = classify(line)
+    if isinstance(kind, Replayed):
+        return _replayed(kind, me)
+    out: Fragments = [("class:stamp", when)] if when else []
     if isinstance(kind, Chat):
         text_style = "class:mention" if mentions(kind.text, me) else "class:text"
         out += [(nick_style(kind.nick, me), kind.nick), ("", ": ")]
@@ -133,6 +156,9 @@ def render(
     elif isinstance(kind, Private):
         out += [(nick_style(kind.nick, me), kind.nick), ("class:private", " (private)")]
         out += [("", ": "), *_text("class:private.text", kind.text)]
+    elif isinstance(kind, Notice) and history_frame(kind.text):
+        out.append(("class:notice.mark", "* "))
+        out += _text("class:history", kind.text)
     elif isinstance(kind, Notice):
         out.append(("class:notice.mark", "* "))
         first, sep, rest = kind.text.partition(" ")
@@ -148,6 +174,17 @@ def render(
         assert isinstance(kind, Other)
         out += _text("", kind.text)
     return out
+
+
+def _replayed(line: Replayed, me: str | None) -> Fragments:
+    """``2027-01-15 09:00 amy: text`` or ``2027-01-15 09:00 * amy waves``, dimmed."""
+    out: Fragments = [("class:history.stamp", history_stamp(line.when))]
+    nick = (nick_style(line.nick, me), line.nick)
+    if line.action:
+        out += [("class:history", "* "), nick, ("class:history", " ")]
+    else:
+        out += [nick, ("class:history", ": ")]
+    return out + _text("class:history.text", line.text)
 
 
 def render_status(text: str, when: str | None = None) -> Fragments:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import re
 
-from chatd.client.lines import NICK, ROOM, Chat, Notice, Private, classify
+from chatd.client.lines import NICK, ROOM, Chat, Notice, Private, Replayed, classify
 
 
 class Change(enum.Enum):
@@ -99,6 +99,10 @@ class Tracker:
     def feed(self, line: str) -> Change | None:
         """Learn from one decoded server line; what it changed, if anything."""
         kind = classify(line)
+        if isinstance(kind, Replayed):
+            # A /history line: said before, perhaps by someone long gone. Nothing in it
+            # is news: no member, no mention, no change.
+            return None
         if isinstance(kind, Notice):
             return self._notice(kind.text)
         if isinstance(kind, Chat) and self.registered:

@@ -52,11 +52,17 @@ class RefKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """A point in a room's history: a message id, or a time."""
+    """A point in a room's history: a message id, or a time.
+
+    A time with a ``span`` stands for every line in ``[at, at + span)``: an IRCv3
+    ``timestamp=`` has millisecond precision, so it names the lines whose ``time`` tag
+    shows that millisecond, and "after" it means after all of them.
+    """
 
     kind: RefKind
     msgid: str = ""
     at: float = 0.0
+    span: float = 0.0
 
 
 class Kind(enum.Enum):
@@ -80,14 +86,24 @@ class Query:
     second: Ref | None = None
 
 
+def time_key(ref: Ref, side: str) -> tuple[float, str]:
+    """The ordering key of a timestamp reference on ``side`` (``"low"`` or ``"high"``)."""
+    if side == "low":
+        return (ref.at, "")
+    if ref.span > 0:
+        return (ref.at + ref.span, "")  # before every line at the span's end
+    return (ref.at, _HIGH)
+
+
 def _key(ref: Ref, lines: Sequence[StoredLine], side: str) -> tuple[float, str] | None:
     """The ordering key of a reference, ``None`` for a message id not in ``lines``.
 
-    A timestamp stands between the lines of that time: ``side="low"`` keys sort before
-    every line at that time, ``"high"`` after, so bounds stay exclusive either way.
+    A timestamp stands between the lines of that time (of its span): ``side="low"`` keys
+    sort before every line at that time, ``"high"`` after, so bounds stay exclusive
+    either way.
     """
     if ref.kind is RefKind.TIMESTAMP:
-        return (ref.at, "" if side == "low" else _HIGH)
+        return time_key(ref, side)
     for line in lines:
         if line.msgid == ref.msgid:
             return line.key
@@ -144,7 +160,8 @@ def select(lines: Sequence[StoredLine], query: Query) -> Selection:
         if low is None or high is None:
             return Selection([], True, unknown_ref=True)
         before = (limit - (high - low)) // 2 if limit > high - low else 0
-        lo = max(0, low - before)
+        # Near the end there are fewer lines after: take more before to fill the limit.
+        lo = max(0, min(low - before, len(lines) - limit))
         hi = min(len(lines), lo + limit)
         return Selection(list(lines[lo:hi]), lo == 0)
     second = query.second

@@ -20,7 +20,11 @@ Theory of operation
 * **Reads.** Each room keeps its most recent :data:`CACHE_LINES` lines in memory (on
   the loop's side). A query that the cache can answer entirely is answered at once; one
   that may need older lines goes to the reader thread, which has its own connection (WAL
-  lets it read while the writer writes) and completes a future.
+  lets it read while the writer writes) and completes a future. A read waits until the
+  writer has committed what the loop had queued when the query was made (or
+  :data:`READ_WAIT` seconds, or while writes fail), so a reply never misses a line the
+  client has already seen relayed (read-your-writes): the batch window delays a disk
+  read, it does not make it stale.
 * **Retention.** The writer deletes lines older than ``days`` and beyond ``per_room``
   per room, in bounded chunks between batches, never on the loop.
 * **One process per data dir.** An exclusive ``flock`` on ``chatd.lock``: a second chatd
@@ -44,7 +48,16 @@ from typing import TextIO, TypeVar
 
 from chatd.core import events as ev
 from chatd.history import ActiveRoom, History, HistoryError, done_future, restored_event
-from chatd.history.model import Kind, Query, Ref, RefKind, Selection, StoredLine, select
+from chatd.history.model import (
+    Kind,
+    Query,
+    Ref,
+    RefKind,
+    Selection,
+    StoredLine,
+    select,
+    time_key,
+)
 
 log = logging.getLogger("chatd.history")
 
@@ -60,6 +73,9 @@ MAX_PENDING = 200_000
 PRUNE_CHUNK = 5000
 #: Seconds between retention passes.
 PRUNE_SECONDS = 60.0
+#: Seconds a read waits, beyond the batch window, for the writer to commit what was
+#: queued before it (then it reads what is there).
+READ_WAIT = 2.0
 SCHEMA_VERSION = "1"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,11 +97,11 @@ CREATE INDEX IF NOT EXISTS lines_by_time ON lines(at);
 CREATE TABLE IF NOT EXISTS rooms(key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 _COLUMNS = "room, msgid, at, nick, user, host, kind, text, concat, bot"
-_HIGH = "\U0010ffff"
 
 Op = tuple[str, object, object]
-#: A query for the reader thread, and the future it completes.
-Read = tuple[Callable[[sqlite3.Connection], object], Future[object]]
+#: A query for the reader thread, the future it completes, and how many operations had
+#: been queued when it was asked (the reader waits until they are settled).
+Read = tuple[Callable[[sqlite3.Connection], object], Future[object], int]
 
 
 def _line(row: tuple[object, ...]) -> StoredLine:
@@ -155,6 +171,11 @@ class SQLiteHistory(History):
         self._older = frozenset(self._counts)
         self._cache: dict[str, deque[StoredLine]] = {}
         self.pending: deque[Op] = deque()
+        #: Operations queued by the loop, ever; and those settled (committed, or dropped
+        #: past MAX_PENDING) by the writer, under ``_settle``: a read waits for its mark.
+        self._queued = 0
+        self._settled = 0
+        self._settle = threading.Condition()
         self._wake = threading.Event()
         self._closing = False
         self._flushed = threading.Event()
@@ -202,16 +223,19 @@ class SQLiteHistory(History):
         if cache is None:
             cache = self._cache[room] = deque(maxlen=min(CACHE_LINES, self.per_room))
         cache.extend(lines)
+        self._queued += len(lines)
         pending = self.pending
         for line in lines:
             pending.append(("line", line, None))
         self._wake.set()
 
     def save_room(self, key: str, record: str) -> None:
+        self._queued += 1
         self.pending.append(("room", key, record))
         self._wake.set()
 
     def drop_room(self, key: str) -> None:
+        self._queued += 1
         self.pending.append(("drop", key, None))
         self._wake.set()
 
@@ -271,7 +295,7 @@ class SQLiteHistory(History):
 
     def _read(self, run: Callable[[sqlite3.Connection], T]) -> Future[T]:
         future: Future[T] = Future()
-        self._reads.put((run, future))  # type: ignore[arg-type]
+        self._reads.put((run, future, self._queued))  # type: ignore[arg-type]
         return future
 
     # ----------------------------------------------------------------- the threads
@@ -279,7 +303,12 @@ class SQLiteHistory(History):
     def _read_loop(self) -> None:
         db = _connect(self.path)
         while (item := self._reads.get()) is not None:
-            run, future = item
+            run, future, mark = item
+            with self._settle:
+                self._settle.wait_for(
+                    lambda: self._settled >= mark or self._failing or self._closing,  # noqa: B023
+                    timeout=self.window + READ_WAIT,
+                )
             try:
                 future.set_result(run(db))
             except Exception as exc:  # a failed read costs its query only
@@ -351,14 +380,22 @@ class SQLiteHistory(History):
             self._failing = True
             pending.extendleft(reversed(batch))
             excess = len(pending) - MAX_PENDING
+            dropped = 0
             while excess > 0:
                 pending.popleft()
                 self.lines_dropped += 1
+                dropped += 1
                 excess -= 1
+            with self._settle:
+                self._settled += dropped
+                self._settle.notify_all()
             return
         if self._failing:
             log.warning("history: writing works again")
             self._failing = False
+        with self._settle:
+            self._settled += len(batch)
+            self._settle.notify_all()
         self.lines_written += written
         counts = self._counts
         for op, a, _ in batch:
@@ -400,7 +437,7 @@ class SQLiteHistory(History):
 
 def _bound(db: sqlite3.Connection, room: str, ref: Ref, side: str) -> tuple[float, str] | None:
     if ref.kind is RefKind.TIMESTAMP:
-        return (ref.at, "" if side == "low" else _HIGH)
+        return time_key(ref, side)
     row = db.execute(
         "SELECT at, msgid FROM lines WHERE room = ? AND msgid = ?", (room, ref.msgid)
     ).fetchone()

@@ -48,6 +48,7 @@ CAPS = (
     "labeled-response",
     "setname",
     "extended-monitor",
+    "draft/chathistory",
 )
 CAP_BIT = {name: 1 << i for i, name in enumerate(CAPS)}
 SERVER_TIME = CAP_BIT["server-time"]

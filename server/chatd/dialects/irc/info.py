@@ -14,9 +14,11 @@ from chatd.dialects.irc.isupport import rpl_isupport_lines
 from chatd.dialects.irc.limits import (
     AWAYLEN,
     CHANMODES_TOKEN,
+    CHATHISTORY_MAX,
     KICKLEN,
     MAX_JOIN_TARGETS,
     MAX_TARGETS,
+    MSGREFTYPES,
     NETWORK,
     TOPICLEN,
     USERLEN,
@@ -40,6 +42,7 @@ def isupport(s: IrcSession) -> None:
         "CHANMODES": CHANMODES_TOKEN,
         "CHANNELLEN": 50,
         "CHANTYPES": "#",
+        "CHATHISTORY": CHATHISTORY_MAX,
         # No C or T: irctest's faketime LIST tests would then sleep for real minutes.
         "ELIST": "MNU",
         "EXCEPTS": "e",
@@ -48,6 +51,7 @@ def isupport(s: IrcSession) -> None:
         "MAXLIST": lists,
         "MODES": MAX_MODES,
         "MONITOR": MAX_WATCH,
+        "MSGREFTYPES": MSGREFTYPES,
         "NETWORK": NETWORK,
         "NICKLEN": 30,
         "PREFIX": "(ov)@+",

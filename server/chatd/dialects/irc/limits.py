@@ -28,6 +28,10 @@ MAX_JOIN_TARGETS = 10
 #: Client-only tags (``+typing``...) relayed from one message; the rest are dropped, so
 #: that one line's encoding work does not grow with what the client packs into 4 KB.
 MAX_CLIENT_TAGS = 16
+#: Most lines one CHATHISTORY returns (005 ``CHATHISTORY=``; a larger limit gets this many).
+CHATHISTORY_MAX = 100
+#: 005 ``MSGREFTYPES``: the CHATHISTORY references understood, preferred first.
+MSGREFTYPES = "timestamp,msgid"
 #: RFC 1459's line limit, CR LF included, tags excluded.
 LINE_LIMIT = 512
 #: Texts of the PING-based keepalive.

@@ -9,7 +9,8 @@ The commands themselves live in modules by group, each a set of functions
 USER, PING, QUIT), :mod:`~chatd.dialects.irc.channels` (JOIN, PART, NAMES, TOPIC, MODE,
 KICK, INVITE), :mod:`~chatd.dialects.irc.messages` (PRIVMSG, NOTICE, TAGMSG),
 :mod:`~chatd.dialects.irc.queries` (WHO, WHOIS, WHOWAS, LIST, ISON, USERHOST),
-:mod:`~chatd.dialects.irc.users` (AWAY, SETNAME, MONITOR) and
+:mod:`~chatd.dialects.irc.users` (AWAY, SETNAME, MONITOR),
+:mod:`~chatd.dialects.irc.chathistory` (CHATHISTORY) and
 :mod:`~chatd.dialects.irc.info` (LUSERS, MOTD, VERSION, ..., OPER, KILL, WALLOPS).
 :data:`HANDLERS`, at the end of this module, is the one table that names them all.
 
@@ -37,7 +38,16 @@ from collections.abc import Callable, Iterable
 from chatd.core import errors as err
 from chatd.core.model import Room
 from chatd.dialects.base import Context, Session, Work
-from chatd.dialects.irc import channels, info, labels, messages, queries, registration, users
+from chatd.dialects.irc import (
+    channels,
+    chathistory,
+    info,
+    labels,
+    messages,
+    queries,
+    registration,
+    users,
+)
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.encoder import encoder_for, fit
 from chatd.dialects.irc.limits import LINE_LIMIT, PING_TIMEOUT_TEXT
@@ -255,7 +265,8 @@ class IrcSession(Session):
         self.out = self.transport
         data = b"".join(capture.chunks)
         batch_id = None
-        if self.caps & enc.BATCH and data.count(b"\n") > 1:  # a batch is needed
+        # A labeled-response batch is needed for several lines, unless they are one batch.
+        if self.caps & enc.BATCH and data.count(b"\n") > 1 and not labels.one_batch(data):
             self.batches += 1
             batch_id = f"{self.batches:x}"
         out = labels.response(data, capture.label, self.server_name, batch_id)
@@ -447,5 +458,6 @@ HANDLERS: dict[State, dict[str, Handler]] = {
         "OPER": info.oper,
         "KILL": info.kill,
         "WALLOPS": info.wallops,
+        "CHATHISTORY": chathistory.chathistory,
     },
 }

@@ -3,8 +3,8 @@
 Sans-IO like h11: :mod:`decoder` only stores what it is fed and hands out one item at a
 time; :mod:`encoder` turns hub events into bytes; :mod:`session` reads commands from one
 client and calls the hub; :mod:`notices` holds every notice template and the rules that
-keep clients from forging them; :mod:`errors` words the hub's refusals. Nothing here
-touches a socket or a clock.
+keep clients from forging them; :mod:`errors` words the hub's refusals; :mod:`history`
+replays a room's stored lines (``/history``). Nothing here touches a socket or a clock.
 """
 
 from __future__ import annotations

@@ -72,6 +72,13 @@ NOTICES = {
     "offline": "{nick} is offline",
     "monitoring": "you monitor ({count}): {listing}",
     "unmonitored": "you no longer monitor: {nicks}",
+    # /history [N] (a replay, sent only when asked for): a first line, one line per
+    # stored line, a last line. The stored lines start with the room's name, which no
+    # nickname can, so neither an action nor live chat ever reads as one of them.
+    "history": "history of {room} ({lines}, times in UTC):",
+    "history_say": "{room} {when} {nick}: {text}",
+    "history_action": "{room} {when} * {nick} {text}",
+    "history_end": "end of history of {room}",
 }
 
 #: How a Chat event's ``audience`` reads in ``status_chat``.
@@ -172,6 +179,7 @@ HELP_LINES = (
     "/nick NEW         change your nickname",
     "/join ROOM [KEY]  leave this room and enter ROOM (created on demand)",
     "/who              list the members of your room",
+    "/history [N]      your room's last N lines, with times (default 20, max 100)",
     "/rooms            list the rooms and how many are in each",
     "/msg NICK TEXT    send a private message (@#ROOM: to the room's operators)",
     "/me TEXT          act: shown to the room as '* NICK TEXT'",

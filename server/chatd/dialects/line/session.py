@@ -17,6 +17,7 @@ from chatd.core.modes import parse_mode_changes
 from chatd.core.monitor import MAX_WATCH
 from chatd.core.names import fold, normalize_room, room_problem, valid_nick
 from chatd.dialects.base import Context, Session
+from chatd.dialects.line import history
 from chatd.dialects.line.commands import Command, Say, parse_command
 from chatd.dialects.line.decoder import DecodeError, Item, LineDecoder
 from chatd.dialects.line.encoder import ENCODER
@@ -216,6 +217,13 @@ class LineSession(Session):
         self.write("".join(line + "\n" for line in lines).encode())
         return len(lines) - 1  # each further line costs a flood token
 
+    def _history(self, args: str) -> None:
+        n = history.count(args)
+        if n is None:
+            self.error(history.USAGE)
+            return
+        self.work = history.replay(self, self._room(), n)
+
     def _rooms(self, args: str) -> int:
         rooms = sorted(self.ctx.hub.rooms.values(), key=lambda r: (-len(r.members), fold(r.name)))
         prefix = "* " + NOTICES["rooms"].format(count=len(rooms), listing="")
@@ -381,6 +389,7 @@ _COMMANDS: dict[str, Callable[[LineSession, str], int | None]] = {
     "nick": LineSession._nick,
     "join": LineSession._join,
     "who": LineSession._who,
+    "history": LineSession._history,
     "rooms": LineSession._rooms,
     "msg": LineSession._msg,
     "me": LineSession._me,
