@@ -353,6 +353,116 @@ def goals(
             None if ir is None else ir <= 2048,
         )
     )
+    return out + history_goals(cs, ks or [], m)
+
+
+#: History's cost (issue 17): the reactor with history on (its default) against the same
+#: reactor with ``--ephemeral``, side by side in one run.
+HISTORY_GOAL_IDS = ("history_knee", "history_cpu", "history_idle_rss")
+HISTORY_ON, HISTORY_OFF = "reactor", "reactor-ephemeral"
+#: How far history on may fall behind history off (a share of off's figure).
+HISTORY_TOLERANCE = 0.10
+
+
+def history_rates(cs: list[dict[str, Any]], ks: list[dict[str, Any]], m: Matrix) -> list[float]:
+    """The headline sweep's rates that both sides passed (up to the lower knee) and
+    measured CPU per delivery at, ascending."""
+    room, senders = m.headline_room, m.headline_senders
+    kon = find_knee(ks, HISTORY_ON, room, senders)
+    koff = find_knee(ks, HISTORY_OFF, room, senders)
+    if not kon or not koff or not kon["rate"] or not koff["rate"]:
+        return []
+    top = min(kon["rate"], koff["rate"])
+    rates = set()
+    for c in cs:
+        p = c["params"]
+        if c["scenario"] != "saturation" or (p.get("room"), p.get("senders")) != (room, senders):
+            continue
+        if c["target"] == HISTORY_ON and "offered" in p and p["offered"] <= top:
+            rates.add(float(p["offered"]))
+    return sorted(
+        r
+        for r in rates
+        if all(_cpu_per_delivery(cs, t, m, r) is not None for t in (HISTORY_ON, HISTORY_OFF))
+    )
+
+
+def _cpu_per_delivery(
+    cs: list[dict[str, Any]], target: str, m: Matrix, rate: float
+) -> float | None:
+    c = find(
+        cs,
+        "saturation",
+        target,
+        "driver",
+        room=m.headline_room,
+        senders=m.headline_senders,
+        offered=rate,
+    )
+    return median_of(c, "server_cpu_us_per_delivery")
+
+
+def history_goals(
+    cs: list[dict[str, Any]], ks: list[dict[str, Any]], m: Matrix
+) -> list[dict[str, Any]]:
+    """Issue 17's cost goals, when the run has both sides (else none): the knee and the
+    CPU per delivery with history on within 10 % of off, and RSS per idle connection
+    unchanged (within 10 %, which is the measurement's noise)."""
+    targets = {c["target"] for c in cs}
+    if HISTORY_ON not in targets or HISTORY_OFF not in targets:
+        return []
+    tol = HISTORY_TOLERANCE
+    out = []
+    room, senders = m.headline_room, m.headline_senders
+    kon = find_knee(ks, HISTORY_ON, room, senders)
+    koff = find_knee(ks, HISTORY_OFF, room, senders)
+    if kon is not None or koff is not None:
+        ion, ioff = _interval(kon, m.saturation_start), _interval(koff, m.saturation_start)
+        met: bool | None = None
+        if ion is not None and ioff is not None:
+            lo = ion[0] / ioff[1] if ioff[1] > 0 else float("inf")
+            hi = ion[1] / ioff[0] if ioff[0] > 0 else float("inf")
+            met = True if lo >= 1 - tol else False if hi < 1 - tol else None
+        on, off = (kon or {}).get("rate"), (koff or {}).get("rate")
+        out.append(
+            _goal(
+                "history_knee",
+                f"saturation knee, room of {room}, {senders} senders: history on >= "
+                f"{1 - tol:.0%} of history off (steps double: equal knees are the finest "
+                "verdict this can give)",
+                {"on": on, "off": off, "ratio": stats.ratio(on, off)},
+                met,
+            )
+        )
+    rates = history_rates(cs, ks, m)
+    if rates:
+        rate = rates[-1]
+        on_cpu = _cpu_per_delivery(cs, HISTORY_ON, m, rate)
+        off_cpu = _cpu_per_delivery(cs, HISTORY_OFF, m, rate)
+        r = stats.ratio(on_cpu, off_cpu)
+        out.append(
+            _goal(
+                "history_cpu",
+                f"server CPU per delivery (µs) at {rate:g} msg/s, the highest rate both passed, "
+                f"room of {room}: history on <= {1 + tol:.0%} of off",
+                {"on_us": on_cpu, "off_us": off_cpu, "ratio": r},
+                None if r is None else r <= 1 + tol,
+            )
+        )
+    if m.idle_counts:
+        k = max(m.idle_counts)
+        on_rss = median_of(find(cs, "idle", HISTORY_ON, connections=k), "rss_per_conn_bytes")
+        off_rss = median_of(find(cs, "idle", HISTORY_OFF, connections=k), "rss_per_conn_bytes")
+        r = stats.ratio(on_rss, off_rss)
+        if on_rss is not None or off_rss is not None:
+            out.append(
+                _goal(
+                    "history_idle_rss",
+                    f"RSS per idle connection at {k}: history on within {tol:.0%} of off",
+                    {"on_bytes": on_rss, "off_bytes": off_rss, "ratio": r},
+                    None if r is None else abs(r - 1) <= tol,
+                )
+            )
     return out
 
 

@@ -252,6 +252,10 @@ def takes_part(target: str, scenario: str, *, locust_irc: bool = True) -> bool:
     ``scenario`` "locust-fanout" is the fan-out's Locust cross-check.
     """
     dialect = target_for(target).dialect
+    if not target_for(target).history:
+        # History off is there to be compared with the reactor on its figures of cost:
+        # the knee (and CPU per delivery on the way to it) and memory per connection.
+        return scenario in ("saturation", "idle")
     if dialect == "irc" and scenario == "senders":
         return locust_irc and target in LOCUST_IRC_TARGETS
     if dialect == "irc" and scenario == "idle":
@@ -288,6 +292,9 @@ def jobs(m: Matrix, *, locust_ok: bool, locust_irc: bool = False) -> list[Job]:
                 fan = old and "fanout" in m.scenarios and room in m.fanout_rooms
                 fan = fan and takes_part(t, "fanout")
                 sweeps = m.sweeps_for(room, rep) if takes_part(t, "saturation") else ()
+                if not target_for(t).history:  # history's cost: the headline sweep only
+                    headline = (m.headline_room, m.headline_senders)
+                    sweeps = tuple(s for s in sweeps if (room, s) == headline)
                 flood = old and "flood" in m.scenarios and room == m.flood_room
                 flood = flood and takes_part(t, "flood")
                 if fan or sweeps or flood:
@@ -356,6 +363,7 @@ LOCUST_IRC_TARGETS: tuple[str, ...] = ("reactor-irc", "inspircd")
 #: own, so their p99 passes the stop line soon after their knee.
 CAPACITY_GUESS: dict[str, float] = {
     "reactor": 1e7,
+    "reactor-ephemeral": 1e7,
     "threaded": 1e7,
     "asyncio": 1e7,
     "asyncio+uvloop": 1e7,

@@ -23,6 +23,7 @@ from bench import aggregate
 #: One colour per target, stable across plots; the IRC targets are drawn dashed.
 COLORS: dict[str, str] = {
     "reactor": "#1b9e77",
+    "reactor-ephemeral": "#66a61e",
     "threaded": "#d95f02",
     "asyncio": "#7570b3",
     "asyncio+uvloop": "#e7298a",
@@ -33,6 +34,7 @@ COLORS: dict[str, str] = {
 }
 ORDER = (
     "reactor",
+    "reactor-ephemeral",
     "threaded",
     "asyncio",
     "asyncio+uvloop",

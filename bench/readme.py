@@ -55,6 +55,15 @@ def block(report_dir: Path, readme: Path = README) -> str:
         ]
         if "saturation" in plots:
             lines += [f"![saturation: p99 vs offered rate]({rel}/{plots['saturation']})", ""]
+    history_goals = report.goals_table(doc, aggregate.HISTORY_GOAL_IDS)
+    if history_goals:
+        lines += [
+            "**History's cost** (the reactor with history on, its default, against "
+            "`--ephemeral`, side by side):",
+            "",
+            *history_goals,
+            "",
+        ]
     lines += [
         "**Issue 4's scenarios** (paced fan-out, flood, many senders, slow consumer, idle):",
         "",

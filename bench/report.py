@@ -155,6 +155,9 @@ def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
         out += ["## Goals (issue 10: the saturation knee)", "", *knee_goals, ""]
         out += [f"### Knee, room of {m.headline_room}, {m.headline_senders} senders", ""]
         out += [f"_{caption}_", "", *saturation_report.headline_rows(doc), ""]
+    from bench import history_report  # it uses this module's tables
+
+    out += history_report.section(doc)
     out += [
         "## Goals (issue 4)",
         "",

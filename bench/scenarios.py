@@ -617,6 +617,9 @@ def _paced_record(
     if not lat:
         verdict.fail("no latency samples")
     receivers = len(fleet.receivers()) - (0 if fleet.redis else 1)
+    srv_stats = win.server()
+    delivered = r.deliveries_per_s * r.window_s
+    cpu = srv_stats.get("cpu_s")
     metrics = {
         **{f"latency_{k}_ms": v for k, v in lat.items() if k != "count"},
         "latency_samples": lat.get("count", 0),
@@ -631,6 +634,8 @@ def _paced_record(
         "timed_members": r.extra.get("timed_members"),
         "messages_sent": r.extra.get("messages_sent"),
         "deliveries_total": r.extra.get("deliveries_total"),
+        # server CPU (every thread: history's writer too) per delivery in the window
+        "server_cpu_us_per_delivery": cpu / delivered * 1e6 if cpu and delivered else None,
     }
     return _record(
         scenario=scenario,
@@ -638,7 +643,7 @@ def _paced_record(
         job=job,
         params=params,
         metrics=metrics,
-        server=win.server(),
+        server=srv_stats,
         loadgen={"cpu_s": r.driver_cpu_s, "cpu_util": util, "saturated": saturated},
         steal=win.steal(),
         busy=win.busy(),

@@ -73,6 +73,9 @@ class Target:
     dialect: str
     engine: str = ""
     uvloop: bool = False
+    #: chatd: history on disk (the default, ``--data-dir`` in the run's logs) or off
+    #: (``--ephemeral``), to measure what history costs side by side
+    history: bool = True
 
     @property
     def is_redis(self) -> bool:
@@ -87,13 +90,15 @@ class Target:
         return self.dialect == "irc"
 
 
-#: Every target the bench knows, in report order. chatd's line-protocol engines first,
-#: then Redis, then the IRC targets: chatd's reactor behind its IRC listener and the two
-#: C IRC daemons, all driven by the same IRC client code.
+#: Every target the bench knows, in report order. chatd's line-protocol engines first
+#: (the reactor also with history off, ``reactor-ephemeral``, for history's cost), then
+#: Redis, then the IRC targets: chatd's reactor behind its IRC listener and the two C IRC
+#: daemons, all driven by the same IRC client code.
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("reactor", "chatd", "line", engine="reactor"),
+        Target("reactor-ephemeral", "chatd", "line", engine="reactor", history=False),
         Target("threaded", "chatd", "line", engine="threaded"),
         Target("asyncio", "chatd", "line", engine="asyncio"),
         Target("asyncio+uvloop", "chatd", "line", engine="asyncio", uvloop=True),
@@ -106,7 +111,7 @@ TARGETS: dict[str, Target] = {
 
 #: chatd's line-protocol engines (the targets of the chatd-only scenarios).
 ENGINES: tuple[str, ...] = tuple(
-    n for n, t in TARGETS.items() if t.is_chatd and t.dialect == "line"
+    n for n, t in TARGETS.items() if t.is_chatd and t.dialect == "line" and t.history
 )
 
 
@@ -128,6 +133,8 @@ def unavailable(name: str) -> str | None:
             return "uvloop or chatd --uvloop not available"
         if t.is_irc and "--irc-port" not in chatd_help():
             return "chatd has no --irc-port (its IRC listener) yet"
+        if not t.history and "--ephemeral" not in chatd_help():
+            return "chatd has no --ephemeral (history off) yet"
         return None
     if t.is_redis:
         return None if redis_available() else "redis-server not installed"
@@ -371,7 +378,9 @@ def start(
         argv = redis_argv(port, max_clients + 32)
     elif target.is_chatd:
         argv = chatd_argv(target, max_clients=max_clients, max_sendq=max_sendq)
-        if "--data-dir" in chatd_help():
+        if not target.history:
+            argv.append("--ephemeral")
+        elif "--data-dir" in chatd_help():
             # History on, as by default, kept with this run's logs.
             argv += ["--data-dir", str(logdir / f"{stamp}-data")]
         env = chatd_env()

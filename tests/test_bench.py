@@ -416,7 +416,27 @@ def test_full_run_fits_in_40_minutes_with_every_cell_repeated() -> None:
     for (target, room, n), count in sweeps.items():
         headline = (room, n) == (m.headline_room, m.headline_senders)
         assert count == (m.headline_reps if headline else m.saturation_grid_reps), target
-    assert len(sweeps) == len(ALL_TARGETS) * len(m.saturation_rooms) * len(m.saturation_senders)
+    # The whole grid for every target; history off (reactor-ephemeral), there for the cost
+    # of history, sweeps the headline configuration only.
+    full_grid = [t for t in ALL_TARGETS if servers.target_for(t).history]
+    headline_only = [t for t in ALL_TARGETS if not servers.target_for(t).history]
+    assert headline_only == ["reactor-ephemeral"]
+    grid = len(m.saturation_rooms) * len(m.saturation_senders)
+    assert len(sweeps) == len(full_grid) * grid + len(headline_only)
+    assert {(room, n) for t, room, n in sweeps if t == "reactor-ephemeral"} == {
+        (m.headline_room, m.headline_senders)
+    }
+
+
+def test_history_off_is_measured_beside_the_reactor_on_the_figures_of_cost() -> None:
+    m = matrix.full(ALL_TARGETS)
+    js = matrix.jobs(m, locust_ok=True, locust_irc=True)
+    kinds = {(j.kind, j.fanout, j.flood) for j in js if j.target == "reactor-ephemeral"}
+    assert kinds == {("driver", False, False), ("idle", False, False)}
+    on = servers.target_for("reactor")
+    off = servers.target_for("reactor-ephemeral")
+    assert (on.engine, on.history) == ("reactor", True)
+    assert (off.engine, off.history) == ("reactor", False)
 
 
 def test_each_dialect_runs_only_where_its_load_generator_can_go() -> None:
@@ -931,3 +951,58 @@ def test_proc_io_syscw_does_not_count_socket_sends() -> None:
             os.write(a.fileno(), b"x")
         after_writes = syscw()
     assert after_sends == before and after_writes - after_sends >= 100
+
+
+def test_history_cost_goals_compare_on_and_off_at_the_same_rates() -> None:
+    m = matrix.full(("reactor", "reactor-ephemeral"))
+    runs = []
+    for target, top, us in (("reactor", 1600, 1.05), ("reactor-ephemeral", 3200, 1.0)):
+        for r in (50, 100, 200, 400, 800, 1600, 3200, 6400):
+            run = _sat_run(target, 1, r, 20.0 if r <= top else 500.0)
+            run["metrics"]["server_cpu_us_per_delivery"] = us * (2 if r == 50 else 1)
+            runs.append(run)
+        idle = _run(target, 0.0, connections=10000, room=100)
+        idle.update(scenario="idle", metrics={"rss_per_conn_bytes": 1900 if top > 2000 else 2000})
+        runs.append(idle)
+    ks = aggregate.knees(runs, m)
+    cs = aggregate.cells(runs)
+    assert aggregate.history_rates(cs, ks, m) == [50, 100, 200, 400, 800, 1600]
+    gs = {g["id"]: g for g in aggregate.goals(cs, m, ks)}
+    assert gs["history_knee"]["met"] is False  # one step lower: half of off's knee
+    assert gs["history_knee"]["measured"] == {"on": 1600, "off": 3200, "ratio": 0.5}
+    assert gs["history_cpu"]["met"] is True and "1600 msg/s" in gs["history_cpu"]["goal"]
+    assert gs["history_cpu"]["measured"]["ratio"] == pytest.approx(1.05)
+    assert gs["history_idle_rss"]["met"] is True  # 2000 / 1900: within 10 %
+    from bench import history_report
+
+    doc = {"_matrix": m, "cells": cs, "knees": ks, "goals": list(gs.values()), "caption": "c"}
+    text = "\n".join(history_report.section(doc))
+    assert "## History's cost (issue 17)" in text
+    assert "| server CPU µs per delivery at 1600 msg/s | 1.05 | 1 | 1.05 |" in text
+    assert "| RSS bytes per idle connection at 10000 | 2000 | 1900 | 1.05 |" in text
+    # Without history off in the run, no such goals and no section.
+    solo = [r for r in runs if r["target"] == "reactor"]
+    gs = {g["id"] for g in aggregate.goals(aggregate.cells(solo), m, aggregate.knees(solo, m))}
+    assert not gs & set(aggregate.HISTORY_GOAL_IDS)
+
+
+def test_chatd_targets_start_with_history_on_or_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def popen(argv: list[str], **kw: object) -> None:
+        started.append(argv)
+        raise Stop
+
+    monkeypatch.setattr(servers, "chatd_help", lambda: "--data-dir --ephemeral --flood-rate")
+    monkeypatch.setattr(servers.subprocess, "Popen", popen)
+    for name in ("reactor", "reactor-ephemeral"):
+        with pytest.raises(Stop):
+            servers.start(servers.target_for(name), cpus=None, logdir=tmp_path)
+    on, off = started
+    assert "--data-dir" in on and "--ephemeral" not in on
+    assert "--ephemeral" in off and "--data-dir" not in off

@@ -78,7 +78,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 )
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False),
+    type=click.Path(),
     default=None,
     help="Where history and room state are kept (SQLite) [default: "
     "$XDG_STATE_HOME/chatd, else ~/.local/state/chatd].",

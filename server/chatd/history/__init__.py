@@ -57,8 +57,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Chat kinds that are kept (TAGMSG carries no text).
-_KEPT_KINDS = frozenset({ev.ChatKind.SAY, ev.ChatKind.ACTION, ev.ChatKind.NOTICE})
+#: Chat kinds that are kept (TAGMSG carries no text), and the name each is kept under.
+_KEPT_KINDS = {
+    kind: kind.value for kind in (ev.ChatKind.SAY, ev.ChatKind.ACTION, ev.ChatKind.NOTICE)
+}
 #: Events after which a room's state is saved.
 _ROOM_STATE = (ev.TopicChanged, ev.ModeChanged)
 
@@ -137,11 +139,11 @@ class History:
         kind = type(event)
         if kind is ev.Chat:
             assert isinstance(event, ev.Chat)
-            if event.audience or event.kind not in _KEPT_KINDS:
-                return
+            value = _KEPT_KINDS.get(event.kind)
+            if value is None or event.audience or self.stopping:
+                return  # (once stopping, nothing is delivered: nobody saw the line)
             source = event.source
             room = fold(event.room)
-            value = event.kind.value
             self.add_lines(
                 room,
                 [

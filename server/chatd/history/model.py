@@ -17,14 +17,18 @@ import bisect
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: The largest key any line can have at one timestamp, and the smallest (see _key).
 _HIGH = "\U0010ffff"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredLine:
-    """One line of a room's history."""
+class StoredLine(NamedTuple):
+    """One line of a room's history.
+
+    A named tuple, not a dataclass: one is made per line of chat on the loop, and a tuple
+    is cheap to make and is the row the store writes as it is (columns in this order).
+    """
 
     #: The room's folded name.
     room: str

@@ -3,18 +3,22 @@
 Theory of operation
 -------------------
 * **The loop only appends.** :meth:`SQLiteHistory.add_lines`, ``save_room`` and
-  ``drop_room`` put an operation on :attr:`pending` (a deque: appends are atomic) and
-  wake the writer. Nothing on the loop touches the database.
+  ``drop_room`` put lines or an operation on :attr:`pending` (a deque: appends are
+  atomic) and wake the writer. Nothing on the loop touches the database.
 * **One writer, batches.** The writer thread waits for work, lets :attr:`window` seconds
-  of operations gather, then writes all of them in **one transaction** and commits. So a
-  line is on disk at most ``window`` plus one commit after the hub accepted it: that is
-  what SIGKILL can lose. At shutdown :meth:`close` has the writer write everything
-  queued before it returns: SIGTERM loses nothing.
+  of operations gather (counted from the first one's arrival), then writes all of them
+  in **one transaction** and commits. So a line is on disk at most ``window`` plus the
+  time of a commit after the hub accepted it (two commits when one was running as it
+  arrived and took longer than the window): that is what SIGKILL can lose. At shutdown
+  :meth:`close` has the writer write everything queued, without waiting for a window,
+  before it returns: SIGTERM loses nothing. Should an engine's shutdown never reach
+  :meth:`close`, an ``atexit`` hook does the same.
 * **WAL, ``synchronous=NORMAL``.** A commit survives the process (a crash, SIGKILL); it
   may not survive a power cut, which is SQLite's documented trade for this mode.
 * **A failing write never stops the chat.** A batch that fails (disk full, I/O error)
   stays queued and is tried again after :data:`RETRY_SECONDS`; the failure is logged
-  once per episode and counted (``history_write_errors``); what is queued is bounded
+  once per episode (a warning when it starts, one when writing works again) and counted
+  per failed try (``history_write_errors``); what is queued is bounded
   (:data:`MAX_PENDING`, the oldest lines dropped past it, counted as
   ``history_lines_dropped``) so memory cannot grow without end while the disk is full.
 * **Reads.** Each room keeps its most recent :data:`CACHE_LINES` lines in memory (on
@@ -25,28 +29,43 @@ Theory of operation
   :data:`READ_WAIT` seconds, or while writes fail), so a reply never misses a line the
   client has already seen relayed (read-your-writes): the batch window delays a disk
   read, it does not make it stale.
-* **Retention.** The writer deletes lines older than ``days`` and beyond ``per_room``
-  per room, in bounded chunks between batches, never on the loop.
+* **What a line costs.** The lines table is kept in the order every query reads it,
+  ``(room, at, msgid)``, as a ``WITHOUT ROWID`` table: a line is one B-tree insert, with
+  no other index to update (a message id is found from the time it encodes, see
+  :func:`_bound`), and a :class:`StoredLine` is already the row to bind. On the loop a
+  line costs one named tuple and two deque appends.
+* **Retention.** A room over ``per_room`` lines loses its oldest in the same transaction
+  that added the new ones (a range at the start of the room's own), so no room is ever
+  over its cap on disk; each room's count is kept in ``counts``, in the same
+  transactions. A retention pass -- right after start, then every :data:`PRUNE_SECONDS`
+  -- deletes lines older than ``days`` and trims rooms over the cap (a cap lowered since
+  the last run), one chunk of :data:`PRUNE_CHUNK` lines per step, a step only between
+  batches: a pass never holds the writer long enough to delay a batch past its bound.
+  Counted as ``history_lines_pruned``.
 * **One process per data dir.** An exclusive ``flock`` on ``chatd.lock``: a second chatd
   on the same directory is refused at start, with the first one's pid.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
+import math
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from itertools import chain
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 from chatd.core import events as ev
+from chatd.core.ids import msgid_time
 from chatd.history import ActiveRoom, History, HistoryError, done_future, restored_event
 from chatd.history.model import (
     Kind,
@@ -70,19 +89,22 @@ RETRY_SECONDS = 1.0
 #: Operations queued at most while writes fail; past it the oldest lines are dropped.
 MAX_PENDING = 200_000
 #: Lines deleted per retention step (between batches, so a prune never holds the writer).
-PRUNE_CHUNK = 5000
-#: Seconds between retention passes.
+PRUNE_CHUNK = 2000
+#: Seconds between retention passes (the first runs right after start).
 PRUNE_SECONDS = 60.0
 #: Seconds a read waits, beyond the batch window, for the writer to commit what was
 #: queued before it (then it reads what is there).
 READ_WAIT = 2.0
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Lines are kept in the order every query reads them, (room, at, msgid): the table is
+#: that index (WITHOUT ROWID), so a line costs one B-tree insert and nothing else; a
+#: room's oldest lines (retention) are a range at the start of its own. Each room's line
+#: count is kept beside them, in the same transactions, for the cap.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lines(
-    id INTEGER PRIMARY KEY,
     room TEXT NOT NULL,
-    msgid TEXT NOT NULL UNIQUE,
+    msgid TEXT NOT NULL,
     at REAL NOT NULL,
     nick TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -90,15 +112,55 @@ CREATE TABLE IF NOT EXISTS lines(
     kind TEXT NOT NULL,
     text TEXT NOT NULL,
     concat INTEGER NOT NULL,
-    bot INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lines_by_room ON lines(room, at, msgid);
-CREATE INDEX IF NOT EXISTS lines_by_time ON lines(at);
+    bot INTEGER NOT NULL,
+    PRIMARY KEY (room, at, msgid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counts(room TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rooms(key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 _COLUMNS = "room, msgid, at, nick, user, host, kind, text, concat, bot"
+_INSERT = f"INSERT OR IGNORE INTO lines({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+#: Lines per INSERT statement: one statement of many rows costs less per line than
+#: executemany's one per row (binding a named tuple costs more than a plain one, too).
+INSERT_ROWS = 64
+_INSERT_MANY = f"INSERT OR IGNORE INTO lines({_COLUMNS}) VALUES " + ",".join(
+    ["(?,?,?,?,?,?,?,?,?,?)"] * INSERT_ROWS
+)
+_COUNT = (
+    "INSERT INTO counts(room, n) VALUES (?, ?) ON CONFLICT(room) DO UPDATE SET n = n + excluded.n"
+)
+#: The key of a room's ``OFFSET + 1``-th oldest line (the last of a chunk to delete).
+_NTH_OLDEST = "SELECT at, msgid FROM lines WHERE room = ? ORDER BY at, msgid LIMIT 1 OFFSET ?"
+#: The same among the lines older than a time.
+_NTH_EXPIRED = (
+    "SELECT at, msgid FROM lines WHERE room = ? AND at < ? ORDER BY at, msgid LIMIT 1 OFFSET ?"
+)
+#: A room's lines up to a key, and those older than a time.
+_DELETE_TO = "DELETE FROM lines WHERE room = ? AND (at, msgid) <= (?, ?)"
+_DELETE_BEFORE = "DELETE FROM lines WHERE room = ? AND at < ?"
+#: Version 1 (a rowid table with three indexes) to 2, in one transaction.
+_MIGRATE_1 = f"""
+BEGIN;
+CREATE TABLE lines_v2(
+    room TEXT NOT NULL, msgid TEXT NOT NULL, at REAL NOT NULL, nick TEXT NOT NULL,
+    user TEXT NOT NULL, host TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL,
+    concat INTEGER NOT NULL, bot INTEGER NOT NULL, PRIMARY KEY (room, at, msgid)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO lines_v2({_COLUMNS}) SELECT {_COLUMNS} FROM lines;
+DROP TABLE lines;
+ALTER TABLE lines_v2 RENAME TO lines;
+CREATE TABLE counts(room TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counts(room, n) SELECT room, COUNT(*) FROM lines GROUP BY room;
+UPDATE meta SET value = '2' WHERE key = 'schema';
+COMMIT;
+"""
+#: Rooms checked for expired lines per retention step.
+EXPIRY_ROOMS_PER_STEP = 200
 
-Op = tuple[str, object, object]
+#: A room operation: ("room", key, record) saves a room's state, ("drop", key, "")
+#: forgets it. Lines are queued as they are (:class:`StoredLine`).
+RoomOp = tuple[str, str, str]
+Op = StoredLine | RoomOp
 #: A query for the reader thread, the future it completes, and how many operations had
 #: been queued when it was asked (the reader waits until they are settled).
 Read = tuple[Callable[[sqlite3.Connection], object], Future[object], int]
@@ -127,6 +189,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _problem(path: Path, exc: sqlite3.Error) -> str:
+    """What a failed open says: a damaged file gets a hint of what to do about it."""
+    if type(exc) is sqlite3.DatabaseError:  # not a database, or malformed
+        return f"{path}: {exc} (damaged? move it aside to start with an empty history)"
+    return f"{path}: {exc}"
+
+
 class SQLiteHistory(History):
     """History in ``DATA_DIR/chatd.sqlite3``."""
 
@@ -148,22 +217,30 @@ class SQLiteHistory(History):
         self.clock = clock
         self._lock_file = self._lock(directory)
         self.path = directory / "chatd.sqlite3"
+        db: sqlite3.Connection | None = None
         try:
             db = _connect(self.path)
-            db.executescript(_SCHEMA)
+            db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
             )
             version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            if version == "1":
+                db.executescript(_MIGRATE_1)
+            elif version != SCHEMA_VERSION:
                 raise HistoryError(
                     f"{self.path}: schema {version}, this chatd reads {SCHEMA_VERSION}"
                 )
-            counts = dict(db.execute("SELECT room, COUNT(*) FROM lines GROUP BY room").fetchall())
+            db.executescript(_SCHEMA)
+            counts = dict(db.execute("SELECT room, n FROM counts WHERE n > 0").fetchall())
             self._rooms = [str(data) for (data,) in db.execute("SELECT data FROM rooms")]
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, HistoryError) as exc:
+            if db is not None:
+                db.close()
             self._lock_file.close()
-            raise HistoryError(f"{self.path}: {exc}") from None
+            if isinstance(exc, HistoryError):
+                raise
+            raise HistoryError(_problem(self.path, exc)) from None
         self._db = db
         #: Lines per room on disk (kept by the writer, for retention).
         self._counts: dict[str, int] = {str(k): int(v) for k, v in counts.items()}
@@ -177,12 +254,20 @@ class SQLiteHistory(History):
         self._settled = 0
         self._settle = threading.Condition()
         self._wake = threading.Event()
+        #: Set by close: the writer stops waiting (windows, retries) and writes the rest.
+        self._stop = threading.Event()
         self._closing = False
-        self._flushed = threading.Event()
+        self._closed = False
         self.write_errors = 0
         self.lines_written = 0
         self.lines_dropped = 0
+        self.lines_pruned = 0
         self._failing = False
+        self._prune_failing = False
+        #: The retention pass in progress (a step per call), or None.
+        self._pruner: Iterator[None] | None = None
+        #: Seconds between retention passes (tests may shorten it).
+        self.prune_every = PRUNE_SECONDS
         self._writer = threading.Thread(target=self._write_loop, name="chatd-history-writer")
         self._writer.daemon = True
         self._writer.start()
@@ -190,9 +275,14 @@ class SQLiteHistory(History):
         self._reader = threading.Thread(target=self._read_loop, name="chatd-history-reader")
         self._reader.daemon = True
         self._reader.start()
+        # The engines close history at the end of their shutdown; should one not get
+        # there (an exception on the way), what is queued is still written at exit.
+        atexit.register(self.close)
 
     @staticmethod
     def _lock(directory: Path) -> TextIO:
+        if directory.exists() and not directory.is_dir():
+            raise HistoryError(f"data directory {directory} is not a directory")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             lock = open(directory / "chatd.lock", "a+")  # noqa: SIM115 - held for the run
@@ -224,10 +314,11 @@ class SQLiteHistory(History):
             cache = self._cache[room] = deque(maxlen=min(CACHE_LINES, self.per_room))
         cache.extend(lines)
         self._queued += len(lines)
-        pending = self.pending
-        for line in lines:
-            pending.append(("line", line, None))
-        self._wake.set()
+        self.pending.extend(lines)
+        # The writer clears the flag before it takes the queue, so a set flag seen
+        # after the append means the writer will take these lines too.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def save_room(self, key: str, record: str) -> None:
         self._queued += 1
@@ -236,7 +327,7 @@ class SQLiteHistory(History):
 
     def drop_room(self, key: str) -> None:
         self._queued += 1
-        self.pending.append(("drop", key, None))
+        self.pending.append(("drop", key, ""))
         self._wake.set()
 
     def restore(self) -> list[ev.RoomRestored]:
@@ -250,6 +341,12 @@ class SQLiteHistory(History):
 
     def query(self, room: str, query: Query) -> Future[Selection]:
         cache = self._cache.get(room)
+        if cache and self.days > 0:
+            # Lines past the age limit are gone from disk (or soon will be); anything the
+            # cache lost before them was older still.
+            cutoff = self.clock() - self.days * 86400
+            while cache and cache[0].at < cutoff:
+                cache.popleft()
         lines = list(cache) if cache else []
         selection = select(lines, query)
         complete = room not in self._older and (cache is None or len(cache) < (cache.maxlen or 0))
@@ -278,19 +375,30 @@ class SQLiteHistory(History):
             "history_lines_written": self.lines_written,
             "history_write_errors": self.write_errors,
             "history_lines_dropped": self.lines_dropped,
+            "history_lines_pruned": self.lines_pruned,
             "history_pending": len(self.pending),
         }
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
         self._closing = True
+        self._stop.set()
         self._wake.set()
         self._writer.join(timeout=30)
+        if self._writer.is_alive():
+            log.error(
+                "history: the writer did not finish in 30 s; %d not written", len(self.pending)
+            )
         self._reads.put(None)
         self._reader.join(timeout=5)
-        try:
-            self._db.close()
-        except sqlite3.Error:
-            pass
+        if not self._writer.is_alive():
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
         self._lock_file.close()
 
     def _read(self, run: Callable[[sqlite3.Connection], T]) -> Future[T]:
@@ -301,7 +409,11 @@ class SQLiteHistory(History):
     # ----------------------------------------------------------------- the threads
 
     def _read_loop(self) -> None:
-        db = _connect(self.path)
+        try:
+            db: sqlite3.Connection | None = _connect(self.path)
+        except sqlite3.Error as exc:
+            log.warning("history: the reader cannot open %s (%s); queries fail", self.path, exc)
+            db = None
         while (item := self._reads.get()) is not None:
             run, future, mark = item
             with self._settle:
@@ -310,126 +422,221 @@ class SQLiteHistory(History):
                     timeout=self.window + READ_WAIT,
                 )
             try:
+                if db is None:
+                    raise sqlite3.OperationalError(f"cannot open {self.path}")
                 future.set_result(run(db))
             except Exception as exc:  # a failed read costs its query only
                 log.warning("history: a read failed (%s)", exc)
                 future.set_exception(exc)
-        db.close()
+        if db is not None:
+            db.close()
 
     def _write_loop(self) -> None:
-        next_prune = time.monotonic()
+        wake, stop = self._wake, self._stop
+        #: Every operation queued now arrived after this time: a window counts from it.
+        since = time.monotonic()
+        next_prune = since  # a retention pass right after start
         while True:
-            self._wake.wait()
-            if not self._closing:
-                time.sleep(self.window)  # let a batch gather
-            self._wake.clear()
+            if wake.is_set():
+                begin = since  # queued while the writer was busy: the window has begun
+            else:
+                idle = 0.0 if self._pruner is not None else next_prune - time.monotonic()
+                if not wake.wait(max(idle, 0.0)):
+                    since = time.monotonic()  # nothing queued yet
+                    if self._pruner is None:
+                        self._pruner = self._prune_steps()
+                    self._prune_step()
+                    if self._pruner is None:
+                        next_prune = time.monotonic() + self.prune_every
+                    continue
+                begin = time.monotonic()  # the first operation arrived just now
+            delay = begin + self.window - time.monotonic()
+            if delay > 0 and not self._closing:
+                stop.wait(delay)  # let a batch gather (close cuts it short)
+            wake.clear()
+            since = time.monotonic()
             if self.pending:
                 self._write_batch()
             if self._closing and (not self.pending or self._failing):
-                if self._failing:
+                if self.pending:
                     log.error("history: %d operations not written at shutdown", len(self.pending))
                 return
             if self._failing:
-                time.sleep(RETRY_SECONDS)
-                self._wake.set()
-            elif time.monotonic() >= next_prune:
-                self._prune()
-                next_prune = time.monotonic() + PRUNE_SECONDS
+                stop.wait(RETRY_SECONDS)
+                wake.set()
+            elif self._pruner is not None:
+                self._prune_step()  # one chunk between batches
+                if self._pruner is None:
+                    next_prune = time.monotonic() + self.prune_every
 
     def _write_batch(self) -> None:
         pending = self.pending
         batch: list[Op] = []
         while pending:
             batch.append(pending.popleft())
+        lines = [op for op in batch if isinstance(op, StoredLine)]
+        counts = self._counts
         db = self._db
-        written = 0
+        added = Counter(line.room for line in lines)
+        trimmed: dict[str, int] = {}
         try:
             db.execute("BEGIN")
-            for op, a, b in batch:
-                if op == "line":
-                    line: StoredLine = a  # type: ignore[assignment]
+            before = db.total_changes
+            _insert(db, lines)
+            if db.total_changes - before != len(lines):  # some were there already
+                for room in added:
+                    (n,) = db.execute(
+                        "SELECT COUNT(*) FROM lines WHERE room = ?", (room,)
+                    ).fetchone()
+                    added[room] = n - counts.get(room, 0)
+            for op in batch:
+                if isinstance(op, StoredLine):
+                    continue
+                kind, key, record = op
+                if kind == "room":
                     db.execute(
-                        f"INSERT OR IGNORE INTO lines({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            line.room,
-                            line.msgid,
-                            line.at,
-                            line.nick,
-                            line.user,
-                            line.host,
-                            line.kind,
-                            line.text,
-                            int(line.concat),
-                            int(line.bot),
-                        ),
+                        "INSERT OR REPLACE INTO rooms(key, data) VALUES (?, ?)", (key, record)
                     )
-                    written += 1
-                elif op == "room":
-                    db.execute("INSERT OR REPLACE INTO rooms(key, data) VALUES (?, ?)", (a, b))
                 else:
-                    db.execute("DELETE FROM rooms WHERE key = ?", (a,))
+                    db.execute("DELETE FROM rooms WHERE key = ?", (key,))
+            for room, n in added.items():
+                excess = counts.get(room, 0) + n - self.per_room
+                if excess > 0:
+                    # This batch's share at once; an older excess (a cap lowered since the
+                    # last run) is the retention pass's, a chunk at a time.
+                    trimmed[room] = _delete_oldest(db, room, min(excess, max(n, PRUNE_CHUNK)))
+                if n - trimmed.get(room, 0):
+                    db.execute(_COUNT, (room, n - trimmed.get(room, 0)))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            _rollback(db)
             self.write_errors += 1
             if not self._failing:
                 log.warning("history: writing failed, will retry (%s)", exc)
             self._failing = True
             pending.extendleft(reversed(batch))
-            excess = len(pending) - MAX_PENDING
-            dropped = 0
-            while excess > 0:
-                pending.popleft()
-                self.lines_dropped += 1
-                dropped += 1
-                excess -= 1
-            with self._settle:
-                self._settled += dropped
-                self._settle.notify_all()
+            self._settled_by(self._bound_pending())
             return
         if self._failing:
             log.warning("history: writing works again")
             self._failing = False
-        with self._settle:
-            self._settled += len(batch)
-            self._settle.notify_all()
-        self.lines_written += written
-        counts = self._counts
-        for op, a, _ in batch:
-            if op == "line":
-                room = a.room  # type: ignore[attr-defined]
-                counts[room] = counts.get(room, 0) + 1
+        self._settled_by(len(batch))
+        self.lines_written += len(lines)
+        for room, n in added.items():
+            counts[room] = counts.get(room, 0) + n - trimmed.get(room, 0)
+        self.lines_pruned += sum(trimmed.values())
 
-    def _prune(self) -> None:
-        """Delete what retention no longer keeps, a chunk at a time."""
-        db = self._db
+    def _settled_by(self, n: int) -> None:
+        """``n`` more operations are settled (committed or dropped): wake waiting reads."""
+        with self._settle:
+            self._settled += n
+            self._settle.notify_all()
+
+    def _bound_pending(self) -> int:
+        """Drop the oldest queued lines past :data:`MAX_PENDING` (room operations stay);
+        how many were dropped."""
+        pending = self.pending
+        excess = len(pending) - MAX_PENDING
+        kept: list[Op] = []
+        dropped = 0
+        while excess > 0 and pending:
+            op = pending.popleft()
+            if isinstance(op, StoredLine):
+                dropped += 1
+                excess -= 1
+            else:
+                kept.append(op)
+        pending.extendleft(reversed(kept))
+        self.lines_dropped += dropped
+        return dropped
+
+    def _prune_step(self) -> None:
+        """One chunk of the retention pass in progress; a failure ends the pass."""
+        assert self._pruner is not None
         try:
-            if self.days > 0:
-                cutoff = self.clock() - self.days * 86400
-                while True:
-                    gone = db.execute(
-                        "DELETE FROM lines WHERE id IN (SELECT id FROM lines WHERE at < ? LIMIT ?)",
-                        (cutoff, PRUNE_CHUNK),
-                    ).rowcount
-                    if gone < PRUNE_CHUNK:
-                        break
-                self._counts = dict(
-                    db.execute("SELECT room, COUNT(*) FROM lines GROUP BY room").fetchall()
-                )
-            for room, count in list(self._counts.items()):
-                excess = count - self.per_room
-                if excess > 0:
-                    db.execute(
-                        "DELETE FROM lines WHERE id IN (SELECT id FROM lines WHERE room = ? "
-                        "ORDER BY at, msgid LIMIT ?)",
-                        (room, min(excess, PRUNE_CHUNK)),
-                    )
-                    self._counts[room] = count - min(excess, PRUNE_CHUNK)
+            next(self._pruner)
+        except StopIteration:
+            self._pruner = None
+            self._prune_failing = False
         except sqlite3.Error as exc:
-            log.warning("history: pruning failed (%s)", exc)
+            _rollback(self._db)
+            self._pruner = None
+            if not self._prune_failing:
+                log.warning("history: pruning failed, will try at the next pass (%s)", exc)
+            self._prune_failing = True
+
+    def _prune_steps(self) -> Iterator[None]:
+        """A retention pass: lines past the age limit, then rooms over the cap (a cap
+        lowered since the last run); a chunk of at most :data:`PRUNE_CHUNK` lines per step,
+        each in a transaction of its own with its room's count."""
+        db = self._db
+        if self.days > 0:
+            cutoff = self.clock() - self.days * 86400
+            for checked, room in enumerate(list(self._counts), 1):
+                while True:
+                    row = db.execute(_NTH_EXPIRED, (room, cutoff, PRUNE_CHUNK - 1)).fetchone()
+                    if (
+                        row is None
+                        and not db.execute(
+                            "SELECT 1 FROM lines WHERE room = ? AND at < ? LIMIT 1", (room, cutoff)
+                        ).fetchone()
+                    ):
+                        break  # nothing (more) past the limit
+                    db.execute("BEGIN")
+                    if row is None:  # less than a chunk: all of them
+                        gone = db.execute(_DELETE_BEFORE, (room, cutoff)).rowcount
+                    else:
+                        gone = db.execute(_DELETE_TO, (room, *row)).rowcount
+                    self._pruned(room, gone)
+                    yield
+                    if row is None:
+                        break
+                if checked % EXPIRY_ROOMS_PER_STEP == 0:
+                    yield
+        for room in [room for room, count in self._counts.items() if count > self.per_room]:
+            while (excess := self._counts.get(room, 0) - self.per_room) > 0:
+                db.execute("BEGIN")
+                self._pruned(room, _delete_oldest(db, room, min(excess, PRUNE_CHUNK)))
+                yield
+
+    def _pruned(self, room: str, gone: int) -> None:
+        """Commit the deletion of ``gone`` lines of ``room`` (a transaction is open)."""
+        db = self._db
+        if gone:
+            db.execute(_COUNT, (room, -gone))
+        db.execute("COMMIT")
+        count = self._counts.get(room, 0) - gone
+        if count > 0:
+            self._counts[room] = count
+        else:
+            self._counts.pop(room, None)
+            db.execute("DELETE FROM counts WHERE room = ? AND n <= 0", (room,))
+        self.lines_pruned += gone
+
+
+def _insert(db: sqlite3.Connection, lines: list[StoredLine]) -> None:
+    """Insert ``lines``, :data:`INSERT_ROWS` to a statement."""
+    full = len(lines) - len(lines) % INSERT_ROWS
+    for start in range(0, full, INSERT_ROWS):
+        db.execute(_INSERT_MANY, list(chain.from_iterable(lines[start : start + INSERT_ROWS])))
+    db.executemany(_INSERT, map(tuple, lines[full:]))
+
+
+def _delete_oldest(db: sqlite3.Connection, room: str, n: int) -> int:
+    """Delete the ``n`` oldest lines of ``room`` (a range at the start of its own); how many
+    went."""
+    row = db.execute(_NTH_OLDEST, (room, n - 1)).fetchone()
+    if row is None:  # fewer than the count says (a file edited by hand): keep them
+        return 0
+    return int(db.execute(_DELETE_TO, (room, *row)).rowcount)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 # --------------------------------------------------------------------------- queries
@@ -438,8 +645,16 @@ class SQLiteHistory(History):
 def _bound(db: sqlite3.Connection, room: str, ref: Ref, side: str) -> tuple[float, str] | None:
     if ref.kind is RefKind.TIMESTAMP:
         return time_key(ref, side)
+    # No index on msgid (a line costs one B-tree insert): a message id holds the
+    # millisecond it was minted in, and a line's time is never later than that, so the
+    # search walks the room's lines back from there and meets it first (a clock stepped
+    # back since makes the walk longer, never wrong).
+    minted = msgid_time(ref.msgid)
+    ceiling = minted + 1.0 if minted is not None else math.inf
     row = db.execute(
-        "SELECT at, msgid FROM lines WHERE room = ? AND msgid = ?", (room, ref.msgid)
+        "SELECT at, msgid FROM lines WHERE room = ? AND at < ? AND msgid = ? "
+        "ORDER BY at DESC, msgid DESC LIMIT 1",
+        (room, ceiling, ref.msgid),
     ).fetchone()
     return (float(row[0]), str(row[1])) if row else None
 
