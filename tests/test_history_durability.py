@@ -176,6 +176,15 @@ def room_state(server: Server, room: str, nick: str) -> dict[str, object]:
     return state
 
 
+def keeper(server: Server, room: str) -> IrcClient:
+    """A member who stays in ``room`` (with its key) while the caller holds it: a guarded
+    room that ends, when its last member leaves, takes its lines along."""
+    c = server.irc("keeper")
+    c.send(f"JOIN {room} sesame")
+    c.expect(rf" 366 keeper {room} ")
+    return c
+
+
 def assert_state_back(before: dict[str, object], after: dict[str, object]) -> None:
     assert after == before
     assert after["topic"] == "kept across restarts"
@@ -234,12 +243,14 @@ def test_sigterm_loses_nothing_and_a_restart_gives_back_lines_msgids_topic_and_m
     assert "a private word" not in texts and "for operators only" not in texts
 
     second = start_server(engine, "--data-dir", str(data), "--irc-port", "0")
+    held = keeper(second, "#keep")  # erin's visit must not end the (guarded) room
     assert_state_back(before, room_state(second, "#keep", "erin"))
     eve = second.irc("eve")
     eve.send("TOPIC #stays\r\nTOPIC #gone")
     assert eve.expect(r" 332 eve #stays ")[-1].endswith(":stays")
     assert " 403 eve #gone " in eve.expect(r" (403|332) eve #gone")[-1]
     assert second.stop() == 0
+    held.close()
     assert [line.msgid for line in stored(data, "#keep")] == [s.msgid for s in seen]
 
 
@@ -282,8 +293,10 @@ def test_sigkill_loses_at_most_the_lines_of_the_last_window(
     assert first.proc.wait(10) == -9
 
     second = start_server(engine, "--data-dir", str(data), "--irc-port", "0")
+    held = keeper(second, "#keep")  # erin's visit must not end the (guarded) room
     assert_state_back(before, room_state(second, "#keep", "erin"))
     assert second.stop() == 0
+    held.close()
     lines = stored(data, "#keep")
     # What is on disk is a prefix of what was said, in order, with the ids seen live.
     assert [line.text for line in lines] == sent[: len(lines)]
@@ -690,3 +703,78 @@ def test_a_version_1_store_is_migrated_with_its_lines_and_rooms(tmp_path: Path) 
     history.close()
     lines = stored(tmp_path, "#r")
     assert [(x.text, x.bot) for x in lines] == [("old 2", True), ("old 3", True), ("old 4", True)]
+
+
+def test_a_retention_pass_starts_when_due_while_lines_never_stop_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy server is never idle between batches (a line arrives during every commit):
+    a retention pass that is due still starts, between two batches, and lines past the
+    age limit go."""
+    from chatd.history import sqlite as store
+
+    monkeypatch.setattr(store, "PRUNE_SECONDS", 0.05)
+    clock = [1_000_000.0]
+    future = clock[0] + 10 * 86400  # the flow's lines never expire
+
+    class Busy(SQLiteHistory):
+        flowing = True
+        sent = 0
+
+        def _write_batch(self) -> None:
+            super()._write_batch()
+            if self.flowing:  # the next line arrives while this batch commits
+                self.sent += 1
+                at = future + self.sent / 1000
+                line = StoredLine("#busy", f"b{self.sent:06d}", at, "n", "u", "h", "say", "")
+                self.add_lines("#busy", [line])
+
+    def old(i: int) -> StoredLine:
+        return StoredLine("#old", f"o{i}", clock[0] - 60 + i, "n", "u", "h", "say", f"old {i}")
+
+    history = Busy(tmp_path, per_room=10**6, days=1, window=0.005, clock=lambda: clock[0])
+    try:
+        history.add_lines("#old", [old(i) for i in range(5)])
+        history.add_lines("#busy", [StoredLine("#busy", "b0", future, "n", "u", "h", "say", "")])
+        deadline = time.monotonic() + 10
+        while history.lines_written < 100:  # the flow runs (the pass at start is over)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        clock[0] += 2 * 86400  # #old is past the age limit now
+        deadline = time.monotonic() + 3
+        while history.lines_pruned < 5:
+            assert time.monotonic() < deadline, "no retention pass while lines kept coming"
+            time.sleep(0.01)
+    finally:
+        history.flowing = False
+        history.close()
+    assert not [text for text in all_texts(tmp_path) if text.startswith("old")]
+
+
+def test_lines_deleted_by_hand_are_counted_again_not_looked_for_for_ever(
+    tmp_path: Path,
+) -> None:
+    """Lines deleted by hand (an operator removing spam with the sqlite3 shell) leave a
+    room's count above its lines: the pass that trims the room to its cap counts it again,
+    rather than looking for the lines the count promises at every step, for ever (a
+    writer spinning, and no retention pass after that one)."""
+    now = time.time()
+    history = SQLiteHistory(tmp_path, per_room=1000, days=0)
+    history.add_lines(
+        "#r", [StoredLine("#r", f"m{i}", now + i, "n", "u", "h", "say", str(i)) for i in range(10)]
+    )
+    history.close()
+    db = sqlite3.connect(tmp_path / "chatd.sqlite3")
+    with db:
+        db.execute("DELETE FROM lines WHERE room = '#r' AND CAST(text AS INTEGER) < 6")
+    db.close()
+    history = SQLiteHistory(tmp_path, per_room=3, days=0)  # counted 10, 4 are left
+    try:
+        deadline = time.monotonic() + 5
+        while history._pruner is not None or history.lines_pruned < 1:
+            assert time.monotonic() < deadline, "the retention pass never ended"
+            time.sleep(0.01)
+        assert history._counts == {"#r": 3}
+    finally:
+        history.close()
+    assert [x.text for x in stored(tmp_path, "#r")] == ["7", "8", "9"]

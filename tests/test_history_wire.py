@@ -108,3 +108,47 @@ def test_after_a_restart_history_comes_from_the_disk(engine: str, start_server, 
     ]
     assert all(line.startswith("* #lobby ") and " amy: " in line for line in got[1:4])
     assert got[4:] == ["* end of history of #lobby", "* pong order"]
+
+
+def _history(client, room: str) -> list[str]:
+    """The lines ``/history`` replays in ``room`` (the client's current room)."""
+    client.send("/history")
+    got = client.expect(rf"^\* end of history of {room}$")
+    return [line.split(" ", 4)[4] for line in got[1:-1]]
+
+
+def test_a_guarded_room_that_ended_takes_its_lines_along(
+    engine: str, start_server, tmp_path
+) -> None:
+    """Nobody owns a room name: whoever makes a room again must not read what a key, an
+    invitation or a ban kept from them in the one that ended (its last member left), from
+    the cache or from the disk. An open room's lines stay; a room that only the shutdown
+    emptied comes back with its lines (and its key)."""
+    data = str(tmp_path / "data")
+    first = start_server(engine, "--data-dir", data)
+    (amy,) = first.room("amy")
+    # A line user is in one room at a time: each /join ends the room before.
+    for room, mode in (("#open", ""), ("#secret", "+i"), ("#kept", "+k sesame")):
+        amy.send(f"/join {room}")
+        amy.expect(rf"^\* you joined {room} ")
+        if mode:
+            amy.send(f"/mode {mode}")
+            amy.expect(r"^\* amy set mode ")
+        amy.send(f"said in {room}")
+        amy.ping()
+    (bob,) = first.room("bob")
+    for room, lines in (("#secret", []), ("#open", ["amy: said in #open"])):
+        bob.send(f"/join {room}")  # made again, by bob
+        bob.expect(rf"^\* you joined {room} \(1 here\)")
+        assert _history(bob, room) == lines
+    first.finish()  # SIGTERM: #kept (emptied by the shutdown) and its line are kept
+    second = start_server(engine, "--data-dir", data)
+    (carol,) = second.room("carol")
+    carol.send("/join #kept sesame")
+    carol.expect(r"^\* you joined #kept \(1 here\)")
+    assert _history(carol, "#kept") == ["amy: said in #kept"]
+    carol.send("/join #lobby")  # #kept ends now: its line came from the disk
+    carol.expect(r"^\* you joined #lobby ")
+    carol.send("/join #kept")  # no key: a new room
+    carol.expect(r"^\* you joined #kept \(1 here\)")
+    assert _history(carol, "#kept") == []

@@ -77,6 +77,11 @@ class ActiveRoom:
     latest: float
 
 
+def guarded(room: Room) -> bool:
+    """Whether ``room`` keeps anyone out who knows its name: invite-only, a key, a ban."""
+    return "i" in room.modes or room.password is not None or bool(room.bans)
+
+
 def room_record(room: Room) -> str:
     """A room's persistent state as JSON (its members are not: they come back by joining)."""
     return json.dumps(
@@ -128,6 +133,8 @@ class History:
         self.hub: Hub | None = None
         #: Shutting down: rooms that empty now are kept (they come back at the restart).
         self.stopping = False
+        #: Rooms closed to some (see :func:`guarded`): when one ends, its lines go too.
+        self.guarded: set[str] = set()
 
     def attach(self, hub: Hub) -> None:
         self.hub = hub
@@ -164,14 +171,26 @@ class History:
             )
         elif kind in _ROOM_STATE or (kind is ev.Joined and event.created):  # type: ignore[union-attr]
             self._save(fold(event.room))  # type: ignore[union-attr]
+        elif kind is ev.RoomRestored:
+            self._track(fold(event.room))  # type: ignore[union-attr]
         elif kind is ev.Parted or kind is ev.Kicked:
             self._maybe_gone((fold(event.room),))  # type: ignore[union-attr]
         elif kind is ev.Quit and isinstance(target, ToRooms):
             self._maybe_gone(target.rooms)
 
-    def _save(self, key: str) -> None:
+    def _track(self, key: str) -> Room | None:
+        """Room ``key`` as it is now; whether it is guarded, noted."""
         assert self.hub is not None
         room = self.hub.rooms.get(key)
+        if room is not None:
+            if guarded(room):
+                self.guarded.add(key)
+            else:
+                self.guarded.discard(key)
+        return room
+
+    def _save(self, key: str) -> None:
+        room = self._track(key)
         if room is not None:
             self.save_room(key, room_record(room))
 
@@ -182,7 +201,8 @@ class History:
         rooms = self.hub.rooms
         for key in keys:
             if key not in rooms:
-                self.drop_room(key)
+                self.drop_room(key, lines=key in self.guarded)
+                self.guarded.discard(key)
 
     # ----------------------------------------------------------------- for subclasses
 
@@ -192,8 +212,16 @@ class History:
     def save_room(self, key: str, record: str) -> None:
         """Keep room ``key``'s state (JSON from :func:`room_record`)."""
 
-    def drop_room(self, key: str) -> None:
-        """Room ``key`` is gone: forget its state (its lines stay, under retention)."""
+    def drop_room(self, key: str, *, lines: bool) -> None:
+        """Room ``key`` ended (its last member left while chatd ran): forget its state,
+        and with ``lines`` its lines too.
+
+        A room ends with its lines when it was guarded (:func:`guarded`): nobody owns a
+        room name yet, and whoever creates the room again (becoming its operator) must
+        not read what a key, an invitation or a ban kept from them. An open room's
+        lines stay, as anyone could have joined to read them; a room emptied by a
+        shutdown does not end at all.
+        """
 
     def restore(self) -> list[ev.RoomRestored]:
         """The rooms saved when chatd last stopped (empty for memory history)."""

@@ -26,6 +26,10 @@ class MemoryHistory(History):
             ring = self.rooms[room] = deque(maxlen=self.per_room)
         ring.extend(lines)
 
+    def drop_room(self, key: str, *, lines: bool) -> None:
+        if lines:
+            self.rooms.pop(key, None)
+
     def query(self, room: str, query: Query) -> Future[Selection]:
         return done_future(select(list(self.rooms.get(room, ())), query))
 

@@ -42,6 +42,10 @@ Theory of operation
   the last run), one chunk of :data:`PRUNE_CHUNK` lines per step, a step only between
   batches: a pass never holds the writer long enough to delay a batch past its bound.
   Counted as ``history_lines_pruned``.
+* **A guarded room that ends takes its lines along** (see :meth:`History.drop_room`):
+  the loop forgets the room's cache at once, and the writer deletes its state and lines
+  in the order the operations were queued, so lines of the room made again after it
+  stay.
 * **One process per data dir.** An exclusive ``flock`` on ``chatd.lock``: a second chatd
   on the same directory is refused at start, with the first one's pid.
 """
@@ -129,6 +133,9 @@ _INSERT_MANY = f"INSERT OR IGNORE INTO lines({_COLUMNS}) VALUES " + ",".join(
 _COUNT = (
     "INSERT INTO counts(room, n) VALUES (?, ?) ON CONFLICT(room) DO UPDATE SET n = n + excluded.n"
 )
+_SET_COUNT = (
+    "INSERT INTO counts(room, n) VALUES (?, ?) ON CONFLICT(room) DO UPDATE SET n = excluded.n"
+)
 #: The key of a room's ``OFFSET + 1``-th oldest line (the last of a chunk to delete).
 _NTH_OLDEST = "SELECT at, msgid FROM lines WHERE room = ? ORDER BY at, msgid LIMIT 1 OFFSET ?"
 #: The same among the lines older than a time.
@@ -158,7 +165,8 @@ COMMIT;
 EXPIRY_ROOMS_PER_STEP = 200
 
 #: A room operation: ("room", key, record) saves a room's state, ("drop", key, "")
-#: forgets it. Lines are queued as they are (:class:`StoredLine`).
+#: forgets it, ("drop", key, "lines") its lines too. Lines are queued as they are
+#: (:class:`StoredLine`).
 RoomOp = tuple[str, str, str]
 Op = StoredLine | RoomOp
 #: A query for the reader thread, the future it completes, and how many operations had
@@ -245,7 +253,7 @@ class SQLiteHistory(History):
         #: Lines per room on disk (kept by the writer, for retention).
         self._counts: dict[str, int] = {str(k): int(v) for k, v in counts.items()}
         #: Rooms with lines on disk when we started: their caches are not complete.
-        self._older = frozenset(self._counts)
+        self._older = set(self._counts)
         self._cache: dict[str, deque[StoredLine]] = {}
         self.pending: deque[Op] = deque()
         #: Operations queued by the loop, ever; and those settled (committed, or dropped
@@ -325,9 +333,12 @@ class SQLiteHistory(History):
         self.pending.append(("room", key, record))
         self._wake.set()
 
-    def drop_room(self, key: str) -> None:
+    def drop_room(self, key: str, *, lines: bool) -> None:
+        if lines:
+            self._cache.pop(key, None)
+            self._older.discard(key)  # its lines on disk go with this operation
         self._queued += 1
-        self.pending.append(("drop", key, ""))
+        self.pending.append(("drop", key, "lines" if lines else ""))
         self._wake.set()
 
     def restore(self) -> list[ev.RoomRestored]:
@@ -464,49 +475,82 @@ class SQLiteHistory(History):
             if self._failing:
                 stop.wait(RETRY_SECONDS)
                 wake.set()
-            elif self._pruner is not None:
-                self._prune_step()  # one chunk between batches
+            elif not self._closing and (self._pruner is not None or time.monotonic() >= next_prune):
+                # One chunk between batches. A pass that is due starts here too: under a
+                # steady flow (a line arriving during every commit) the writer is never
+                # idle above, and a pass started only there would never start.
+                if self._pruner is None:
+                    self._pruner = self._prune_steps()
+                self._prune_step()
                 if self._pruner is None:
                     next_prune = time.monotonic() + self.prune_every
 
     def _write_batch(self) -> None:
+        """Write everything queued in one transaction, in the order it was queued (a
+        room that ends and is made again within a window keeps the new room's lines)."""
         pending = self.pending
         batch: list[Op] = []
         while pending:
             batch.append(pending.popleft())
-        lines = [op for op in batch if isinstance(op, StoredLine)]
         counts = self._counts
         db = self._db
-        added = Counter(line.room for line in lines)
-        trimmed: dict[str, int] = {}
-        try:
-            db.execute("BEGIN")
+        #: Each touched room's line count on disk as the transaction goes.
+        now: dict[str, int] = {}
+        added: Counter[str] = Counter()
+        run: list[StoredLine] = []
+        written = 0
+        trimmed = 0
+
+        def insert_run() -> None:
+            nonlocal written
+            if not run:
+                return
             before = db.total_changes
-            _insert(db, lines)
-            if db.total_changes - before != len(lines):  # some were there already
-                for room in added:
+            _insert(db, run)
+            inserted = db.total_changes - before
+            rooms = Counter(line.room for line in run)
+            for room, n in rooms.items():
+                if inserted != len(run):  # some were there already: count them
                     (n,) = db.execute(
                         "SELECT COUNT(*) FROM lines WHERE room = ?", (room,)
                     ).fetchone()
-                    added[room] = n - counts.get(room, 0)
+                    now[room] = int(n)
+                else:
+                    now[room] = now.get(room, counts.get(room, 0)) + n
+            added.update(rooms)
+            written += inserted
+            run.clear()
+
+        try:
+            db.execute("BEGIN")
             for op in batch:
                 if isinstance(op, StoredLine):
+                    run.append(op)
                     continue
+                insert_run()
                 kind, key, record = op
                 if kind == "room":
                     db.execute(
                         "INSERT OR REPLACE INTO rooms(key, data) VALUES (?, ?)", (key, record)
                     )
-                else:
+                else:  # the room ended: its state goes, and its lines if it was guarded
                     db.execute("DELETE FROM rooms WHERE key = ?", (key,))
-            for room, n in added.items():
-                excess = counts.get(room, 0) + n - self.per_room
+                    if record:
+                        db.execute("DELETE FROM lines WHERE room = ?", (key,))
+                        now[key] = 0
+            insert_run()
+            for room, n in now.items():
+                excess = n - self.per_room
                 if excess > 0:
                     # This batch's share at once; an older excess (a cap lowered since the
                     # last run) is the retention pass's, a chunk at a time.
-                    trimmed[room] = _delete_oldest(db, room, min(excess, max(n, PRUNE_CHUNK)))
-                if n - trimmed.get(room, 0):
-                    db.execute(_COUNT, (room, n - trimmed.get(room, 0)))
+                    gone = _delete_oldest(db, room, min(excess, max(added[room], PRUNE_CHUNK)))
+                    now[room] = n - gone
+                    trimmed += gone
+                if now[room] > 0:
+                    db.execute(_SET_COUNT, (room, now[room]))
+                else:
+                    db.execute("DELETE FROM counts WHERE room = ?", (room,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(db)
@@ -521,10 +565,13 @@ class SQLiteHistory(History):
             log.warning("history: writing works again")
             self._failing = False
         self._settled_by(len(batch))
-        self.lines_written += len(lines)
-        for room, n in added.items():
-            counts[room] = counts.get(room, 0) + n - trimmed.get(room, 0)
-        self.lines_pruned += sum(trimmed.values())
+        self.lines_written += written
+        for room, n in now.items():
+            if n > 0:
+                counts[room] = n
+            else:
+                counts.pop(room, None)
+        self.lines_pruned += trimmed
 
     def _settled_by(self, n: int) -> None:
         """``n`` more operations are settled (committed or dropped): wake waiting reads."""
@@ -596,7 +643,11 @@ class SQLiteHistory(History):
         for room in [room for room, count in self._counts.items() if count > self.per_room]:
             while (excess := self._counts.get(room, 0) - self.per_room) > 0:
                 db.execute("BEGIN")
-                self._pruned(room, _delete_oldest(db, room, min(excess, PRUNE_CHUNK)))
+                gone = _delete_oldest(db, room, min(excess, PRUNE_CHUNK))
+                if gone:
+                    self._pruned(room, gone)
+                else:  # fewer lines than counted (some deleted by hand): count them again,
+                    self._recount(room)  # or this step would be tried for ever
                 yield
 
     def _pruned(self, room: str, gone: int) -> None:
@@ -612,6 +663,17 @@ class SQLiteHistory(History):
             self._counts.pop(room, None)
             db.execute("DELETE FROM counts WHERE room = ? AND n <= 0", (room,))
         self.lines_pruned += gone
+
+    def _recount(self, room: str) -> None:
+        """Count ``room``'s lines again and commit that count (a transaction is open)."""
+        db = self._db
+        (n,) = db.execute("SELECT COUNT(*) FROM lines WHERE room = ?", (room,)).fetchone()
+        db.execute(_SET_COUNT, (room, n))
+        db.execute("COMMIT")
+        if n > 0:
+            self._counts[room] = int(n)
+        else:
+            self._counts.pop(room, None)
 
 
 def _insert(db: sqlite3.Connection, lines: list[StoredLine]) -> None:
@@ -646,9 +708,12 @@ def _bound(db: sqlite3.Connection, room: str, ref: Ref, side: str) -> tuple[floa
     if ref.kind is RefKind.TIMESTAMP:
         return time_key(ref, side)
     # No index on msgid (a line costs one B-tree insert): a message id holds the
-    # millisecond it was minted in, and a line's time is never later than that, so the
-    # search walks the room's lines back from there and meets it first (a clock stepped
-    # back since makes the walk longer, never wrong).
+    # millisecond it was minted in, and a line's time is never later than the end of
+    # that millisecond (the mint floors the time; a clock stepped back, or 4,096 ids in
+    # one millisecond, only make the id's time later), so the search walks the room's
+    # lines back from just after it (a second of slack, for the floor and float
+    # rounding) and meets it; an id's time far after its line's makes the walk longer,
+    # never wrong.
     minted = msgid_time(ref.msgid)
     ceiling = minted + 1.0 if minted is not None else math.inf
     row = db.execute(
