@@ -19,6 +19,14 @@ from bench.textfmt import fmt
 ON, OFF = aggregate.HISTORY_ON, aggregate.HISTORY_OFF
 
 
+def _row(label: str, on: Any, off: Any, metric: str) -> str:
+    """A table row: ``metric`` with history on, off, and their ratio."""
+    a = aggregate.median_of(on, metric)
+    b = aggregate.median_of(off, metric)
+    ratio = fmt(a / b) if a is not None and b else "–"
+    return f"| {label} | {cell_text(on, metric)} | {cell_text(off, metric)} | {ratio} |"
+
+
 def section(doc: dict[str, Any]) -> list[str]:
     """The section's markdown lines; none when the run lacks either side."""
     goals = goals_table(doc, aggregate.HISTORY_GOAL_IDS)
@@ -60,26 +68,20 @@ def section(doc: dict[str, Any]) -> list[str]:
         off = aggregate.find(
             cs, "saturation", OFF, "driver", room=room, senders=senders, offered=rate
         )
-        a = aggregate.median_of(on, "server_cpu_us_per_delivery")
-        b = aggregate.median_of(off, "server_cpu_us_per_delivery")
         out.append(
-            f"| server CPU µs per delivery at {fmt(rate)} msg/s | "
-            f"{cell_text(on, 'server_cpu_us_per_delivery')} | "
-            f"{cell_text(off, 'server_cpu_us_per_delivery')} | "
-            f"{fmt(a / b) if a is not None and b else '–'} |"
+            _row(
+                f"server CPU µs per delivery at {fmt(rate)} msg/s",
+                on,
+                off,
+                "server_cpu_us_per_delivery",
+            )
         )
     for n in sorted(m.idle_counts):
         on = aggregate.find(cs, "idle", ON, connections=n)
         off = aggregate.find(cs, "idle", OFF, connections=n)
         if on is None and off is None:
             continue
-        a = aggregate.median_of(on, "rss_per_conn_bytes")
-        b = aggregate.median_of(off, "rss_per_conn_bytes")
-        out.append(
-            f"| RSS bytes per idle connection at {n} | {cell_text(on, 'rss_per_conn_bytes')} | "
-            f"{cell_text(off, 'rss_per_conn_bytes')} | "
-            f"{fmt(a / b) if a is not None and b else '–'} |"
-        )
+        out.append(_row(f"RSS bytes per idle connection at {n}", on, off, "rss_per_conn_bytes"))
     out += [
         "",
         (
