@@ -364,6 +364,12 @@ def refused(*args: str) -> str:
     return lines[0]
 
 
+def test_an_empty_data_dir_is_refused_not_taken_for_the_current_directory() -> None:
+    done = run_chatd("--port", "0", "--data-dir", "")
+    assert done.returncode == 2, done.stderr
+    assert "Invalid value for '--data-dir': an empty path" in done.stderr
+
+
 def test_a_data_dir_that_cannot_be_made_is_one_line_and_exit_2(tmp_path: Path) -> None:
     # Root writes through permission bits, so "unwritable" is a path no one can make:
     # its parent is a regular file.

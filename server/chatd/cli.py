@@ -410,9 +410,9 @@ def main(
 def default_data_dir() -> str:
     """``$XDG_STATE_HOME/chatd``, else ``~/.local/state/chatd`` (the XDG base directory
     specification's place for state that outlives a run)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):  # the specification: a relative path is to be ignored
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "chatd")
 
 
@@ -421,6 +421,8 @@ def _data_dir(data_dir: str | None, ephemeral: bool) -> str | None:
         if data_dir is not None:
             raise click.UsageError("give --data-dir or --ephemeral, not both")
         return None
+    if data_dir is not None and not data_dir.strip():
+        raise click.BadParameter("an empty path", param_hint="'--data-dir'")
     return data_dir if data_dir is not None else default_data_dir()
 
 

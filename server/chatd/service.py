@@ -206,7 +206,7 @@ class ChatService:
 def open_history(config: Config, clock: Callable[[], float]) -> History:
     """The history ``config`` asks for: SQLite in ``data_dir``, or memory only."""
     if config.data_dir is None:
-        return MemoryHistory(config.history_max_per_room)
+        return MemoryHistory(config.history_max_per_room, days=config.history_days, clock=clock)
     return SQLiteHistory(
         Path(config.data_dir),
         per_room=config.history_max_per_room,

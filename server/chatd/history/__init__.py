@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from chatd.core import events as ev
 from chatd.core.model import Room
-from chatd.core.names import fold
+from chatd.core.names import fold, room_problem
 from chatd.core.targets import Target, ToRooms
+from chatd.core.text import KEYLEN, MASKLEN, TOPICLEN, cleaned
 from chatd.history.model import Kind, Query, Ref, RefKind, Selection, StoredLine, select
 
 if TYPE_CHECKING:
@@ -103,22 +104,36 @@ def room_record(room: Room) -> str:
 
 
 def restored_event(data: str) -> ev.RoomRestored:
-    """The event that brings back a room saved by :func:`room_record`."""
+    """The event that brings back a room saved by :func:`room_record`; ``ValueError`` (or
+    ``KeyError``, ``TypeError``) for a record that is not one (a damaged file)."""
     record = json.loads(data)
+    if not isinstance(record, dict):
+        raise ValueError(f"not a room record: {data[:50]!r}")
     lists = record.get("lists", {})
+    if not isinstance(lists, dict):
+        raise ValueError(f"not a room's lists: {str(lists)[:50]!r}")
+    name = str(record["name"])
+    problem = room_problem(name)
+    if problem:
+        raise ValueError(f"not a room name: {name[:60]!r} ({problem})")
 
+    # What chatd saved obeys the text policy; a file edited since must too.
     def entries(char: str) -> tuple[tuple[str, str, float], ...]:
-        return tuple((str(m), str(by), float(at)) for m, by, at in lists.get(char, ()))
+        return tuple(
+            (cleaned(str(m))[:MASKLEN], cleaned(str(by)), float(at))
+            for m, by, at in lists.get(char, ())
+        )
 
     limit = record.get("limit")
+    password = record.get("password")
     return ev.RoomRestored(
-        str(record["name"]),
+        name,
         float(record["created"]),
-        str(record.get("topic", "")),
-        str(record.get("topic_by", "")),
+        cleaned(str(record.get("topic", "")))[:TOPICLEN],
+        cleaned(str(record.get("topic_by", ""))),
         float(record.get("topic_at", 0.0)),
         str(record.get("modes", "")),
-        record.get("password"),
+        cleaned(str(password))[:KEYLEN] if password is not None else None,
         int(limit) if limit is not None else None,
         entries("b"),
         entries("e"),

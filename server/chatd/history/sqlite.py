@@ -350,12 +350,16 @@ class SQLiteHistory(History):
                 log.warning("a saved room could not be read, skipped: %s", exc)
         return events
 
+    def _cutoff(self) -> float:
+        """The time before which lines are past the age limit (``-inf``: no limit)."""
+        return self.clock() - self.days * 86400 if self.days > 0 else -math.inf
+
     def query(self, room: str, query: Query) -> Future[Selection]:
         cache = self._cache.get(room)
-        if cache and self.days > 0:
+        cutoff = self._cutoff()
+        if cache:
             # Lines past the age limit are gone from disk (or soon will be); anything the
             # cache lost before them was older still.
-            cutoff = self.clock() - self.days * 86400
             while cache and cache[0].at < cutoff:
                 cache.popleft()
         lines = list(cache) if cache else []
@@ -363,19 +367,23 @@ class SQLiteHistory(History):
         complete = room not in self._older and (cache is None or len(cache) < (cache.maxlen or 0))
         if complete or (not selection.reached_start and not selection.unknown_ref):
             return done_future(selection)
-        return self._read(lambda db: _query(db, room, query))
+        # The disk may still hold lines past the age limit until the next retention pass:
+        # the reader leaves them out, as the cache does.
+        return self._read(lambda db: _query(db, room, query, cutoff))
 
     def targets(
         self, rooms: list[str], after: float, before: float, limit: int
     ) -> Future[list[ActiveRoom]]:
+        cutoff = self._cutoff()
+
         def run(db: sqlite3.Connection) -> list[ActiveRoom]:
             if not rooms:
                 return []
             marks = ",".join("?" * len(rooms))
             rows = db.execute(
                 f"SELECT room, MAX(at) FROM lines WHERE room IN ({marks}) AND at > ? AND at < ?"
-                " GROUP BY room ORDER BY MAX(at) DESC LIMIT ?",
-                (*rooms, after, before, limit),
+                " AND at >= ? GROUP BY room ORDER BY MAX(at) DESC LIMIT ?",
+                (*rooms, after, before, cutoff, limit),
             ).fetchall()
             return [ActiveRoom(str(r), float(a)) for r, a in rows]
 
@@ -704,7 +712,9 @@ def _rollback(db: sqlite3.Connection) -> None:
 # --------------------------------------------------------------------------- queries
 
 
-def _bound(db: sqlite3.Connection, room: str, ref: Ref, side: str) -> tuple[float, str] | None:
+def _bound(
+    db: sqlite3.Connection, room: str, ref: Ref, side: str, since: float = -math.inf
+) -> tuple[float, str] | None:
     if ref.kind is RefKind.TIMESTAMP:
         return time_key(ref, side)
     # No index on msgid (a line costs one B-tree insert): a message id holds the
@@ -717,9 +727,9 @@ def _bound(db: sqlite3.Connection, room: str, ref: Ref, side: str) -> tuple[floa
     minted = msgid_time(ref.msgid)
     ceiling = minted + 1.0 if minted is not None else math.inf
     row = db.execute(
-        "SELECT at, msgid FROM lines WHERE room = ? AND at < ? AND msgid = ? "
+        "SELECT at, msgid FROM lines WHERE room = ? AND at < ? AND at >= ? AND msgid = ? "
         "ORDER BY at DESC, msgid DESC LIMIT 1",
-        (room, ceiling, ref.msgid),
+        (room, ceiling, since, ref.msgid),
     ).fetchone()
     return (float(row[0]), str(row[1])) if row else None
 
@@ -728,17 +738,26 @@ def _rows(db: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> list[St
     return [_line(row) for row in db.execute(sql, args).fetchall()]
 
 
-def _query(db: sqlite3.Connection, room: str, query: Query) -> Selection:
-    """``query`` against the database: the same answer :func:`select` gives on a list."""
+def _query(db: sqlite3.Connection, room: str, query: Query, since: float = -math.inf) -> Selection:
+    """``query`` against the database: the same answer :func:`select` gives on a list.
+
+    Lines older than ``since`` (past the age limit, not yet pruned) are left out: every
+    statement has one lower bound, the later of its own and ``(since, "")`` (a message id
+    is never empty), so that it stays one range of the primary key."""
     base = f"SELECT {_COLUMNS} FROM lines WHERE room = ?"
     limit = max(query.limit, 0)
     first = query.first
+    floor = (since, "")
     if query.kind is Kind.LATEST and first is None:
-        rows = _rows(db, base + " ORDER BY at DESC, msgid DESC LIMIT ?", (room, limit))
+        rows = _rows(
+            db,
+            base + " AND (at, msgid) > (?, ?) ORDER BY at DESC, msgid DESC LIMIT ?",
+            (room, *floor, limit),
+        )
         return Selection(rows[::-1], True)
     assert first is not None
-    low = _bound(db, room, first, "low")
-    high = _bound(db, room, first, "high")
+    low = _bound(db, room, first, "low", since)
+    high = _bound(db, room, first, "high", since)
     if low is None or high is None:
         return Selection([], True, unknown_ref=True)
     if query.kind in (Kind.LATEST, Kind.AFTER):
@@ -746,39 +765,43 @@ def _query(db: sqlite3.Connection, room: str, query: Query) -> Selection:
         rows = _rows(
             db,
             base + f" AND (at, msgid) > (?, ?) ORDER BY at {order}, msgid {order} LIMIT ?",
-            (room, *high, limit),
+            (room, *max(high, floor), limit),
         )
         return Selection(sorted(rows, key=lambda r: r.key), True)
     if query.kind is Kind.BEFORE:
         rows = _rows(
             db,
-            base + " AND (at, msgid) < (?, ?) ORDER BY at DESC, msgid DESC LIMIT ?",
-            (room, *low, limit),
+            base
+            + " AND (at, msgid) > (?, ?) AND (at, msgid) < (?, ?)"
+            + " ORDER BY at DESC, msgid DESC LIMIT ?",
+            (room, *floor, *low, limit),
         )
         return Selection(rows[::-1], True)
     if query.kind is Kind.AROUND:
         before = _rows(
             db,
-            base + " AND (at, msgid) < (?, ?) ORDER BY at DESC, msgid DESC LIMIT ?",
-            (room, *low, limit),
+            base
+            + " AND (at, msgid) > (?, ?) AND (at, msgid) < (?, ?)"
+            + " ORDER BY at DESC, msgid DESC LIMIT ?",
+            (room, *floor, *low, limit),
         )
         rest = _rows(
             db,
             base + " AND (at, msgid) >= (?, ?) ORDER BY at, msgid LIMIT ?",
-            (room, *low, limit + 1),
+            (room, *max(low, floor), limit + 1),
         )
         return select(before[::-1] + rest, query)
     second = query.second
     assert second is not None
-    b_low = _bound(db, room, second, "low")
-    b_high = _bound(db, room, second, "high")
+    b_low = _bound(db, room, second, "low", since)
+    b_high = _bound(db, room, second, "high", since)
     if b_low is None or b_high is None:
         return Selection([], True, unknown_ref=True)
     if high <= b_low:
         rows = _rows(
             db,
             base + " AND (at, msgid) > (?, ?) AND (at, msgid) < (?, ?) ORDER BY at, msgid LIMIT ?",
-            (room, *high, *b_low, limit),
+            (room, *max(high, floor), *b_low, limit),
         )
         return Selection(rows, True)
     rows = _rows(
@@ -786,6 +809,6 @@ def _query(db: sqlite3.Connection, room: str, query: Query) -> Selection:
         base
         + " AND (at, msgid) > (?, ?) AND (at, msgid) < (?, ?)"
         + " ORDER BY at DESC, msgid DESC LIMIT ?",
-        (room, *b_high, *low, limit),
+        (room, *max(b_high, floor), *low, limit),
     )
     return Selection(rows[::-1], True)
