@@ -88,7 +88,9 @@ def section(doc: dict[str, Any]) -> list[str]:
             "CPU per delivery = the server process's CPU time (user + system, every thread) "
             "over a step's window / the deliveries counted at the receivers in it. A knee is "
             "a step of a sweep whose rate doubles, so two knees that differ by less than 2x "
-            "read the same: the CPU per delivery at equal rates is the finer measure."
+            "read the same: the CPU per delivery at equal rates is the finer measure, at "
+            "a rate where the server is not CPU-bound (below 90 % of a CPU): above it the "
+            "figure is one CPU over the deliveries, whatever the server does with it."
         ),
         "",
     ]
