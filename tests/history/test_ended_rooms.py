@@ -47,7 +47,10 @@ def test_a_guarded_room_that_ended_and_its_lines_are_forgotten(store: History) -
     store.add_lines("#open", lines("#open", "d"))
     assert texts(store, "#r") == ["a", "b"]
     store.drop_room("#open", lines=False)
-    assert texts(store, "#open") == ["d"]
+    # Kept on disk (read from there: the cache went); in memory a room's lines end with it.
+    assert texts(store, "#open") == (["d"] if isinstance(store, SQLiteHistory) else [])
+    if isinstance(store, SQLiteHistory):
+        assert "#open" not in store._cache  # memory is bounded by the rooms that exist
     store.drop_room("#r", lines=True)
     assert texts(store, "#r") == []
     store.add_lines("#r", lines("#r", "new"))  # made again within the same window

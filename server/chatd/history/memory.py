@@ -1,4 +1,5 @@
-"""History in memory only (``--ephemeral``): a bounded ring of lines per room.
+"""History in memory only (``--ephemeral``): a bounded ring of lines per room that
+exists (a room's lines end with it).
 
 Nothing survives the process; every query is answered at once from the ring, lines
 past ``--history-days`` left out as the SQLite store leaves them out.
@@ -46,8 +47,10 @@ class MemoryHistory(History):
         ring.extend(lines)
 
     def drop_room(self, key: str, *, lines: bool) -> None:
-        if lines:
-            self.rooms.pop(key, None)
+        # Memory only: a room's lines last while the room does, guarded or not, so what
+        # is kept is bounded by the rooms that exist (which the hub bounds), not by every
+        # room name ever used.
+        self.rooms.pop(key, None)
 
     def query(self, room: str, query: Query) -> Future[Selection]:
         return done_future(select(list(self._ring(room)), query))

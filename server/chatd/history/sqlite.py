@@ -252,7 +252,8 @@ class SQLiteHistory(History):
         self._db = db
         #: Lines per room on disk (kept by the writer, for retention).
         self._counts: dict[str, int] = {str(k): int(v) for k, v in counts.items()}
-        #: Rooms with lines on disk when we started: their caches are not complete.
+        #: Rooms whose cache is not complete: lines on disk when we started, or an open
+        #: room that ended (its cache dropped, its lines kept).
         self._older = set(self._counts)
         self._cache: dict[str, deque[StoredLine]] = {}
         self.pending: deque[Op] = deque()
@@ -334,9 +335,13 @@ class SQLiteHistory(History):
         self._wake.set()
 
     def drop_room(self, key: str, *, lines: bool) -> None:
+        # The cache of a room that ended goes either way: memory stays bounded by the
+        # rooms that exist. An open room's lines stay on disk, where queries find them.
+        self._cache.pop(key, None)
         if lines:
-            self._cache.pop(key, None)
             self._older.discard(key)  # its lines on disk go with this operation
+        else:
+            self._older.add(key)
         self._queued += 1
         self.pending.append(("drop", key, "lines" if lines else ""))
         self._wake.set()
