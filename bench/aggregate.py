@@ -396,25 +396,18 @@ CPU_BOUND = 0.9
 def _cpu_bound(cs: list[dict[str, Any]], m: Matrix, rate: float) -> bool:
     """Whether either side's server was CPU-bound at ``rate`` of the headline sweep."""
     for target in (HISTORY_ON, HISTORY_OFF):
-        c = find(
-            cs,
-            "saturation",
-            target,
-            "driver",
-            room=m.headline_room,
-            senders=m.headline_senders,
-            offered=rate,
-        )
+        c = _headline_step(cs, target, m, rate)
         util = (c or {}).get("resources", {}).get("server_cpu_util")
         if util is None or util["median"] >= CPU_BOUND:
             return True
     return False
 
 
-def _cpu_per_delivery(
+def _headline_step(
     cs: list[dict[str, Any]], target: str, m: Matrix, rate: float
-) -> float | None:
-    c = find(
+) -> dict[str, Any] | None:
+    """``target``'s cell of the headline sweep at ``rate``."""
+    return find(
         cs,
         "saturation",
         target,
@@ -423,7 +416,12 @@ def _cpu_per_delivery(
         senders=m.headline_senders,
         offered=rate,
     )
-    return median_of(c, "server_cpu_us_per_delivery")
+
+
+def _cpu_per_delivery(
+    cs: list[dict[str, Any]], target: str, m: Matrix, rate: float
+) -> float | None:
+    return median_of(_headline_step(cs, target, m, rate), "server_cpu_us_per_delivery")
 
 
 def history_goals(

@@ -773,16 +773,9 @@ def _query(db: sqlite3.Connection, room: str, query: Query, since: float = -math
             (room, *max(high, floor), limit),
         )
         return Selection(sorted(rows, key=lambda r: r.key), True)
-    if query.kind is Kind.BEFORE:
-        rows = _rows(
-            db,
-            base
-            + " AND (at, msgid) > (?, ?) AND (at, msgid) < (?, ?)"
-            + " ORDER BY at DESC, msgid DESC LIMIT ?",
-            (room, *floor, *low, limit),
-        )
-        return Selection(rows[::-1], True)
-    if query.kind is Kind.AROUND:
+    if query.kind in (Kind.BEFORE, Kind.AROUND):
+        # The latest ``limit`` lines before the reference: all BEFORE wants, AROUND's
+        # older side.
         before = _rows(
             db,
             base
@@ -790,6 +783,8 @@ def _query(db: sqlite3.Connection, room: str, query: Query, since: float = -math
             + " ORDER BY at DESC, msgid DESC LIMIT ?",
             (room, *floor, *low, limit),
         )
+        if query.kind is Kind.BEFORE:
+            return Selection(before[::-1], True)
         rest = _rows(
             db,
             base + " AND (at, msgid) >= (?, ?) ORDER BY at, msgid LIMIT ?",
