@@ -7,7 +7,8 @@ IRC listener, ngircd or InspIRCd. ``loadtest/README.md`` explains every option a
 How it fits together
 --------------------
 * Each Locust user owns one ``chat_client.ChatClient`` (``self.client``): it connects over
-  TCP (Locust has gevent-patched ``socket``, so blocking calls yield), registers a unique
+  TCP (Locust has gevent-patched ``socket``, so blocking calls yield) to its entry of
+  ``--host`` (a list spreads the users round-robin over a cluster's nodes), registers a unique
   nick, joins its room and then runs a *receiver greenlet* for the rest of the session
   while the user greenlet itself sends on a fixed schedule. The receiver is spawned outside
   the runner's user group, so Locust does not count it as a user; ``on_stop`` kills it.
@@ -265,7 +266,8 @@ class ChatClientUser(User):
             def talk(self):
                 self.client.say()      # joins first if needed; fires "say"
 
-    ``self.client`` speaks ``--chat-dialect`` (or ``client_class``), joins the user's room
+    ``self.client`` speaks ``--chat-dialect`` (or ``client_class``) to the user's entry of
+    ``--host`` (round-robin over a list of several), joins the user's room
     (``--chat-room-size`` blocks of users) on first use and reads in the background,
     timing messages if ``--chat-timing-sample`` picks the user (or ``timing`` says so):
     its broadcasts, losses and failures go into the same report and verdict as the
@@ -285,6 +287,11 @@ class ChatClientUser(User):
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.slot, self.index = STATE.assign_slot()
+        #: The ``--host`` entry this user connects to (entry ``index % len(hosts)``), and
+        #: its host slot, which picks its role (see ``chat_core``; the slot for one host).
+        self.target_host, self.host_slot = STATE.assign_host(
+            self.index, self.slot, self.host or self.environment.host
+        )
         self.rng = random.Random()
         #: Whether this user's first handshake is over (the start gate counts them).
         self.settled = False
@@ -294,7 +301,7 @@ class ChatClientUser(User):
         """The user's client: ``client_class`` or the ``--chat-dialect`` one."""
         cls = self.client_class or CLIENTS[STATE.settings.dialect]
         return cls(
-            self.host or self.environment.host,
+            self.target_host,
             room=self.room,
             timeout=STATE.settings.handshake_timeout,
             settle=self.settle,
@@ -310,7 +317,7 @@ class ChatClientUser(User):
     def will_time(self) -> bool:
         if self.timing is not None:
             return self.timing
-        return core.spread_early(self.slot, STATE.timing_sample)
+        return core.spread_early(self.host_slot, STATE.timing_sample)
 
     def settle(self, joined: bool) -> None:
         """Count this user's first handshake as over, once, for the start gate."""
@@ -340,7 +347,7 @@ class ChatUser(ChatClientUser):
     def will_send(self) -> bool:
         if self.sends is not None:
             return self.sends
-        return core.spread(self.slot, STATE.send_share)
+        return core.spread(self.host_slot, STATE.send_share)
 
     # ----------------------------------------------------------------- main loop
 

@@ -84,7 +84,8 @@ def _ms_since(start: float) -> float:
 class ChatClient:
     """One user's chat connection (reconnectable): connect, join, say, receive.
 
-    ``host`` is Locust's ``--host`` (``HOST:PORT``; the dialect's default port otherwise),
+    ``host`` is one entry of Locust's ``--host`` (``HOST:PORT``; the dialect's default port
+    otherwise; ``ChatClientUser`` picks the entry of a list),
     ``room`` the room ``join()`` and ``say()`` use by default, ``timeout`` the handshake
     deadline. ``settle`` is called once per connection attempt with whether it ended
     joined (the start gate counts users). ``timing`` picks whether the receiver times
@@ -205,6 +206,7 @@ class ChatClient:
             raise err from exc
         self.connected = True
         coll.counters["connects"] += 1
+        coll.host_connected(core.host_label(*address))
         coll.fire("connect", _ms_since(start))
 
     def join(self, room: str | None = None, deadline: float | None = None) -> None:

@@ -12,6 +12,7 @@ gevent runs one greenlet at a time, so plain counters need no locks.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -57,15 +58,22 @@ FILL_GRACE_S = 2.0
 
 
 def host_problem(environment: Environment, settings: Settings) -> str | None:
-    """What is wrong with the target, or None: ``--host`` must parse, unless user classes
-    bring their own ``host`` (a custom scenario may)."""
+    """What is wrong with the target, or None: ``--host`` (one host or a comma-separated
+    list, every entry checked) must parse, unless user classes bring their own ``host`` (a
+    custom scenario may). The message names the bad entry."""
     if not environment.host and any(getattr(c, "host", None) for c in environment.user_classes):
         return None
     try:
-        core.parse_host(environment.host, settings.dialect_class.default_port)
+        targets(environment.host, settings.dialect_class.default_port)
     except ValueError as exc:
         return str(exc)
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def targets(hosts: str | None, default_port: int) -> tuple[core.Target, ...]:
+    """``chat_core.parse_hosts``, parsed once per ``--host`` rather than once per user."""
+    return core.parse_hosts(hosts, default_port)
 
 
 class ChatFailure(Exception):
@@ -111,6 +119,10 @@ class Collector:
         self.senders_peak = 0
         self.next_slot = 0
         self.next_serial = 0
+        #: Which users of this process went to which target, and sessions that registered
+        #: on each target (by ``Target.label``).
+        self.host_slots = core.HostSlots()
+        self.host_connects: dict[str, int] = {}
         self.users_peak = 0
         self.started_wall = time.time()
         self.started_cpu = self._cpu_now()
@@ -362,13 +374,19 @@ class Collector:
             env.runner.stop()
 
     def target(self) -> str:
-        """``HOST:PORT`` of the target as the users connect to it (or the raw --host)."""
+        """``HOST:PORT`` of the target(s) as the users connect to them (or the raw --host);
+        several hosts are separated by ", "."""
+        return ", ".join(self.host_labels()) or str(
+            self.environment.host if self.environment else None
+        )
+
+    def host_labels(self) -> list[str]:
+        """The ``--host`` entries' labels in order (none when it does not parse)."""
         host = self.environment.host if self.environment else None
         try:
-            addr, port = core.parse_host(host, self.settings.dialect_class.default_port)
+            return [t.label for t in targets(host, self.settings.dialect_class.default_port)]
         except ValueError:
-            return str(host)
-        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+            return []
 
     def _sample_cpu(self) -> None:
         """Track peak CPU and the user count; flag saturation like Locust's cpu_warning."""
@@ -447,6 +465,27 @@ class Collector:
         slot = self.next_slot
         self.next_slot += 1
         return slot, core.global_index(slot, worker_index, workers)
+
+    def assign_host(self, index: int, slot: int, hosts: str | None) -> tuple[str | None, int]:
+        """(``--host`` entry, host slot) of a new user with global ``index`` and ``slot``.
+
+        The entry is ``hosts``' entry ``index % len(hosts)`` (round-robin over the global
+        index, so the same users go to the same hosts in every run and worker); the host
+        slot counts this process's users assigned to that host before this one, and picks
+        the user's role (``chat_core.HostSlots``). With one host it equals ``slot``. A
+        ``hosts`` that does not parse (only the web UI's form gets here, and the run is
+        ending) is passed on whole with ``slot``: the client reports it at connect, as before.
+        """
+        try:
+            choices = targets(hosts, self.settings.dialect_class.default_port)
+        except ValueError:
+            return hosts, slot
+        target, host_slot = self.host_slots.assign(choices, index)
+        return target.entry, host_slot
+
+    def host_connected(self, label: str) -> None:
+        """A session registered on the target ``label`` (``chat_core.host_label``)."""
+        self.host_connects[label] = self.host_connects.get(label, 0) + 1
 
     def new_nick(self) -> str:
         """A nick no other session of this run uses: tag, worker index and serial."""
@@ -528,6 +567,8 @@ class Collector:
             senders_peak=self.senders_peak,
             role=role,
             pid=os.getpid(),
+            host_users=dict(self.host_slots.users),
+            host_connects=dict(self.host_connects),
         )
 
     def report(self) -> dict[str, Any]:
@@ -568,6 +609,7 @@ class Collector:
             drain_s=max((s.delivery.drain_s for s in snaps if s.delivery), default=0.0),
             options=options,
             host=env.host or "",
+            hosts=self.host_labels(),
             label=self.settings.label,
             dialect=self.settings.dialect,
             started_at=self.started_wall,

@@ -33,6 +33,14 @@ Theory of operation
   ignore what arrives before it, and the report's window, rates and counts start there. The
   spawn and join storm is thus not mixed into steady-state latency. ``Fill`` below sums the
   join progress of all processes; ``chat.py`` does the waiting and the messaging.
+* ``--host`` may list several hosts (the nodes of a cluster), comma-separated. User ``g``
+  connects to entry ``g % len(hosts)`` (``host_index``), so every process deals its users
+  out the same way and a run is reproducible. With several hosts the roles are picked from
+  the user's *host slot* instead of its slot: its position (0, 1, 2, ...) among this
+  process's users of the same host. Every host then gets its exact share of senders and
+  timing receivers (picking by slot would put every sender at share 0.1 -- slots 9, 19,
+  ... -- on one host of two, and every timing receiver on the other). With one host the
+  host slot is the slot: nothing changes.
 """
 
 from __future__ import annotations
@@ -125,14 +133,15 @@ def parse_duration(text: str | float | int) -> float:
 # --------------------------------------------------------------------------- identities
 
 
-def parse_host(host: str | None, default_port: int = 4040) -> tuple[str, int]:
-    """Split Locust's ``--host`` into (address, port); ``ValueError`` says what is wrong.
+def parse_host(host: str | None, default_port: int = 4040, what: str = "--host") -> tuple[str, int]:
+    """Split one ``--host`` entry into (address, port); ``ValueError`` says what is wrong.
 
     Locust was built for URLs, so accept ``tcp://h:p`` (any scheme) as well as the plain
     ``h:p`` the README uses, ``[v6]:p`` for IPv6, and a bare host meaning ``default_port``
     (the dialect's: 4040 for chatd's line protocol, 6667 for IRC). Anything else -- a path,
-    a port that is not a number from 1 to 65535, spaces -- is refused here, once, rather
-    than by every user's connect.
+    a port that is not a number from 1 to 65535, spaces, a comma -- is refused here, once,
+    rather than by every user's connect. ``what`` names the value in the error (an entry
+    of a list says which one: ``parse_hosts``).
     """
     if not host or not host.strip():
         raise ValueError("no --host given; use e.g. --host 127.0.0.1:4040")
@@ -143,22 +152,102 @@ def parse_host(host: str | None, default_port: int = 4040) -> tuple[str, int]:
     if rest.startswith("["):
         addr, close, tail = rest[1:].partition("]")
         if not close or (tail and not tail.startswith(":")):
-            raise ValueError(f"malformed --host {host!r}: expected [IPV6]:PORT")
+            raise ValueError(f"malformed {what} {host!r}: expected [IPV6]:PORT")
         port_text = tail[1:] if tail else None
     elif rest.count(":") == 1:
         addr, port_text = rest.split(":")
         addr = addr or "127.0.0.1"
     elif ":" in rest:
-        raise ValueError(f"malformed --host {host!r}: put an IPv6 address in brackets, [::1]:PORT")
+        raise ValueError(f"malformed {what} {host!r}: put an IPv6 address in brackets, [::1]:PORT")
     else:
         addr, port_text = rest, None
-    if not addr or any(c in addr for c in " /\t?#@"):
-        raise ValueError(f"malformed --host {host!r}: expected HOST:PORT, e.g. 127.0.0.1:4040")
+    if not addr or any(c in addr for c in " /\t?#@,"):
+        raise ValueError(f"malformed {what} {host!r}: expected HOST:PORT, e.g. 127.0.0.1:4040")
     if port_text is None:
         return addr, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"malformed --host {host!r}: the port must be a number from 1 to 65535")
+        raise ValueError(f"malformed {what} {host!r}: the port must be a number from 1 to 65535")
     return addr, int(port_text)
+
+
+def host_label(address: str, port: int) -> str:
+    """``HOST:PORT`` (``[v6]:PORT``): how reports and messages name a target."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One entry of ``--host``: as given, and where it points."""
+
+    #: The entry as given (stripped), e.g. ``tcp://127.0.0.1:4040``; what the client parses.
+    entry: str
+    address: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        """``HOST:PORT``, the entry's name in the report (see ``host_label``)."""
+        return host_label(self.address, self.port)
+
+
+def parse_hosts(hosts: str | None, default_port: int = 4040) -> tuple[Target, ...]:
+    """The targets of a ``--host`` list: entries separated by commas, each one ``parse_host``
+    accepts. ``ValueError`` names the first bad entry (its position too, in a list of more
+    than one): an empty entry (a stray comma), a malformed one, or one naming the same
+    address and port as an earlier entry (the report counts users per host, and a host
+    listed twice would be two hosts in the load but one in the counts). One entry gives
+    exactly ``parse_host``'s messages.
+    """
+    if not hosts or not hosts.strip():
+        raise ValueError("no --host given; use e.g. --host 127.0.0.1:4040")
+    entries = [entry.strip() for entry in hosts.split(",")]
+    targets: list[Target] = []
+    seen: dict[tuple[str, int], int] = {}
+    for number, entry in enumerate(entries, 1):
+        what = f"--host entry {number} of {len(entries)}" if len(entries) > 1 else "--host"
+        if not entry:
+            raise ValueError(
+                f"{what} is empty in {hosts.strip()!r}: list HOST:PORT entries separated by "
+                f"commas, e.g. --host 127.0.0.1:4040,127.0.0.1:4041"
+            )
+        address, port = parse_host(entry, default_port, what)
+        if (address, port) in seen:
+            raise ValueError(
+                f"{what} {entry!r} repeats entry {seen[address, port]}: list each host once"
+            )
+        seen[address, port] = number
+        targets.append(Target(entry, address, port))
+    return tuple(targets)
+
+
+def host_index(index: int, hosts: int) -> int:
+    """The ``--host`` entry of the user with global index ``index``: round-robin, ``index %
+    hosts``. The global index interleaves the workers, so every worker process deals its
+    users out the same way and a run (and a rerun) puts the same users on the same hosts."""
+    return index % max(hosts, 1)
+
+
+class HostSlots:
+    """One process's dealing of users to targets: which target, and the user's host slot.
+
+    The host slot is the user's position among this process's users of the same target
+    (0, 1, 2, ...); roles are picked from it (see the module docstring), so every target
+    gets its exact share of senders and timing receivers whatever the number of hosts. With
+    one target it is the user's slot.
+    """
+
+    __slots__ = ("users",)
+
+    def __init__(self) -> None:
+        #: Users dealt to each target so far, by ``Target.label`` (the next host slot).
+        self.users: dict[str, int] = {}
+
+    def assign(self, targets: Sequence[Target], index: int) -> tuple[Target, int]:
+        """(target, host slot) of the next user of this process, with global ``index``."""
+        target = targets[host_index(index, len(targets))]
+        slot = self.users.get(target.label, 0)
+        self.users[target.label] = slot + 1
+        return target, slot
 
 
 def to_fraction(share: float) -> Fraction:
@@ -729,6 +818,10 @@ class Snapshot:
     #: CPU seconds and saturation signs from test start to the gate (the join storm).
     warmup_cpu_seconds: float = 0.0
     warmup_saturated: list[str] = field(default_factory=list)
+    #: Per target (``Target.label``): users this process assigned to it, and sessions that
+    #: registered there (the whole run, like ``connects``).
+    host_users: dict[str, int] = field(default_factory=dict)
+    host_connects: dict[str, int] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """Plain dict for Locust's msgpack transport."""
@@ -748,6 +841,8 @@ class Snapshot:
             "measure_started": self.measure_started,
             "warmup_cpu_seconds": self.warmup_cpu_seconds,
             "warmup_saturated": list(self.warmup_saturated),
+            "host_users": dict(self.host_users),
+            "host_connects": dict(self.host_connects),
         }
 
     @classmethod
@@ -771,6 +866,8 @@ class Snapshot:
             ),
             warmup_cpu_seconds=float(data.get("warmup_cpu_seconds", 0.0)),
             warmup_saturated=[str(s) for s in data.get("warmup_saturated", [])],
+            host_users={str(k): int(v) for k, v in dict(data.get("host_users", {})).items()},
+            host_connects={str(k): int(v) for k, v in dict(data.get("host_connects", {})).items()},
         )
 
 
@@ -801,6 +898,24 @@ def latency_summary(hist: HdrHistogram) -> dict[str, Any]:
     return out
 
 
+def hosts_summary(snapshots: Iterable[Snapshot], hosts: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The report's ``hosts``: per target, users assigned and sessions registered, summed
+    over processes. ``hosts`` (the ``--host`` list's labels) gives the order and lists
+    every entry, even one no user went to; targets only the snapshots know (a custom user
+    class's own ``host``) follow, sorted."""
+    users: dict[str, int] = dict.fromkeys(hosts, 0)
+    connects: dict[str, int] = dict.fromkeys(hosts, 0)
+    for snap in snapshots:
+        for src, dst in ((snap.host_users, users), (snap.host_connects, connects)):
+            for label, n in src.items():
+                dst[label] = dst.get(label, 0) + n
+    extra = sorted((set(users) | set(connects)) - set(hosts))
+    return [
+        {"host": label, "users": users.get(label, 0), "connects": connects.get(label, 0)}
+        for label in [*dict.fromkeys(hosts), *extra]
+    ]
+
+
 def build_report(
     snapshots: Iterable[Snapshot],
     *,
@@ -819,6 +934,7 @@ def build_report(
     warmup: Mapping[str, Any] | None = None,
     label: str = "",
     dialect: str = "line",
+    hosts: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Merge per-process snapshots into the JSON document described in ``loadtest/README.md``.
 
@@ -828,7 +944,8 @@ def build_report(
     the start gate (``chat.py`` fills it in); the warm-up's CPU and saturation are added
     here from the snapshots. ``measure_started_at`` None means the gate never opened:
     nothing was measured. ``label`` names the target (``--chat-label``: its name or
-    engine; "" becomes null) and ``dialect`` the wire dialect the clients spoke.
+    engine; "" becomes null) and ``dialect`` the wire dialect the clients spoke. ``host``
+    is ``--host`` as given; ``hosts`` its entries' labels, in order (see ``hosts_summary``).
     """
     snaps = list(snapshots)
     hist = new_histogram()
@@ -872,6 +989,7 @@ def build_report(
     return {
         "schema": SCHEMA,
         "host": host,
+        "hosts": hosts_summary(snaps, hosts),
         "label": label or None,
         "dialect": dialect,
         "started_at": _rnd(started_at),

@@ -18,6 +18,10 @@ A run **fails** when any of these holds:
 
 Sent versus intended is reported, not judged: a server that stops reading shows up in the
 latency (the stamps are the intended send times) and, past the drain, as undelivered.
+
+With several hosts (``--host A,B``) the block and the web UI add a ``hosts`` row per host:
+how many users went to it and how many sessions registered there. A host nobody could
+reach fails the run through its ``connect`` failures; the row shows which one it was.
 """
 
 from __future__ import annotations
@@ -88,6 +92,17 @@ def _target(report: Mapping[str, Any]) -> str:
     return f"{host} ({', '.join(what)})"
 
 
+def _hosts(report: Mapping[str, Any]) -> list[str]:
+    """One line per host of a several-host run (none for one host: ``target`` says it all)."""
+    hosts = report.get("hosts") or []
+    if len(hosts) < 2:
+        return []
+    return [
+        f"{h.get('host')}: {h.get('users', 0)} users, {h.get('connects', 0)} connects"
+        for h in hosts
+    ]
+
+
 def _latency(report: Mapping[str, Any]) -> str:
     lat = report.get("latency_us") or {}
     if not lat.get("count"):
@@ -121,8 +136,10 @@ def _generator(report: Mapping[str, Any]) -> str:
 
 def summary(report: Mapping[str, Any], judgement: Judgement) -> str:
     """The block printed at the end of every run: one screen, every number that decides."""
+    hosts = _hosts(report)
     rows = [
         ("target", _target(report)),
+        *(("hosts" if i == 0 else "", line) for i, line in enumerate(hosts)),
         ("latency (us)", _latency(report)),
         ("messages", _messages(report)),
         ("load generator", _generator(report)),
@@ -151,8 +168,10 @@ def web_rows(report: Mapping[str, Any], judgement: Judgement, status: str) -> li
     not all in) or ``final``; only ``final`` shows the bare verdict.
     """
     verdict = _STATUS[status].format(judgement.text())
+    hosts = _hosts(report)
     return [
         {"metric": "target", "value": _target(report)},
+        *([{"metric": "hosts", "value": "; ".join(hosts)}] if hosts else []),
         {"metric": "broadcast latency (us)", "value": _latency(report)},
         {"metric": "messages", "value": _messages(report)},
         {"metric": "load generator", "value": _generator(report)},

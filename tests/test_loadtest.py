@@ -750,6 +750,7 @@ def _run_locust(
     users: int = SMOKE_USERS,
     locustfile: Path = LOCUSTFILE,
     expect_rc: int | None = 0,
+    host: str | None = None,
 ) -> tuple[list[dict], dict, str]:
     """Run a short headless test; return (Locust's stats JSON, our report JSON, its output).
 
@@ -757,7 +758,8 @@ def _run_locust(
     None: not set, so ``-t`` decides), so a machine busy with other work fills the rooms
     more slowly but still measures the same window; ``run_time`` (``-t``) is only a cap.
     The drain may take up to 5 s (it ends as soon as the rooms are quiet). ``expect_rc``:
-    the exit code the run must end with (None: any).
+    the exit code the run must end with (None: any). ``host``: the ``--host`` to give
+    instead of ``127.0.0.1:PORT`` (e.g. a list of several).
     """
     if measure_time is not None and "--chat-measure-time" not in extra:
         extra = ("--chat-measure-time", measure_time, *extra)
@@ -769,7 +771,7 @@ def _run_locust(
         str(locustfile),
         "--headless",
         "--host",
-        f"127.0.0.1:{port}",
+        host or f"127.0.0.1:{port}",
         "-u",
         str(users),
         "-r",

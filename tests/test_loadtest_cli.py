@@ -3,7 +3,8 @@
 Every test runs ``locust`` as a subprocess (never imported: it monkey-patches the test
 process) for a few seconds against chatd or nothing on loopback:
 
-* a missing or malformed ``--host`` ends the run at once with one line, no traceback;
+* a missing or malformed ``--host`` (or entry of a ``--host`` list) ends the run at once
+  with one line, no traceback;
 * a host where nothing listens ends the run as soon as every user has failed its first
   connect, saying "0 of N users joined — is anything listening on HOST:PORT?", exit 1;
 * ``--chat-max-p99-ms`` turns a latency limit into the exit code (a CI gate);
@@ -79,6 +80,9 @@ def _locust(exe: str, tmp: Path, *args: str, timeout: float = 60) -> subprocess.
         ((), "no --host given"),
         (("--host", "127.0.0.1:abc"), "the port must be a number"),
         (("--host", "127.0.0.1:4040/chat"), "malformed --host"),
+        # a list of hosts: every entry is checked, and the message names the bad one
+        (("--host", "127.0.0.1:4040,127.0.0.1:abc"), "--host entry 2 of 2 '127.0.0.1:abc'"),
+        (("--host", "127.0.0.1:4040,,127.0.0.1:4041"), "--host entry 2 of 3 is empty"),
     ],
 )
 def test_a_missing_or_malformed_host_fails_once_with_one_line(

@@ -10,6 +10,7 @@ import click
 
 from chatd import __version__
 from chatd.config import ENGINES, Config, ListenerSpec
+from chatd.core.ids import node_problem
 from chatd.core.names import normalize_room, room_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -242,6 +243,36 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     show_default=True,
     help="Seconds a TLS handshake may take (it holds a --max-clients slot).",
 )
+@click.option(
+    "--redis",
+    metavar="URL",
+    help="Be one node of the cluster behind this Redis: redis://HOST:PORT[/DB] (reactor).",
+)
+@click.option(
+    "--redis-password-file",
+    metavar="FILE",
+    help="The Redis password, the file's first line (rather than in the URL).",
+)
+@click.option(
+    "--redis-lease",
+    type=click.FloatRange(1.0, 3600.0),
+    default=15.0,
+    show_default=True,
+    help="Seconds a nick lease and a node's heartbeat last: a dead node's members quit "
+    "on the others after about this long.",
+)
+@click.option(
+    "--redis-prefix",
+    default="chatd",
+    show_default=True,
+    help="Prefix of the cluster's Redis keys and channels.",
+)
+@click.option(
+    "--node-id",
+    metavar="ID",
+    help="This node's id in message and member ids (5 characters of 0-9 a-v; "
+    "default: random per start).",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.version_option(__version__, prog_name="chatd")
 def main(
@@ -285,6 +316,11 @@ def main(
     tls_port: int | None,
     irc_tls_port: int | None,
     tls_handshake_timeout: float,
+    redis: str | None,
+    redis_password_file: str | None,
+    redis_lease: float,
+    redis_prefix: str,
+    node_id: str | None,
     log_level: str,
 ) -> None:
     """Run the chat daemon in the foreground until SIGINT or SIGTERM."""
@@ -333,6 +369,9 @@ def main(
     if irc_port is not None:
         extra = (ListenerSpec(host, irc_port, "irc"),)
     _check_tls(tls_cert, tls_key, tls_port, irc_tls_port)
+    redis_password = _check_redis(redis, redis_password_file, redis_prefix, engine, data_dir)
+    if node_id is not None and (problem := node_problem(node_id)):
+        raise click.BadParameter(problem, param_hint="--node-id")
     config = Config(
         host=host,
         port=port,
@@ -371,6 +410,11 @@ def main(
         data_dir=_data_dir(data_dir, ephemeral),
         history_max_per_room=history_max_per_room,
         history_days=history_days,
+        redis=redis,
+        redis_password=redis_password,
+        redis_lease=redis_lease,
+        redis_prefix=redis_prefix,
+        node_id=node_id,
     )
     from chatd.history import HistoryError
     from chatd.memory import return_large_buffers_to_the_os
@@ -424,6 +468,53 @@ def _data_dir(data_dir: str | None, ephemeral: bool) -> str | None:
     if data_dir is not None and not data_dir.strip():
         raise click.BadParameter("an empty path", param_hint="'--data-dir'")
     return data_dir if data_dir is not None else default_data_dir()
+
+
+def _check_redis(
+    url: str | None,
+    password_file: str | None,
+    prefix: str,
+    engine: str,
+    data_dir: str | None,
+) -> str | None:
+    """Validate the cluster options; return the password from the file, if one is given."""
+    if url is None:
+        if password_file is not None:
+            raise click.UsageError("--redis-password-file needs --redis")
+        return None
+    from chatd.cluster.resp import RedisURLError, parse_url
+
+    if engine != "reactor":
+        raise click.UsageError(
+            "--redis needs --engine reactor (the threaded and asyncio baselines are one "
+            "process each)"
+        )
+    if data_dir is not None:
+        raise click.UsageError(
+            "--redis: a cluster node keeps its rooms' history in memory; drop --data-dir"
+        )
+    try:
+        host, port, _, _, url_password, tls = parse_url(url)
+    except RedisURLError as exc:
+        raise click.BadParameter(str(exc), param_hint="--redis") from None
+    if tls:
+        raise click.BadParameter(
+            "rediss:// (TLS to Redis) is not supported yet", param_hint="--redis"
+        )
+    if not prefix or any(c in prefix for c in " {}"):
+        raise click.BadParameter("a prefix is one word without braces", param_hint="--redis-prefix")
+    password = None
+    if password_file is not None:
+        if url_password is not None:
+            raise click.UsageError("give the Redis password in the URL or in a file, not both")
+        password = _first_line(password_file, "--redis-password-file")
+    from chatd.engines.reactor.cluster_link import resolve
+
+    try:
+        resolve(host, port)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot resolve {host}: {exc}", param_hint="--redis") from None
+    return password
 
 
 def _oper_entry(entry: str, option: str, where: str) -> tuple[str, str]:

@@ -93,6 +93,15 @@ class Config:
     history_days: float = 30.0
     #: Seconds a batch of history writes gathers: what SIGKILL can lose at most.
     history_window: float = 0.1
+    #: A cluster's Redis (``redis://host:port/db``): this process is one of its nodes.
+    redis: str | None = None
+    #: The Redis password (from ``--redis-password-file`` or the URL).
+    redis_password: str | None = field(default=None, repr=False)
+    #: Seconds a nickname lease and a node's alive key last unrenewed: how long a dead
+    #: node's members stay listed on the others.
+    redis_lease: float = 15.0
+    #: Prefix of every Redis key and channel (several clusters can share one Redis).
+    redis_prefix: str = "chatd"
 
     @property
     def soft_limit(self) -> int:

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from chatd.cluster.node import ClusterNode
 from chatd.config import Config
 from chatd.core import events as ev
 from chatd.core.hub import Hub
@@ -69,6 +70,8 @@ class ChatService:
         self.mint = Mint(config.node_id)
         #: Raises HistoryError for a data dir that cannot be used (the CLI says why).
         self.history = open_history(config, clock)
+        #: This process as a node of a cluster (``--redis``), else None.
+        self.cluster: ClusterNode | None = None
         self.hub = Hub(
             self._publish,
             config.room,
@@ -85,8 +88,20 @@ class ChatService:
         )
         self.router.attach(self.hub)
         self.history.attach(self.hub)
-        for event in self.history.restore():
-            self.hub.receive(event, ToNobody())
+        if config.redis:
+            self.cluster = ClusterNode(
+                self.hub,
+                self.router,
+                self._deliver,
+                self.stats,
+                node=self.mint.node,
+                lease=config.redis_lease,
+                room_stream_len=config.history_max_per_room,
+                prefix=config.redis_prefix,
+            )
+        else:  # a cluster's rooms are the cluster's: a node restores none on its own
+            for event in self.history.restore():
+                self.hub.receive(event, ToNobody())
         self.context = Context(
             hub=self.hub,
             config=config,
@@ -98,6 +113,7 @@ class ChatService:
             opened=self.opened,
             ended=self.ended,
             history=self.history,
+            claim=self.cluster.claim if self.cluster is not None else None,
         )
         self.admission = Admission(
             config.max_clients,
@@ -148,7 +164,14 @@ class ChatService:
         return dialect.session(self.context, host, now, verdict)
 
     def _publish(self, event: ev.Event, target: Target) -> None:
-        """Where the hub's events go: the local connections, then history."""
+        """Where the hub's events go: the local connections, history, the other nodes."""
+        self.router.deliver(event, target)
+        self.history.observe(event, target)
+        if self.cluster is not None:
+            self.cluster.publish(event, target)
+
+    def _deliver(self, event: ev.Event, target: Target) -> None:
+        """Where another node's events go: the local connections, then history."""
         self.router.deliver(event, target)
         self.history.observe(event, target)
 
@@ -194,6 +217,8 @@ class ChatService:
         out["registered"] = len(self.hub.nicks)
         out["rooms"] = len(self.hub.rooms)
         out.update(self.history.counters())
+        if self.cluster is not None:
+            out.update(self.cluster.counters())
         return out
 
     def finish(self) -> None:
@@ -204,8 +229,9 @@ class ChatService:
 
 
 def open_history(config: Config, clock: Callable[[], float]) -> History:
-    """The history ``config`` asks for: SQLite in ``data_dir``, or memory only."""
-    if config.data_dir is None:
+    """The history ``config`` asks for: SQLite in ``data_dir``, or memory only (also on a
+    cluster node, which keeps what its rooms say while it follows them)."""
+    if config.data_dir is None or config.redis:
         return MemoryHistory(config.history_max_per_room, days=config.history_days, clock=clock)
     return SQLiteHistory(
         Path(config.data_dir),

@@ -34,6 +34,13 @@ class NickReserved(HubError):
 
 
 @dataclass(eq=False)
+class NickUnavailable(HubError):
+    """A cluster node cannot reach Redis, so it cannot take a nickname's lease now."""
+
+    nick: str
+
+
+@dataclass(eq=False)
 class SameNick(HubError):
     nick: str
 

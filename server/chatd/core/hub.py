@@ -143,6 +143,8 @@ class Hub:
         #: events are applied rather than counted per query).
         self.invisible = 0
         self.opers = 0
+        #: Registered members of this node (on a cluster, the others' are remote).
+        self.local_registered = 0
         #: Private-message budgets of recipients (bytes from others), made on first use.
         self.budgets: dict[str, TokenBucket] = {}
         #: Host → rooms its members are in, together (``max_rooms_per_address``).
@@ -174,6 +176,8 @@ class Hub:
                 member.signon = at
                 self.members[member.uid] = member
                 self.nicks[member.key] = member.uid
+                if member.uid.startswith(self.mint.node):
+                    self.local_registered += 1
                 if len(self.nicks) > self.max_registered:
                     self.max_registered = len(self.nicks)
             case ev.Joined(source=source, room=name, flags=flags, at=at):
@@ -874,6 +878,8 @@ class Hub:
             self._remove(uid, key)
         del self.members[uid]
         del self.nicks[member.key]
+        if uid.startswith(self.mint.node):
+            self.local_registered -= 1
         self._remember(member, at)
         for key in member.invited or ():
             room = self.rooms.get(key)

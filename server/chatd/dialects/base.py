@@ -45,12 +45,15 @@ Theory of operation
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from chatd.config import Config
+from chatd.core import errors as err
 from chatd.core.events import ChatKind, Source
 from chatd.core.limits import TokenBucket
 from chatd.core.model import Member
@@ -79,6 +82,9 @@ PAUSE_SLICE = 0.5
 #: The wait after a step of long work or an expensive command: long enough that the
 #: engine runs a loop turn for everyone else first, short enough to be unnoticeable.
 STEP_PAUSE = 0.001
+
+#: Seconds a nickname waits for its cluster lease before the client is told to try again.
+CLAIM_WAIT = 5.0
 
 #: Long work (see :attr:`Session.work`): each ``next()`` does a bounded step and yields
 #: its flood cost; the generator's return value is the last step's cost.
@@ -116,6 +122,9 @@ class Context:
     ended: Callable[[Session, DisconnectReason, str], None]
     #: Rooms' history (queries complete between loop turns: see chatd.history).
     history: History
+    #: A cluster node's nickname lease: ``claim(uid, nick)`` is done with whether the
+    #: member holds ``nick``'s lease (``None``: one process, the hub alone decides).
+    claim: Callable[[str, str], Future[bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,47 @@ class Session:
     def nick(self) -> str | None:
         member = self.member
         return member.nick if member is not None else None
+
+    def claimed(
+        self,
+        nick: str,
+        then: Callable[[], object],
+        refused: Callable[[err.HubError], None],
+    ) -> None:
+        """Run ``then()`` once this member holds ``nick`` (at once on a single node).
+
+        On a cluster node the nickname's lease is taken in Redis first
+        (:meth:`chatd.cluster.node.ClusterNode.claim`); meanwhile the session waits as
+        for any long command, so its later input stays behind the answer. A lease held
+        by another member is :class:`~chatd.core.errors.NickInUse`; no answer from
+        Redis within :data:`CLAIM_WAIT` is :class:`~chatd.core.errors.NickUnavailable`.
+        """
+        claim = self.ctx.claim
+        if claim is None:
+            then()
+            return
+        self.work = self._claiming(claim(self.uid, nick), nick, then, refused)
+
+    def _claiming(
+        self,
+        future: Future[bool],
+        nick: str,
+        then: Callable[[], object],
+        refused: Callable[[err.HubError], None],
+    ) -> Work:
+        deadline = time.monotonic() + CLAIM_WAIT
+        while not future.done():
+            if time.monotonic() >= deadline or self.closing:
+                refused(err.NickUnavailable(nick))
+                return 0
+            yield 0
+        if future.exception() is not None:
+            refused(err.NickUnavailable(nick))
+        elif not future.result():
+            refused(err.NickInUse(nick))
+        else:
+            then()
+        return 0
 
     # ----------------------------------------------------------------- engine side
 

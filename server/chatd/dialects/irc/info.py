@@ -76,17 +76,18 @@ def lusers(s: IrcSession, message: Message | None = None) -> None:
     registered = hub.registered
     invisible = hub.invisible
     opers = hub.opers
-    local_registered = registered  # a single node: every member is local
+    local_registered = hub.local_registered  # on a cluster node, not the others'
     unknown = max(s.ctx.connections() - local_registered, 0)
     count, peak = str(registered), str(hub.max_registered)
+    local = str(local_registered)
     s.numeric(N.RPL_LUSERCLIENT, u=str(registered - invisible), i=str(invisible), s="1")
     if opers:
         s.numeric(N.RPL_LUSEROP, str(opers))
     if unknown:
         s.numeric(N.RPL_LUSERUNKNOWN, str(unknown))
     s.numeric(N.RPL_LUSERCHANNELS, str(len(hub.rooms)))
-    s.numeric(N.RPL_LUSERME, c=count, s="0")
-    s.numeric(N.RPL_LOCALUSERS, count, peak, u=count, m=peak)
+    s.numeric(N.RPL_LUSERME, c=local, s="0")
+    s.numeric(N.RPL_LOCALUSERS, local, peak, u=local, m=peak)
     s.numeric(N.RPL_GLOBALUSERS, count, peak, u=count, m=peak)
 
 

@@ -107,7 +107,14 @@ def nick(s: IrcSession, message: Message) -> None:
     wanted = message.params[0]
     hub = s.ctx.hub
     if s.state is State.REGISTERED:
-        hub.change_nick(s.uid, wanted)
+        if wanted == s.nick:
+            return
+        hub.check_nick(wanted, s.uid)
+        s.claimed(
+            wanted,
+            lambda: _change_nick(s, wanted),
+            lambda exc: s.hub_error(exc, "NICK"),
+        )
         return
     hub.check_nick(wanted)
     s.nick_wanted = wanted
@@ -134,15 +141,33 @@ def try_register(s: IrcSession) -> None:
         s.numeric(N.ERR_PASSWDMISMATCH)
         s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
         return
+    s.claimed(s.nick_wanted, lambda: _register(s), lambda exc: _refused(s, exc))
+
+
+def _register(s: IrcSession) -> None:
+    assert s.nick_wanted is not None and s.username is not None
     try:
         member = s.ctx.hub.register(s.uid, s.nick_wanted, "~" + s.username, s.host, s.realname)
     except err.HubError as exc:
-        s.nick_wanted = None
-        s.hub_error(exc, "NICK")
+        _refused(s, exc)
         return
     s.member = member
     s.state = State.REGISTERED
     welcome(s)
+
+
+def _refused(s: IrcSession, exc: err.HubError) -> None:
+    s.nick_wanted = None
+    s.hub_error(exc, "NICK")
+
+
+def _change_nick(s: IrcSession, wanted: str) -> None:
+    if s.member is None:
+        return  # gone while the lease was taken
+    try:
+        s.ctx.hub.change_nick(s.uid, wanted)
+    except err.HubError as exc:
+        s.hub_error(exc, "NICK")
 
 
 def welcome(s: IrcSession) -> None:

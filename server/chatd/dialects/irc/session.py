@@ -331,6 +331,14 @@ class IrcSession(Session):
         match exc:
             case err.NickInUse(nick=nick):
                 self.numeric(N.ERR_NICKNAMEINUSE, nick)
+            case err.NickUnavailable(nick=nick):
+                self.fail(
+                    command or "NICK",
+                    "TEMPORARILY_UNAVAILABLE",
+                    nick,
+                    text="Nicknames cannot be given out now (the cluster is unreachable); "
+                    "try again",
+                )
             case err.ErroneousNick(nick=nick) | err.NickReserved(nick=nick):
                 self.numeric(N.ERR_ERRONEUSNICKNAME, nick or "*")
             case err.SameNick():

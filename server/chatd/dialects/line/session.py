@@ -148,20 +148,33 @@ class LineSession(Session):
         if not self.authenticated:
             self.error("send /pass PASSWORD before your nickname")
             return 0
+        try:
+            self.ctx.hub.check_nick(nick)
+        except err.HubError as exc:
+            self.error(error_text(exc))
+            return 0
+        self.claimed(nick, lambda: self._register(nick), self._refused)
+        return 0
+
+    def _refused(self, exc: err.HubError) -> None:
+        self.error(error_text(exc))
+
+    def _register(self, nick: str) -> None:
         hub = self.ctx.hub
+        if self.member is not None:
+            return
         try:
             self.member = hub.register(self.uid, nick, "line", self.host)
         except err.HubError as exc:
             self.error(error_text(exc))
-            return 0
+            return
         try:
             room = hub.join(self.uid, hub.default_room, echo=False)
         except err.HubError:
             self.write(notice("registered_no_room", nick=nick))
-            return 0
+            return
         self.current = room.key
         self.write(notice("registered", nick=nick, room=room.name, members=len(room.members)))
-        return 0
 
     def _pass(self, args: str) -> int:
         expected = self.ctx.config.password
@@ -184,7 +197,20 @@ class LineSession(Session):
         if " " in args:
             self.error(_USAGE["nick"])
             return
-        self.ctx.hub.change_nick(self.uid, args)
+        hub = self.ctx.hub
+        member = self._member()
+        if args == member.nick:
+            raise err.SameNick(args)
+        hub.check_nick(args, self.uid)
+        self.claimed(args, lambda: self._change_nick(args), self._refused)
+
+    def _change_nick(self, nick: str) -> None:
+        if self.member is None:
+            return
+        try:
+            self.ctx.hub.change_nick(self.uid, nick)
+        except err.HubError as exc:
+            self.error(error_text(exc))
 
     def _join(self, args: str) -> None:
         name, _, key = args.partition(" ")

@@ -85,7 +85,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from chatd.cluster.resp import parse_url
 from chatd.engines.reactor.accepting import Acceptor
+from chatd.engines.reactor.cluster_link import ClusterLink, resolve
 from chatd.engines.reactor.connection import Connection
 from chatd.engines.reactor.handler import EVENT_READ, Handler
 from chatd.engines.reactor.lingering import Lingering
@@ -162,6 +164,20 @@ class Reactor:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wakeup = Wakeup(self._wake_r)
+        #: The cluster's Redis connections (``--redis``), else None.
+        self.cluster_link: ClusterLink | None = None
+        node = service.cluster
+        if node is not None:
+            url = parse_url(service.config.redis or "")
+            host, port, db, user, password, _ = url
+            self.cluster_link = ClusterLink(
+                self,
+                node,
+                resolve(host, port),
+                password=service.config.redis_password or password,
+                user=user,
+                db=db,
+            )
 
     # ----------------------------------------------------------------- running
 
@@ -173,6 +189,8 @@ class Reactor:
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
         signals.release()
+        if self.cluster_link is not None:
+            self.cluster_link.start()
         if self.service.tls is not None:
             old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         try:
@@ -290,6 +308,8 @@ class Reactor:
                     conn.flush()
             if self.pending and not self.to_close:
                 break  # budget-limited connections go on next turn, after a poll
+        if self.cluster_link is not None:
+            self.cluster_link.flush()
 
     # ----------------------------------------------------------------- shutdown
 
@@ -317,6 +337,8 @@ class Reactor:
         self.before_sleep()
         for entry in list(self.lingering):
             entry.end()
+        if self.cluster_link is not None:
+            self.cluster_link.stop()
         self.service.finish()
 
 

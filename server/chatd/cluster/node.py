@@ -1,0 +1,802 @@
+"""One chatd process as a node of a cluster joined through Redis, with no I/O.
+
+Theory of operation
+-------------------
+Every node keeps **the whole chat's state**: every member, every room, every membership
+and mode, as IRC servers in a network do. It gets there by applying the other nodes'
+events (:mod:`chatd.core.events`) with the same :meth:`Hub.apply
+<chatd.core.hub.Hub.apply>` as its own, so NAMES, WHO, WHOIS, LIST and MONITOR are
+answered from memory, at once, in both dialects. What crosses Redis:
+
+* **The state channel** (``{chatd:g}:ch``, with its stream ``{chatd:g}:log``): every
+  event but room chat: registrations, nick changes, joins, parts, quits, kicks, topics,
+  modes, invitations, private messages, KILL. One channel, so every node applies them
+  in one order. Every node subscribes to it.
+* **A channel per room** (``{chatd:r:<room>}:ch``, stream ``...:log``): the room's chat,
+  the bulk of the traffic. A node subscribes (``SSUBSCRIBE``) only while it has local
+  members in the room, and each room hashes to its own slot, so on a Redis Cluster the
+  chat is spread over the shards.
+
+**Pub/sub is at-most-once; loss is detected, then repaired.** A publish is one script
+(:data:`~chatd.cluster.scripts.PUBLISH`): the payload goes into the channel's stream,
+and the message names the stream entry before it. A receiver that sees a message whose
+predecessor is not the last one it applied has lost something: it buffers the channel,
+reads the missing entries from the stream (``XRANGE``), applies them, then the buffer.
+If the stream no longer holds them (trimmed, or Redis restarted empty), a room channel
+counts the loss and goes on; the state channel **resyncs**: the node asks every node for
+a burst.
+
+**A burst** (IRC's netjoin) is a node's own members as they are (nick, modes, away,
+rooms with their flags) and its rooms' settings. A receiver reconciles what it knew of
+that node with it: members it did not know register and join, members no longer there
+quit as in a netsplit, rooms left are parted. Each node bursts when it connects to Redis
+(first start, or after any lost connection, since what it published meanwhile is lost)
+and asks the others to burst back.
+
+**Nicknames are leases** (``SET NX EX``): a nickname is claimed in Redis before the hub
+registers it or changes to it, so two members racing for one nick on two nodes cannot
+both win; a node renews its members' leases with its heartbeat
+(:data:`~chatd.cluster.scripts.REFRESH`) and releases one by compare-and-delete when the
+nick is changed or its member quits. If a renewal finds the lease held by someone else
+(two nodes took it while Redis was gone), the local member is renamed to a guest nick.
+
+**A dead node is reaped.** Each node's heartbeat renews an alive key (TTL ``lease``).
+Every heartbeat a node checks the alive keys of the nodes whose members it knows; the
+first to find one gone publishes that node's departure (:data:`~chatd.cluster.scripts.REAP`
+does it once), and every node shows that node's members quitting (``*.net *.split``).
+
+Rules the code keeps:
+
+* **The loop never waits on Redis.** Commands are queued bytes (:mod:`chatd.cluster.resp`);
+  replies come back as callbacks on the loop. A nickname claim returns a ``Future`` the
+  session polls between turns, as a history query does.
+* **A node's own events are applied first, locally**, then published; its echo is
+  dropped by node id (but still advances the channel's position).
+* **A bad payload costs that payload**, never the node: it is counted and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import hiredis
+
+from chatd.cluster import codec, scripts
+from chatd.cluster.resp import RedisProtocol, Reply
+from chatd.core import events as ev
+from chatd.core.hub import Hub
+from chatd.core.ids import NODE_LEN
+from chatd.core.model import OP, VOICE, Member, Room
+from chatd.core.names import fold
+from chatd.core.router import Router
+from chatd.core.targets import (
+    Target,
+    ToMember,
+    ToNobody,
+    ToRoom,
+    ToRooms,
+    ToWatchers,
+)
+from chatd.history import restored_event, room_record
+
+log = logging.getLogger("chatd.cluster")
+
+#: The quit reason of a member whose node is gone (the IRC convention for a netsplit).
+SPLIT_REASON = "*.net *.split"
+#: Entries a stream keeps, about (``XADD MAXLEN ~``).
+STATE_STREAM_LEN = 10000
+#: Members per burst message.
+BURST_CHUNK = 200
+#: Leases renewed per heartbeat script call.
+REFRESH_CHUNK = 500
+#: Events never published: they are each node's own.
+_LOCAL_ONLY = (ev.ServerShutdown, ev.RoomRestored)
+
+Deliver = Callable[[ev.Event, Target], None]
+
+
+@dataclass(slots=True)
+class Channel:
+    """One channel this node follows, and where it is in the channel's stream."""
+
+    name: str
+    stream: str
+    #: The room's key, or ``None`` for the state channel.
+    room: str | None
+    #: Id of the last entry applied (``None``: none yet; the first message sets it).
+    last: str | None = None
+    #: Messages held while the channel is being caught up or repaired.
+    held: list[tuple[str, str, str]] | None = None
+    subscribed: bool = False
+    #: Answers still awaited before the catch-up read: the subscription's, and the
+    #: stream's last entry for a channel followed afresh.
+    waiting: int = 0
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """A burst being received in parts."""
+
+    members: list[list[Any]] = field(default_factory=list)
+    rooms: list[str] = field(default_factory=list)
+
+
+class ClusterNode:
+    """This process's side of the cluster: publishes its events, applies the others'."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        router: Router,
+        deliver: Deliver,
+        stats: Counter[str],
+        *,
+        node: str,
+        lease: float = 15.0,
+        room_stream_len: int = 10000,
+        prefix: str = "chatd",
+    ) -> None:
+        """``deliver(event, target)``: the local side of publishing (router, history),
+        used for events from other nodes. ``lease``: seconds a nickname lease and the
+        alive key last without renewal."""
+        self.hub = hub
+        self.router = router
+        self.deliver = deliver
+        self.stats = stats
+        self.node = node
+        self.lease = lease
+        self.room_stream_len = room_stream_len
+        self.prefix = prefix
+        tag = "{" + prefix + ":g}"
+        self.state = Channel(tag + ":ch", tag + ":log", None)
+        self._tag = tag
+        #: Room key → its channel, for the rooms with local members.
+        self.rooms: dict[str, Channel] = {}
+        #: Channel name → channel (the state channel and the rooms').
+        self._by_name: dict[str, Channel] = {self.state.name: self.state}
+        self.cmd = RedisProtocol()
+        self.sub = RedisProtocol(subscriber=True, on_push=self._on_push)
+        #: Both connections are up and greeted.
+        self.up = False
+        self._sha = {script: scripts.sha(script) for script in scripts.ALL}
+        self._incoming: dict[str, _Incoming] = {}
+        #: Claims asked while the link was down: sent when it is up.
+        self._claims: list[tuple[Future[bool], str, str]] = []
+        #: Asked to drop the connections (a protocol error): the engine checks it.
+        self.broken: str | None = None
+        #: Set when the link is lost; the engine's reconnect clears it.
+        self.on_change: Callable[[], None] = lambda: None
+
+    # ================================================================= keys
+
+    def nick_key(self, nick: str) -> str:
+        return f"{self._tag}:nick:{fold(nick)}"
+
+    def _alive_key(self, node: str) -> str:
+        return f"{self._tag}:alive:{node}"
+
+    def _reaped_key(self, node: str) -> str:
+        return f"{self._tag}:reaped:{node}"
+
+    def _room_channel(self, key: str) -> Channel:
+        tag = "{" + f"{self.prefix}:r:{key}" + "}"
+        return Channel(tag + ":ch", tag + ":log", key)
+
+    # ================================================================= the link
+
+    def connected(self, password: str | None, user: str | None, db: int) -> None:
+        """Both connections are open: greet, subscribe, heartbeat, burst."""
+        for proto in (self.cmd, self.sub):
+            if password is not None:
+                args = (user, password) if user else (password,)
+                proto.call(self._checked("AUTH"), "AUTH", *args)
+            if db:
+                proto.call(self._checked("SELECT"), "SELECT", db)
+        self.cmd.call(None, "CLIENT", "SETNAME", f"chatd-{self.node}")
+        for script in scripts.ALL:
+            self.cmd.call(self._checked("SCRIPT LOAD"), "SCRIPT", "LOAD", script)
+        self.up = True
+        self.stats["cluster_connects"] += 1
+        self._heartbeat()
+        for channel in (self.state, *self.rooms.values()):
+            self._subscribe(channel)
+        self._burst(want=True)
+        claims, self._claims = self._claims, []
+        for future, uid, nick in claims:
+            if not future.done():
+                self._claim(future, uid, nick)
+
+    def lost(self) -> None:
+        """Either connection is gone: answer what waits, forget the subscriptions."""
+        was_up = self.up
+        self.up = False
+        self.cmd.fail()
+        self.sub.fail()
+        for channel in (self.state, *self.rooms.values()):
+            channel.subscribed = False
+            channel.held = None
+            channel.waiting = 0
+        if was_up:
+            self.stats["cluster_disconnects"] += 1
+
+    def _checked(self, what: str) -> Callable[[Reply], None]:
+        def check(reply: Reply) -> None:
+            if isinstance(reply, hiredis.ReplyError):
+                self._break(f"redis refused {what}: {reply}")
+
+        return check
+
+    def _break(self, why: str) -> None:
+        if self.broken is None:
+            log.error("cluster: %s", why)
+            self.broken = why
+            self.on_change()
+
+    # ================================================================= publishing
+
+    def publish(self, event: ev.Event, target: Target) -> None:
+        """A local event: send it to the other nodes (after the local delivery)."""
+        if isinstance(event, _LOCAL_ONLY):
+            return
+        if isinstance(event, ev.Chat):
+            key = fold(event.room)
+            channel = self.rooms.get(key) or self._room_channel(key)
+            self._send(channel, codec.encode(self.node, event, target), self.room_stream_len)
+            return
+        release: list[tuple[str, str]] = []
+        if isinstance(event, ev.NickChanged) and fold(event.new) != fold(event.source.nick):
+            release.append((self.nick_key(event.source.nick), event.source.uid))
+        elif isinstance(event, ev.Quit):
+            release.append((self.nick_key(event.source.nick), event.source.uid))
+        if isinstance(event, ev.Joined):
+            self._follow_rooms(event, target)  # the room's position first (_subscribe)
+        self._send(self.state, codec.encode(self.node, event, target), STATE_STREAM_LEN, release)
+        if not isinstance(event, ev.Joined):
+            self._follow_rooms(event, target)
+
+    def _send(
+        self, channel: Channel, payload: str, maxlen: int, release: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        if not self.up:
+            self.stats["cluster_unsent"] += 1
+            return
+        release = list(release)
+        keys = [channel.stream, *(key for key, _ in release)]
+        args: list[str | int] = [channel.name, payload, maxlen, *(uid for _, uid in release)]
+        self.cmd.call(
+            self._published,
+            "EVALSHA",
+            self._sha[scripts.PUBLISH],
+            len(keys),
+            *keys,
+            *args,
+        )
+        self.stats["cluster_published"] += 1
+
+    def _published(self, reply: Reply) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            self.stats["cluster_publish_errors"] += 1
+            log.warning("cluster: a publish failed: %s", reply)
+
+    def _follow_rooms(self, event: ev.Event, target: Target) -> None:
+        """Subscribe to the rooms that have local members now, leave the others."""
+        keys: tuple[str, ...]
+        match event:
+            case ev.Joined(room=name) | ev.Parted(room=name) | ev.Kicked(room=name):
+                keys = (fold(name),)
+            case ev.Quit():
+                keys = target.rooms if isinstance(target, ToRooms) else ()
+            case _:
+                return
+        for key in keys:
+            self.follow(key)
+
+    def follow(self, key: str) -> None:
+        """Subscribe to room ``key``'s channel if it has local members, else leave it."""
+        wanted = key in self.router.rooms
+        channel = self.rooms.get(key)
+        if wanted and channel is None:
+            channel = self.rooms[key] = self._room_channel(key)
+            self._by_name[channel.name] = channel
+            if self.up:
+                self._subscribe(channel)
+        elif not wanted and channel is not None:
+            del self.rooms[key]
+            del self._by_name[channel.name]
+            if self.up and channel.subscribed:
+                self.sub.call(None, "SUNSUBSCRIBE", channel.name)
+
+    def _subscribe(self, channel: Channel) -> None:
+        """Subscribe, holding what arrives until the channel has caught up.
+
+        A channel followed afresh first asks for its stream's last entry, on the command
+        connection, *before* anything this node publishes next (the JOIN that made it
+        follow the room, the burst): whatever is published after that point is read from
+        the stream once the subscription is in place, so a line sent by someone who saw
+        the JOIN is never lost in the gap between the two connections.
+        """
+        channel.subscribed = True
+        channel.held = []
+        channel.waiting = 1
+        if channel.last is None:
+            channel.waiting += 1
+            self.cmd.call(
+                lambda reply: self._baseline(channel, reply),
+                "XREVRANGE",
+                channel.stream,
+                "+",
+                "-",
+                "COUNT",
+                1,
+            )
+        self.sub.call(None, "SSUBSCRIBE", channel.name)
+
+    def _baseline(self, channel: Channel, reply: Reply) -> None:
+        log.debug("cluster: %s starts after %r", channel.name, reply)
+        if not isinstance(reply, list):
+            return  # the link is gone (the reconnect subscribes again) or refused
+        channel.last = reply[0][0].decode() if reply else "0-0"
+        self._ready(channel)
+
+    def _ready(self, channel: Channel) -> None:
+        channel.waiting -= 1
+        if channel.waiting == 0:
+            self._catch_up(channel)
+
+    # ================================================================= nicknames
+
+    def claim(self, uid: str, nick: str) -> Future[bool]:
+        """Take ``nick``'s lease for member ``uid``; the future says whether it holds it.
+
+        While Redis cannot be reached the claim waits for the link (the session gives up
+        after :data:`~chatd.dialects.base.CLAIM_WAIT`); a link lost while it is asked
+        fails it with ``ConnectionError``: a nickname is not given out without its lease.
+        """
+        future: Future[bool] = Future()
+        if self.up:
+            self._claim(future, uid, nick)
+        else:  # asked again when the link is up; the session gives up after a while
+            self._claims.append((future, uid, nick))
+        return future
+
+    def _claim(self, future: Future[bool], uid: str, nick: str) -> None:
+        def done(reply: Reply) -> None:
+            if future.done():
+                return
+            if isinstance(reply, Exception):
+                future.set_exception(ConnectionError(str(reply)))
+            else:
+                future.set_result(reply == 1)
+
+        self.cmd.call(
+            done, "EVALSHA", self._sha[scripts.CLAIM], 1, self.nick_key(nick), uid, self._ttl
+        )
+
+    @property
+    def _ttl(self) -> int:
+        return max(1, round(self.lease))
+
+    # ================================================================= heartbeat
+
+    def tick(self) -> None:
+        """Every ``lease / 5`` seconds: renew the leases and alive key, reap dead nodes."""
+        if not self.up:
+            return
+        self._heartbeat()
+        mine = self.node
+        others = {uid[:NODE_LEN] for uid in self.hub.members} - {mine}
+        for node in sorted(others):
+            payload = json.dumps([mine, "!gone", node])
+            keys = (self.state.stream, self._alive_key(node), self._reaped_key(node))
+            self.cmd.call(
+                partial(self._reaped, node=node),
+                "EVALSHA",
+                self._sha[scripts.REAP],
+                len(keys),
+                *keys,
+                self.state.name,
+                payload,
+                STATE_STREAM_LEN,
+            )
+
+    def _reaped(self, reply: Reply, *, node: str) -> None:
+        if reply == 1:  # this node declared it gone: the others apply our notice
+            self.stats["cluster_nodes_reaped"] += 1
+            self._split(node)
+
+    def _heartbeat(self) -> None:
+        members = self.hub.members
+        local = [m for uid in self.router.local if (m := members.get(uid)) is not None]
+        for start in range(0, max(len(local), 1), REFRESH_CHUNK):
+            chunk = local[start : start + REFRESH_CHUNK]
+            keys = [self._alive_key(self.node), self._reaped_key(self.node)]
+            keys += [self.nick_key(m.nick) for m in chunk]
+            args: list[str | int] = [self.node, self._ttl, *(m.uid for m in chunk)]
+            self.cmd.call(
+                self._refreshed if start == 0 else self._refreshed_more,
+                "EVALSHA",
+                self._sha[scripts.REFRESH],
+                len(keys),
+                *keys,
+                *args,
+            )
+
+    def _refreshed_more(self, reply: Reply) -> None:
+        if isinstance(reply, list):
+            self._refreshed([0, reply[1]])
+
+    def _refreshed(self, reply: Reply) -> None:
+        if not isinstance(reply, list):
+            if not isinstance(reply, ConnectionError):
+                log.warning("cluster: heartbeat failed: %s", reply)
+            return
+        reaped, lost = reply
+        if reaped:
+            # The others declared this node gone (Redis was out of reach too long):
+            # come back as after a reconnect.
+            log.warning("cluster: this node was declared gone; bursting again")
+            self.stats["cluster_rejoins"] += 1
+            self._burst(want=True)
+        for raw in lost:
+            self._lease_lost(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    def _lease_lost(self, uid: str) -> None:
+        """Another member holds our member's nick now: rename ours to a guest nick."""
+        member = self.hub.members.get(uid)
+        if member is None:
+            return
+        self.stats["cluster_nick_collisions"] += 1
+        guest = f"Guest{uid}"
+        log.info("cluster: %s lost its nickname to another node; now %s", member.nick, guest)
+        future = self.claim(uid, guest)
+
+        def renamed(_: object) -> None:
+            if future.exception() is None and future.result() and uid in self.hub.members:
+                if self.hub.members[uid].nick != guest and fold(guest) not in self.hub.nicks:
+                    self.hub.change_nick(uid, guest)
+
+        future.add_done_callback(renamed)
+
+    # ================================================================= receiving
+
+    def _on_push(self, reply: Reply) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            self._break(f"redis refused a subscription: {reply}")
+            return
+        if not isinstance(reply, list) or not reply:
+            return  # +OK of AUTH/SELECT on the subscriber connection
+        kind = reply[0]
+        if kind == b"smessage" and len(reply) == 3:
+            channel = self._channel(reply[1])
+            if channel is None:
+                return
+            try:
+                entry_id, prev, payload = reply[2].decode().split(" ", 2)
+            except (UnicodeDecodeError, ValueError):
+                self.stats["cluster_bad_payloads"] += 1
+                return
+            if channel.held is not None:
+                channel.held.append((entry_id, prev, payload))
+            else:
+                self._take(channel, entry_id, prev, payload)
+        elif kind == b"ssubscribe" and len(reply) >= 2:
+            channel = self._channel(reply[1])
+            if channel is not None and channel.waiting > 0:
+                self._ready(channel)
+        elif kind == b"sunsubscribe" and len(reply) >= 2:
+            channel = self._channel(reply[1])
+            if channel is not None and channel.subscribed and self.up:
+                # Pushed by the server (a slot moved to another shard): subscribe again
+                # and catch up from the stream.
+                self.stats["cluster_resubscribes"] += 1
+                self._subscribe(channel)
+
+    def _channel(self, raw: object) -> Channel | None:
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return self._by_name.get(name)
+
+    def _catch_up(self, channel: Channel) -> None:
+        """Just subscribed: read what was missed since the last entry applied, if any."""
+        if channel.last is None:
+            self._release(channel)
+            return
+        self.cmd.call(
+            lambda reply: self._repaired(channel, reply, None),
+            "XRANGE",
+            channel.stream,
+            "(" + channel.last,
+            "+",
+        )
+
+    def _take(self, channel: Channel, entry_id: str, prev: str, payload: str) -> None:
+        last = channel.last
+        if last is None or prev == last:
+            channel.last = entry_id
+            self._apply(channel, payload)
+        elif _order(entry_id) <= _order(last):
+            self.stats["cluster_duplicates"] += 1
+        else:
+            self.stats["cluster_gaps"] += 1
+            channel.held = [(entry_id, prev, payload)]
+            self.cmd.call(
+                lambda reply: self._repaired(channel, reply, prev),
+                "XRANGE",
+                channel.stream,
+                "(" + last,
+                "(" + entry_id,
+            )
+
+    def _repaired(self, channel: Channel, reply: Reply, until: str | None) -> None:
+        log.debug(
+            "cluster: %s read %d entries from the stream",
+            channel.name,
+            len(reply) if isinstance(reply, list) else -1,
+        )
+        """Apply the stream's entries after ``channel.last`` (up to the held message whose
+        predecessor is ``until``), then what was held."""
+        if isinstance(reply, ConnectionError):
+            return  # the link is gone; the reconnect catches up again
+        intact = isinstance(reply, list)
+        expected = channel.last
+        if intact:
+            assert isinstance(reply, list)
+            for entry in reply:
+                entry_id, fields = entry[0].decode(), entry[1]
+                data = dict(zip(fields[::2], fields[1::2], strict=False))
+                if data.get(b"v", b"").decode() != expected:
+                    intact = False
+                    break
+                channel.last = expected = entry_id
+                self._apply(channel, data.get(b"p", b"").decode())
+        if intact and until is not None and expected != until:
+            intact = False
+        if not intact:
+            self._unrepaired(channel)
+        self._release(channel)
+
+    def _unrepaired(self, channel: Channel) -> None:
+        self.stats["cluster_gaps_lost"] += 1
+        held = channel.held or []
+        if channel.room is not None:
+            log.warning("cluster: lines of %s were lost between nodes", channel.room)
+        else:
+            log.warning("cluster: state events were lost; asking every node for a burst")
+            self._burst(want=True)
+        # Go on from the first held message: what came before it is gone.
+        channel.last = held[0][1] if held else None
+
+    def _release(self, channel: Channel) -> None:
+        """Take the held messages in order (one may start a new repair, which holds the rest)."""
+        held, channel.held = channel.held or [], None
+        while held:
+            message = held.pop(0)
+            if channel.held is not None:
+                channel.held.append(message)
+                channel.held.extend(held)
+                return
+            self._take(channel, *message)
+
+    def _apply(self, channel: Channel, payload: str) -> None:
+        if codec.origin(payload) == self.node:
+            return  # our own echo: applied when it happened
+        try:
+            if payload.startswith('["') and '"!' in payload[: NODE_LEN + 8]:
+                self._control(json.loads(payload))
+                return
+            _, event, target = codec.decode(payload)
+            self.receive(event, target)
+        except Exception as exc:  # another node's damage costs that payload only
+            self.stats["cluster_bad_payloads"] += 1
+            log.warning("cluster: an event from another node was not applied: %r", exc)
+
+    def receive(self, event: ev.Event, target: Target) -> None:
+        """An event from another node: apply it, deliver it here, follow its rooms."""
+        self.hub.apply(event)
+        self.deliver(event, target)
+        self.stats["cluster_received"] += 1
+        if isinstance(event, ev.Killed) and event.victim.uid in self.router.local:
+            pass  # the router closed the victim's connection; its node says it quit
+        self._follow_rooms(event, target)
+
+    # ================================================================= bursts
+
+    def _control(self, message: list[Any]) -> None:
+        node, kind = str(message[0]), message[1]
+        if kind == "!gone":
+            gone = str(message[2])
+            if gone == self.node:
+                self._burst(want=True)  # declared gone while we were away: come back
+            else:
+                self._split(gone)
+        elif kind == "!burst":
+            body = message[2]
+            assert isinstance(body, dict)
+            incoming = self._incoming.setdefault(node, _Incoming())
+            incoming.members.extend(body.get("members", []))
+            incoming.rooms.extend(body.get("rooms", []))
+            if body.get("final"):
+                del self._incoming[node]
+                self._reconcile(node, incoming)
+                if body.get("want"):
+                    self._burst(want=False)
+
+    def _burst(self, want: bool) -> None:
+        """Publish this node's members and their rooms' settings, in parts."""
+        if not self.up:
+            return
+        hub = self.hub
+        members = [m for uid in self.router.local if (m := hub.members.get(uid)) is not None]
+        rooms = {key for m in members for key in m.rooms}
+        records = [room_record(hub.rooms[key]) for key in sorted(rooms) if key in hub.rooms]
+        parts = [members[i : i + BURST_CHUNK] for i in range(0, len(members), BURST_CHUNK)]
+        parts = parts or [[]]
+        for i, part in enumerate(parts):
+            body: dict[str, object] = {
+                "members": [
+                    [
+                        m.uid,
+                        m.nick,
+                        m.user,
+                        m.host,
+                        m.realname,
+                        m.modes,
+                        m.away,
+                        m.signon,
+                        [[hub.rooms[k].name, hub.rooms[k].members.get(m.uid, 0)] for k in m.rooms],
+                    ]
+                    for m in part
+                ],
+            }
+            if i == 0:
+                body["rooms"] = records
+            if i == len(parts) - 1:
+                body["final"] = True
+                body["want"] = want
+            payload = json.dumps([self.node, "!burst", body], ensure_ascii=False)
+            self._send(self.state, payload, STATE_STREAM_LEN)
+        self.stats["cluster_bursts"] += 1
+
+    def _reconcile(self, node: str, burst: _Incoming) -> None:
+        """Make what this node knows of ``node``'s members what its burst says."""
+        hub = self.hub
+        for record in burst.rooms:
+            self._room_settings(record)
+        seen: set[str] = set()
+        for entry in burst.members:
+            uid, nick, user, host, realname, modes, away, signon, rooms = entry
+            uid, nick = str(uid), str(nick)
+            if not uid.startswith(node):
+                continue
+            seen.add(uid)
+            member = hub.members.get(uid)
+            holder = hub.nicks.get(fold(nick))
+            if holder is not None and holder != uid:
+                self.stats["cluster_nick_conflicts"] += 1
+                continue  # the leases settle it; the loser's node renames it
+            if member is None:
+                source = ev.Source(nick, str(user), str(host), False, uid)
+                self.receive(ev.Registered(source, str(realname), at=float(signon)), ToNobody())
+                key = fold(nick)
+                if key in hub.monitor.watchers:
+                    self.deliver(ev.CameOnline(source, at=hub.clock()), ToWatchers(key))
+                member = hub.members[uid]
+            elif member.nick != nick:
+                target = ToRooms(tuple(member.rooms))
+                self.receive(ev.NickChanged(member.source, nick, at=hub.clock()), target)
+            if member.modes != modes:
+                changes = _mode_diff(member.modes, str(modes))
+                if changes:
+                    self.receive(
+                        ev.UserModeChanged(member.source, changes, at=hub.clock()), ToNobody()
+                    )
+            if member.away != away:
+                text = str(away) if away is not None else None
+                target = ToRooms(tuple(member.rooms), skip=uid, watched=member.key)
+                self.receive(ev.AwayChanged(member.source, text, at=hub.clock()), target)
+            wanted = {fold(str(name)): (str(name), int(flags)) for name, flags in rooms}
+            for key in [k for k in member.rooms if k not in wanted]:
+                name = hub.rooms[key].name
+                self.receive(
+                    ev.Parted(member.source, name, SPLIT_REASON, at=hub.clock()), ToRoom(key)
+                )
+            for key, (name, flags) in wanted.items():
+                if key in member.rooms:
+                    self._settle_flags(member, hub.rooms[key], flags)
+                    continue
+                existing = hub.rooms.get(key)
+                count = (len(existing.members) if existing else 0) + 1
+                joined = ev.Joined(
+                    member.source,
+                    existing.name if existing else name,
+                    count,
+                    member.realname,
+                    member.away,
+                    flags,
+                    existing is None,
+                    at=hub.clock(),
+                )
+                self.receive(joined, ToRoom(key))
+        for uid in [u for u in hub.members if u.startswith(node) and u not in seen]:
+            self._quit(uid, SPLIT_REASON)
+
+    def _settle_flags(self, member: Member, room: Room, flags: int) -> None:
+        """Give ``member`` the flags its node says it has in ``room``, quietly (a netjoin's
+        modes are not news)."""
+        old = room.members.get(member.uid, 0)
+        changes = tuple(
+            ev.ModeChange("+" if flags & bit else "-", char, member.nick)
+            for bit, char in ((OP, "o"), (VOICE, "v"))
+            if (old ^ flags) & bit
+        )
+        if changes:
+            self.receive(
+                ev.ModeChanged(member.source, room.name, changes, at=self.hub.clock()), ToNobody()
+            )
+
+    def _room_settings(self, record: str) -> None:
+        """A room as a burst describes it: made if unknown, its newer topic taken."""
+        try:
+            restored = restored_event(record)
+        except (ValueError, KeyError, TypeError):
+            self.stats["cluster_bad_payloads"] += 1
+            return
+        key = fold(restored.room)
+        room = self.hub.rooms.get(key)
+        if room is None:
+            self.receive(restored, ToNobody())
+        elif restored.topic_at > room.topic_at and restored.topic != room.topic:
+            source = ev.Source(restored.topic_by or "*", "", "")
+            changed = ev.TopicChanged(source, room.name, restored.topic, at=restored.topic_at)
+            self.receive(changed, ToRoom(key))
+
+    def _split(self, node: str) -> None:
+        """``node`` is gone: its members quit, as in a netsplit."""
+        log.info("cluster: node %s is gone; its members quit", node)
+        for uid in [u for u in self.hub.members if u.startswith(node)]:
+            self._quit(uid, SPLIT_REASON)
+
+    def _quit(self, uid: str, reason: str) -> None:
+        hub = self.hub
+        member = hub.members.get(uid)
+        if member is None:
+            return
+        at = hub.clock()
+        source, key = member.source, member.key
+        self.receive(ev.Quit(source, reason, at=at), ToRooms(tuple(member.rooms), skip=uid))
+        if key in hub.monitor.watchers:
+            self.deliver(ev.WentOffline(source.nick, at=at), ToWatchers(key))
+
+    # ================================================================= gauges
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "cluster_up": int(self.up),
+            "cluster_rooms_followed": len(self.rooms),
+            "cluster_remote_members": sum(
+                1 for uid in self.hub.members if not uid.startswith(self.node)
+            ),
+        }
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0
+
+
+def _mode_diff(old: str, new: str) -> str:
+    added = "".join(c for c in new if c not in old)
+    removed = "".join(c for c in old if c not in new)
+    return (f"+{added}" if added else "") + (f"-{removed}" if removed else "")
+
+
+__all__ = ["ClusterNode", "ToMember"]

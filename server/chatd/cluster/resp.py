@@ -1,0 +1,109 @@
+"""RESP, sans-IO: commands in, bytes out; bytes in, replies to their callbacks.
+
+:class:`RedisProtocol` never touches a socket (h11's shape): :meth:`~RedisProtocol.call`
+queues a command's bytes (hiredis' ``pack_command``) and remembers its callback;
+:meth:`~RedisProtocol.receive_data` feeds what the socket read to hiredis' ``Reader``
+and hands each complete reply to the oldest waiting callback, since Redis answers a
+connection's commands in order. On a subscriber connection (``subscriber=True``) nothing
+waits: every reply (``ssubscribe`` acknowledgements, ``smessage`` pushes, the answer to a
+PING) goes to ``on_push``.
+
+An error reply is a value (``hiredis.ReplyError``), handed to the callback like any
+other; a corrupt stream raises ``hiredis.ProtocolError`` from ``receive_data``, and the
+owner then drops the connection. When a connection is lost, :meth:`fail` answers every
+waiting callback with a ``ConnectionError`` so that nothing waits forever.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+#: ``Reader.gets()`` returns this while a reply is incomplete.
+_MORE = Ellipsis
+
+Reply = object
+Callback = Callable[[Reply], None]
+
+
+def _ignore(reply: Reply) -> None:
+    pass
+
+
+class RedisProtocol:
+    """One Redis connection's commands and replies, with no I/O."""
+
+    __slots__ = ("reader", "out", "waiting", "subscriber", "on_push")
+
+    def __init__(self, *, subscriber: bool = False, on_push: Callback = _ignore) -> None:
+        self.reader = hiredis.Reader(notEnoughData=_MORE)
+        #: Bytes to send, oldest first.
+        self.out = bytearray()
+        #: Callbacks of the commands sent and not answered yet, oldest first.
+        self.waiting: deque[Callback] = deque()
+        self.subscriber = subscriber
+        self.on_push = on_push
+
+    def call(self, callback: Callback | None, *args: str | bytes | int | float) -> None:
+        """Queue one command; ``callback(reply)`` runs when its reply arrives."""
+        self.out += hiredis.pack_command(args)  # type: ignore[arg-type]
+        if not self.subscriber:
+            self.waiting.append(callback or _ignore)
+
+    def data_to_send(self) -> bytes:
+        """What to write to the socket now (and forget)."""
+        data = bytes(self.out)
+        self.out.clear()
+        return data
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the socket; answer every complete reply."""
+        reader = self.reader
+        reader.feed(data)
+        while (reply := reader.gets()) is not _MORE:
+            if self.subscriber:
+                self.on_push(reply)
+            elif self.waiting:
+                self.waiting.popleft()(reply)
+            else:  # a reply nobody asked for: the stream is not what we think it is
+                raise hiredis.ProtocolError(f"unexpected reply {reply!r}"[:200])
+
+    def fail(self) -> None:
+        """The connection is gone: every waiting callback gets a ``ConnectionError``."""
+        waiting, self.waiting = self.waiting, deque()
+        self.out.clear()
+        self.reader = hiredis.Reader(notEnoughData=_MORE)
+        for callback in waiting:
+            callback(ConnectionError("redis connection lost"))
+
+
+class RedisURLError(ValueError):
+    """A ``--redis`` URL chatd cannot use (the message says why)."""
+
+
+def parse_url(url: str) -> tuple[str, int, int, str | None, str | None, bool]:
+    """``redis://[user:password@]host[:port][/db]`` → (host, port, db, user, password, tls).
+
+    The host must be an address or ``localhost``: a reactor never waits on DNS, so names
+    are resolved once, at start (:func:`chatd.cluster.link.resolve`).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise RedisURLError(f"{url!r}: the URL must start with redis:// or rediss://")
+    if not parts.hostname:
+        raise RedisURLError(f"{url!r}: no host")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise RedisURLError(f"{url!r}: the port is not a number from 1 to 65535") from None
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise RedisURLError(f"{url!r}: the database is a number (/0 ... /15)")
+    if parts.query or parts.fragment:
+        raise RedisURLError(f"{url!r}: chatd takes no URL options")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return parts.hostname, port, int(path or 0), user, password, parts.scheme == "rediss"

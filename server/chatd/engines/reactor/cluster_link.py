@@ -1,0 +1,243 @@
+"""The reactor's two outbound connections to a cluster's Redis, and their reconnects.
+
+A :class:`~chatd.cluster.node.ClusterNode` speaks RESP without I/O; this module gives
+it sockets in the reactor's selector, like a client connection's but outbound:
+
+* one **command** connection (publishes, leases, stream reads) and one **subscriber**
+  connection (``SSUBSCRIBE``; under RESP2 a subscribed connection may send little else);
+* a non-blocking ``connect`` (the address was resolved at start: a reactor never waits
+  on DNS); when both are open the node greets, subscribes and bursts;
+* **the subscriber is drained first**: each turn reads it until the kernel has nothing
+  (bounded per turn), so Redis never cuts the node for its pub/sub output-buffer limit
+  because client work kept the loop from reading;
+* output is sent before the loop sleeps, like a connection's, and asks for write
+  readiness only while bytes are pending; a queue past :data:`MAX_QUEUED` (Redis
+  stopped answering) drops the link, which is then rebuilt: the node bursts again;
+* either connection failing closes both, answers every waiting callback, and retries
+  after a backoff (0.1 s doubling to 5 s), forever: the chat goes on locally meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import hiredis
+
+from chatd.cluster.node import ClusterNode
+from chatd.cluster.resp import RedisProtocol
+from chatd.engines.reactor.handler import EVENT_READ, EVENT_WRITE, READ_SIZE, Handler
+
+if TYPE_CHECKING:
+    from chatd.engines.reactor.loop import Reactor
+
+log = logging.getLogger("chatd.cluster")
+
+#: Bytes one connection reads per turn at most (the subscriber's backlog drains over turns).
+READ_PER_TURN = 8 << 20
+#: Unsent bytes to Redis past which the link is dropped and rebuilt.
+MAX_QUEUED = 64 << 20
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+
+
+class RedisSocket(Handler):
+    """One non-blocking connection to Redis, carrying one :class:`RedisProtocol`."""
+
+    __slots__ = ("link", "proto", "sock", "connecting", "mask", "name")
+
+    def __init__(self, link: ClusterLink, proto: RedisProtocol, name: str) -> None:
+        self.link = link
+        self.proto = proto
+        self.name = name
+        self.sock: socket.socket | None = None
+        self.connecting = False
+        self.mask = 0
+
+    def open(self, family: int, address: tuple[str, int]) -> None:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS):
+            raise OSError(code, errno.errorcode.get(code, str(code)))
+        self.connecting = True
+        self._set_mask(EVENT_WRITE)
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            if self.mask:
+                self.link.reactor.selector.unregister(sock)
+            self.mask = 0
+            sock.close()
+        self.connecting = False
+
+    def _set_mask(self, mask: int) -> None:
+        sock = self.sock
+        assert sock is not None
+        selector = self.link.reactor.selector
+        if mask == self.mask:
+            return
+        if not self.mask:
+            selector.register(sock, mask, self)
+        else:
+            selector.modify(sock, mask, self)
+        self.mask = mask
+
+    def on_ready(self, mask: int) -> None:
+        try:
+            if self.connecting:
+                assert self.sock is not None
+                code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    raise OSError(code, errno.errorcode.get(code, str(code)))
+                self.connecting = False
+                self._set_mask(EVENT_READ)
+                self.link.opened(self)
+                return
+            if mask & EVENT_READ:
+                self._read()
+            if mask & EVENT_WRITE and self.sock is not None:
+                self.flush()
+        except (OSError, hiredis.ProtocolError) as exc:
+            self.link.failed(self, exc)
+
+    def _read(self) -> None:
+        sock = self.sock
+        got = 0
+        while sock is not None and got < READ_PER_TURN:
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                raise ConnectionResetError(f"redis closed the {self.name} connection")
+            got += len(data)
+            self.proto.receive_data(data)
+            sock = self.sock  # a callback may have dropped the link
+
+    def flush(self) -> None:
+        """Send what the protocol queued until the kernel refuses; then ask for writes."""
+        sock = self.sock
+        if sock is None or self.connecting:
+            return
+        out = self.proto.out
+        while out:
+            try:
+                sent = sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                break
+            del out[:sent]
+        if len(out) > MAX_QUEUED:
+            raise ConnectionError(f"redis is not reading ({len(out)} bytes queued)")
+        self._set_mask(EVENT_READ | EVENT_WRITE if out else EVENT_READ)
+
+    def on_ready_at_shutdown(self, mask: int) -> None:
+        self.on_ready(mask)
+
+
+class ClusterLink:
+    """Keeps a :class:`ClusterNode`'s two connections up, and its heartbeat ticking."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        node: ClusterNode,
+        address: tuple[int, tuple[str, int]],
+        *,
+        password: str | None,
+        user: str | None,
+        db: int,
+    ) -> None:
+        self.reactor = reactor
+        self.node = node
+        self.address = address
+        self.password = password
+        self.user = user
+        self.db = db
+        self.cmd = RedisSocket(self, node.cmd, "command")
+        self.sub = RedisSocket(self, node.sub, "subscriber")
+        self.backoff = BACKOFF_FIRST
+        self.stopped = False
+        self._warned = False
+        node.on_change = self._check_broken
+
+    def start(self) -> None:
+        self._connect(None)
+        self.reactor.call_at(self.reactor.now + self.tick_seconds, self._tick, None)
+
+    @property
+    def tick_seconds(self) -> float:
+        return max(0.2, self.node.lease / 5)
+
+    def _connect(self, _: object) -> None:
+        if self.stopped:
+            return
+        family, address = self.address
+        try:
+            self.cmd.open(family, address)
+            self.sub.open(family, address)
+        except OSError as exc:
+            self.failed(self.cmd, exc)
+
+    def opened(self, conn: RedisSocket) -> None:
+        if self.cmd.sock is None or self.sub.sock is None:
+            return
+        if self.cmd.connecting or self.sub.connecting:
+            return
+        log.info("cluster: connected to redis at %s:%d", *self.address[1])
+        self._warned = False
+        self.backoff = BACKOFF_FIRST
+        self.node.broken = None
+        self.node.connected(self.password, self.user, self.db)
+
+    def failed(self, conn: RedisSocket, exc: BaseException) -> None:
+        if self.cmd.sock is None and self.sub.sock is None:
+            return  # failed already
+        if not self._warned:
+            log.warning("cluster: redis connection lost (%s); retrying", exc)
+            self._warned = True
+        self.cmd.close()
+        self.sub.close()
+        self.node.lost()
+        if not self.stopped:
+            self.reactor.call_at(self.reactor.now + self.backoff, self._connect, None)
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+
+    def _check_broken(self) -> None:
+        if self.node.broken is not None:
+            self.failed(self.cmd, ConnectionError(self.node.broken))
+
+    def _tick(self, _: object) -> None:
+        if self.stopped:
+            return
+        self.node.tick()
+        self.reactor.call_at(self.reactor.now + self.tick_seconds, self._tick, None)
+
+    def flush(self) -> None:
+        """Before the loop sleeps: send what the node queued this turn."""
+        for conn in (self.sub, self.cmd):
+            if conn.proto.out and conn.sock is not None and not conn.connecting:
+                try:
+                    conn.flush()
+                except OSError as exc:
+                    self.failed(conn, exc)
+                    return
+
+    def stop(self) -> None:
+        """At shutdown, after the last flush."""
+        self.stopped = True
+        self.flush()
+        self.cmd.close()
+        self.sub.close()
+
+
+def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
+    """Resolve the Redis host once, at start (``OSError`` if it cannot be)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, _, _, _, address = infos[0]
+    return family, (str(address[0]), int(address[1]))

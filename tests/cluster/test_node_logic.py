@@ -1,0 +1,275 @@
+"""The cluster node's logic, driven directly: no Redis, no sockets.
+
+A :class:`ClusterNode` speaks RESP without I/O, so these tests read the commands it
+queued (``node.cmd.out``) and feed it replies and pushes as Redis would send them: a
+lost message, a duplicate, its own echo, a burst, a dead node's notice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import hiredis
+import pytest
+
+from chatd.cluster import codec
+from chatd.cluster.node import SPLIT_REASON, ClusterNode
+from chatd.core import events as ev
+from chatd.core import targets as tg
+from chatd.core.hub import Hub
+from chatd.core.ids import Mint
+from chatd.core.router import Router
+
+ME = "aaaaa"
+OTHER = "bbbbb"
+
+
+def resp(value: object) -> bytes:
+    """``value`` as Redis would send it (bulk strings, integers, arrays)."""
+    if isinstance(value, list):
+        return b"*%d\r\n" % len(value) + b"".join(resp(v) for v in value)
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    data = value.encode() if isinstance(value, str) else value
+    assert isinstance(data, bytes)
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+class World:
+    def __init__(self) -> None:
+        self.stats: Counter[str] = Counter()
+        self.router = Router(self.stats)
+        self.delivered: list[tuple[ev.Event, tg.Target]] = []
+        self.hub = Hub(self._publish, mint=Mint(ME), clock=lambda: 1000.0)
+        self.router.attach(self.hub)
+        self.node = ClusterNode(self.hub, self.router, self._deliver, self.stats, node=ME, lease=3)
+        self.node.up = True  # as if connected; what it sends is read from cmd.out
+
+    def _publish(self, event: ev.Event, target: tg.Target) -> None:
+        self.router.deliver(event, target)
+        self.node.publish(event, target)
+
+    def _deliver(self, event: ev.Event, target: tg.Target) -> None:
+        self.delivered.append((event, target))
+        self.router.deliver(event, target)
+
+    def sent(self) -> list[list[bytes]]:
+        """The commands queued since the last call, parsed."""
+        reader = hiredis.Reader()
+        reader.feed(self.node.cmd.data_to_send())
+        commands = []
+        while (command := reader.gets()) is not False:
+            commands.append(command)
+        return commands
+
+    def push(self, channel: str, entry_id: str, prev: str, payload: str) -> None:
+        self.node.sub.receive_data(resp([b"smessage", channel, f"{entry_id} {prev} {payload}"]))
+
+    def reply(self, value: object) -> None:
+        self.node.cmd.receive_data(resp(value))
+
+
+def registered(uid: str, nick: str) -> str:
+    source = ev.Source(nick, "u", "h", False, uid)
+    return codec.encode(OTHER, ev.Registered(source, at=1.0), tg.ToNobody())
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_every_event_kind_survives_the_codec() -> None:
+    s = ev.Source("bob", "u", "h", True, "bbbbb1")
+    line = ev.ChatLine("hi", "m", 1.5, True)
+    samples: list[ev.Event] = [
+        ev.Chat(s, "#r", (line,), ev.ChatKind.ACTION, (("+typing", "active"),), "o"),
+        ev.PrivateChat(s, "al", "aaaaa1", (line,), ev.ChatKind.NOTICE),
+        ev.Registered(s, "real", at=2.0),
+        ev.Joined(s, "#r", 3, "real", "away", 1, True, at=2.0),
+        ev.Parted(s, "#r", "bye", at=2.0),
+        ev.Quit(s, "gone", True, at=2.0),
+        ev.Killed(s, s, "why", at=2.0),
+        ev.NickChanged(s, "bobby", at=2.0),
+        ev.Kicked(s, "#r", s, "out", at=2.0),
+        ev.TopicChanged(s, "#r", "topic", at=2.0),
+        ev.ModeChanged(s, "#r", (ev.ModeChange("+", "k", "x"), ev.ModeChange("-", "l")), at=2.0),
+        ev.UserModeChanged(s, "+iw", at=2.0),
+        ev.Invited(s, s, "#r", at=2.0),
+        ev.AwayChanged(s, None, at=2.0),
+        ev.RealnameChanged(s, "new", at=2.0),
+        ev.CameOnline(s, at=2.0),
+        ev.WentOffline("bob", at=2.0),
+        ev.Wallops(s, "hey", at=2.0),
+        ev.RoomRestored("#r", 1.0, bans=(("*!*@x", "bob", 2.0),), limit=5, password="k"),
+    ]
+    targets: list[tg.Target] = [
+        tg.ToRoom("#r", "x"),
+        tg.ToRooms(("#a", "#b"), "x", "y", "k"),
+        tg.ToRoomOperators("#r", None, True),
+        tg.ToWatchers("bob"),
+        tg.ToMember("aaaaa1"),
+        tg.ToUserMode("w"),
+        tg.ToNobody(),
+    ]
+    for i, event in enumerate(samples):
+        target = targets[i % len(targets)]
+        payload = codec.encode(OTHER, event, target)
+        assert codec.origin(payload) == OTHER
+        assert codec.decode(payload) == (OTHER, event, target)
+    with pytest.raises(codec.CodecError):
+        codec.decode('["x","NoSuchEvent",{},"ToNobody",{}]')
+    with pytest.raises(codec.CodecError):
+        codec.decode('["x","Quit",{"source":7},"ToNobody",{}]')
+
+
+def test_a_lost_message_is_read_from_the_stream_and_applied_in_order(world: World) -> None:
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "first"))
+    assert state.last == "1-0"
+    # 2-0 is lost on the way; 3-0 names it as its predecessor.
+    world.push(state.name, "3-0", "2-0", registered("bbbbb3", "third"))
+    assert "third" not in world.hub.nicks
+    (command,) = world.sent()
+    assert command == [b"XRANGE", state.stream.encode(), b"(1-0", b"(3-0"]
+    world.push(state.name, "4-0", "3-0", registered("bbbbb4", "fourth"))  # held meanwhile
+    world.reply([["2-0", ["p", registered("bbbbb2", "second"), "v", "1-0"]]])
+    assert list(world.hub.nicks) == ["first", "second", "third", "fourth"]
+    assert state.last == "4-0" and state.held is None
+    assert world.stats["cluster_gaps"] == 1 and world.stats["cluster_gaps_lost"] == 0
+
+
+def test_a_gap_the_stream_cannot_fill_is_counted_and_the_state_resynced(world: World) -> None:
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "first"))
+    world.push(state.name, "9-0", "8-0", registered("bbbbb9", "ninth"))
+    world.sent()
+    world.reply([])  # trimmed away, or Redis restarted empty
+    assert world.stats["cluster_gaps_lost"] == 1
+    assert "ninth" in world.hub.nicks  # what came after the gap is applied
+    # ... and every node is asked for its members again.
+    (burst,) = world.sent()
+    assert burst[0] == b"EVALSHA" and b'"!burst"' in burst[-2]
+    assert json.loads(burst[-2])[2]["want"] is True
+
+
+def test_duplicates_and_own_echoes_are_dropped_but_own_echoes_advance(world: World) -> None:
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "first"))
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "first"))
+    assert world.stats["cluster_duplicates"] == 1
+    mine = codec.encode(
+        ME, ev.Registered(ev.Source("me", "u", "h", False, "aaaaa1")), tg.ToNobody()
+    )
+    world.push(state.name, "2-0", "1-0", mine)
+    assert "me" not in world.hub.nicks and state.last == "2-0"
+    world.push(state.name, "3-0", "2-0", registered("bbbbb3", "third"))
+    assert "third" in world.hub.nicks and not world.sent()
+
+
+def test_a_bad_payload_costs_that_payload_only(world: World) -> None:
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", '["bbbbb","Quit",{"source":1},"ToNobody",{}]')
+    world.push(state.name, "2-0", "1-0", registered("bbbbb2", "second"))
+    assert world.stats["cluster_bad_payloads"] == 1 and "second" in world.hub.nicks
+
+
+def _burst(node: str, members: list[list[object]], *, want: bool = False) -> str:
+    rooms = [
+        json.dumps(
+            {
+                "name": "#r",
+                "created": 5.0,
+                "topic": "t",
+                "topic_by": "x",
+                "topic_at": 6.0,
+                "modes": "mnt",
+                "password": None,
+                "limit": None,
+                "lists": {"b": [], "e": [], "I": []},
+            }
+        )
+    ]
+    body = {"members": members, "rooms": rooms, "final": True, "want": want}
+    return json.dumps([node, "!burst", body])
+
+
+def test_a_burst_makes_that_node_s_members_what_it_says(world: World) -> None:
+    state = world.node.state
+    bob = ["bbbbb1", "bob", "u", "h", "Bob", "i", None, 1.0, [["#r", 1]]]
+    carol = ["bbbbb2", "carol", "u", "h", "Carol", "", "away", 1.0, [["#r", 0]]]
+    world.push(state.name, "1-0", "0-0", _burst(OTHER, [bob, carol], want=True))
+    hub = world.hub
+    room = hub.rooms["#r"]
+    assert room.topic == "t" and room.modes == "mnt"
+    assert room.members == {"bbbbb1": 1, "bbbbb2": 0}
+    assert hub.members["bbbbb1"].modes == "i" and hub.members["bbbbb2"].away == "away"
+    # It asked for ours: this node bursts back (with no members, but it answers).
+    (answer,) = world.sent()
+    assert json.loads(answer[-2])[2]["want"] is False
+    # A later burst without carol, and bob renamed and voiced rather than opped.
+    bob2 = ["bbbbb1", "robert", "u", "h", "Bob", "i", None, 1.0, [["#r", 2]]]
+    world.push(state.name, "2-0", "1-0", _burst(OTHER, [bob2]))
+    assert "carol" not in hub.nicks and hub.find("robert") is not None
+    assert room.members == {"bbbbb1": 2}
+    quits = [e for e, _ in world.delivered if isinstance(e, ev.Quit)]
+    assert [q.reason for q in quits] == [SPLIT_REASON]
+
+
+def test_a_dead_node_s_members_quit_everywhere(world: World) -> None:
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "bob"))
+    world.push(state.name, "2-0", "1-0", registered("ccccc1", "carol"))
+    world.push(state.name, "3-0", "2-0", json.dumps(["ccccc", "!gone", OTHER]))
+    assert set(world.hub.nicks) == {"carol"}
+    # The heartbeat asks Redis about carol's node (the only other one it knows now).
+    world.node.tick()
+    commands = world.sent()
+    reaps = [c for c in commands if c[0] == b"EVALSHA" and c[3].endswith(b":log")]
+    assert len(reaps) == 1 and reaps[0][4].endswith(b":alive:ccccc")
+    # This node declares it gone itself: its own notice is not echoed to it, so it
+    # applies the departure at once.
+    world.reply([0, []])  # the heartbeat's answer: not reaped, no lease lost
+    world.reply(1)
+    assert world.hub.nicks == {}
+
+
+def test_a_room_is_followed_only_while_it_has_local_members(world: World) -> None:
+    hub, node = world.hub, world.node
+
+    class Out:
+        def write(self, data: bytes) -> None:
+            pass
+
+    class Handle:
+        uid = "aaaaa1"
+        out = Out()
+        encoder = None
+
+        def disconnect(self, detail: str) -> None:
+            pass
+
+    class Encoder:
+        def encode(self, event: ev.Event, role: ev.Role) -> bytes:
+            return b"x"
+
+        def encode_for(self, event: ev.Event, recipient: object) -> bytes:
+            return b"x"
+
+    handle = Handle()
+    handle.encoder = Encoder()  # type: ignore[assignment]
+    world.router.connect(handle)  # type: ignore[arg-type]
+    hub.register("aaaaa1", "me", "u", "h")
+    world.node.sub.data_to_send()
+    world.sent()
+    hub.join("aaaaa1", "#side")
+    sub = world.node.sub.data_to_send()
+    assert b"SSUBSCRIBE" in sub and b"#side" in sub
+    cmds = world.sent()
+    # The room's position is asked before the JOIN is published.
+    assert cmds[0][0] == b"XREVRANGE" and cmds[1][0] == b"EVALSHA"
+    assert "#side" in node.rooms
+    hub.part("aaaaa1", "#side")
+    assert b"SUNSUBSCRIBE" in world.node.sub.data_to_send()
+    assert "#side" not in node.rooms

@@ -1,0 +1,319 @@
+"""Several chatd nodes through a real Redis: one chat across processes, and its faults.
+
+Every test starts ``redis-server`` (Debian's; :mod:`redisproc`) and reactor nodes with
+``--redis``, and drives them with real line and IRC clients on loopback. Waiting for the
+cluster to settle is done by reading: a question is asked again (an ``ISON``, a line
+sent) until the answer shows what the test waits for, within a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redisproc import RedisServer
+
+from chatwire import Client, IrcClient, Server
+
+#: Seconds a lease lasts in these tests: a dead node's members quit within about this.
+LEASE = 3
+#: How long the tests wait for the cluster to settle (reconnects back off up to 5 s).
+SETTLE = 20.0
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def node(start_server: Callable[..., Server], redis: RedisServer) -> Callable[..., Server]:
+    """Start a reactor node of ``redis``'s cluster, with a line and an IRC listener."""
+
+    def start(*args: str, **kw: Any) -> Server:
+        return start_server(
+            "reactor",
+            "--irc-port",
+            "0",
+            "--ephemeral",
+            "--redis",
+            redis.url,
+            "--redis-lease",
+            str(LEASE),
+            *args,
+            **kw,
+        )
+
+    return start
+
+
+def irc(server: Server, nick: str, caps: str = "") -> IrcClient:
+    assert server.irc_port is not None
+    client = IrcClient(server.host, server.irc_port)
+    client.register(nick, caps)
+    return client
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
+    """Ask ``check`` (a round trip to a server) until it says yes."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def ison(client: IrcClient, *nicks: str) -> set[str]:
+    client.send(f"ISON {' '.join(nicks)}")
+    line = client.expect(r" 303 ")[-1]
+    return set(line.split(":", 2)[-1].split())
+
+
+def sees(client: IrcClient, *nicks: str) -> None:
+    eventually(lambda: ison(client, *nicks) == set(nicks), f"{client.nick} sees {nicks}")
+
+
+def names(client: IrcClient, room: str) -> set[str]:
+    client.send(f"NAMES {room}")
+    lines = client.expect(r" 366 ")
+    found: set[str] = set()
+    for line in lines:
+        if " 353 " in line:
+            found |= {n.lstrip("@+") for n in line.split(":", 2)[-1].split()}
+    return found
+
+
+def lobby_across(
+    node: Callable[..., Server], *line_nicks: str
+) -> tuple[Server, Server, list[Client], IrcClient]:
+    """Two nodes: line users on the first (in #lobby), ``bob`` (IRC) on the second, who
+    joins #lobby once he sees them; returns when the first line user has seen him join
+    (a line sent before that may miss him, on one node as on several)."""
+    a, b = node(), node()
+    users = [a.client(nick) for nick in line_nicks]
+    bob = irc(b, "bob")
+    sees(bob, *line_nicks)
+    bob.send("JOIN #lobby")
+    bob.expect(r" 366 bob #lobby ")
+    users[0].expect(r"^\* bob joined #lobby")
+    return a, b, users, bob
+
+
+def test_a_line_user_and_an_irc_user_on_two_nodes_share_one_chat(
+    node: Callable[..., Server],
+) -> None:
+    a, b, (alice,), bob = lobby_across(node, "alice")
+    assert names(bob, "#lobby") == {"alice", "bob"}
+
+    alice.send("hello from the line node")
+    bob.expect(r"^:alice!\S+ PRIVMSG #lobby :hello from the line node$")
+    bob.send("PRIVMSG #lobby :hello from the irc node")
+    alice.expect(r"^bob: hello from the irc node$")
+
+    # Private messages both ways.
+    bob.send("PRIVMSG alice :just you")
+    alice.expect(r"^bob \(private\): just you$")
+    alice.send("/msg bob and you")
+    bob.expect(r"^:alice!\S+ PRIVMSG bob :and you$")
+
+    # Lists: WHOIS, WHO, LIST on IRC; /who on the line.
+    bob.send("WHOIS alice")
+    whois = bob.expect(r" 318 ")
+    assert any(" 311 bob alice " in line for line in whois)
+    assert any(re.search(r" 319 bob alice :@?#lobby", line) for line in whois)
+    bob.send("WHO #lobby")
+    who = bob.expect(r" 315 ")
+    assert {line.split()[7] for line in who if " 352 " in line} == {"alice", "bob"}
+    bob.send("LIST")
+    listed = bob.expect(r" 323 ")
+    assert any(re.search(r" 322 bob #lobby 2 ", line) for line in listed)
+    alice.send("/who")
+    alice.expect(r"^\* #lobby \(2\): alice bob$")
+
+    # Topic and modes cross too.
+    alice.send("/topic cross-node topic")
+    bob.expect(r" TOPIC #lobby :cross-node topic$")
+    bob.send("PART #lobby :bye")
+    alice.expect(r"^\* bob left #lobby")
+
+
+def test_each_node_refuses_the_nicknames_held_on_the_other(node: Callable[..., Server]) -> None:
+    a, b = node(), node()
+    alice = a.client("alice")
+    watcher = irc(b, "watcher")
+    sees(watcher, "alice")
+    other = IrcClient(b.host, b.irc_port or 0)
+    other.send("NICK alice\r\nUSER x 0 * :x")
+    other.expect(r" 433 \* alice ")
+    line_b = b.client()
+    line_b.send("alice")
+    line_b.expect(r"^! nickname is taken: alice")
+    # A nickname let go on one node can be taken on the other.
+    alice.send("/nick alicia")
+    alice.expect(r"alicia")
+    eventually(lambda: ison(watcher, "alice", "alicia") == {"alicia"}, "the rename reached b")
+    other.send("NICK alice")
+    other.expect(r" 001 alice ")
+
+
+def test_two_clients_racing_for_one_nick_on_two_nodes_exactly_one_wins(
+    node: Callable[..., Server],
+) -> None:
+    a, b = node(), node()
+    watcher = irc(a, "watcher")
+    probe = irc(b, "probe")
+    sees(watcher, "probe")
+    for round_ in range(10):
+        nick = f"racer{round_}"
+        left = IrcClient(a.host, a.irc_port or 0)
+        right = IrcClient(b.host, b.irc_port or 0)
+        left.send("USER l 0 * :l")
+        right.send("USER r 0 * :r")
+        left.send(f"NICK {nick}")  # back to back: neither node can know of the other's
+        right.send(f"NICK {nick}")
+        won = []
+        for client in (left, right):
+            reply = client.expect(r" (001|433) \S+ ")[-1]
+            won.append(" 001 " in reply)
+        assert won.count(True) == 1, f"round {round_}: {won}"
+        left.close()
+        right.close()
+    probe.close()
+
+
+def test_a_killed_node_s_members_quit_on_the_others(node: Callable[..., Server]) -> None:
+    a = node(expect_exit=None)
+    b = node()
+    alice = irc(a, "alice")
+    alice.send("JOIN #room")
+    alice.expect(r" 366 ")
+    bob = irc(b, "bob")
+    sees(bob, "alice")
+    bob.send("JOIN #room")
+    bob.expect(r" 366 ")
+    alice.expect(r"^:bob!\S+ JOIN #room")
+    started = time.monotonic()
+    os.kill(a.proc.pid, signal.SIGKILL)
+    a.proc.wait()
+    bob.expect(r"^:alice!\S+ QUIT :\*\.net \*\.split$", timeout=LEASE * 4)
+    took = time.monotonic() - started
+    assert took < LEASE * 3, took
+    assert ison(bob, "alice") == set()
+    # Its nickname is free again once its lease has expired.
+    eventually(lambda: _can_take(b, "alice"), "alice's lease expired")
+
+
+def _can_take(server: Server, nick: str) -> bool:
+    client = IrcClient(server.host, server.irc_port or 0)
+    try:
+        client.send(f"NICK {nick}\r\nUSER x 0 * :x")
+        return " 001 " in client.expect(r" (001|433) ")[-1]
+    finally:
+        client.close()
+
+
+def test_chat_resumes_after_redis_restarts_and_nothing_sent_after_is_lost(
+    node: Callable[..., Server], redis: RedisServer
+) -> None:
+    a, b, (alice,), bob = lobby_across(node, "alice")
+    alice.send("before")
+    bob.expect(r"PRIVMSG #lobby :before$")
+
+    redis.restart()  # empty: no leases, no streams, no subscriptions
+
+    # Wait until a line crosses again (both nodes reconnected and resubscribed).
+    n = 0
+
+    def crossed() -> bool:
+        nonlocal n
+        n += 1
+        alice.send(f"probe {n}")
+        try:
+            bob.expect(rf"PRIVMSG #lobby :probe {n}$", timeout=0.5)
+            return True
+        except TimeoutError:
+            return False
+
+    eventually(crossed, "a line crosses after the restart")
+    for i in range(50):
+        alice.send(f"after {i}")
+    got = [
+        line.rsplit(":", 1)[-1]
+        for line in bob.expect(r"PRIVMSG #lobby :after 49$")
+        if "PRIVMSG #lobby :after" in line
+    ]
+    assert got == [f"after {i}" for i in range(50)]
+    # The nodes knew each other's members again (bursts), and the leases were taken again.
+    assert names(bob, "#lobby") == {"alice", "bob"}
+    other = IrcClient(b.host, b.irc_port or 0)
+    other.send("NICK alice\r\nUSER x 0 * :x")
+    other.expect(r" 433 \* alice ")
+
+
+def test_redis_paused_for_ten_seconds_costs_no_node_and_chat_resyncs(
+    node: Callable[..., Server], redis: RedisServer
+) -> None:
+    a, b, (alice, carol), bob = lobby_across(node, "alice", "carol")
+    redis.pause()
+    try:
+        # Members of one node keep chatting while Redis is stopped.
+        alice.send("while paused")
+        carol.expect(r"^alice: while paused$")
+        time.sleep(10)  # the fault itself: Redis stopped for 10 s
+    finally:
+        redis.resume()
+    # What was queued meanwhile arrives; then chat goes on both ways.
+    bob.expect(r"PRIVMSG #lobby :while paused$", timeout=SETTLE)
+    bob.send("PRIVMSG #lobby :after the pause")
+    alice.expect(r"^bob: after the pause$", timeout=SETTLE)
+    assert names(bob, "#lobby") == {"alice", "bob", "carol"}
+    assert a.proc.poll() is None and b.proc.poll() is None
+
+
+def test_a_node_that_joins_later_learns_the_rooms_topics_and_modes(
+    node: Callable[..., Server],
+) -> None:
+    a = node()
+    alice = irc(a, "alice")
+    alice.send("JOIN #guarded\r\nTOPIC #guarded :kept topic\r\nMODE #guarded +m")
+    alice.expect(r" MODE #guarded \+m")
+    b = node()
+    bob = irc(b, "bob")
+    sees(bob, "alice")
+    bob.send("JOIN #guarded")
+    lines = bob.expect(r" 366 ")
+    assert any(" 332 bob #guarded :kept topic" in line for line in lines)
+    bob.send("MODE #guarded")
+    assert re.search(r" 324 bob #guarded :?\+\S*m", bob.expect(r" 324 ")[-1])
+    bob.send("PRIVMSG #guarded :not voiced")
+    bob.expect(r" 404 bob #guarded ")
+
+
+def test_a_kill_on_one_node_closes_the_victim_on_the_other(node: Callable[..., Server]) -> None:
+    a = node("--oper", "root:secret")
+    b = node()
+    root = irc(a, "root")
+    root.send("OPER root secret")
+    root.expect(r" 381 ")
+    victim = irc(b, "victim")
+    sees(root, "victim")
+    root.send("KILL victim :go away")
+    victim.expect(r"Killed \(root \(go away\)\)")
+    eventually(lambda: ison(root, "victim") == set(), "the victim is gone")
+
+
+def test_line_history_and_stats_show_the_cluster(node: Callable[..., Server]) -> None:
+    a = node()
+    alice = a.client("alice")
+    alice.send("/stats")
+    stats = " ".join(alice.expect(r"cluster_up"))
+    assert "cluster_up=1" in stats or "cluster_up 1" in stats, stats
