@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -268,6 +269,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Prefix of the cluster's Redis keys and channels.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="With --redis: this many reactor processes on the same ports (SO_REUSEPORT), "
+    "each a node of the cluster: every core works.",
+)
+@click.option(
     "--node-id",
     metavar="ID",
     help="This node's id in message and member ids (5 characters of 0-9 a-v; "
@@ -320,6 +329,7 @@ def main(
     redis_password_file: str | None,
     redis_lease: float,
     redis_prefix: str,
+    workers: int,
     node_id: str | None,
     log_level: str,
 ) -> None:
@@ -372,6 +382,13 @@ def main(
     redis_password = _check_redis(redis, redis_password_file, redis_prefix, engine, data_dir)
     if node_id is not None and (problem := node_problem(node_id)):
         raise click.BadParameter(problem, param_hint="--node-id")
+    if workers > 1:
+        if redis is None:
+            raise click.UsageError("--workers needs --redis (the workers are one chat through it)")
+        if node_id is not None:
+            raise click.UsageError(
+                "--workers: each worker is a node with its own id; drop --node-id"
+            )
     config = Config(
         host=host,
         port=port,
@@ -422,6 +439,10 @@ def main(
     from chatd.service import ChatService
 
     return_large_buffers_to_the_os()
+    if workers > 1:
+        from chatd import workers as supervisor
+
+        sys.exit(supervisor.run(config, workers, _serve_worker))
 
     from chatd.net import signals
 
@@ -448,6 +469,17 @@ def main(
         from chatd.engines.threaded import serve
     else:
         from chatd.engines.aio import serve
+    serve(service, bound)
+
+
+def _serve_worker(config: Config, ready: Callable[[], None]) -> None:
+    """One worker of ``--workers``: its own service and node, on the shared ports."""
+    from chatd.engines.reactor import serve
+    from chatd.service import ChatService
+
+    service = ChatService(config)
+    bound = service.bind_listeners(reuse_port=True)
+    ready()
     serve(service, bound)
 
 

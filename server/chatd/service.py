@@ -125,7 +125,7 @@ class ChatService:
         #: The TLS context of the TLS listeners (loaded by bind_listeners), else None.
         self.tls: ServerTLS | None = None
 
-    def bind_listeners(self) -> list[Listener]:
+    def bind_listeners(self, *, reuse_port: bool = False) -> list[Listener]:
         """Bind every listener of the configuration (raises OSError for a busy port).
 
         The TLS certificate is loaded first, so a bad one fails before any port is
@@ -139,7 +139,7 @@ class ChatService:
         listeners: list[Listener] = []
         for spec in specs:
             try:
-                sock = bind(spec.host, spec.port)
+                sock = bind(spec.host, spec.port, reuse_port=reuse_port)
             except OSError as exc:
                 for listener in listeners:
                     listener.sock.close()

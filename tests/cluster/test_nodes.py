@@ -317,3 +317,86 @@ def test_line_history_and_stats_show_the_cluster(node: Callable[..., Server]) ->
     alice.send("/stats")
     stats = " ".join(alice.expect(r"cluster_up"))
     assert "cluster_up=1" in stats or "cluster_up 1" in stats, stats
+
+
+@pytest.fixture
+def tight_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis that cuts a subscriber holding 256 KiB of unread messages for 2 s."""
+    server = RedisServer(
+        tmp_path / "tight", "--client-output-buffer-limit", "pubsub 256kb 128kb 2"
+    )
+    yield server
+    server.stop()
+
+
+def test_a_node_with_a_stalled_client_keeps_up_with_redis(
+    start_server: Callable[..., Server], tight_redis: RedisServer
+) -> None:
+    """A member that reads nothing costs its node nothing with Redis: the node drains its
+    subscriber before it writes to clients, so Redis never cuts it for its output-buffer
+    limit, and the node's other members get every line."""
+
+    def start() -> Server:
+        # Output limits high enough for the reader, which reads only after the flood.
+        return start_server(
+            "reactor",
+            "--ephemeral",
+            "--redis",
+            tight_redis.url,
+            "--flood-rate",
+            "0",
+            "--max-sendq",
+            str(32 << 20),
+            "--sendq-soft",
+            "0",
+        )
+
+    a, b = start(), start()
+    sender = a.client("sender")
+    reader = b.client("reader")
+    stalled = b.connect()  # joins #lobby, then never reads again
+    stalled.sendall(b"stalled\n")
+    reader.expect(r"^\* stalled joined #lobby")
+    sender.send("/who")
+    sender.expect(r"^\* #lobby \(3\)")
+    line = "x" * 400
+    count = 20000  # 8 MB through Redis: past what loopback's socket buffers absorb
+    if os.environ.get("CHATD_TEST_STALL_NODE"):  # proves the test can fail: a stopped
+        os.kill(b.proc.pid, signal.SIGSTOP)  # node is cut by Redis
+    for start_at in range(0, count, 500):
+        sender.send("".join(f"{i} {line}\n" for i in range(start_at, start_at + 500)).rstrip())
+    if os.environ.get("CHATD_TEST_STALL_NODE"):
+        time.sleep(4)
+        os.kill(b.proc.pid, signal.SIGCONT)
+    got = reader.expect(rf"^sender: {count - 1} ", timeout=60)
+    numbers = [int(g.split()[1]) for g in got if g.startswith("sender: ")]
+    assert numbers == list(range(count))
+    reader.send("/stats")
+    stats = " ".join(reader.expect(r"cluster_up"))
+    assert "cluster_disconnects=0" in stats or "cluster_disconnects" not in stats, stats
+    assert "output buffer limits" not in tight_redis.log.read_text()
+    stalled.close()
+
+
+def test_workers_share_the_ports_and_are_one_chat(
+    start_server: Callable[..., Server], redis: RedisServer
+) -> None:
+    """``--workers 2``: two reactor processes on the same ports; the kernel spreads the
+    connections over them and every member hears every other."""
+    server = start_server(
+        "reactor", "--ephemeral", "--redis", redis.url, "--workers", "2", "--irc-port", "0"
+    )
+    clients = [server.client(f"user{i}") for i in range(16)]
+    nodes = set()
+    for client in clients:
+        client.send("/stats")
+        stats = client.expect(r"^\* stats: ")[-1]
+        nodes.add(re.search(r"\bconnections=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    # Sixteen connections all on one of two workers would be a 1 in 32768 chance.
+    assert len(nodes) > 1, "every connection went to one worker"
+    clients[0].send("hello, every worker")
+    for client in clients[1:]:
+        client.expect(r"^user0: hello, every worker$")
+    bob = irc(server, "bob")
+    bob.send("JOIN #lobby")
+    assert names(bob, "#lobby") >= {f"user{i}" for i in range(16)}

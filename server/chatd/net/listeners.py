@@ -11,11 +11,12 @@ if TYPE_CHECKING:
     from chatd.net.tls import ServerTLS
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv4 or IPv6 by the address given)."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6 by the address given);
+    ``reuse_port``: with ``SO_REUSEPORT``, beside other workers' (``--workers``)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, address = infos[0]
-    return socket.create_server(address, family=family, backlog=1024)
+    return socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
 
 
 class Listener:
