@@ -523,7 +523,7 @@ def _check_redis(
         )
     if data_dir is not None:
         raise click.UsageError(
-            "--redis: a cluster node keeps its rooms' history in memory; drop --data-dir"
+            "--redis: a cluster keeps its rooms' history in Redis; drop --data-dir"
         )
     try:
         host, port, _, _, url_password, tls = parse_url(url)

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from chatd.cluster.history import RedisHistory
 from chatd.cluster.node import ClusterNode
 from chatd.config import Config
 from chatd.core import events as ev
@@ -97,8 +98,14 @@ class ChatService:
                 node=self.mint.node,
                 lease=config.redis_lease,
                 room_stream_len=config.history_max_per_room,
+                room_days=config.history_days,
                 prefix=config.redis_prefix,
             )
+            # A cluster's history is the rooms' streams in Redis: every node reads them.
+            self.history = RedisHistory(
+                self.cluster.call, self.cluster.stream_of, days=config.history_days, clock=clock
+            )
+            self.history.attach(self.hub)
         else:  # a cluster's rooms are the cluster's: a node restores none on its own
             for event in self.history.restore():
                 self.hub.receive(event, ToNobody())
@@ -173,7 +180,15 @@ class ChatService:
     def _deliver(self, event: ev.Event, target: Target) -> None:
         """Where another node's events go: the local connections, then history."""
         self.router.deliver(event, target)
-        self.history.observe(event, target)
+        history = self.history
+        if isinstance(history, RedisHistory):
+            history.remote = True
+            try:
+                history.observe(event, target)
+            finally:
+                history.remote = False
+        else:
+            history.observe(event, target)
 
     def opened(self, session: Session) -> None:
         """``session``'s connection is ready: the router can reach it from now on."""
@@ -229,8 +244,8 @@ class ChatService:
 
 
 def open_history(config: Config, clock: Callable[[], float]) -> History:
-    """The history ``config`` asks for: SQLite in ``data_dir``, or memory only (also on a
-    cluster node, which keeps what its rooms say while it follows them)."""
+    """The history ``config`` asks for: SQLite in ``data_dir``, or memory only (a cluster
+    node replaces it with the rooms' streams in Redis)."""
     if config.data_dir is None or config.redis:
         return MemoryHistory(config.history_max_per_room, days=config.history_days, clock=clock)
     return SQLiteHistory(

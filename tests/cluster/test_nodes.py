@@ -322,9 +322,7 @@ def test_line_history_and_stats_show_the_cluster(node: Callable[..., Server]) ->
 @pytest.fixture
 def tight_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis that cuts a subscriber holding 256 KiB of unread messages for 2 s."""
-    server = RedisServer(
-        tmp_path / "tight", "--client-output-buffer-limit", "pubsub 256kb 128kb 2"
-    )
+    server = RedisServer(tmp_path / "tight", "--client-output-buffer-limit", "pubsub 256kb 128kb 2")
     yield server
     server.stop()
 
@@ -400,3 +398,85 @@ def test_workers_share_the_ports_and_are_one_chat(
     bob = irc(server, "bob")
     bob.send("JOIN #lobby")
     assert names(bob, "#lobby") >= {f"user{i}" for i in range(16)}
+
+
+CAPS = "batch server-time message-tags echo-message draft/chathistory"
+
+
+def _tag(line: str, key: str) -> str:
+    found = re.match(rf"@(?:\S*;)?{key}=([^; ]+)", line)
+    assert found, line
+    return found[1]
+
+
+def _history(client: IrcClient, command: str) -> list[str]:
+    """The PRIVMSG lines of the chathistory batch answering ``command`` (batch tag gone)."""
+    client.send(command)
+    opened = client.expect(r" BATCH \+")[-1]
+    ref = opened.split()[2][1:]
+    lines = client.expect(rf" BATCH -{re.escape(ref)}$")[:-1]
+    return [re.sub(rf"^@batch={re.escape(ref)};", "@", line) for line in lines]
+
+
+def test_every_node_answers_history_from_redis(node: Callable[..., Server]) -> None:
+    a, b = node(), node()
+    amy = irc(a, "amy", CAPS)
+    amy.send("JOIN #talk")
+    amy.expect(" 366 ")
+    echoes = []
+    for i in range(6):
+        amy.send(f"PRIVMSG #talk :message {i}")
+        echoes.append(amy.expect(f":message {i}$")[-1])
+    # bob was never in #talk and is on another node: he reads what amy said there.
+    bob = irc(b, "bob", CAPS)
+    sees(bob, "amy")
+    bob.send("JOIN #talk")
+    bob.expect(" 366 ")
+    strip = lambda lines: [re.sub(r"@\S+ ", "", line) for line in lines]  # noqa: E731
+    got = _history(bob, "CHATHISTORY LATEST #talk * 10")
+    assert [_tag(line, "msgid") for line in got] == [_tag(line, "msgid") for line in echoes]
+    assert strip(got) == strip(echoes)
+    before = f"msgid={_tag(echoes[4], 'msgid')}"
+    assert strip(_history(bob, f"CHATHISTORY BEFORE #talk {before} 2")) == strip(echoes[2:4])
+    after = f"msgid={_tag(echoes[1], 'msgid')}"
+    assert strip(_history(bob, f"CHATHISTORY AFTER #talk {after} 3")) == strip(echoes[2:5])
+    # A line user on the second node reads the same.
+    carol = b.client("carol")
+    carol.send("/join #talk")
+    carol.expect(r"^\* you joined #talk")
+    carol.send("/history 3")
+    lines = carol.expect(r"^\* end of history of #talk")
+    assert [line.split("amy: ", 1)[-1] for line in lines[1:-1]] == [
+        f"message {i}" for i in (3, 4, 5)
+    ]
+
+
+def test_history_reads_past_one_page_of_the_stream(node: Callable[..., Server]) -> None:
+    a = node("--flood-rate", "0")
+    amy = irc(a, "amy", CAPS)
+    amy.send("JOIN #long")
+    amy.expect(" 366 ")
+    total = 700  # several pages of the stream (200 entries each)
+    amy.send("\r\n".join(f"PRIVMSG #long :line {i}" for i in range(total)))
+    echoes = [line for line in amy.expect(rf":line {total - 1}$") if " PRIVMSG #long :" in line]
+    assert len(echoes) == total
+    ids = [_tag(line, "msgid") for line in echoes]
+
+    def texts(command: str) -> list[str]:
+        return [line.rsplit(":", 1)[-1] for line in _history(amy, command)]
+
+    assert texts(f"CHATHISTORY BEFORE #long msgid={ids[10]} 5") == [
+        f"line {i}" for i in range(5, 10)
+    ]
+    assert texts(f"CHATHISTORY AFTER #long msgid={ids[10]} 3") == ["line 11", "line 12", "line 13"]
+    assert texts(f"CHATHISTORY AROUND #long msgid={ids[300]} 3") == [
+        "line 299",
+        "line 300",
+        "line 301",
+    ]
+    assert texts("CHATHISTORY LATEST #long * 2") == [f"line {total - 2}", f"line {total - 1}"]
+    assert texts(f"CHATHISTORY BETWEEN #long msgid={ids[3]} msgid={ids[7]} 10") == [
+        "line 4",
+        "line 5",
+        "line 6",
+    ]

@@ -92,6 +92,8 @@ log = logging.getLogger("chatd.cluster")
 SPLIT_REASON = "*.net *.split"
 #: Entries a stream keeps, about (``XADD MAXLEN ~``).
 STATE_STREAM_LEN = 10000
+#: Milliseconds the state stream outlives its last entry.
+STATE_TTL_MS = 86400 * 1000
 #: Members per burst message.
 BURST_CHUNK = 200
 #: Leases renewed per heartbeat script call.
@@ -141,11 +143,13 @@ class ClusterNode:
         node: str,
         lease: float = 15.0,
         room_stream_len: int = 10000,
+        room_days: float = 0.0,
         prefix: str = "chatd",
     ) -> None:
         """``deliver(event, target)``: the local side of publishing (router, history),
         used for events from other nodes. ``lease``: seconds a nickname lease and the
-        alive key last without renewal."""
+        alive key last without renewal. ``room_stream_len``, ``room_days``: entries a room's
+        stream keeps, and days it outlives its last entry (0: forever): its history."""
         self.hub = hub
         self.router = router
         self.deliver = deliver
@@ -153,6 +157,7 @@ class ClusterNode:
         self.node = node
         self.lease = lease
         self.room_stream_len = room_stream_len
+        self.room_ttl_ms = int(room_days * 86400 * 1000)
         self.prefix = prefix
         tag = "{" + prefix + ":g}"
         self.state = Channel(tag + ":ch", tag + ":log", None)
@@ -184,6 +189,17 @@ class ClusterNode:
 
     def _reaped_key(self, node: str) -> str:
         return f"{self._tag}:reaped:{node}"
+
+    def stream_of(self, key: str) -> str:
+        """The stream that holds room ``key``'s lines (its history)."""
+        return self._room_channel(key).stream
+
+    def call(self, callback: Callable[[Reply], None] | None, *args: str | int) -> bool:
+        """Send a command on the command connection; False while it is down."""
+        if not self.up:
+            return False
+        self.cmd.call(callback, *args)
+        return True
 
     def _room_channel(self, key: str) -> Channel:
         tag = "{" + f"{self.prefix}:r:{key}" + "}"
@@ -269,7 +285,8 @@ class ClusterNode:
             return
         release = list(release)
         keys = [channel.stream, *(key for key, _ in release)]
-        args: list[str | int] = [channel.name, payload, maxlen, *(uid for _, uid in release)]
+        ttl = self.room_ttl_ms if channel.room is not None else STATE_TTL_MS
+        args: list[str | int] = [channel.name, payload, maxlen, ttl, *(uid for _, uid in release)]
         self.cmd.call(
             self._published,
             "EVALSHA",
@@ -404,6 +421,7 @@ class ClusterNode:
                 self.state.name,
                 payload,
                 STATE_STREAM_LEN,
+                STATE_TTL_MS,
             )
 
     def _reaped(self, reply: Reply, *, node: str) -> None:

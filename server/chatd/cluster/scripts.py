@@ -4,8 +4,9 @@ Every key and channel a script touches shares one hash tag (``{chatd:g}`` for th
 cluster's state, ``{chatd:r:<room>}`` for a room), so each script runs on one shard of
 a Redis Cluster as it does on a standalone Redis.
 
-* :data:`PUBLISH`: append the payload to the channel's stream (``MAXLEN ~``), then
-  ``SPUBLISH`` ``"<id> <previous id> <payload>"``. Each message names the entry before
+* :data:`PUBLISH`: append the payload to the channel's stream (``MAXLEN ~``, and an
+  expiry renewed with each entry when one is given), then ``SPUBLISH``
+  ``"<id> <previous id> <payload>"``. Each message names the entry before
   it, so a receiver notices a lost message (its ``previous id`` is not the last one it
   saw) and reads what it missed from the stream, whose entries carry the same link
   (field ``v``). Optional extra keys are nickname leases to release (compare-and-delete:
@@ -31,13 +32,14 @@ local prev = '0-0'
 if top[1] then prev = top[1][1] end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[2], 'v', prev)
 redis.call('SPUBLISH', ARGV[1], id .. ' ' .. prev .. ' ' .. ARGV[2])
+if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 """
 
 PUBLISH = (
     _PUBLISH_BODY
     + """
 for i = 2, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[2 + i] then redis.call('DEL', KEYS[i]) end
+  if redis.call('GET', KEYS[i]) == ARGV[3 + i] then redis.call('DEL', KEYS[i]) end
 end
 return id
 """
