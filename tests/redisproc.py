@@ -26,6 +26,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port P below 55536 whose cluster bus port, P + 10000, is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 def need_redis() -> str:
     path = shutil.which("redis-server")
     if path is None:
@@ -122,3 +138,80 @@ class RedisServer:
     def resume(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
+
+
+class RedisCluster:
+    """A Redis Cluster of ``masters`` masters (no replicas), made with ``redis-cli
+    --cluster create`` (about a second), for the cluster-mode tests."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                workdir / f"node{i}",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(workdir / f"node{i}" / "nodes.conf"),
+                "--cluster-node-timeout",
+                "5000",
+                port=free_cluster_port(),
+            )
+            for i in range(masters)
+        ]
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            pytest.skip("redis-cli is not installed (apt-get install redis-tools)")
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(
+            b"cluster_state:ok" in command(n.port, "CLUSTER", "INFO") for n in self.nodes
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not become ready")
+            time.sleep(0.05)  # the nodes gossip the new slots to each other
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def node_id(self, port: int) -> str:
+        return command(port, "CLUSTER", "MYID").split(b"\r\n")[1].decode()
+
+    def owner(self, slot: int) -> RedisServer:
+        """The master that serves ``slot`` (as the first node's CLUSTER SLOTS says)."""
+        import hiredis
+
+        reader = hiredis.Reader()
+        reader.feed(command(self.nodes[0].port, "CLUSTER", "SLOTS"))
+        for first, last, master, *_ in reader.gets():
+            if first <= slot <= last:
+                return next(n for n in self.nodes if n.port == int(master[1]))
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def move(self, slot: int, keys: list[str], to: RedisServer) -> None:
+        """Migrate ``slot`` (holding ``keys``) to master ``to``, as ``redis-cli --cluster
+        reshard`` does, step by step."""
+        source = self.owner(slot)
+        src_id, dst_id = self.node_id(source.port), self.node_id(to.port)
+        command(to.port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", src_id)
+        command(source.port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst_id)
+        for key in keys:
+            command(source.port, "MIGRATE", "127.0.0.1", str(to.port), key, "0", "5000")
+        for node in self.nodes:
+            command(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -355,8 +355,12 @@ def test_a_node_with_a_stalled_client_keeps_up_with_redis(
     stalled = b.connect()  # joins #lobby, then never reads again
     stalled.sendall(b"stalled\n")
     reader.expect(r"^\* stalled joined #lobby")
-    sender.send("/who")
-    sender.expect(r"^\* #lobby \(3\)")
+
+    def three_here() -> bool:
+        sender.send("/who")
+        return sender.expect(r"^\* #lobby \(\d+\)")[-1].startswith("* #lobby (3)")
+
+    eventually(three_here, "the sender's node knows the other node's two members")
     line = "x" * 400
     count = 20000  # 8 MB through Redis: past what loopback's socket buffers absorb
     if os.environ.get("CHATD_TEST_STALL_NODE"):  # proves the test can fail: a stopped

@@ -70,6 +70,7 @@ import hiredis
 
 from chatd.cluster import codec, scripts
 from chatd.cluster.resp import RedisProtocol, Reply
+from chatd.cluster.slots import keyslot
 from chatd.core import events as ev
 from chatd.core.hub import Hub
 from chatd.core.ids import NODE_LEN
@@ -123,6 +124,14 @@ class Channel:
 
 
 @dataclass(slots=True)
+class Shard:
+    """One Redis master's two connections: commands, and the shard channels it serves."""
+
+    cmd: RedisProtocol
+    sub: RedisProtocol
+
+
+@dataclass(slots=True)
 class _Incoming:
     """A burst being received in parts."""
 
@@ -166,9 +175,12 @@ class ClusterNode:
         self.rooms: dict[str, Channel] = {}
         #: Channel name → channel (the state channel and the rooms').
         self._by_name: dict[str, Channel] = {self.state.name: self.state}
-        self.cmd = RedisProtocol()
-        self.sub = RedisProtocol(subscriber=True, on_push=self._on_push)
-        #: Both connections are up and greeted.
+        #: The Redis masters' connections: one shard on a standalone Redis; on a Redis
+        #: Cluster one per master, each key and channel on its slot's (:meth:`shard`).
+        self.shards: list[Shard] = [self.new_shard()]
+        #: Slot → index in ``shards`` (Redis Cluster), or None (standalone).
+        self.owner: list[int] | None = None
+        #: Every connection is up and greeted.
         self.up = False
         self._sha = {script: scripts.sha(script) for script in scripts.ALL}
         self._incoming: dict[str, _Incoming] = {}
@@ -190,15 +202,49 @@ class ClusterNode:
     def _reaped_key(self, node: str) -> str:
         return f"{self._tag}:reaped:{node}"
 
+    @property
+    def cmd(self) -> RedisProtocol:
+        """The first shard's command connection (the only one on a standalone Redis)."""
+        return self.shards[0].cmd
+
+    @property
+    def sub(self) -> RedisProtocol:
+        return self.shards[0].sub
+
+    def new_shard(self) -> Shard:
+        """A master's pair of connections (the engine gives them sockets)."""
+        return Shard(
+            RedisProtocol(on_redirect=self._redirected),
+            RedisProtocol(subscriber=True, on_push=self._on_push),
+        )
+
+    def use_topology(self, count: int, owner: list[int] | None) -> list[Shard]:
+        """``count`` masters, slot ``s`` on ``owner[s]`` (None: one standalone Redis)."""
+        self.shards = [self.new_shard() for _ in range(count)]
+        self.owner = owner
+        return self.shards
+
+    def shard(self, key: str) -> Shard:
+        """The shard that holds ``key`` (or the shard channel ``key``)."""
+        owner = self.owner
+        return self.shards[0] if owner is None else self.shards[owner[keyslot(key)]]
+
+    def _redirected(self, reply: Reply) -> None:
+        # MOVED/ASK: a slot moved (resharding, failover). Rebuild the link, which asks for
+        # the topology again; the reconnect catches every channel up from its stream.
+        self.stats["cluster_redirects"] += 1
+        self._break(f"the cluster's slots moved ({reply}); reconnecting", logging.INFO)
+
     def stream_of(self, key: str) -> str:
         """The stream that holds room ``key``'s lines (its history)."""
         return self._room_channel(key).stream
 
     def call(self, callback: Callable[[Reply], None] | None, *args: str | int) -> bool:
-        """Send a command on the command connection; False while it is down."""
+        """Send a command (its key is ``args[1]``) on the command connection of the shard
+        that holds the key; False while the link is down."""
         if not self.up:
             return False
-        self.cmd.call(callback, *args)
+        self.shard(str(args[1])).cmd.call(callback, *args)
         return True
 
     def _room_channel(self, key: str) -> Channel:
@@ -208,16 +254,17 @@ class ClusterNode:
     # ================================================================= the link
 
     def connected(self, password: str | None, user: str | None, db: int) -> None:
-        """Both connections are open: greet, subscribe, heartbeat, burst."""
-        for proto in (self.cmd, self.sub):
-            if password is not None:
-                args = (user, password) if user else (password,)
-                proto.call(self._checked("AUTH"), "AUTH", *args)
-            if db:
-                proto.call(self._checked("SELECT"), "SELECT", db)
-        self.cmd.call(None, "CLIENT", "SETNAME", f"chatd-{self.node}")
-        for script in scripts.ALL:
-            self.cmd.call(self._checked("SCRIPT LOAD"), "SCRIPT", "LOAD", script)
+        """Every connection is open: greet, subscribe, heartbeat, burst."""
+        for shard in self.shards:
+            for proto in (shard.cmd, shard.sub):
+                if password is not None:
+                    args = (user, password) if user else (password,)
+                    proto.call(self._checked("AUTH"), "AUTH", *args)
+                if db:
+                    proto.call(self._checked("SELECT"), "SELECT", db)
+            shard.cmd.call(None, "CLIENT", "SETNAME", f"chatd-{self.node}")
+            for script in scripts.ALL:
+                shard.cmd.call(self._checked("SCRIPT LOAD"), "SCRIPT", "LOAD", script)
         self.up = True
         self.stats["cluster_connects"] += 1
         self._heartbeat()
@@ -233,8 +280,9 @@ class ClusterNode:
         """Either connection is gone: answer what waits, forget the subscriptions."""
         was_up = self.up
         self.up = False
-        self.cmd.fail()
-        self.sub.fail()
+        for shard in self.shards:
+            shard.cmd.fail()
+            shard.sub.fail()
         for channel in (self.state, *self.rooms.values()):
             channel.subscribed = False
             channel.held = None
@@ -249,9 +297,9 @@ class ClusterNode:
 
         return check
 
-    def _break(self, why: str) -> None:
+    def _break(self, why: str, level: int = logging.ERROR) -> None:
         if self.broken is None:
-            log.error("cluster: %s", why)
+            log.log(level, "cluster: %s", why)
             self.broken = why
             self.on_change()
 
@@ -287,7 +335,7 @@ class ClusterNode:
         keys = [channel.stream, *(key for key, _ in release)]
         ttl = self.room_ttl_ms if channel.room is not None else STATE_TTL_MS
         args: list[str | int] = [channel.name, payload, maxlen, ttl, *(uid for _, uid in release)]
-        self.cmd.call(
+        self.shard(channel.stream).cmd.call(
             self._published,
             "EVALSHA",
             self._sha[scripts.PUBLISH],
@@ -328,7 +376,7 @@ class ClusterNode:
             del self.rooms[key]
             del self._by_name[channel.name]
             if self.up and channel.subscribed:
-                self.sub.call(None, "SUNSUBSCRIBE", channel.name)
+                self.shard(channel.name).sub.call(None, "SUNSUBSCRIBE", channel.name)
 
     def _subscribe(self, channel: Channel) -> None:
         """Subscribe, holding what arrives until the channel has caught up.
@@ -344,7 +392,7 @@ class ClusterNode:
         channel.waiting = 1
         if channel.last is None:
             channel.waiting += 1
-            self.cmd.call(
+            self.shard(channel.stream).cmd.call(
                 lambda reply: self._baseline(channel, reply),
                 "XREVRANGE",
                 channel.stream,
@@ -353,7 +401,7 @@ class ClusterNode:
                 "COUNT",
                 1,
             )
-        self.sub.call(None, "SSUBSCRIBE", channel.name)
+        self.shard(channel.name).sub.call(None, "SSUBSCRIBE", channel.name)
 
     def _baseline(self, channel: Channel, reply: Reply) -> None:
         log.debug("cluster: %s starts after %r", channel.name, reply)
@@ -392,7 +440,7 @@ class ClusterNode:
             else:
                 future.set_result(reply == 1)
 
-        self.cmd.call(
+        self.shard(self.state.stream).cmd.call(
             done, "EVALSHA", self._sha[scripts.CLAIM], 1, self.nick_key(nick), uid, self._ttl
         )
 
@@ -412,7 +460,7 @@ class ClusterNode:
         for node in sorted(others):
             payload = json.dumps([mine, "!gone", node])
             keys = (self.state.stream, self._alive_key(node), self._reaped_key(node))
-            self.cmd.call(
+            self.shard(self.state.stream).cmd.call(
                 partial(self._reaped, node=node),
                 "EVALSHA",
                 self._sha[scripts.REAP],
@@ -437,7 +485,7 @@ class ClusterNode:
             keys = [self._alive_key(self.node), self._reaped_key(self.node)]
             keys += [self.nick_key(m.nick) for m in chunk]
             args: list[str | int] = [self.node, self._ttl, *(m.uid for m in chunk)]
-            self.cmd.call(
+            self.shard(self.state.stream).cmd.call(
                 self._refreshed if start == 0 else self._refreshed_more,
                 "EVALSHA",
                 self._sha[scripts.REFRESH],
@@ -486,7 +534,10 @@ class ClusterNode:
 
     def _on_push(self, reply: Reply) -> None:
         if isinstance(reply, hiredis.ReplyError):
-            self._break(f"redis refused a subscription: {reply}")
+            if str(reply).startswith(("MOVED ", "ASK ")):
+                self._redirected(reply)
+            else:
+                self._break(f"redis refused a subscription: {reply}")
             return
         if not isinstance(reply, list) or not reply:
             return  # +OK of AUTH/SELECT on the subscriber connection
@@ -525,7 +576,7 @@ class ClusterNode:
         if channel.last is None:
             self._release(channel)
             return
-        self.cmd.call(
+        self.shard(channel.stream).cmd.call(
             lambda reply: self._repaired(channel, reply, None),
             "XRANGE",
             channel.stream,
@@ -543,7 +594,7 @@ class ClusterNode:
         else:
             self.stats["cluster_gaps"] += 1
             channel.held = [(entry_id, prev, payload)]
-            self.cmd.call(
+            self.shard(channel.stream).cmd.call(
                 lambda reply: self._repaired(channel, reply, prev),
                 "XRANGE",
                 channel.stream,

@@ -29,6 +29,9 @@ Reply = object
 Callback = Callable[[Reply], None]
 
 
+_REDIRECTS = ("MOVED ", "ASK ")
+
+
 def _ignore(reply: Reply) -> None:
     pass
 
@@ -36,9 +39,17 @@ def _ignore(reply: Reply) -> None:
 class RedisProtocol:
     """One Redis connection's commands and replies, with no I/O."""
 
-    __slots__ = ("reader", "out", "waiting", "subscriber", "on_push")
+    __slots__ = ("reader", "out", "waiting", "subscriber", "on_push", "on_redirect")
 
-    def __init__(self, *, subscriber: bool = False, on_push: Callback = _ignore) -> None:
+    def __init__(
+        self,
+        *,
+        subscriber: bool = False,
+        on_push: Callback = _ignore,
+        on_redirect: Callback = _ignore,
+    ) -> None:
+        """``on_redirect(error)``: a Redis Cluster answered ``MOVED`` or ``ASK`` (the
+        command's own callback gets the error too)."""
         self.reader = hiredis.Reader(notEnoughData=_MORE)
         #: Bytes to send, oldest first.
         self.out = bytearray()
@@ -46,6 +57,7 @@ class RedisProtocol:
         self.waiting: deque[Callback] = deque()
         self.subscriber = subscriber
         self.on_push = on_push
+        self.on_redirect = on_redirect
 
     def call(self, callback: Callback | None, *args: str | bytes | int | float) -> None:
         """Queue one command; ``callback(reply)`` runs when its reply arrives."""
@@ -68,6 +80,8 @@ class RedisProtocol:
                 self.on_push(reply)
             elif self.waiting:
                 self.waiting.popleft()(reply)
+                if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_REDIRECTS):
+                    self.on_redirect(reply)
             else:  # a reply nobody asked for: the stream is not what we think it is
                 raise hiredis.ProtocolError(f"unexpected reply {reply!r}"[:200])
 

@@ -20,6 +20,7 @@ it sockets in the reactor's selector, like a client connection's but outbound:
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ import hiredis
 
 from chatd.cluster.node import ClusterNode
 from chatd.cluster.resp import RedisProtocol
+from chatd.cluster.slots import parse_slots, slot_map
 from chatd.engines.reactor.handler import EVENT_READ, EVENT_WRITE, READ_SIZE, Handler
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class RedisSocket(Handler):
     __slots__ = ("link", "proto", "sock", "connecting", "mask", "name")
 
     def __init__(self, link: ClusterLink, proto: RedisProtocol, name: str) -> None:
+        """``name``: ``command``, ``subscriber`` or ``probe`` (in log lines)."""
         self.link = link
         self.proto = proto
         self.name = name
@@ -141,7 +144,14 @@ class RedisSocket(Handler):
 
 
 class ClusterLink:
-    """Keeps a :class:`ClusterNode`'s two connections up, and its heartbeat ticking."""
+    """Keeps a :class:`ClusterNode`'s connections up, and its heartbeat ticking.
+
+    Each (re)connect first asks the given Redis for the cluster's topology
+    (``CLUSTER SLOTS``, on a probe connection): a standalone Redis refuses it and is the
+    one shard; a Redis Cluster names its masters, and the node gets a command and a
+    subscriber connection to each. The node is told it is connected once all are open;
+    any of them failing (or a ``MOVED``) closes them all and starts over.
+    """
 
     def __init__(
         self,
@@ -159,8 +169,8 @@ class ClusterLink:
         self.password = password
         self.user = user
         self.db = db
-        self.cmd = RedisSocket(self, node.cmd, "command")
-        self.sub = RedisSocket(self, node.sub, "subscriber")
+        self.probe: RedisSocket | None = None
+        self.conns: list[RedisSocket] = []
         self.backoff = BACKOFF_FIRST
         self.stopped = False
         self._warned = False
@@ -174,35 +184,91 @@ class ClusterLink:
     def tick_seconds(self) -> float:
         return max(0.2, self.node.lease / 5)
 
+    # ----------------------------------------------------------------- topology
+
     def _connect(self, _: object) -> None:
+        """Ask the seed for the topology (a probe connection), then connect to it."""
         if self.stopped:
             return
+        proto = RedisProtocol()
+        if self.password is not None:
+            args = (self.user, self.password) if self.user else (self.password,)
+            proto.call(None, "AUTH", *args)
+        proto.call(self._topology, "CLUSTER", "SLOTS")
+        self.probe = RedisSocket(self, proto, "probe")
         family, address = self.address
         try:
-            self.cmd.open(family, address)
-            self.sub.open(family, address)
+            self.probe.open(family, address)
         except OSError as exc:
-            self.failed(self.cmd, exc)
+            self.failed(self.probe, exc)
+
+    def _topology(self, reply: object) -> None:
+        probe, self.probe = self.probe, None
+        if probe is not None:
+            probe.close()
+        family, seed = self.address
+        if isinstance(reply, ConnectionError):
+            return  # failed() has scheduled the retry
+        if isinstance(reply, hiredis.ReplyError):
+            if "cluster support disabled" not in str(reply):
+                self._retry(ConnectionError(f"redis refused CLUSTER SLOTS: {reply}"))
+                return
+            shards = self.node.use_topology(1, None)  # a standalone Redis
+            addresses = [(family, seed)]
+        else:
+            try:
+                masters, owner = slot_map(parse_slots(reply))
+            except (ValueError, TypeError, IndexError) as exc:
+                self._retry(ConnectionError(f"cannot use the cluster's slots: {exc}"))
+                return
+            shards = self.node.use_topology(len(masters), owner)
+            addresses = [(_family(host), (host, port)) for host, port in masters]
+        self.conns = []
+        for shard, (fam, address) in zip(shards, addresses, strict=True):
+            for proto, name in ((shard.cmd, "command"), (shard.sub, "subscriber")):
+                conn = RedisSocket(self, proto, name)
+                self.conns.append(conn)
+                try:
+                    conn.open(fam, address)
+                except OSError as exc:
+                    self.failed(conn, exc)
+                    return
+
+    # ----------------------------------------------------------------- events
 
     def opened(self, conn: RedisSocket) -> None:
-        if self.cmd.sock is None or self.sub.sock is None:
+        if conn is self.probe:
+            return  # it sent its questions when it was made; the answer comes back
+        if not self.conns or any(c.sock is None or c.connecting for c in self.conns):
             return
-        if self.cmd.connecting or self.sub.connecting:
-            return
-        log.info("cluster: connected to redis at %s:%d", *self.address[1])
+        log.info(
+            "cluster: connected to redis at %s:%d (%d shard%s)",
+            *self.address[1],
+            len(self.node.shards),
+            "" if len(self.node.shards) == 1 else "s",
+        )
         self._warned = False
         self.backoff = BACKOFF_FIRST
         self.node.broken = None
         self.node.connected(self.password, self.user, self.db)
 
-    def failed(self, conn: RedisSocket, exc: BaseException) -> None:
-        if self.cmd.sock is None and self.sub.sock is None:
+    def failed(self, conn: RedisSocket | None, exc: BaseException) -> None:
+        if self.probe is None and all(c.sock is None for c in self.conns):
             return  # failed already
+        probe, self.probe = self.probe, None
+        if probe is not None:
+            probe.close()
+            probe.proto.fail()
+        for c in self.conns:
+            c.close()
+        self.conns = []
+        self._retry(exc)
+
+    def _retry(self, exc: BaseException) -> None:
+        """Every connection is closed: tell the node, and try again after the backoff."""
         if not self._warned:
             log.warning("cluster: redis connection lost (%s); retrying", exc)
             self._warned = True
-        self.cmd.close()
-        self.sub.close()
         self.node.lost()
         if not self.stopped:
             self.reactor.call_at(self.reactor.now + self.backoff, self._connect, None)
@@ -210,7 +276,7 @@ class ClusterLink:
 
     def _check_broken(self) -> None:
         if self.node.broken is not None:
-            self.failed(self.cmd, ConnectionError(self.node.broken))
+            self.failed(None, ConnectionError(self.node.broken))
 
     def _tick(self, _: object) -> None:
         if self.stopped:
@@ -220,7 +286,7 @@ class ClusterLink:
 
     def flush(self) -> None:
         """Before the loop sleeps: send what the node queued this turn."""
-        for conn in (self.sub, self.cmd):
+        for conn in [*self.conns, *((self.probe,) if self.probe else ())]:
             if conn.proto.out and conn.sock is not None and not conn.connecting:
                 try:
                     conn.flush()
@@ -232,8 +298,14 @@ class ClusterLink:
         """At shutdown, after the last flush."""
         self.stopped = True
         self.flush()
-        self.cmd.close()
-        self.sub.close()
+        for conn in self.conns:
+            conn.close()
+        if self.probe is not None:
+            self.probe.close()
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:

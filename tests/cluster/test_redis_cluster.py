@@ -1,0 +1,128 @@
+"""chatd nodes on a real 3-master Redis Cluster (Debian's ``redis-server``, made with
+``redis-cli --cluster create``): rooms on several shards, and a room's slot moving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redisproc import RedisCluster
+from test_nodes import LEASE, _history, _tag, eventually, irc, names, sees
+
+from chatd.cluster.slots import keyslot
+from chatwire import IrcClient, Server
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOMS = ("#lobby", "#x1", "#x2", "#x3")
+CAPS = "batch server-time message-tags echo-message draft/chathistory"
+
+
+@pytest.fixture
+def rc(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path / "rc")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def node(start_server: Callable[..., Server], rc: RedisCluster) -> Callable[..., Server]:
+    def start(master: int = 0) -> Server:
+        return start_server(
+            "reactor",
+            "--irc-port",
+            "0",
+            "--ephemeral",
+            "--redis",
+            rc.nodes[master].url,
+            "--redis-lease",
+            str(LEASE),
+        )
+
+    return start
+
+
+def _slot(room: str) -> int:
+    return keyslot("{chatd:r:" + room + "}:log")
+
+
+def test_rooms_on_several_shards_are_one_chat(
+    node: Callable[..., Server], rc: RedisCluster
+) -> None:
+    owners = {rc.owner(_slot(room)).port for room in ROOMS}
+    assert len(owners) > 1, "the test's rooms should live on several masters"
+    a, b = node(0), node(1)
+    alice = a.client("alice")
+    bob = irc(b, "bob", CAPS)
+    sees(bob, "alice")
+    other = IrcClient(b.host, b.irc_port or 0)
+    other.send("NICK alice\r\nUSER x 0 * :x")
+    other.expect(r" 433 \* alice ")
+    bob.send("JOIN " + ",".join(ROOMS))
+    bob.expect(r" 366 bob #x3 ")
+    alice.expect(r"^\* bob joined #lobby")
+    for room in ROOMS:
+        if room != "#lobby":  # a line user starts in #lobby (and is in one room at a time)
+            alice.send(f"/join {room}")
+            alice.expect(rf"^\* you joined {room}")
+            bob.expect(rf" :alice!\S+ JOIN {room}$")
+        alice.send(f"hello {room}")
+        bob.expect(rf"PRIVMSG {room} :hello {room}$")
+        bob.send(f"PRIVMSG {room} :back in {room}")
+        alice.expect(rf"^bob: back in {room}$")
+    # History comes from the room's stream on its own shard.
+    got = _history(bob, "CHATHISTORY LATEST #x2 * 5")
+    assert [line.rsplit(":", 1)[-1] for line in got] == ["hello #x2", "back in #x2"]
+    bob.send("PRIVMSG alice :private")
+    alice.expect(r"^bob \(private\): private$")
+    assert names(bob, "#x3") == {"alice", "bob"}  # the line user's last room
+
+
+def test_a_room_whose_slot_moves_to_another_master_keeps_chatting(
+    node: Callable[..., Server], rc: RedisCluster
+) -> None:
+    a, b = node(0), node(2)
+    room = "#x2"
+    alice = a.client("alice")
+    bob = irc(b, "bob", CAPS)
+    sees(bob, "alice")
+    bob.send(f"JOIN {room}")
+    bob.expect(r" 366 ")
+    alice.send(f"/join {room}")
+    alice.expect(rf"^\* you joined {room}")
+    bob.expect(rf" :alice!\S+ JOIN {room}$")
+    alice.send("before the move")
+    first = bob.expect(r"PRIVMSG #x2 :before the move$")[-1]
+
+    slot = _slot(room)
+    source = rc.owner(slot)
+    target = next(n for n in rc.nodes if n is not source)
+    stream = "{chatd:r:" + room + "}:log"
+    rc.move(slot, [stream], target)
+    assert rc.owner(slot) is target
+
+    n = 0
+
+    def crossed() -> bool:
+        nonlocal n
+        n += 1
+        alice.send(f"probe {n}")
+        try:
+            bob.expect(rf"PRIVMSG #x2 :probe {n}$", timeout=0.5)
+            return True
+        except TimeoutError:
+            return False
+
+    eventually(crossed, "a line crosses once the room's slot has moved")
+    for i in range(20):
+        alice.send(f"after {i}")
+    got = [
+        line.rsplit(":", 1)[-1]
+        for line in bob.expect(r"PRIVMSG #x2 :after 19$")
+        if "PRIVMSG #x2 :after" in line
+    ]
+    assert got == [f"after {i}" for i in range(20)]
+    # The room's history moved with its stream.
+    lines = _history(bob, f"CHATHISTORY AROUND #x2 msgid={_tag(first, 'msgid')} 1")
+    assert [line.rsplit(":", 1)[-1] for line in lines] == ["before the move"]
