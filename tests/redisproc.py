@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -49,9 +50,10 @@ def need_redis() -> str:
     return path
 
 
-def ping(port: int, timeout: float = 1.0) -> bool:
+def ping(port: int, timeout: float = 1.0, tls: ssl.SSLContext | None = None) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
     except OSError:
@@ -72,10 +74,32 @@ def command(port: int, *args: str, timeout: float = 5.0) -> bytes:
 class RedisServer:
     """One ``redis-server`` child process."""
 
-    def __init__(self, workdir: Path, *args: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        port: int | None = None,
+        tls: tuple[Path, Path, ssl.SSLContext] | None = None,
+    ) -> None:
+        """``tls``: (certificate, key, a client context trusting it): TLS only, on
+        :attr:`port` (``rediss://``), no client certificates asked for."""
         self.binary = need_redis()
         self.port = port or free_port()
         self.workdir = workdir
+        self.tls = tls
+        if tls is not None:
+            cert, key, _ = tls
+            args = (
+                *args,
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-auth-clients",
+                "no",
+            )
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"redis-{self.port}.log"
@@ -83,7 +107,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        scheme = "rediss" if self.tls is not None else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +116,7 @@ class RedisServer:
             [
                 self.binary,
                 "--port",
-                str(self.port),
+                "0" if self.tls is not None else str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -109,7 +134,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT
-        while not ping(self.port, 0.2):
+        while not ping(self.port, 0.2, self.tls[2] if self.tls is not None else None):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start: {self.log.read_text()[-500:]}")
             time.sleep(0.02)  # polling a child's port: there is nothing to read yet

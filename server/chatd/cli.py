@@ -269,6 +269,16 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Prefix of the cluster's Redis keys and channels.",
 )
 @click.option(
+    "--redis-ca",
+    metavar="FILE",
+    help="rediss://: CA certificates (PEM) to check Redis' certificate (default: the system's).",
+)
+@click.option(
+    "--redis-cert",
+    metavar="FILE",
+    help="rediss://: this node's client certificate and key (PEM), if Redis asks for one.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 256),
     default=1,
@@ -329,6 +339,8 @@ def main(
     redis_password_file: str | None,
     redis_lease: float,
     redis_prefix: str,
+    redis_ca: str | None,
+    redis_cert: str | None,
     workers: int,
     node_id: str | None,
     log_level: str,
@@ -380,6 +392,7 @@ def main(
         extra = (ListenerSpec(host, irc_port, "irc"),)
     _check_tls(tls_cert, tls_key, tls_port, irc_tls_port)
     redis_password = _check_redis(redis, redis_password_file, redis_prefix, engine, data_dir)
+    _check_redis_tls(redis, redis_ca, redis_cert)
     if node_id is not None and (problem := node_problem(node_id)):
         raise click.BadParameter(problem, param_hint="--node-id")
     if workers > 1:
@@ -431,6 +444,8 @@ def main(
         redis_password=redis_password,
         redis_lease=redis_lease,
         redis_prefix=redis_prefix,
+        redis_ca=redis_ca,
+        redis_cert=redis_cert,
         node_id=node_id,
     )
     from chatd.history import HistoryError
@@ -526,13 +541,9 @@ def _check_redis(
             "--redis: a cluster keeps its rooms' history in Redis; drop --data-dir"
         )
     try:
-        host, port, _, _, url_password, tls = parse_url(url)
+        host, port, _, _, url_password, _ = parse_url(url)
     except RedisURLError as exc:
         raise click.BadParameter(str(exc), param_hint="--redis") from None
-    if tls:
-        raise click.BadParameter(
-            "rediss:// (TLS to Redis) is not supported yet", param_hint="--redis"
-        )
     if not prefix or any(c in prefix for c in " {}"):
         raise click.BadParameter("a prefix is one word without braces", param_hint="--redis-prefix")
     password = None
@@ -547,6 +558,20 @@ def _check_redis(
     except OSError as exc:
         raise click.BadParameter(f"cannot resolve {host}: {exc}", param_hint="--redis") from None
     return password
+
+
+def _check_redis_tls(url: str | None, ca: str | None, cert: str | None) -> None:
+    """The rediss:// options go with a rediss:// URL, and their files load."""
+    if ca is None and cert is None:
+        return
+    if url is None or not url.startswith("rediss://"):
+        raise click.UsageError("--redis-ca and --redis-cert need a rediss:// URL")
+    from chatd.cluster.resp import client_tls
+
+    try:
+        client_tls(ca, cert)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise click.BadParameter(str(exc), param_hint="--redis-ca/--redis-cert") from None
 
 
 def _oper_entry(entry: str, option: str, where: str) -> tuple[str, str]:

@@ -102,6 +102,10 @@ class Config:
     redis_lease: float = 15.0
     #: Prefix of every Redis key and channel (several clusters can share one Redis).
     redis_prefix: str = "chatd"
+    #: ``rediss://``: CA certificates to check Redis' certificate with (None: the
+    #: system's), and a client certificate with its key (PEM) if Redis asks for one.
+    redis_ca: str | None = None
+    redis_cert: str | None = None
 
     @property
     def soft_limit(self) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from redisproc import RedisServer
 
-from chatwire import Client, IrcClient, Server
+from chatwire import Client, IrcClient, Server, TLSFiles
 
 #: Seconds a lease lasts in these tests: a dead node's members quit within about this.
 LEASE = 3
@@ -484,3 +484,53 @@ def test_history_reads_past_one_page_of_the_stream(node: Callable[..., Server]) 
         "line 5",
         "line 6",
     ]
+
+
+def test_nodes_reach_redis_over_tls(
+    start_server: Callable[..., Server], tmp_path: Path, tls_files: TLSFiles
+) -> None:
+    """``rediss://``: the node checks Redis' certificate against ``--redis-ca``."""
+    context = tls_files.client_context()
+    secure = RedisServer(tmp_path / "tls", tls=(tls_files.cert, tls_files.key, context))
+    try:
+
+        def start() -> Server:
+            return start_server(
+                "reactor",
+                "--irc-port",
+                "0",
+                "--ephemeral",
+                "--redis",
+                secure.url,
+                "--redis-ca",
+                str(tls_files.ca_file),
+            )
+
+        a, b = start(), start()
+        alice = a.client("alice")
+        bob = irc(b, "bob")
+        sees(bob, "alice")
+        bob.send("JOIN #lobby")
+        bob.expect(r" 366 ")
+        alice.expect(r"^\* bob joined #lobby")
+        alice.send("over tls")
+        bob.expect(r"PRIVMSG #lobby :over tls$")
+    finally:
+        secure.stop()
+
+
+def test_a_node_refuses_a_redis_whose_certificate_it_cannot_check(
+    start_server: Callable[..., Server], tmp_path: Path, tls_files: TLSFiles
+) -> None:
+    """Without the CA, the handshake fails: the node logs it, keeps retrying, and gives
+    out no nickname (it cannot take the lease)."""
+    context = tls_files.client_context()
+    secure = RedisServer(tmp_path / "tls", tls=(tls_files.cert, tls_files.key, context))
+    try:
+        a = start_server("reactor", "--irc-port", "0", "--ephemeral", "--redis", secure.url)
+        a.wait_for_stderr(r"CERTIFICATE_VERIFY_FAILED")
+        client = IrcClient(a.host, a.irc_port or 0)
+        client.send("NICK alice\r\nUSER a 0 * :a")
+        client.expect(r"FAIL NICK TEMPORARILY_UNAVAILABLE alice ", timeout=10)
+    finally:
+        secure.stop()

@@ -16,6 +16,7 @@ waiting callback with a ``ConnectionError`` so that nothing waits forever.
 
 from __future__ import annotations
 
+import ssl
 from collections import deque
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
@@ -92,6 +93,15 @@ class RedisProtocol:
         self.reader = hiredis.Reader(notEnoughData=_MORE)
         for callback in waiting:
             callback(ConnectionError("redis connection lost"))
+
+
+def client_tls(ca: str | None, cert: str | None) -> ssl.SSLContext:
+    """The context of a ``rediss://`` link: Redis' certificate checked against ``ca`` (or
+    the system's CAs) and its name; ``cert``: a client certificate and key (PEM)."""
+    context = ssl.create_default_context(cafile=ca)
+    if cert is not None:
+        context.load_cert_chain(cert)
+    return context
 
 
 class RedisURLError(ValueError):

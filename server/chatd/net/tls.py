@@ -139,10 +139,15 @@ class TLSStream:
 
     __slots__ = ("_obj", "_in", "_out", "_held", "held")
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    def __init__(self, context: ssl.SSLContext, *, server_hostname: str | None = None) -> None:
+        """A server-side stream; with ``server_hostname``, a client-side one that checks
+        the peer's certificate names that host (a cluster node's link to ``rediss://``)."""
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
-        self._obj = context.wrap_bio(self._in, self._out, server_side=True)
+        client = server_hostname is not None
+        self._obj = context.wrap_bio(
+            self._in, self._out, server_side=not client, server_hostname=server_hostname
+        )
         #: Plaintext whose write OpenSSL refused until it reads (SSLWant*); the first
         #: item is retried as it is, as OpenSSL requires, after the next feed.
         self._held: list[bytes | bytearray] = []

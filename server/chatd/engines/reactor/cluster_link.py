@@ -6,7 +6,9 @@ it sockets in the reactor's selector, like a client connection's but outbound:
 * one **command** connection (publishes, leases, stream reads) and one **subscriber**
   connection (``SSUBSCRIBE``; under RESP2 a subscribed connection may send little else);
 * a non-blocking ``connect`` (the address was resolved at start: a reactor never waits
-  on DNS); when both are open the node greets, subscribes and bursts;
+  on DNS), then for ``rediss://`` a TLS handshake through the same sans-IO
+  :class:`~chatd.net.tls.TLSStream` the TLS listeners use (client side); when every
+  connection is ready the node greets, subscribes and bursts;
 * **the subscriber is drained first**: each turn reads it until the kernel has nothing
   (bounded per turn), so Redis never cuts the node for its pub/sub output-buffer limit
   because client work kept the loop from reading;
@@ -23,6 +25,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 import hiredis
@@ -31,6 +34,7 @@ from chatd.cluster.node import ClusterNode
 from chatd.cluster.resp import RedisProtocol
 from chatd.cluster.slots import parse_slots, slot_map
 from chatd.engines.reactor.handler import EVENT_READ, EVENT_WRITE, READ_SIZE, Handler
+from chatd.net.tls import TLSStream
 
 if TYPE_CHECKING:
     from chatd.engines.reactor.loop import Reactor
@@ -48,7 +52,7 @@ BACKOFF_MAX = 5.0
 class RedisSocket(Handler):
     """One non-blocking connection to Redis, carrying one :class:`RedisProtocol`."""
 
-    __slots__ = ("link", "proto", "sock", "connecting", "mask", "name")
+    __slots__ = ("link", "proto", "sock", "connecting", "mask", "name", "tls", "raw", "ready")
 
     def __init__(self, link: ClusterLink, proto: RedisProtocol, name: str) -> None:
         """``name``: ``command``, ``subscriber`` or ``probe`` (in log lines)."""
@@ -58,12 +62,21 @@ class RedisSocket(Handler):
         self.sock: socket.socket | None = None
         self.connecting = False
         self.mask = 0
+        #: ``rediss://``: the TLS layer between the socket and the protocol.
+        self.tls: TLSStream | None = None
+        #: Ciphertext (TLS) not sent yet.
+        self.raw = bytearray()
+        #: Connected (and, over TLS, the handshake done): the protocol's bytes may go.
+        self.ready = False
 
     def open(self, family: int, address: tuple[str, int]) -> None:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        context = self.link.tls
+        if context is not None:
+            self.tls = TLSStream(context, server_hostname=address[0])
         code = sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS):
             raise OSError(code, errno.errorcode.get(code, str(code)))
@@ -78,6 +91,9 @@ class RedisSocket(Handler):
             self.mask = 0
             sock.close()
         self.connecting = False
+        self.ready = False
+        self.tls = None
+        self.raw.clear()
 
     def _set_mask(self, mask: int) -> None:
         sock = self.sock
@@ -100,14 +116,30 @@ class RedisSocket(Handler):
                     raise OSError(code, errno.errorcode.get(code, str(code)))
                 self.connecting = False
                 self._set_mask(EVENT_READ)
-                self.link.opened(self)
+                if self.tls is None:
+                    self._opened()
+                else:
+                    self._handshake()
                 return
             if mask & EVENT_READ:
                 self._read()
             if mask & EVENT_WRITE and self.sock is not None:
                 self.flush()
-        except (OSError, hiredis.ProtocolError) as exc:
+        except (OSError, hiredis.ProtocolError) as exc:  # ssl.SSLError is an OSError
             self.link.failed(self, exc)
+
+    def _opened(self) -> None:
+        self.ready = True
+        self.link.opened(self)
+
+    def _handshake(self) -> None:
+        tls = self.tls
+        assert tls is not None
+        done = tls.handshake()
+        self.raw += tls.take()
+        self._send_raw()
+        if done:
+            self._opened()
 
     def _read(self) -> None:
         sock = self.sock
@@ -120,23 +152,51 @@ class RedisSocket(Handler):
             if not data:
                 raise ConnectionResetError(f"redis closed the {self.name} connection")
             got += len(data)
-            self.proto.receive_data(data)
+            tls = self.tls
+            if tls is not None:
+                tls.feed(data)
+                if not self.ready:
+                    self._handshake()
+                    if not self.ready:
+                        continue
+                data, closed = tls.read()
+                self.raw += tls.take()
+                if closed:
+                    raise ConnectionResetError(f"redis closed the {self.name} connection")
+            if data:
+                self.proto.receive_data(data)
             sock = self.sock  # a callback may have dropped the link
 
     def flush(self) -> None:
         """Send what the protocol queued until the kernel refuses; then ask for writes."""
-        sock = self.sock
-        if sock is None or self.connecting:
+        if self.sock is None or not self.ready:
             return
         out = self.proto.out
+        tls = self.tls
+        if tls is None:
+            self._send(out)
+        else:
+            if out:
+                tls.encrypt(out)
+                out.clear()
+                self.raw += tls.take()
+            self._send_raw()
+
+    def _send_raw(self) -> None:
+        self._send(self.raw)
+
+    def _send(self, out: bytearray) -> None:
+        sock = self.sock
+        assert sock is not None
         while out:
             try:
                 sent = sock.send(out)
             except (BlockingIOError, InterruptedError):
                 break
             del out[:sent]
-        if len(out) > MAX_QUEUED:
-            raise ConnectionError(f"redis is not reading ({len(out)} bytes queued)")
+        queued = len(out) + len(self.proto.out)
+        if queued > MAX_QUEUED:
+            raise ConnectionError(f"redis is not reading ({queued} bytes queued)")
         self._set_mask(EVENT_READ | EVENT_WRITE if out else EVENT_READ)
 
     def on_ready_at_shutdown(self, mask: int) -> None:
@@ -162,8 +222,11 @@ class ClusterLink:
         password: str | None,
         user: str | None,
         db: int,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the client context of a ``rediss://`` URL (None: plain TCP)."""
         self.reactor = reactor
+        self.tls = tls
         self.node = node
         self.address = address
         self.password = password
@@ -239,7 +302,7 @@ class ClusterLink:
     def opened(self, conn: RedisSocket) -> None:
         if conn is self.probe:
             return  # it sent its questions when it was made; the answer comes back
-        if not self.conns or any(c.sock is None or c.connecting for c in self.conns):
+        if not self.conns or any(c.sock is None or not c.ready for c in self.conns):
             return
         log.info(
             "cluster: connected to redis at %s:%d (%d shard%s)",
@@ -287,7 +350,7 @@ class ClusterLink:
     def flush(self) -> None:
         """Before the loop sleeps: send what the node queued this turn."""
         for conn in [*self.conns, *((self.probe,) if self.probe else ())]:
-            if conn.proto.out and conn.sock is not None and not conn.connecting:
+            if (conn.proto.out or conn.raw) and conn.sock is not None and conn.ready:
                 try:
                     conn.flush()
                 except OSError as exc:

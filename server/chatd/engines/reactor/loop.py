@@ -85,7 +85,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from chatd.cluster.resp import parse_url
+from chatd.cluster.resp import client_tls, parse_url
 from chatd.engines.reactor.accepting import Acceptor
 from chatd.engines.reactor.cluster_link import ClusterLink, resolve
 from chatd.engines.reactor.connection import Connection
@@ -168,15 +168,16 @@ class Reactor:
         self.cluster_link: ClusterLink | None = None
         node = service.cluster
         if node is not None:
-            url = parse_url(service.config.redis or "")
-            host, port, db, user, password, _ = url
+            config = service.config
+            host, port, db, user, password, tls = parse_url(config.redis or "")
             self.cluster_link = ClusterLink(
                 self,
                 node,
                 resolve(host, port),
-                password=service.config.redis_password or password,
+                password=config.redis_password or password,
                 user=user,
                 db=db,
+                tls=client_tls(config.redis_ca, config.redis_cert) if tls else None,
             )
 
     # ----------------------------------------------------------------- running
