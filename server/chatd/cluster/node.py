@@ -45,6 +45,18 @@ Every heartbeat a node checks the alive keys of the nodes whose members it knows
 first to find one gone publishes that node's departure (:data:`~chatd.cluster.scripts.REAP`
 does it once), and every node shows that node's members quitting (``*.net *.split``).
 
+**Joining a room, in order.** A node that starts following a room asks for the room
+stream's last entry *before* it publishes the JOIN, and reads the stream from there once
+its subscription is in place; so a line sent by someone who saw the JOIN reaches the
+joiner even if it was published before the subscription took effect. On one Redis both
+commands go down one connection in that order; on a Redis Cluster the room and the state
+live on different shards, so the order holds by timing (a round trip through another
+node and its client) rather than by construction.
+
+**Shards.** On a Redis Cluster each master has its own pair of connections
+(:class:`Shard`), and every command goes to the shard of its key's slot
+(:mod:`chatd.cluster.slots`); a ``MOVED``/``ASK`` rebuilds the link from the new slots.
+
 Rules the code keeps:
 
 * **The loop never waits on Redis.** Commands are queued bytes (:mod:`chatd.cluster.resp`);
@@ -53,6 +65,11 @@ Rules the code keeps:
 * **A node's own events are applied first, locally**, then published; its echo is
   dropped by node id (but still advances the channel's position).
 * **A bad payload costs that payload**, never the node: it is counted and logged.
+* **Known limits.** A catch-up after a long outage applies what the stream gives back
+  in one callback (bounded by the stream's length). Two nodes' members holding one
+  nickname (possible only after Redis lost its data within one lease) stay both listed
+  under it until the heartbeat renames the loser; a burst settles member flags and the
+  topic, not the other room modes.
 """
 
 from __future__ import annotations
