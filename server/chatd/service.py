@@ -103,7 +103,11 @@ class ChatService:
             )
             # A cluster's history is the rooms' streams in Redis: every node reads them.
             self.history = RedisHistory(
-                self.cluster.call, self.cluster.stream_of, days=config.history_days, clock=clock
+                self.cluster.call,
+                self.cluster.stream_of,
+                self.cluster.rooms_key,
+                days=config.history_days,
+                clock=clock,
             )
             self.history.attach(self.hub)
         else:  # a cluster's rooms are the cluster's: a node restores none on its own

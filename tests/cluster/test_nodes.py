@@ -534,3 +534,55 @@ def test_a_node_refuses_a_redis_whose_certificate_it_cannot_check(
         client.expect(r"FAIL NICK TEMPORARILY_UNAVAILABLE alice ", timeout=10)
     finally:
         secure.stop()
+
+
+def test_a_cluster_started_again_finds_its_rooms_and_their_history(
+    node: Callable[..., Server],
+) -> None:
+    """Room state lives in a Redis hash, lines in the room's stream: when every node has
+    stopped and one starts again, the rooms come back (empty, with their state), and
+    their history is there."""
+    a = node()
+    amy = irc(a, "amy", CAPS)
+    amy.send("JOIN #kept\r\nTOPIC #kept :still here\r\nMODE #kept +m\r\nPRIVMSG #kept :said")
+    amy.expect(r"PRIVMSG #kept :said$")
+    amy.close()
+    a.stop()
+    b = node()
+    bob = irc(b, "bob", CAPS)
+    bob.send("LIST #kept")
+    assert any(" 322 bob #kept 0 :" in line for line in bob.expect(r" 323 "))
+    bob.send("JOIN #kept")
+    joined = bob.expect(r" 366 ")
+    assert any(" 332 bob #kept :still here" in line for line in joined)
+    bob.send("MODE #kept")
+    assert re.search(r" 324 bob #kept :?\+\S*m", bob.expect(r" 324 ")[-1])
+    got = _history(bob, "CHATHISTORY LATEST #kept * 5")
+    assert [line.rsplit(":", 1)[-1] for line in got] == ["said"]
+
+
+def test_kicks_invitations_and_monitor_cross_nodes(node: Callable[..., Server]) -> None:
+    a, b = node(), node()
+    op = irc(a, "op", "invite-notify")
+    op.send("JOIN #club\r\nMODE #club +i")
+    op.expect(r" MODE #club \+i")
+    guest = irc(b, "guest")
+    watcher = irc(b, "watcher")
+    watcher.send("MONITOR + late")
+    watcher.expect(r" 731 watcher :late")
+    sees(op, "guest")
+    guest.send("JOIN #club")
+    guest.expect(r" 473 guest #club ")  # invite-only, as the other node set it
+    op.send("INVITE guest #club")
+    op.expect(r" 341 op guest #club")
+    guest.expect(r":op!\S+ INVITE guest :?#club")
+    guest.send("JOIN #club")
+    guest.expect(r" 366 guest #club ")
+    op.expect(r":guest!\S+ JOIN #club")
+    op.send("KICK #club guest :out")
+    guest.expect(r":op!\S+ KICK #club guest :out")
+    eventually(lambda: names(op, "#club") == {"op"}, "the kick reached the other node")
+    late = irc(a, "late")
+    watcher.expect(r" 730 watcher :late!")
+    late.send("QUIT :bye")
+    watcher.expect(r" 731 watcher :late")

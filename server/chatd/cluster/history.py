@@ -4,9 +4,12 @@ On a cluster node (``--redis``) the lines of a room are already in Redis: every 
 event is appended to the room's stream by the publish script
 (:data:`~chatd.cluster.scripts.PUBLISH`) before it is sent, trimmed to
 ``--history-max-per-room`` entries (``MAXLEN ~``) and expiring ``--history-days`` after
-the room's last line. So :class:`RedisHistory` stores nothing itself: it answers
+the room's last line. So :class:`RedisHistory` stores no line itself: it answers
 ``CHATHISTORY`` and ``/history`` by reading the stream, and every node answers alike,
-whichever node the lines were said on.
+whichever node the lines were said on. Each room's state (topic, modes, lists: the
+record :func:`chatd.history.room_record` makes) is kept in one Redis hash, written by the
+node whose member changed it, so a cluster started again finds its rooms
+(:meth:`chatd.cluster.node.ClusterNode.connected` reads them back).
 
 A query reads the stream in pages of :data:`PAGE` entries on the node's command
 connection (the loop never waits: the answer is a ``Future`` completed by the reply's
@@ -179,15 +182,18 @@ class RedisHistory(History):
         self,
         call: Callable[..., bool],
         stream_of: Callable[[str], str],
+        rooms_key: str,
         *,
         days: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``call(callback, *command) -> bool``: send a command on the node's command
-        connection (False while it is down); ``stream_of(room key)``: the room's stream."""
+        connection (False while it is down); ``stream_of(room key)``: the room's stream;
+        ``rooms_key``: the hash of the rooms' saved state (room key → record)."""
         super().__init__()
         self.call = call
         self.stream_of = stream_of
+        self.rooms_key = rooms_key
         self.days = days
         self.clock = clock
         #: The event being observed came from another node (set by the service).
@@ -199,10 +205,18 @@ class RedisHistory(History):
     def add_lines(self, room: str, lines: list[StoredLine]) -> None:
         pass  # the publish script appended them to the room's stream already
 
+    def save_room(self, key: str, record: str) -> None:
+        # The node whose member changed the room writes its state, once.
+        if not self.remote:
+            self.call(None, "HSET", self.rooms_key, key, record)
+
     def drop_room(self, key: str, *, lines: bool) -> None:
-        # A guarded room that ended takes its lines along (see History.drop_room); the
-        # node whose member ended it deletes the stream, once.
-        if lines and not self.remote:
+        # A room that ended loses its saved state, and a guarded one its lines too (see
+        # History.drop_room); the node whose member ended it deletes them, once.
+        if self.remote:
+            return
+        self.call(None, "HDEL", self.rooms_key, key)
+        if lines:
             self.call(None, "DEL", self.stream_of(key))
 
     def query(self, room: str, query: Query) -> Future[Selection]:

@@ -116,8 +116,9 @@ STATE_TTL_MS = 86400 * 1000
 BURST_CHUNK = 200
 #: Leases renewed per heartbeat script call.
 REFRESH_CHUNK = 500
-#: Events never published: they are each node's own.
-_LOCAL_ONLY = (ev.ServerShutdown, ev.RoomRestored)
+#: Events never published: they are each node's own (MONITOR's notices are made by
+#: each node for its own watchers, see ClusterNode.receive).
+_LOCAL_ONLY = (ev.ServerShutdown, ev.RoomRestored, ev.CameOnline, ev.WentOffline)
 
 Deliver = Callable[[ev.Event, Target], None]
 
@@ -201,6 +202,8 @@ class ClusterNode:
         self.up = False
         self._sha = {script: scripts.sha(script) for script in scripts.ALL}
         self._incoming: dict[str, _Incoming] = {}
+        #: The rooms saved in Redis have been read back (once, at the first connect).
+        self._restored = False
         #: Claims asked while the link was down: sent when it is up.
         self._claims: list[tuple[Future[bool], str, str]] = []
         #: Asked to drop the connections (a protocol error): the engine checks it.
@@ -212,6 +215,11 @@ class ClusterNode:
 
     def nick_key(self, nick: str) -> str:
         return f"{self._tag}:nick:{fold(nick)}"
+
+    @property
+    def rooms_key(self) -> str:
+        """The hash of the rooms' saved state: room key → :func:`room_record` JSON."""
+        return f"{self._tag}:rooms"
 
     def _alive_key(self, node: str) -> str:
         return f"{self._tag}:alive:{node}"
@@ -285,6 +293,10 @@ class ClusterNode:
         self.up = True
         self.stats["cluster_connects"] += 1
         self._heartbeat()
+        if not self._restored:
+            # The rooms the cluster had (a restart of every node, or of this one alone)
+            # come back, empty, with their state, as they do from a single node's disk.
+            self.shard(self.rooms_key).cmd.call(self._restore, "HGETALL", self.rooms_key)
         for channel in (self.state, *self.rooms.values()):
             self._subscribe(channel)
         self._burst(want=True)
@@ -292,6 +304,14 @@ class ClusterNode:
         for future, uid, nick in claims:
             if not future.done():
                 self._claim(future, uid, nick)
+
+    def _restore(self, reply: Reply) -> None:
+        if not isinstance(reply, list):
+            return  # the link is gone: asked again at the next connect
+        self._restored = True
+        for i in range(1, len(reply), 2):
+            raw = reply[i]
+            self._room_settings(raw.decode() if isinstance(raw, bytes) else str(raw))
 
     def lost(self) -> None:
         """Either connection is gone: answer what waits, forget the subscriptions."""
@@ -683,13 +703,46 @@ class ClusterNode:
             log.warning("cluster: an event from another node was not applied: %r", exc)
 
     def receive(self, event: ev.Event, target: Target) -> None:
-        """An event from another node: apply it, deliver it here, follow its rooms."""
-        self.hub.apply(event)
+        """An event from another node: apply it, deliver it here, follow its rooms.
+
+        MONITOR is each node's own (its watchers are its members), so the online and
+        offline notices a registration, a nick change or a quit means are made here,
+        for this node's watchers, rather than sent between nodes.
+        """
+        hub = self.hub
+        before = (
+            event.source.nick
+            if isinstance(event, ev.NickChanged | ev.Quit) and event.source.uid in hub.members
+            else None
+        )
+        hub.apply(event)
         self.deliver(event, target)
         self.stats["cluster_received"] += 1
-        if isinstance(event, ev.Killed) and event.victim.uid in self.router.local:
-            pass  # the router closed the victim's connection; its node says it quit
         self._follow_rooms(event, target)
+        watchers = hub.monitor.watchers
+        if not watchers:
+            return
+        match event:
+            case ev.Registered(source=source, at=at):
+                self._online(source, at)
+            case ev.NickChanged(source=source, new=new, at=at) if before is not None:
+                if fold(new) != fold(before):
+                    self._offline(before, at)
+                    member = hub.members.get(source.uid)
+                    if member is not None:
+                        self._online(member.source, at)
+            case ev.Quit(at=at) if before is not None:
+                self._offline(before, at)
+
+    def _online(self, source: ev.Source, at: float) -> None:
+        key = fold(source.nick)
+        if key in self.hub.monitor.watchers:
+            self.deliver(ev.CameOnline(source, at=at), ToWatchers(key))
+
+    def _offline(self, nick: str, at: float) -> None:
+        key = fold(nick)
+        if key in self.hub.monitor.watchers:
+            self.deliver(ev.WentOffline(nick, at=at), ToWatchers(key))
 
     # ================================================================= bursts
 
@@ -769,9 +822,6 @@ class ClusterNode:
             if member is None:
                 source = ev.Source(nick, str(user), str(host), False, uid)
                 self.receive(ev.Registered(source, str(realname), at=float(signon)), ToNobody())
-                key = fold(nick)
-                if key in hub.monitor.watchers:
-                    self.deliver(ev.CameOnline(source, at=hub.clock()), ToWatchers(key))
                 member = hub.members[uid]
             elif member.nick != nick:
                 target = ToRooms(tuple(member.rooms))
@@ -853,11 +903,8 @@ class ClusterNode:
         member = hub.members.get(uid)
         if member is None:
             return
-        at = hub.clock()
-        source, key = member.source, member.key
-        self.receive(ev.Quit(source, reason, at=at), ToRooms(tuple(member.rooms), skip=uid))
-        if key in hub.monitor.watchers:
-            self.deliver(ev.WentOffline(source.nick, at=at), ToWatchers(key))
+        gone = ev.Quit(member.source, reason, at=hub.clock())
+        self.receive(gone, ToRooms(tuple(member.rooms), skip=uid))
 
     # ================================================================= gauges
 
