@@ -69,6 +69,12 @@ class World:
     def reply(self, value: object) -> None:
         self.node.cmd.receive_data(resp(value))
 
+    def answer(self, commands: list[list[bytes]]) -> None:
+        """Answer ``commands`` (in the order sent) as Redis would: an entry id to a
+        publish, an empty stream to a read."""
+        for command in commands:
+            self.reply("1-0" if command[0] == b"EVALSHA" else [])
+
 
 def published(command: list[bytes]) -> object:
     """The payload of a publish (``EVALSHA sha numkeys keys... channel payload ...``)."""
@@ -242,34 +248,41 @@ def test_a_dead_node_s_members_quit_everywhere(world: World) -> None:
     assert world.hub.nicks == {}
 
 
+class _Out:
+    def write(self, data: bytes) -> None:
+        pass
+
+
+class _Encoder:
+    def encode(self, event: ev.Event, role: ev.Role) -> bytes:
+        return b"x"
+
+    def encode_for(self, event: ev.Event, recipient: object) -> bytes:
+        return b"x"
+
+
+class _Handle:
+    """A local connection as the router sees it (it writes nowhere)."""
+
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+        self.out = _Out()
+        self.encoder = _Encoder()
+
+    def disconnect(self, detail: str) -> None:
+        pass
+
+
+def local_member(world: World, uid: str, nick: str) -> None:
+    world.router.connect(_Handle(uid))  # type: ignore[arg-type]
+    world.hub.register(uid, nick, "u", "h")
+    world.node.sub.data_to_send()
+    world.answer(world.sent())
+
+
 def test_a_room_is_followed_only_while_it_has_local_members(world: World) -> None:
     hub, node = world.hub, world.node
-
-    class Out:
-        def write(self, data: bytes) -> None:
-            pass
-
-    class Handle:
-        uid = "aaaaa1"
-        out = Out()
-        encoder = None
-
-        def disconnect(self, detail: str) -> None:
-            pass
-
-    class Encoder:
-        def encode(self, event: ev.Event, role: ev.Role) -> bytes:
-            return b"x"
-
-        def encode_for(self, event: ev.Event, recipient: object) -> bytes:
-            return b"x"
-
-    handle = Handle()
-    handle.encoder = Encoder()  # type: ignore[assignment]
-    world.router.connect(handle)  # type: ignore[arg-type]
-    hub.register("aaaaa1", "me", "u", "h")
-    world.node.sub.data_to_send()
-    world.sent()
+    local_member(world, "aaaaa1", "me")
     hub.join("aaaaa1", "#side")
     sub = world.node.sub.data_to_send()
     assert b"SSUBSCRIBE" in sub and b"#side" in sub
@@ -280,3 +293,65 @@ def test_a_room_is_followed_only_while_it_has_local_members(world: World) -> Non
     hub.part("aaaaa1", "#side")
     assert b"SUNSUBSCRIBE" in world.node.sub.data_to_send()
     assert "#side" not in node.rooms
+
+
+def test_leaving_and_entering_a_room_in_one_turn_is_not_a_moved_slot(world: World) -> None:
+    """The answer to our own SUNSUBSCRIBE, and the first subscription's acknowledgement,
+    belong to the earlier subscription: the new one waits for its own."""
+    hub, node = world.hub, world.node
+    local_member(world, "aaaaa1", "me")
+    hub.join("aaaaa1", "#side")
+    hub.part("aaaaa1", "#side")
+    hub.join("aaaaa1", "#side")
+    node.sub.data_to_send()
+    commands = world.sent()
+    assert [c[0] for c in commands].count(b"XREVRANGE") == 2
+    channel = node.rooms["#side"]
+    name = channel.name
+    world.answer(commands)  # both baselines: an empty stream
+    for kind in (b"ssubscribe", b"sunsubscribe"):
+        node.sub.receive_data(resp([kind, name, 1]))
+    assert channel.waiting == 1 and channel.held == []  # still waiting for its own ack
+    assert not node.sub.data_to_send() and world.stats["cluster_resubscribes"] == 0
+    node.sub.receive_data(resp([b"ssubscribe", name, 1]))
+    (catch_up,) = world.sent()
+    assert catch_up[0] == b"XRANGE" and channel.waiting == 0
+
+
+def test_another_node_s_member_taking_our_member_s_nick_renames_ours(world: World) -> None:
+    """A remote registration was published after its node took the nick's lease: our
+    member, which holds the nick here, lost its lease while Redis was out of reach."""
+    hub = world.hub
+    local_member(world, "aaaaa1", "alice")
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "alice"))
+    assert hub.nicks["alice"] == "bbbbb1"
+    assert hub.find("Guestaaaaa1") is hub.members["aaaaa1"]
+    (published_rename,) = [c for c in world.sent() if c[0] == b"EVALSHA"]
+    body = published(published_rename)
+    assert isinstance(body, list) and body[1] == "NickChanged"
+    # The other node's alice quits: the nick goes, our guest stays.
+    bob = hub.members["bbbbb1"]
+    gone = codec.encode(OTHER, ev.Quit(bob.source, "bye"), tg.ToRooms(()))
+    world.push(state.name, "2-0", "1-0", gone)
+    assert "alice" not in hub.nicks and hub.nicks["guestaaaaa1"] == "aaaaa1"
+
+
+def test_a_burst_naming_our_member_s_nick_lists_theirs_as_a_guest_until_settled(
+    world: World,
+) -> None:
+    hub = world.hub
+    local_member(world, "aaaaa1", "alice")
+    state = world.node.state
+    theirs = ["bbbbb1", "alice", "u", "h", "", "", None, 1.0, []]
+    world.push(state.name, "1-0", "0-0", _burst(OTHER, [theirs]))
+    assert hub.nicks["alice"] == "aaaaa1"
+    assert hub.members["bbbbb1"].nick == "Guestbbbbb1"
+    # Our heartbeat finds our lease taken (by theirs): ours becomes a guest, and theirs
+    # gets its nick back here.
+    world.node._lease_lost("aaaaa1")
+    (claim,) = world.sent()
+    assert claim[3].endswith(b":nick:guestaaaaa1")
+    world.reply(1)  # the guest nick's lease is ours
+    assert hub.members["aaaaa1"].nick == "Guestaaaaa1"
+    assert hub.nicks["alice"] == "bbbbb1"

@@ -139,6 +139,8 @@ class Channel:
     #: Answers still awaited before the catch-up read: the subscription's, and the
     #: stream's last entry for a channel followed afresh.
     waiting: int = 0
+    #: ``ssubscribe`` acknowledgements that belong to an earlier subscription.
+    stale_acks: int = 0
 
 
 @dataclass(slots=True)
@@ -202,6 +204,13 @@ class ClusterNode:
         self.up = False
         self._sha = {script: scripts.sha(script) for script in scripts.ALL}
         self._incoming: dict[str, _Incoming] = {}
+        #: Members of other nodes listed here as guests, by id → the nick their node says
+        #: they have, which a member of ours holds here (see _reconcile).
+        self._parked: dict[str, str] = {}
+        #: Subscribe and unsubscribe acknowledgements due, by channel name (so that the
+        #: answer to our own SUNSUBSCRIBE is not taken for a slot that moved).
+        self._acks_due: Counter[str] = Counter()
+        self._unsubscribes_due: Counter[str] = Counter()
         #: The rooms saved in Redis have been read back (once, at the first connect).
         self._restored = False
         #: Claims asked while the link was down: sent when it is up.
@@ -317,6 +326,8 @@ class ClusterNode:
         """Either connection is gone: answer what waits, forget the subscriptions."""
         was_up = self.up
         self.up = False
+        self._acks_due.clear()
+        self._unsubscribes_due.clear()
         for shard in self.shards:
             shard.cmd.fail()
             shard.sub.fail()
@@ -413,6 +424,7 @@ class ClusterNode:
             del self.rooms[key]
             del self._by_name[channel.name]
             if self.up and channel.subscribed:
+                self._unsubscribes_due[channel.name] += 1
                 self.shard(channel.name).sub.call(None, "SUNSUBSCRIBE", channel.name)
 
     def _subscribe(self, channel: Channel) -> None:
@@ -427,6 +439,10 @@ class ClusterNode:
         channel.subscribed = True
         channel.held = []
         channel.waiting = 1
+        # Acknowledgements still due for an earlier subscription of this name (a PART
+        # and a JOIN in one turn) are not this one's.
+        channel.stale_acks = self._acks_due[channel.name]
+        self._acks_due[channel.name] += 1
         if channel.last is None:
             channel.waiting += 1
             self.shard(channel.stream).cmd.call(
@@ -556,14 +572,17 @@ class ClusterNode:
         if member is None:
             return
         self.stats["cluster_nick_collisions"] += 1
-        guest = f"Guest{uid}"
+        guest = guest_nick(uid)
         log.info("cluster: %s lost its nickname to another node; now %s", member.nick, guest)
         future = self.claim(uid, guest)
 
         def renamed(_: object) -> None:
-            if future.exception() is None and future.result() and uid in self.hub.members:
+            if future.cancelled() or future.exception() is not None or not future.result():
+                return
+            if uid in self.hub.members:
                 if self.hub.members[uid].nick != guest and fold(guest) not in self.hub.nicks:
                     self.hub.change_nick(uid, guest)
+            self._unpark()
 
         future.add_done_callback(renamed)
 
@@ -593,11 +612,22 @@ class ClusterNode:
             else:
                 self._take(channel, entry_id, prev, payload)
         elif kind == b"ssubscribe" and len(reply) >= 2:
-            channel = self._channel(reply[1])
-            if channel is not None and channel.waiting > 0:
+            name = _text(reply[1])
+            if self._acks_due[name] > 0:
+                self._acks_due[name] -= 1
+            channel = self._by_name.get(name)
+            if channel is None:
+                return
+            if channel.stale_acks > 0:
+                channel.stale_acks -= 1
+            elif channel.waiting > 0:
                 self._ready(channel)
         elif kind == b"sunsubscribe" and len(reply) >= 2:
-            channel = self._channel(reply[1])
+            name = _text(reply[1])
+            if self._unsubscribes_due[name] > 0:
+                self._unsubscribes_due[name] -= 1  # the answer to our own SUNSUBSCRIBE
+                return
+            channel = self._by_name.get(name)
             if channel is not None and channel.subscribed and self.up:
                 # Pushed by the server (a slot moved to another shard): subscribe again
                 # and catch up from the stream.
@@ -605,8 +635,7 @@ class ClusterNode:
                 self._subscribe(channel)
 
     def _channel(self, raw: object) -> Channel | None:
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return self._by_name.get(name)
+        return self._by_name.get(_text(raw))
 
     def _catch_up(self, channel: Channel) -> None:
         """Just subscribed: read what was missed since the last entry applied, if any."""
@@ -715,10 +744,17 @@ class ClusterNode:
             if isinstance(event, ev.NickChanged | ev.Quit) and event.source.uid in hub.members
             else None
         )
+        match event:
+            case ev.Registered(source=source):
+                self._make_room(source.nick, source.uid)
+            case ev.NickChanged(source=source, new=new):
+                self._make_room(new, source.uid)
         hub.apply(event)
         self.deliver(event, target)
         self.stats["cluster_received"] += 1
         self._follow_rooms(event, target)
+        if self._parked and isinstance(event, ev.NickChanged | ev.Quit):
+            self._unpark()
         watchers = hub.monitor.watchers
         if not watchers:
             return
@@ -738,6 +774,37 @@ class ClusterNode:
         key = fold(source.nick)
         if key in self.hub.monitor.watchers:
             self.deliver(ev.CameOnline(source, at=at), ToWatchers(key))
+
+    def _make_room(self, nick: str, uid: str) -> None:
+        """Member ``uid`` of another node takes ``nick``, which its node holds the lease of
+        (it claimed it before publishing): whoever holds ``nick`` here lost its lease
+        while Redis was out of reach, and becomes a guest. Ours is renamed for everyone;
+        another node's only here (its own node renames it, and says so)."""
+        hub = self.hub
+        holder = hub.nicks.get(fold(nick))
+        if holder is None or holder == uid:
+            return
+        member = hub.members[holder]
+        guest = guest_nick(holder)
+        self.stats["cluster_nick_collisions"] += 1
+        if holder.startswith(self.node):
+            log.info("cluster: %s lost its nickname to another node; now %s", nick, guest)
+            hub.change_nick(holder, guest)
+        else:
+            target = ToRooms(tuple(member.rooms))
+            self.receive(ev.NickChanged(member.source, guest, at=hub.clock()), target)
+
+    def _unpark(self) -> None:
+        """Members of other nodes listed as guests get their nicks back once free here."""
+        hub = self.hub
+        for uid, nick in list(self._parked.items()):
+            member = hub.members.get(uid)
+            if member is None or member.nick != guest_nick(uid):
+                del self._parked[uid]
+            elif fold(nick) not in hub.nicks:
+                del self._parked[uid]
+                target = ToRooms(tuple(member.rooms))
+                self.receive(ev.NickChanged(member.source, nick, at=hub.clock()), target)
 
     def _offline(self, nick: str, at: float) -> None:
         key = fold(nick)
@@ -818,7 +885,13 @@ class ClusterNode:
             holder = hub.nicks.get(fold(nick))
             if holder is not None and holder != uid:
                 self.stats["cluster_nick_conflicts"] += 1
-                continue  # the leases settle it; the loser's node renames it
+                if holder.startswith(self.node):
+                    # Ours holds it here; the lease says who keeps it. Until one of the
+                    # two nodes renames its member, the other's is listed as a guest.
+                    self._parked[uid] = nick
+                    nick = guest_nick(uid)
+                else:
+                    self._make_room(nick, uid)
             if member is None:
                 source = ev.Source(nick, str(user), str(host), False, uid)
                 self.receive(ev.Registered(source, str(realname), at=float(signon)), ToNobody())
@@ -895,6 +968,7 @@ class ClusterNode:
     def _split(self, node: str) -> None:
         """``node`` is gone: its members quit, as in a netsplit."""
         log.info("cluster: node %s is gone; its members quit", node)
+        self._incoming.pop(node, None)
         for uid in [u for u in self.hub.members if u.startswith(node)]:
             self._quit(uid, SPLIT_REASON)
 
@@ -916,6 +990,15 @@ class ClusterNode:
                 1 for uid in self.hub.members if not uid.startswith(self.node)
             ),
         }
+
+
+def guest_nick(uid: str) -> str:
+    """The nickname a member that lost its nick's lease gets: ``Guest`` and its id."""
+    return f"Guest{uid}"
+
+
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _order(entry_id: str) -> tuple[int, int]:

@@ -201,7 +201,8 @@ class Hub:
             case ev.NickChanged(source=source, new=new, at=at):
                 member = self.members[source.uid]
                 self._remember(member, at)
-                del self.nicks[member.key]
+                if self.nicks.get(member.key) == member.uid:  # (a cluster's race: see
+                    del self.nicks[member.key]  # chatd.cluster.node, never on one node)
                 member.nick = new
                 member.key = fold(new)
                 self.nicks[member.key] = member.uid
@@ -877,7 +878,8 @@ class Hub:
         for key in list(member.rooms):
             self._remove(uid, key)
         del self.members[uid]
-        del self.nicks[member.key]
+        if self.nicks.get(member.key) == uid:
+            del self.nicks[member.key]
         if uid.startswith(self.mint.node):
             self.local_registered -= 1
         self._remember(member, at)

@@ -287,6 +287,7 @@ class Session:
         deadline = time.monotonic() + CLAIM_WAIT
         while not future.done():
             if time.monotonic() >= deadline or self.closing:
+                future.cancel()  # a claim not sent yet is not sent at all
                 refused(err.NickUnavailable(nick))
                 return 0
             yield 0
