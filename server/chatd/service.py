@@ -186,7 +186,7 @@ class ChatService:
         self.router.deliver(event, target)
         history = self.history
         if isinstance(history, RedisHistory):
-            history.remote = True
+            history.remote = not (self.cluster is not None and self.cluster.acting)
             try:
                 history.observe(event, target)
             finally:

@@ -16,10 +16,11 @@ How the ports are shared without losing a connection:
 3. only when every worker listens does the supervisor print the ``listening on`` lines
    (PROTOCOL.md's), so whoever reads them can connect at once.
 
-The supervisor serves nothing. It waits for signals: SIGTERM or SIGINT is passed to every
-worker (each says goodbye to its clients, and its members quit on the other nodes), and
-it exits when they have; a worker that dies unexpectedly is started again after a
-second (a new node: its members were shown quitting by the others, as for any dead node).
+The supervisor serves nothing. It waits for signals: SIGHUP is passed to every worker
+(each reloads its TLS certificate); SIGTERM or SIGINT is passed to every worker (each
+says goodbye to its clients, and its members quit on the other nodes), and it exits when
+they have; a worker that dies unexpectedly is started again after a second (a new node:
+its members were shown quitting by the others, as for any dead node).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ STOP_SECONDS = 15.0
 #: Seconds before a worker that died is started again.
 RESTART_SECONDS = 1.0
 
-_WAIT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+_WAIT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP}
 
 #: ``serve(config, ready)``: build a service from ``config``, bind with SO_REUSEPORT,
 #: call ``ready()`` once listening, then serve until stopped (the reactor's).
@@ -128,7 +129,7 @@ class Supervisor:
             try:
                 for sock in self.reserved:
                     sock.close()
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD, signal.SIGHUP})
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
                 def listening() -> None:
@@ -174,6 +175,10 @@ class Supervisor:
                     )
                     time.sleep(RESTART_SECONDS)  # the supervisor serves nobody: it may wait
                     self._start(number, announce=True)
+                continue
+            if info.si_signo == signal.SIGHUP:  # reload (TLS): each worker does its own
+                for pid in self.children:
+                    _kill(pid, signal.SIGHUP)
                 continue
             log.info(
                 "received %s, stopping %d workers", signal.Signals(info.si_signo).name, self.count

@@ -243,6 +243,8 @@ def test_a_dead_node_s_members_quit_everywhere(world: World) -> None:
     assert len(reaps) == 1 and reaps[0][4].endswith(b":alive:ccccc")
     # This node declares it gone itself: its own notice is not echoed to it, so it
     # applies the departure at once.
+    assert [c[0] for c in commands] == [b"PEXPIRE", b"EVALSHA", b"EVALSHA"]
+    world.reply(1)  # the state stream's expiry renewed
     world.reply([0, []])  # the heartbeat's answer: not reaped, no lease lost
     world.reply(1)
     assert world.hub.nicks == {}
@@ -355,3 +357,16 @@ def test_a_burst_naming_our_member_s_nick_lists_theirs_as_a_guest_until_settled(
     world.reply(1)  # the guest nick's lease is ours
     assert hub.members["aaaaa1"].nick == "Guestaaaaa1"
     assert hub.nicks["alice"] == "bbbbb1"
+
+
+def test_a_redis_that_answers_no_heartbeat_for_long_is_taken_for_gone(world: World) -> None:
+    """No reset ever comes from a silent partition: after 30 s of heartbeats (at lease 3,
+    one every 0.6 s) without an answer, the node rebuilds its link."""
+    node = world.node
+    broken: list[str] = []
+    node.on_change = lambda: broken.append(node.broken or "")
+    for _ in range(50):
+        node.tick()
+    assert not broken
+    node.tick()
+    assert broken and "no heartbeat" in broken[0]

@@ -389,19 +389,26 @@ def test_workers_share_the_ports_and_are_one_chat(
         "reactor", "--ephemeral", "--redis", redis.url, "--workers", "2", "--irc-port", "0"
     )
     clients = [server.client(f"user{i}") for i in range(16)]
+    # A message id ends with the id of the node that minted it: ask each connection's.
     nodes = set()
-    for client in clients:
-        client.send("/stats")
-        stats = client.expect(r"^\* stats: ")[-1]
-        nodes.add(re.search(r"\bconnections=(\d+)", stats).group(1))  # type: ignore[union-attr]
+    for i in range(16):
+        probe = irc(server, f"probe{i}", "echo-message message-tags")
+        probe.send(f"PRIVMSG probe{i} :which node")
+        nodes.add(_tag(probe.expect(r"PRIVMSG probe\d+ :which node$")[-1], "msgid")[-5:])
+        probe.close()
     # Sixteen connections all on one of two workers would be a 1 in 32768 chance.
-    assert len(nodes) > 1, "every connection went to one worker"
+    assert len(nodes) == 2, f"the connections went to {nodes}"
     clients[0].send("hello, every worker")
     for client in clients[1:]:
         client.expect(r"^user0: hello, every worker$")
     bob = irc(server, "bob")
     bob.send("JOIN #lobby")
     assert names(bob, "#lobby") >= {f"user{i}" for i in range(16)}
+    # SIGHUP (reload) is passed on to the workers; nobody stops.
+    server.proc.send_signal(signal.SIGHUP)
+    clients[1].send("after the reload")
+    clients[2].expect(r"^user1: after the reload$")
+    assert server.proc.poll() is None
 
 
 CAPS = "batch server-time message-tags echo-message draft/chathistory"
@@ -586,3 +593,24 @@ def test_kicks_invitations_and_monitor_cross_nodes(node: Callable[..., Server]) 
     watcher.expect(r" 730 watcher :late!")
     late.send("QUIT :bye")
     watcher.expect(r" 731 watcher :late")
+
+
+def test_a_guarded_room_whose_members_died_with_their_node_takes_its_lines_along(
+    node: Callable[..., Server],
+) -> None:
+    """The node that declares a dead node gone forgets, in Redis, the rooms it leaves
+    empty: whoever creates a guarded one again (and becomes its operator) cannot read
+    what its key kept from them."""
+    a = node(expect_exit=None)
+    b = node()
+    amy = irc(a, "amy", CAPS)
+    amy.send("JOIN #secret\r\nMODE #secret +k sesame\r\nPRIVMSG #secret :hidden")
+    amy.expect(r"PRIVMSG #secret :hidden$")
+    bob = irc(b, "bob", CAPS)
+    sees(bob, "amy")
+    os.kill(a.proc.pid, signal.SIGKILL)
+    a.proc.wait()
+    eventually(lambda: ison(bob, "amy") == set(), "amy's node is declared gone")
+    bob.send("JOIN #secret")
+    bob.expect(r" 366 bob #secret ")
+    assert _history(bob, "CHATHISTORY LATEST #secret * 10") == []

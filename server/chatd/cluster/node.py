@@ -112,6 +112,11 @@ SPLIT_REASON = "*.net *.split"
 STATE_STREAM_LEN = 10000
 #: Milliseconds the state stream outlives its last entry.
 STATE_TTL_MS = 86400 * 1000
+#: Heartbeats in a row without an answer after which Redis is taken for gone (also at
+#: least 30 s' worth).
+SILENT_TICKS = 20
+#: Publishes refused by a moved slot kept to send again (more are counted lost).
+MAX_RESEND = 10000
 #: Members per burst message.
 BURST_CHUNK = 200
 #: Leases renewed per heartbeat script call.
@@ -202,6 +207,11 @@ class ClusterNode:
         self.owner: list[int] | None = None
         #: Every connection is up and greeted.
         self.up = False
+        #: A heartbeat was answered since the link came up (the engine's backoff starts
+        #: over only then: a Redis that accepts connections and refuses us is not up).
+        self.answered = False
+        #: Heartbeats sent and not answered yet (a Redis gone silent: see tick).
+        self.unanswered = 0
         self._sha = {script: scripts.sha(script) for script in scripts.ALL}
         self._incoming: dict[str, _Incoming] = {}
         #: Members of other nodes listed here as guests, by id → the nick their node says
@@ -211,12 +221,17 @@ class ClusterNode:
         #: answer to our own SUNSUBSCRIBE is not taken for a slot that moved).
         self._acks_due: Counter[str] = Counter()
         self._unsubscribes_due: Counter[str] = Counter()
+        #: Publishes a moved slot refused: sent again after the reconnect.
+        self._resend: list[tuple[str, tuple[str | int, ...]]] = []
         #: The rooms saved in Redis have been read back (once, at the first connect).
         self._restored = False
         #: Claims asked while the link was down: sent when it is up.
         self._claims: list[tuple[Future[bool], str, str]] = []
         #: Asked to drop the connections (a protocol error): the engine checks it.
         self.broken: str | None = None
+        #: The events being applied now are this node's doing (it reaped a dead node), so
+        #: what they change in Redis is this node's to write (see the service's history).
+        self.acting = False
         #: Set when the link is lost; the engine's reconnect clears it.
         self.on_change: Callable[[], None] = lambda: None
 
@@ -308,6 +323,9 @@ class ClusterNode:
             self.shard(self.rooms_key).cmd.call(self._restore, "HGETALL", self.rooms_key)
         for channel in (self.state, *self.rooms.values()):
             self._subscribe(channel)
+        resend, self._resend = self._resend, []
+        for key, command in resend:
+            self._publish_command(key, command)
         self._burst(want=True)
         claims, self._claims = self._claims, []
         for future, uid, nick in claims:
@@ -326,6 +344,8 @@ class ClusterNode:
         """Either connection is gone: answer what waits, forget the subscriptions."""
         was_up = self.up
         self.up = False
+        self.answered = False
+        self.unanswered = 0
         self._acks_due.clear()
         self._unsubscribes_due.clear()
         for shard in self.shards:
@@ -383,20 +403,23 @@ class ClusterNode:
         keys = [channel.stream, *(key for key, _ in release)]
         ttl = self.room_ttl_ms if channel.room is not None else STATE_TTL_MS
         args: list[str | int] = [channel.name, payload, maxlen, ttl, *(uid for _, uid in release)]
-        self.shard(channel.stream).cmd.call(
-            self._published,
-            "EVALSHA",
-            self._sha[scripts.PUBLISH],
-            len(keys),
-            *keys,
-            *args,
-        )
+        command = ("EVALSHA", self._sha[scripts.PUBLISH], len(keys), *keys, *args)
+        self._publish_command(channel.stream, command)
         self.stats["cluster_published"] += 1
 
-    def _published(self, reply: Reply) -> None:
-        if isinstance(reply, hiredis.ReplyError):
-            self.stats["cluster_publish_errors"] += 1
-            log.warning("cluster: a publish failed: %s", reply)
+    def _publish_command(self, key: str, command: tuple[str | int, ...]) -> None:
+        callback = partial(self._published, key=key, command=command)
+        self.shard(key).cmd.call(callback, *command)
+
+    def _published(self, reply: Reply, *, key: str, command: tuple[str | int, ...]) -> None:
+        if not isinstance(reply, hiredis.ReplyError):
+            return
+        if str(reply).startswith(("MOVED ", "ASK ")) and len(self._resend) < MAX_RESEND:
+            # The slot moved: sent again, to its new shard, once the link is rebuilt.
+            self._resend.append((key, command))
+            return
+        self.stats["cluster_publish_errors"] += 1
+        log.warning("cluster: a publish failed: %s", reply)
 
     def _follow_rooms(self, event: ev.Event, target: Target) -> None:
         """Subscribe to the rooms that have local members now, leave the others."""
@@ -504,8 +527,17 @@ class ClusterNode:
     # ================================================================= heartbeat
 
     def tick(self) -> None:
-        """Every ``lease / 5`` seconds: renew the leases and alive key, reap dead nodes."""
+        """Every ``lease / 5`` seconds: renew the leases and alive key, reap dead nodes.
+
+        A Redis that has answered none of :data:`SILENT_TICKS` heartbeats in a row (and
+        at least 30 s) is taken for gone (a silent partition: no reset ever comes), and
+        the link is rebuilt; a shorter pause (SIGSTOP) keeps the link and what it queued.
+        """
         if not self.up:
+            return
+        self.unanswered += 1
+        if self.unanswered > max(SILENT_TICKS, round(30 / max(self.lease / 5, 0.2))):
+            self._break("redis answered no heartbeat for too long; reconnecting", logging.WARNING)
             return
         self._heartbeat()
         mine = self.node
@@ -528,9 +560,17 @@ class ClusterNode:
     def _reaped(self, reply: Reply, *, node: str) -> None:
         if reply == 1:  # this node declared it gone: the others apply our notice
             self.stats["cluster_nodes_reaped"] += 1
-            self._split(node)
+            # The rooms the dead node's members leave empty are this node's to forget in
+            # Redis (their saved state; a guarded one's lines): nobody else will.
+            self.acting = True
+            try:
+                self._split(node)
+            finally:
+                self.acting = False
 
     def _heartbeat(self) -> None:
+        # The state stream outlives a quiet day: its expiry is renewed here.
+        self.shard(self.state.stream).cmd.call(None, "PEXPIRE", self.state.stream, STATE_TTL_MS)
         members = self.hub.members
         local = [m for uid in self.router.local if (m := members.get(uid)) is not None]
         for start in range(0, max(len(local), 1), REFRESH_CHUNK):
@@ -552,11 +592,14 @@ class ClusterNode:
             self._refreshed([0, reply[1]])
 
     def _refreshed(self, reply: Reply) -> None:
+        if not isinstance(reply, ConnectionError):
+            self.unanswered = 0
         if not isinstance(reply, list):
             if not isinstance(reply, ConnectionError):
                 log.warning("cluster: heartbeat failed: %s", reply)
             return
         reaped, lost = reply
+        self.answered = True
         if reaped:
             # The others declared this node gone (Redis was out of reach too long):
             # come back as after a reconnect.

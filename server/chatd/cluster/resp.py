@@ -111,8 +111,9 @@ class RedisURLError(ValueError):
 def parse_url(url: str) -> tuple[str, int, int, str | None, str | None, bool]:
     """``redis://[user:password@]host[:port][/db]`` → (host, port, db, user, password, tls).
 
-    The host must be an address or ``localhost``: a reactor never waits on DNS, so names
-    are resolved once, at start (:func:`chatd.cluster.link.resolve`).
+    A host name is resolved once, at start
+    (:func:`chatd.engines.reactor.cluster_link.resolve`): a reactor never waits on DNS, so
+    a name that later points elsewhere is not followed until chatd restarts.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):

@@ -47,6 +47,8 @@ READ_PER_TURN = 8 << 20
 MAX_QUEUED = 64 << 20
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
+#: Seconds a connect (TCP, TLS, topology, every shard) may take before it is retried.
+CONNECT_SECONDS = 10.0
 
 
 class RedisSocket(Handler):
@@ -76,7 +78,7 @@ class RedisSocket(Handler):
         self.sock = sock
         context = self.link.tls
         if context is not None:
-            self.tls = TLSStream(context, server_hostname=address[0])
+            self.tls = TLSStream(context, server_hostname=self.link.tls_host or address[0])
         code = sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS):
             raise OSError(code, errno.errorcode.get(code, str(code)))
@@ -223,10 +225,14 @@ class ClusterLink:
         user: str | None,
         db: int,
         tls: ssl.SSLContext | None = None,
+        tls_host: str | None = None,
     ) -> None:
-        """``tls``: the client context of a ``rediss://`` URL (None: plain TCP)."""
+        """``tls``: the client context of a ``rediss://`` URL (None: plain TCP);
+        ``tls_host``: the name Redis' certificate must carry (the URL's host: sent as
+        SNI and checked, for the seed and, on a Redis Cluster, every master)."""
         self.reactor = reactor
         self.tls = tls
+        self.tls_host = tls_host
         self.node = node
         self.address = address
         self.password = password
@@ -237,6 +243,8 @@ class ClusterLink:
         self.backoff = BACKOFF_FIRST
         self.stopped = False
         self._warned = False
+        #: Connect attempts made (a deadline names the attempt it is for).
+        self.attempt = 0
         node.on_change = self._check_broken
 
     def start(self) -> None:
@@ -260,10 +268,18 @@ class ClusterLink:
         proto.call(self._topology, "CLUSTER", "SLOTS")
         self.probe = RedisSocket(self, proto, "probe")
         family, address = self.address
+        self.attempt += 1
+        self.reactor.call_at(self.reactor.now + CONNECT_SECONDS, self._deadline, self.attempt)
         try:
             self.probe.open(family, address)
         except OSError as exc:
             self.failed(self.probe, exc)
+
+    def _deadline(self, attempt: int) -> None:
+        """A connect (TCP, TLS, the topology, every shard) that is not done in time fails."""
+        if attempt == self.attempt and not self.node.up and not self.stopped:
+            if self.probe is not None or self.conns:
+                self.failed(None, TimeoutError(f"no answer within {CONNECT_SECONDS:.0f} s"))
 
     def _topology(self, reply: object) -> None:
         probe, self.probe = self.probe, None
@@ -311,7 +327,6 @@ class ClusterLink:
             "" if len(self.node.shards) == 1 else "s",
         )
         self._warned = False
-        self.backoff = BACKOFF_FIRST
         self.node.broken = None
         self.node.connected(self.password, self.user, self.db)
 
@@ -328,10 +343,13 @@ class ClusterLink:
         self._retry(exc)
 
     def _retry(self, exc: BaseException) -> None:
-        """Every connection is closed: tell the node, and try again after the backoff."""
+        """Every connection is closed: tell the node, and try again after the backoff
+        (which starts over only if Redis had answered a heartbeat on this link)."""
         if not self._warned:
             log.warning("cluster: redis connection lost (%s); retrying", exc)
             self._warned = True
+        if self.node.answered:
+            self.backoff = BACKOFF_FIRST
         self.node.lost()
         if not self.stopped:
             self.reactor.call_at(self.reactor.now + self.backoff, self._connect, None)

@@ -178,6 +178,7 @@ class Reactor:
                 user=user,
                 db=db,
                 tls=client_tls(config.redis_ca, config.redis_cert) if tls else None,
+                tls_host=host,
             )
 
     # ----------------------------------------------------------------- running
@@ -192,8 +193,8 @@ class Reactor:
         signals.release()
         if self.cluster_link is not None:
             self.cluster_link.start()
-        if self.service.tls is not None:
-            old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
+        # SIGHUP reloads what can change live (the TLS certificate); never a stop.
+        old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         try:
             while not self.stopping:
                 self.run_once()
@@ -214,8 +215,10 @@ class Reactor:
         if self.reload_requested:
             self.reload_requested = False
             tls = self.service.tls
-            assert tls is not None  # SIGHUP is handled only when there is TLS
-            tls.reload()
+            if tls is not None:
+                tls.reload()
+            else:
+                log.info("received SIGHUP: nothing to reload (no TLS listener)")
         for key, mask in events:
             # Each handler does its own work. A connection's catches what it raises: a
             # bug must cost one connection, not the server (Connection.on_ready); a bug
