@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from redisproc import RedisCluster
-from test_nodes import LEASE, _history, _tag, eventually, irc, names, sees
+from test_chathistory import _tag
+from test_nodes import LEASE, _history, chat_resumes, irc, names, sees
 
 from chatd.cluster.slots import keyslot
 from chatwire import IrcClient, Server
@@ -102,27 +103,7 @@ def test_a_room_whose_slot_moves_to_another_master_keeps_chatting(
     rc.move(slot, [stream], target)
     assert rc.owner(slot) is target
 
-    n = 0
-
-    def crossed() -> bool:
-        nonlocal n
-        n += 1
-        alice.send(f"probe {n}")
-        try:
-            bob.expect(rf"PRIVMSG #x2 :probe {n}$", timeout=0.5)
-            return True
-        except TimeoutError:
-            return False
-
-    eventually(crossed, "a line crosses once the room's slot has moved")
-    for i in range(20):
-        alice.send(f"after {i}")
-    got = [
-        line.rsplit(":", 1)[-1]
-        for line in bob.expect(r"PRIVMSG #x2 :after 19$")
-        if "PRIVMSG #x2 :after" in line
-    ]
-    assert got == [f"after {i}" for i in range(20)]
+    chat_resumes(alice, bob, "#x2", "once the room's slot has moved", count=20)
     # The room's history moved with its stream.
     lines = _history(bob, f"CHATHISTORY AROUND #x2 msgid={_tag(first, 'msgid')} 1")
     assert [line.rsplit(":", 1)[-1] for line in lines] == ["before the move"]

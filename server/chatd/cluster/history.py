@@ -38,8 +38,7 @@ from chatd.cluster import codec
 from chatd.cluster.resp import Reply
 from chatd.core import events as ev
 from chatd.core.ids import msgid_time
-from chatd.core.names import fold
-from chatd.history import ActiveRoom, History
+from chatd.history import ActiveRoom, History, kept_lines
 from chatd.history.model import Kind, Query, Ref, RefKind, Selection, StoredLine, select
 
 log = logging.getLogger("chatd.cluster")
@@ -50,7 +49,6 @@ PAGE = 200
 MAX_PAGES = 60
 #: Seconds between a line's time and its stream id's that a reference allows for.
 SKEW = 10.0
-_KEPT = {ev.ChatKind.SAY: "say", ev.ChatKind.ACTION: "action", ev.ChatKind.NOTICE: "notice"}
 
 Call = Callable[..., None]
 
@@ -62,28 +60,7 @@ def stored_lines(payload: bytes | str) -> list[StoredLine]:
         _, event, _ = codec.decode(payload)
     except codec.CodecError:
         return []
-    if not isinstance(event, ev.Chat) or event.audience:
-        return []
-    kind = _KEPT.get(event.kind)
-    if kind is None:
-        return []
-    source = event.source
-    room = fold(event.room)
-    return [
-        StoredLine(
-            room,
-            line.msgid,
-            line.at,
-            source.nick,
-            source.user,
-            source.host,
-            kind,
-            line.text,
-            line.concat,
-            source.bot,
-        )
-        for line in event.lines
-    ]
+    return kept_lines(event) if isinstance(event, ev.Chat) else []
 
 
 def _payload(entry: object) -> bytes:

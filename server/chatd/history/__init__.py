@@ -78,6 +78,31 @@ class ActiveRoom:
     latest: float
 
 
+def kept_lines(event: ev.Chat) -> list[StoredLine]:
+    """The lines history keeps of ``event``: chat, actions and notices to a whole room
+    (not TAGMSG, not lines to a room's operators), one per piece."""
+    value = _KEPT_KINDS.get(event.kind)
+    if value is None or event.audience:
+        return []
+    source = event.source
+    room = fold(event.room)
+    return [
+        StoredLine(
+            room,
+            line.msgid,
+            line.at,
+            source.nick,
+            source.user,
+            source.host,
+            value,
+            line.text,
+            line.concat,
+            source.bot,
+        )
+        for line in event.lines
+    ]
+
+
 def guarded(room: Room) -> bool:
     """Whether ``room`` keeps anyone out who knows its name: invite-only, a key, a ban."""
     return "i" in room.modes or room.password is not None or bool(room.bans)
@@ -161,29 +186,11 @@ class History:
         kind = type(event)
         if kind is ev.Chat:
             assert isinstance(event, ev.Chat)
-            value = _KEPT_KINDS.get(event.kind)
-            if value is None or event.audience or self.stopping:
+            if self.stopping:
                 return  # (once stopping, nothing is delivered: nobody saw the line)
-            source = event.source
-            room = fold(event.room)
-            self.add_lines(
-                room,
-                [
-                    StoredLine(
-                        room,
-                        line.msgid,
-                        line.at,
-                        source.nick,
-                        source.user,
-                        source.host,
-                        value,
-                        line.text,
-                        line.concat,
-                        source.bot,
-                    )
-                    for line in event.lines
-                ],
-            )
+            lines = kept_lines(event)
+            if lines:
+                self.add_lines(lines[0].room, lines)
         elif kind in _ROOM_STATE or (kind is ev.Joined and event.created):  # type: ignore[union-attr]
             self._save(fold(event.room))  # type: ignore[union-attr]
         elif kind is ev.RoomRestored:
