@@ -80,9 +80,11 @@ class RedisServer:
         *args: str,
         port: int | None = None,
         tls: tuple[Path, Path, ssl.SSLContext] | None = None,
+        client_certs: bool = False,
     ) -> None:
         """``tls``: (certificate, key, a client context trusting it): TLS only, on
-        :attr:`port` (``rediss://``), no client certificates asked for."""
+        :attr:`port` (``rediss://``); ``client_certs``: clients must show a certificate
+        (give ``--tls-ca-cert-file`` in ``args``)."""
         self.binary = need_redis()
         self.port = port or free_port()
         self.workdir = workdir
@@ -98,7 +100,7 @@ class RedisServer:
                 "--tls-key-file",
                 str(key),
                 "--tls-auth-clients",
-                "no",
+                "yes" if client_certs else "no",
             )
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None

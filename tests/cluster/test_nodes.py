@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redisproc import RedisServer
+from redisproc import RedisServer, command
 from test_chathistory import _tag
 
 from chatwire import Client, IrcClient, Server, TLSFiles
@@ -614,3 +614,98 @@ def test_a_guarded_room_whose_members_died_with_their_node_takes_its_lines_along
     bob.send("JOIN #secret")
     bob.expect(r" 366 bob #secret ")
     assert _history(bob, "CHATHISTORY LATEST #secret * 10") == []
+
+
+def test_a_node_shows_redis_its_client_certificate(
+    start_server: Callable[..., Server], tmp_path: Path, tls_files: TLSFiles
+) -> None:
+    """A Redis that asks for client certificates (``tls-auth-clients yes``) lets in the
+    node that has ``--redis-cert``, and refuses the one that has none."""
+    leaf = tls_files.ca.issue_cert("chatd-node")
+    client_pem = tmp_path / "node.pem"
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+    context = tls_files.client_context()
+    leaf.configure_cert(context)  # for the fixture's own PING
+    secure = RedisServer(
+        tmp_path / "mtls",
+        "--tls-ca-cert-file",
+        str(tls_files.ca_file),
+        tls=(tls_files.cert, tls_files.key, context),
+        client_certs=True,
+    )
+    try:
+        ca = ("--redis-ca", str(tls_files.ca_file))
+        base = ("--irc-port", "0", "--ephemeral", "--redis", secure.url, *ca)
+        good = start_server("reactor", *base, "--redis-cert", str(client_pem))
+        irc(good, "alice")  # registered: the nick's lease was taken in Redis
+        bare = start_server("reactor", *base)
+        client = IrcClient(bare.host, bare.irc_port or 0)
+        client.send("NICK bob\r\nUSER b 0 * :b")
+        client.expect(r"FAIL NICK TEMPORARILY_UNAVAILABLE bob ", timeout=10)
+    finally:
+        secure.stop()
+
+
+def test_a_room_that_ends_is_forgotten_in_redis_and_its_lines_expire(
+    node: Callable[..., Server], redis: RedisServer
+) -> None:
+    a = node("--history-days", "1")
+    amy = irc(a, "amy", CAPS)
+    amy.send("JOIN #open\r\nTOPIC #open :t\r\nPRIVMSG #open :kept")
+    amy.expect(r"PRIVMSG #open :kept$")
+    amy.send("JOIN #closed\r\nMODE #closed +k key\r\nPRIVMSG #closed :gone")
+    amy.expect(r"PRIVMSG #closed :gone$")
+    rooms = "{chatd:g}:rooms"
+    assert b"#open" in command(redis.port, "HKEYS", rooms)
+    # A room's lines expire --history-days after its last line (1 day here).
+    ttl = int(command(redis.port, "PTTL", "{chatd:r:#open}:log")[1:].split(b"\r")[0])
+    assert 86_000_000 < ttl <= 86_400_000
+    amy.send("PART #open\r\nPART #closed")
+    amy.expect(r" PART #closed")
+    amy.send("PING sync")
+    amy.expect(r" PONG ")
+
+    def forgotten() -> bool:
+        return b"#" not in command(redis.port, "HKEYS", rooms)
+
+    eventually(forgotten, "the ended rooms' saved state is deleted")
+    # The open room's lines stay (anyone could have read them); the keyed one's go.
+    assert command(redis.port, "EXISTS", "{chatd:r:#open}:log") == b":1\r\n"
+    assert command(redis.port, "EXISTS", "{chatd:r:#closed}:log") == b":0\r\n"
+
+
+def test_a_worker_that_dies_is_started_again(
+    start_server: Callable[..., Server], redis: RedisServer
+) -> None:
+    import psutil
+
+    server = start_server(
+        "reactor",
+        "--ephemeral",
+        "--redis",
+        redis.url,
+        "--redis-lease",
+        str(LEASE),
+        "--workers",
+        "2",
+        "--irc-port",
+        "0",
+        allow=("ended unexpectedly",),
+    )
+    workers = psutil.Process(server.proc.pid).children()
+    assert len(workers) == 2
+    victim = workers[0]
+    victim.kill()
+    victim.wait(10)
+    server.wait_for_stderr(r"worker \d \(pid \d+\) ended unexpectedly \(signal SIGKILL\)")
+
+    def two_workers() -> bool:
+        alive = psutil.Process(server.proc.pid).children()
+        return len(alive) == 2 and victim.pid not in {p.pid for p in alive}
+
+    eventually(two_workers, "the supervisor started a new worker")
+    # Chat works across the workers again (whichever each connection lands on).
+    clients = [server.client(f"user{i}") for i in range(6)]
+    clients[0].send("back")
+    for client in clients[1:]:
+        client.expect(r"^user0: back$")

@@ -26,9 +26,12 @@ and pass ``--controller irctest_chatd`` to pytest in the irctest folder.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from irctest.basecontrollers import BaseServerController, DirectoryBasedController
@@ -58,6 +61,15 @@ def engine_args(name: str) -> list[str]:
         return ENGINE_ARGS[name]
     except KeyError:
         raise ValueError(f"CHATD_ENGINE={name!r}: expected one of {sorted(ENGINE_ARGS)}") from None
+
+
+def _drain(fd: int) -> None:
+    """Read and drop a pipe's data until its writer is gone, then close it."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    finally:
+        os.close(fd)
 
 
 class ChatdController(BaseServerController, DirectoryBasedController):
@@ -132,14 +144,44 @@ class ChatdController(BaseServerController, DirectoryBasedController):
         )
         fd, name = tempfile.mkstemp(prefix="chatd-irctest-", suffix=".stderr")
         self.stderr_path = Path(name)
+        read_end, write_end = os.pipe()
         try:
-            self.proc = self.execute(command, proc_name="chatd", env=env, stderr=fd)
+            self.proc = self.execute(
+                command, proc_name="chatd", env=env, stderr=fd, stdout=write_end
+            )
         finally:
             os.close(fd)
+            os.close(write_end)
+        self._await_listening(read_end)
         # Tests call addClient() → wait_for_port() before connecting; waiting here too
         # makes a chatd that exits at once (say, on an unknown option) fail in setUp with
         # ProcessStopped instead of inside the test body.
         self.wait_for_port()
+
+    def _await_listening(self, fd: int) -> None:
+        """Wait for this chatd's own ``irc: listening on`` line (then drain its stdout).
+
+        irctest's ``wait_for_port`` only asks whether *something* accepts on the port: a
+        port chosen free a moment ago can be taken by another process of a busy test run
+        (a server bound to port 0 by another test), the check passes while chatd is still
+        starting, the test's client is refused, and the teardown's SIGTERM lands before
+        chatd handles signals. Seen once in CI (``testInviteExceptionRemoval``: connection
+        refused, then "killed by signal 15" with an empty stderr). chatd announces each
+        listener once it is bound, the IRC one last.
+        """
+        deadline = time.monotonic() + 60
+        buffered = b""
+        try:
+            while b" irc" not in buffered or not buffered.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    break  # wait_for_port and check_is_alive say what went wrong
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break  # chatd ended: check_is_alive raises ProcessStopped
+                buffered += chunk
+        finally:
+            threading.Thread(target=_drain, args=(fd,), daemon=True).start()
 
     def kill_proc(self) -> None:
         proc = self.proc

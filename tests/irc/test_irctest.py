@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ import pytest
 from chatwire import ALL_ENGINES
 
 HERE = Path(__file__).resolve().parent
+#: Characters of each failure's text quoted from the junit report.
+REASON_CHARS = 1500
 sys.path.insert(0, str(HERE))
 
 from run_irctest import IRCTEST_DIR  # noqa: E402
@@ -50,5 +53,21 @@ def test_irctest_passes_on_every_engine(engine: str) -> None:
     failures = "\n".join(
         line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))
     )
-    assert failed == 0 and errors == 0, f"{match[0]}\n{failures}"
+    assert failed == 0 and errors == 0, f"{match[0]}\n{failures}\n{_reasons(proc.stdout)}"
     assert passed >= MIN_PASSED, match[0]
+
+
+def _reasons(stdout: str) -> str:
+    """Each failed or errored case's own text, from the run's junit report (named on the
+    runner's summary line), so that a rare failure explains itself in the CI log."""
+    found = re.search(r"junit: (\S+?)\)", stdout)
+    if not found or not Path(found[1]).exists():
+        return "(no junit report to quote)"
+    quoted = []
+    for case in ET.parse(found[1]).getroot().iter("testcase"):
+        for child in case:
+            if child.tag in ("failure", "error"):
+                text = (child.get("message") or "") + "\n" + (child.text or "")
+                name = f"{case.get('classname')}::{case.get('name')} ({child.tag})"
+                quoted.append(f"--- {name}\n{text.strip()[-REASON_CHARS:]}")
+    return "\n".join(quoted)
