@@ -230,12 +230,21 @@ class RedisCluster:
     def move(self, slot: int, keys: list[str], to: RedisServer) -> None:
         """Migrate ``slot`` (holding ``keys``) to master ``to``, as ``redis-cli --cluster
         reshard`` does, step by step."""
+        self.start_move(slot, keys, to)
+        self.finish_move(slot, to)
+
+    def start_move(self, slot: int, keys: list[str], to: RedisServer) -> None:
+        """The first half of a migration: ``keys`` are on ``to``, the slot is not yet
+        (its owner answers ``ASK`` for a key it no longer has)."""
         source = self.owner(slot)
         src_id, dst_id = self.node_id(source.port), self.node_id(to.port)
         command(to.port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", src_id)
         command(source.port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst_id)
         for key in keys:
             command(source.port, "MIGRATE", "127.0.0.1", str(to.port), key, "0", "5000")
+
+    def finish_move(self, slot: int, to: RedisServer) -> None:
+        dst_id = self.node_id(to.port)
         for node in self.nodes:
             command(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
 

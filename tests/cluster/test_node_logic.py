@@ -370,3 +370,30 @@ def test_a_redis_that_answers_no_heartbeat_for_long_is_taken_for_gone(world: Wor
     assert not broken
     node.tick()
     assert broken and "no heartbeat" in broken[0]
+
+
+def test_two_topics_set_at_once_end_the_same_on_every_node(world: World) -> None:
+    """Ours and another node's topic, set at once: whichever Redis ordered last is the
+    room's topic everywhere, here too, though we applied ours first."""
+    hub = world.hub
+    local_member(world, "aaaaa1", "me")
+    hub.join("aaaaa1", "#r")
+    hub.topic("aaaaa1", "#r", "ours")
+    commands = world.sent()
+    mine = next(published(c) for c in commands if c[0] == b"EVALSHA" and b"TopicChanged" in c[-3])
+    world.answer(commands)
+    state = world.node.state
+    bob = ev.Source("bob", "u", "h", False, "bbbbb1")
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "bob"))
+    joined = ev.Joined(bob, "#r", 2, at=2.0)
+    world.push(state.name, "2-0", "1-0", codec.encode(OTHER, joined, tg.ToRoom("#r")))
+    # Redis ordered the other node's topic first, then ours: ours is the last word.
+    theirs = ev.TopicChanged(bob, "#r", "theirs", at=3.0)
+    world.push(state.name, "3-0", "2-0", codec.encode(OTHER, theirs, tg.ToRoom("#r")))
+    assert hub.rooms["#r"].topic == "theirs"
+    world.push(state.name, "4-0", "3-0", json.dumps(mine, separators=(",", ":")))
+    assert hub.rooms["#r"].topic == "ours"
+    assert world.stats["cluster_settled"] == 1
+    # A later change from another node is applied as usual.
+    world.push(state.name, "5-0", "4-0", codec.encode(OTHER, theirs, tg.ToRoom("#r")))
+    assert hub.rooms["#r"].topic == "theirs"

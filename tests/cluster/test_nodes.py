@@ -451,6 +451,15 @@ def test_every_node_answers_history_from_redis(node: Callable[..., Server]) -> N
     assert strip(_history(bob, f"CHATHISTORY BEFORE #talk {before} 2")) == strip(echoes[2:4])
     after = f"msgid={_tag(echoes[1], 'msgid')}"
     assert strip(_history(bob, f"CHATHISTORY AFTER #talk {after} 3")) == strip(echoes[2:5])
+    # TARGETS reads each room's stream too: #talk, with its last line's time.
+    bob.send(
+        "CHATHISTORY TARGETS timestamp=2020-01-01T00:00:00.000Z "
+        "timestamp=2262-01-01T00:00:00.000Z 10"
+    )
+    opened = bob.expect(r" BATCH \+")[-1]
+    assert opened.endswith(" draft/chathistory-targets"), opened
+    listed = bob.read_line()
+    assert listed.endswith(f" CHATHISTORY TARGETS #talk {_tag(echoes[-1], 'time')}"), listed
     # A line user on the second node reads the same.
     carol = b.client("carol")
     carol.send("/join #talk")

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redisproc import RedisCluster
 from test_chathistory import _tag
-from test_nodes import LEASE, _history, chat_resumes, irc, names, sees
+from test_nodes import LEASE, SETTLE, _history, chat_resumes, irc, names, sees
 
 from chatd.cluster.slots import keyslot
 from chatwire import IrcClient, Server
@@ -107,3 +108,36 @@ def test_a_room_whose_slot_moves_to_another_master_keeps_chatting(
     # The room's history moved with its stream.
     lines = _history(bob, f"CHATHISTORY AROUND #x2 msgid={_tag(first, 'msgid')} 1")
     assert [line.rsplit(":", 1)[-1] for line in lines] == ["before the move"]
+
+
+def test_lines_sent_while_a_room_s_slot_migrates_all_arrive(
+    node: Callable[..., Server], rc: RedisCluster
+) -> None:
+    """Mid-migration the room's stream is on the new master and its slot still on the old
+    one, which answers ``ASK``: the publish is sent on to the new master (``ASKING``);
+    the subscribers hear of it once the slot has moved, from the stream."""
+    a, b = node(0), node(2)
+    room = "#x2"
+    alice = a.client("alice")
+    bob = irc(b, "bob", CAPS)
+    sees(bob, "alice")
+    bob.send(f"JOIN {room}")
+    bob.expect(r" 366 ")
+    alice.send(f"/join {room}")
+    alice.expect(rf"^\* you joined {room}")
+    bob.expect(rf" :alice!\S+ JOIN {room}$")
+    slot = _slot(room)
+    target = next(n for n in rc.nodes if n is not rc.owner(slot))
+    rc.start_move(slot, ["{chatd:r:" + room + "}:log"], target)
+    for i in range(10):
+        alice.send(f"during {i}")
+    rc.finish_move(slot, target)
+    got = [
+        line.rsplit(":", 1)[-1]
+        for line in bob.expect(r"PRIVMSG #x2 :during 9$", timeout=SETTLE)
+        if "PRIVMSG #x2 :during" in line
+    ]
+    assert got == [f"during {i}" for i in range(10)]
+    alice.send("/stats")
+    stats = alice.expect(r"^\* stats: ")[-1]
+    assert re.search(r"\bcluster_asks=\d", stats), stats  # sent on, not a rebuild each

@@ -81,7 +81,12 @@ def _ref_time(ref: Ref | None) -> float | None:
 
 
 def _stream_id(at: float) -> str:
-    return str(max(int(at * 1000), 0))
+    """A stream id bound for the time ``at`` (seconds): ``+``/``-`` past either end."""
+    if at != at or at >= 1e15:  # NaN, or past any stream id (a reference of "ever")
+        return "+"
+    if at <= 0:
+        return "-"
+    return str(int(at * 1000))
 
 
 class _Read:

@@ -63,7 +63,9 @@ Rules the code keeps:
   replies come back as callbacks on the loop. A nickname claim returns a ``Future`` the
   session polls between turns, as a history query does.
 * **A node's own events are applied first, locally**, then published; its echo is
-  dropped by node id (but still advances the channel's position).
+  dropped by node id (but still advances the channel's position), except a room's topic
+  or mode change, which is applied again at its place in the channel's order: two nodes
+  changing one room at once end with the same room.
 * **A bad payload costs that payload**, never the node: it is counted and logged.
 * **Known limits.** A catch-up after a long outage applies what the stream gives back
   in one callback (bounded by the stream's length). Two nodes' members holding one
@@ -205,6 +207,10 @@ class ClusterNode:
         self.shards: list[Shard] = [self.new_shard()]
         #: Slot → index in ``shards`` (Redis Cluster), or None (standalone).
         self.owner: list[int] | None = None
+        #: Each shard's master as ``host:port`` (Redis Cluster).
+        self.addresses: list[str] = []
+        #: The last ASK was answered by sending the command on (not a topology change).
+        self._asked = False
         #: Every connection is up and greeted.
         self.up = False
         #: A heartbeat was answered since the link came up (the engine's backoff starts
@@ -267,10 +273,14 @@ class ClusterNode:
             RedisProtocol(subscriber=True, on_push=self._on_push),
         )
 
-    def use_topology(self, count: int, owner: list[int] | None) -> list[Shard]:
-        """``count`` masters, slot ``s`` on ``owner[s]`` (None: one standalone Redis)."""
+    def use_topology(
+        self, count: int, owner: list[int] | None, addresses: list[str] | None = None
+    ) -> list[Shard]:
+        """``count`` masters, slot ``s`` on ``owner[s]`` (None: one standalone Redis);
+        ``addresses``: each master's ``host:port``, as ``ASK`` names them."""
         self.shards = [self.new_shard() for _ in range(count)]
         self.owner = owner
+        self.addresses = addresses or []
         return self.shards
 
     def shard(self, key: str) -> Shard:
@@ -280,7 +290,12 @@ class ClusterNode:
 
     def _redirected(self, reply: Reply) -> None:
         # MOVED/ASK: a slot moved (resharding, failover). Rebuild the link, which asks for
-        # the topology again; the reconnect catches every channel up from its stream.
+        # the topology again; the reconnect catches every channel up from its stream. A
+        # publish's ASK (a slot in the middle of a migration) was sent on by its callback
+        # to the importing master instead (see _published).
+        if self._asked:
+            self._asked = False
+            return
         self.stats["cluster_redirects"] += 1
         self._break(f"the cluster's slots moved ({reply}); reconnecting", logging.INFO)
 
@@ -407,12 +422,29 @@ class ClusterNode:
         self._publish_command(channel.stream, command)
         self.stats["cluster_published"] += 1
 
+    def _ask(self, reply: Reply, key: str, command: tuple[str | int, ...]) -> bool:
+        """``ASK <slot> <host:port>``: the key has moved to that master already, the slot
+        not yet; send the publish there, after ``ASKING`` (the Redis Cluster rule for one
+        command on an importing slot). Its subscribers are told once the slot moves (the
+        server ends their subscription; they catch up from the stream)."""
+        parts = str(reply).split()
+        if len(parts) != 3 or parts[2] not in self.addresses:
+            return False
+        shard = self.shards[self.addresses.index(parts[2])]
+        self._asked = True
+        self.stats["cluster_asks"] += 1
+        shard.cmd.call(None, "ASKING")
+        shard.cmd.call(partial(self._published, key=key, command=command), *command)
+        return True
+
     def _publish_command(self, key: str, command: tuple[str | int, ...]) -> None:
         callback = partial(self._published, key=key, command=command)
         self.shard(key).cmd.call(callback, *command)
 
     def _published(self, reply: Reply, *, key: str, command: tuple[str | int, ...]) -> None:
         if not isinstance(reply, hiredis.ReplyError):
+            return
+        if str(reply).startswith("ASK ") and self._ask(reply, key, command):
             return
         if str(reply).startswith(("MOVED ", "ASK ")) and len(self._resend) < MAX_RESEND:
             # The slot moved: sent again, to its new shard, once the link is rebuilt.
@@ -763,7 +795,12 @@ class ClusterNode:
 
     def _apply(self, channel: Channel, payload: str) -> None:
         if codec.origin(payload) == self.node:
-            return  # our own echo: applied when it happened
+            # Our own echo: applied when it happened. A room's topic or modes are the
+            # exception: applied again at their place in the channel's order, they leave
+            # every node with the same last word when two nodes changed the room at once.
+            if channel.room is None and ('"TopicChanged"' in payload or '"ModeChanged"' in payload):
+                self._settle_own(payload)
+            return
         try:
             if payload.startswith('["') and '"!' in payload[: NODE_LEN + 8]:
                 self._control(json.loads(payload))
@@ -773,6 +810,31 @@ class ClusterNode:
         except Exception as exc:  # another node's damage costs that payload only
             self.stats["cluster_bad_payloads"] += 1
             log.warning("cluster: an event from another node was not applied: %r", exc)
+
+    def _settle_own(self, payload: str) -> None:
+        """Apply our own topic or mode change again, in the order every node applies it;
+        if that changes the room here (another node's change came in between), this
+        node's members are shown the result."""
+        try:
+            _, event, target = codec.decode(payload)
+        except codec.CodecError:
+            return
+        assert isinstance(event, ev.TopicChanged | ev.ModeChanged)
+        room = self.hub.rooms.get(fold(event.room))
+        if room is None:
+            return
+        before = _settings(room)
+        if isinstance(event, ev.ModeChanged):
+            # Member flags follow nicks, which may have moved on since: only the room's
+            # own settings are settled here.
+            changes = tuple(c for c in event.changes if c.char not in "ov")
+            if not changes:
+                return
+            event = ev.ModeChanged(event.source, event.room, changes, at=event.at)
+        self.hub.apply(event)
+        if _settings(room) != before:
+            self.stats["cluster_settled"] += 1
+            self.deliver(event, target)
 
     def receive(self, event: ev.Event, target: Target) -> None:
         """An event from another node: apply it, deliver it here, follow its rooms.
@@ -983,7 +1045,7 @@ class ClusterNode:
         modes are not news)."""
         old = room.members.get(member.uid, 0)
         changes = tuple(
-            ev.ModeChange("+" if flags & bit else "-", char, member.nick)
+            ev.ModeChange("+" if flags & bit else "-", char, member.nick, member.uid)
             for bit, char in ((OP, "o"), (VOICE, "v"))
             if (old ^ flags) & bit
         )
@@ -1033,6 +1095,19 @@ class ClusterNode:
                 1 for uid in self.hub.members if not uid.startswith(self.node)
             ),
         }
+
+
+def _settings(room: Room) -> tuple[object, ...]:
+    """What a topic or mode change can change in a room, to compare."""
+    return (
+        room.topic,
+        room.modes,
+        room.password,
+        room.limit,
+        sorted(e.mask for e in room.bans),
+        sorted(e.mask for e in room.excepts),
+        sorted(e.mask for e in room.invexes),
+    )
 
 
 def guest_nick(uid: str) -> str:

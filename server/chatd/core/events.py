@@ -228,6 +228,9 @@ class ModeChange:
     sign: str
     char: str
     arg: str | None = None
+    #: For ``o`` and ``v``: the member's id (``arg`` is its nick, as shown), so that a
+    #: nick changed meanwhile on another node cannot make it name someone else.
+    uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)

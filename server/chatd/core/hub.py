@@ -713,7 +713,7 @@ class Hub:
             if new == old:
                 return None
             draft.flags[target.uid] = new
-            return ev.ModeChange(sign, char, target.nick)
+            return ev.ModeChange(sign, char, target.nick, target.uid)
         if char in LIST_MODES:
             if not arg:
                 raise err.NeedMoreParams(f"MODE {sign}{char}")
@@ -786,7 +786,7 @@ class Hub:
         sign, char, arg = change.sign, change.char, change.arg
         adding = sign == "+"
         if char in PREFIX_MODES:
-            uid = self.nicks.get(fold(arg or ""))
+            uid = change.uid or self.nicks.get(fold(arg or ""))
             if uid is not None and uid in room.members:
                 flag = OP if char == "o" else VOICE
                 old = room.members[uid]

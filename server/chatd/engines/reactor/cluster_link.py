@@ -300,7 +300,9 @@ class ClusterLink:
             except (ValueError, TypeError, IndexError) as exc:
                 self._retry(ConnectionError(f"cannot use the cluster's slots: {exc}"))
                 return
-            shards = self.node.use_topology(len(masters), owner)
+            shards = self.node.use_topology(
+                len(masters), owner, [f"{host}:{port}" for host, port in masters]
+            )
             addresses = [(_family(host), (host, port)) for host, port in masters]
         self.conns = []
         for shard, (fam, address) in zip(shards, addresses, strict=True):
