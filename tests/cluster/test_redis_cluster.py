@@ -13,7 +13,7 @@ from test_chathistory import _tag
 from test_nodes import LEASE, SETTLE, _history, chat_resumes, irc, names, sees
 
 from chatd.cluster.slots import keyslot
-from chatwire import IrcClient, Server
+from chatwire import Client, IrcClient, Server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,6 +43,21 @@ def node(start_server: Callable[..., Server], rc: RedisCluster) -> Callable[...,
         )
 
     return start
+
+
+def _both_in(node: Callable[..., Server], room: str) -> tuple[Client, IrcClient]:
+    """A line user on a node of the first master and an IRC user on one of the third,
+    both in ``room``."""
+    a, b = node(0), node(2)
+    alice = a.client("alice")
+    bob = irc(b, "bob", CAPS)
+    sees(bob, "alice")
+    bob.send(f"JOIN {room}")
+    bob.expect(r" 366 ")
+    alice.send(f"/join {room}")
+    alice.expect(rf"^\* you joined {room}")
+    bob.expect(rf" :alice!\S+ JOIN {room}$")
+    return alice, bob
 
 
 def _slot(room: str) -> int:
@@ -84,16 +99,8 @@ def test_rooms_on_several_shards_are_one_chat(
 def test_a_room_whose_slot_moves_to_another_master_keeps_chatting(
     node: Callable[..., Server], rc: RedisCluster
 ) -> None:
-    a, b = node(0), node(2)
     room = "#x2"
-    alice = a.client("alice")
-    bob = irc(b, "bob", CAPS)
-    sees(bob, "alice")
-    bob.send(f"JOIN {room}")
-    bob.expect(r" 366 ")
-    alice.send(f"/join {room}")
-    alice.expect(rf"^\* you joined {room}")
-    bob.expect(rf" :alice!\S+ JOIN {room}$")
+    alice, bob = _both_in(node, room)
     alice.send("before the move")
     first = bob.expect(r"PRIVMSG #x2 :before the move$")[-1]
 
@@ -116,16 +123,8 @@ def test_lines_sent_while_a_room_s_slot_migrates_all_arrive(
     """Mid-migration the room's stream is on the new master and its slot still on the old
     one, which answers ``ASK``: the publish is sent on to the new master (``ASKING``);
     the subscribers hear of it once the slot has moved, from the stream."""
-    a, b = node(0), node(2)
     room = "#x2"
-    alice = a.client("alice")
-    bob = irc(b, "bob", CAPS)
-    sees(bob, "alice")
-    bob.send(f"JOIN {room}")
-    bob.expect(r" 366 ")
-    alice.send(f"/join {room}")
-    alice.expect(rf"^\* you joined {room}")
-    bob.expect(rf" :alice!\S+ JOIN {room}$")
+    alice, bob = _both_in(node, room)
     slot = _slot(room)
     target = next(n for n in rc.nodes if n is not rc.owner(slot))
     rc.start_move(slot, ["{chatd:r:" + room + "}:log"], target)
