@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from chatd import __version__
-from chatd.config import ENGINES, Config, ListenerSpec
+from chatd.config import ENGINES, Config, ListenerSpec, origin_problem
 from chatd.core.ids import node_problem
 from chatd.core.names import normalize_room, room_problem
 
@@ -238,6 +238,25 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 @click.option("--tls-port", type=click.IntRange(0, 65535), help="TLS listener, line dialect.")
 @click.option("--irc-tls-port", type=click.IntRange(0, 65535), help="TLS listener, IRC dialect.")
 @click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    help="HTTP listener: the chat page at /, WebSocket chat (IRC at / and /irc, the line "
+    "dialect at /line), /health and /metrics.",
+)
+@click.option(
+    "--https-port",
+    type=click.IntRange(0, 65535),
+    help="The same over TLS (wss://), with --tls-cert.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A web origin (https://chat.example.org) whose pages may open WebSocket chats; "
+    "repeatable; '*' for any. Default: only the page's own. Others get 403.",
+)
+@click.option(
     "--tls-handshake-timeout",
     type=click.FloatRange(0.1),
     default=10.0,
@@ -334,6 +353,9 @@ def main(
     tls_key: str | None,
     tls_port: int | None,
     irc_tls_port: int | None,
+    http_port: int | None,
+    https_port: int | None,
+    allowed_origins: tuple[str, ...],
     tls_handshake_timeout: float,
     redis: str | None,
     redis_password_file: str | None,
@@ -390,7 +412,10 @@ def main(
     extra: tuple[ListenerSpec, ...] = ()
     if irc_port is not None:
         extra = (ListenerSpec(host, irc_port, "irc"),)
-    _check_tls(tls_cert, tls_key, tls_port, irc_tls_port)
+    _check_tls(tls_cert, tls_key, tls_port, irc_tls_port, https_port)
+    for origin in allowed_origins:
+        if problem := origin_problem(origin):
+            raise click.BadParameter(problem, param_hint="--allowed-origin")
     redis_password = _check_redis(redis, redis_password_file, redis_prefix, engine, data_dir)
     _check_redis_tls(redis, redis_ca, redis_cert)
     if node_id is not None and (problem := node_problem(node_id)):
@@ -436,6 +461,9 @@ def main(
         tls_key=tls_key,
         tls_port=tls_port,
         irc_tls_port=irc_tls_port,
+        http_port=http_port,
+        https_port=https_port,
+        allowed_origins=allowed_origins,
         tls_handshake_timeout=tls_handshake_timeout,
         data_dir=_data_dir(data_dir, ephemeral),
         history_max_per_room=history_max_per_room,
@@ -611,14 +639,28 @@ def _first_line(path: str, option: str) -> str:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
-def _check_tls(cert: str | None, key: str | None, port: int | None, irc_port: int | None) -> None:
+def _check_tls(
+    cert: str | None,
+    key: str | None,
+    port: int | None,
+    irc_port: int | None,
+    https_port: int | None = None,
+) -> None:
     """TLS options that only make sense together (the files are checked at bind)."""
-    if port is None and irc_port is None:
+    if port is None and irc_port is None and https_port is None:
         if cert or key:
-            raise click.UsageError("--tls-cert/--tls-key need --tls-port or --irc-tls-port")
+            raise click.UsageError(
+                "--tls-cert/--tls-key need --tls-port, --irc-tls-port or --https-port"
+            )
         return
     if not cert:
-        hint = "--tls-port" if port is not None else "--irc-tls-port"
+        hint = (
+            "--tls-port"
+            if port is not None
+            else "--irc-tls-port"
+            if irc_port is not None
+            else "--https-port"
+        )
         raise click.UsageError(f"{hint} needs --tls-cert (and --tls-key unless it holds the key)")
     if irc_port is not None:
         from chatd.dialects import DIALECTS

@@ -82,6 +82,12 @@ class Config:
     #: TLS listeners on ``host`` for the line and IRC dialects (None: none).
     tls_port: int | None = None
     irc_tls_port: int | None = None
+    #: The HTTP listener (the page, WebSocket, /health, /metrics), and over TLS.
+    http_port: int | None = None
+    https_port: int | None = None
+    #: Web origins whose pages may open a WebSocket chat (``*``: any); empty: only the
+    #: page's own origin (the request's Host).
+    allowed_origins: tuple[str, ...] = ()
     #: Seconds a TLS handshake may take; meanwhile it holds a --max-clients slot.
     tls_handshake_timeout: float = 10.0
     #: This node's id in message and member ids (None: random per process).
@@ -116,9 +122,28 @@ class Config:
     def all_listeners(self) -> tuple[ListenerSpec, ...]:
         """The line listener first (PROTOCOL.md's "listening on" line), then the others,
         then the TLS ones."""
+        http: tuple[ListenerSpec, ...] = ()
+        if self.http_port is not None:
+            http = (ListenerSpec(self.host, self.http_port, "http"),)
         tls = tuple(
             ListenerSpec(self.host, port, dialect, tls=True)
-            for port, dialect in ((self.tls_port, "line"), (self.irc_tls_port, "irc"))
+            for port, dialect in (
+                (self.tls_port, "line"),
+                (self.irc_tls_port, "irc"),
+                (self.https_port, "http"),
+            )
             if port is not None
         )
-        return (ListenerSpec(self.host, self.port, "line"), *self.listeners, *tls)
+        return (ListenerSpec(self.host, self.port, "line"), *self.listeners, *http, *tls)
+
+
+def origin_problem(origin: str) -> str | None:
+    """Why ``origin`` is not a web origin (``scheme://host[:port]``), or None."""
+    if origin == "*":
+        return None
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest:
+        return f"{origin!r}: an origin is http(s)://HOST[:PORT], or '*'"
+    if "/" in rest.rstrip("/") or "?" in rest or "#" in rest:
+        return f"{origin!r}: an origin has no path"
+    return None

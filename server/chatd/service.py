@@ -21,12 +21,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from chatd import web
 from chatd.cluster.history import RedisHistory
 from chatd.cluster.node import ClusterNode
 from chatd.config import Config
 from chatd.core import events as ev
 from chatd.core.hub import Hub
 from chatd.core.ids import Mint
+from chatd.core.measures import Measures
 from chatd.core.router import Router
 from chatd.core.targets import Target, ToEveryone, ToNobody
 from chatd.dialects import DIALECTS
@@ -41,6 +43,9 @@ from chatd.net.transport import QUIT_TEXT, DisconnectReason
 
 log = logging.getLogger("chatd")
 
+#: What a listener can be bound to: a chat dialect, or HTTP (the page and WebSocket).
+LISTENER_KINDS: dict[str, Dialect] = {**DIALECTS, web.DIALECT.name: web.DIALECT}
+
 
 class ChatService:
     """Everything the connections of one server share."""
@@ -50,7 +55,9 @@ class ChatService:
         self.config = config
         #: Event counters shown by /stats and logged at shutdown.
         self.stats: Counter[str] = Counter()
-        self.router = Router(self.stats)
+        #: Histograms for /metrics (delivery latency, loop turns).
+        self.measures = Measures()
+        self.router = Router(self.stats, self.measures)
         reserved: set[str] = set()
         policies = []
         budgets = []
@@ -125,6 +132,8 @@ class ChatService:
             ended=self.ended,
             history=self.history,
             claim=self.cluster.claim if self.cluster is not None else None,
+            release=self._release,
+            measures=self.measures,
         )
         self.admission = Admission(
             config.max_clients,
@@ -158,7 +167,7 @@ class ChatService:
                     exc.errno, f"cannot listen on {spec.host}:{spec.port}: {exc.strerror or exc}"
                 ) from None
             tls = self.tls if spec.tls else None
-            listeners.append(Listener(spec, sock, DIALECTS[spec.dialect], tls))
+            listeners.append(Listener(spec, sock, LISTENER_KINDS[spec.dialect], tls))
         return listeners
 
     def accept(self, dialect: Dialect, host: str, now: float) -> Session | bytes:
@@ -215,6 +224,9 @@ class ChatService:
             hub.disconnect(session.uid, detail or QUIT_TEXT.get(reason, reason.value))
         self.router.disconnect(session.uid)
         self.admission.release(session.host)
+
+    def _release(self, host: str) -> None:
+        self.admission.release(host)
 
     def _exempt_address(self, host: str) -> bool:
         return self.config.exempt_loopback and is_loopback(host)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from chatd.core import events as ev
 from chatd.core.events import Role
+from chatd.core.measures import Measures
 from chatd.core.model import OP, VOICE
 from chatd.core.names import fold
 from chatd.core.targets import (
@@ -99,9 +100,11 @@ class Handle(Protocol):
 class Router:
     """Delivers the hub's events to the connections of this node."""
 
-    def __init__(self, stats: Counter[str]) -> None:
+    def __init__(self, stats: Counter[str], measures: Measures | None = None) -> None:
         self.hub: Hub | None = None
         self.stats = stats
+        #: Where the delivery latency of chat lines is observed (``/metrics``).
+        self.measures = measures if measures is not None else Measures()
         #: Every local connection by member id.
         self.local: dict[str, Handle] = {}
         #: Room key → the local members' handles, in join order.
@@ -133,6 +136,12 @@ class Router:
             self._personal(event, target.key)
         else:
             self._fan_out(event, target)
+            if (kind is ev.Chat or kind is ev.PrivateChat) and self.hub is not None:
+                assert isinstance(event, ev.Chat | ev.PrivateChat)
+                if not event.lines:
+                    return
+                latency = self.hub.clock() - event.lines[0].at
+                self.measures.delivery.observe(latency if latency > 0 else 0.0)
         after = _AFTER.get(kind)
         if after is not None:
             after(self, event, target)

@@ -56,6 +56,7 @@ from chatd.config import Config
 from chatd.core import errors as err
 from chatd.core.events import ChatKind, Source
 from chatd.core.limits import TokenBucket
+from chatd.core.measures import Measures
 from chatd.core.model import Member
 from chatd.core.router import Encoder, Writer
 from chatd.net.transport import QUIT_TEXT, DisconnectReason, Transport
@@ -125,6 +126,11 @@ class Context:
     #: A cluster node's nickname lease: ``claim(uid, nick)`` is done with whether the
     #: member holds ``nick``'s lease (``None``: one process, the hub alone decides).
     claim: Callable[[str, str], Future[bool]] | None = None
+    #: Give back the address slot of a connection that never had a chat session (an
+    #: HTTP request that was not a WebSocket upgrade).
+    release: Callable[[str], None] = lambda host: None
+    #: The server's histograms (``/metrics``).
+    measures: Measures = field(default_factory=Measures)
 
 
 @dataclass(frozen=True)

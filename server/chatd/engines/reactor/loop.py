@@ -226,6 +226,7 @@ class Reactor:
             key.data.on_ready(mask)
         self._run_timers()
         self.before_sleep()
+        self.service.measures.loop_turn.observe(time.monotonic() - self.now)
 
     def _timeout(self) -> float | None:
         if self.pending or self.to_close or self.stopping:

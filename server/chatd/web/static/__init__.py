@@ -1,0 +1,1 @@
+"""The browser page's static files (a package only so that importlib.resources finds it)."""
