@@ -69,7 +69,10 @@ def reserve(host: str, port: int) -> socket.socket:
 def with_ports(config: Config, ports: list[int]) -> Config:
     """``config`` with its listeners' ports (in :attr:`Config.all_listeners` order) set."""
     specs = config.all_listeners
-    plain = [p for s, p in zip(specs, ports, strict=True) if not s.tls]
+    plain = [p for s, p in zip(specs, ports, strict=True) if not s.tls and s.dialect != "http"]
+    http = next(
+        (p for s, p in zip(specs, ports, strict=True) if s.dialect == "http" and not s.tls), None
+    )
     tls = {s.dialect: p for s, p in zip(specs, ports, strict=True) if s.tls}
     extra = tuple(
         dataclasses.replace(s, port=p) for s, p in zip(config.listeners, plain[1:], strict=True)
@@ -80,6 +83,8 @@ def with_ports(config: Config, ports: list[int]) -> Config:
         listeners=extra,
         tls_port=tls.get("line", config.tls_port),
         irc_tls_port=tls.get("irc", config.irc_tls_port),
+        http_port=http if http is not None else config.http_port,
+        https_port=tls.get("http", config.https_port),
     )
 
 

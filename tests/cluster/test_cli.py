@@ -68,3 +68,25 @@ def test_slots_are_redis_cluster_s() -> None:
     assert owner[5460] == 0 and owner[5461] == 1
     with pytest.raises(ValueError):
         parse_slots([[0, 16383, [b"redis.example", 6379]]])  # names are not resolved
+
+
+def test_workers_keep_every_listener_s_port_http_included() -> None:
+    """The supervisor binds each listener's port once and gives the workers the ports it
+    got, in :attr:`Config.all_listeners` order: the HTTP listeners keep theirs too."""
+    from chatd.config import Config, ListenerSpec
+    from chatd.workers import with_ports
+
+    config = Config(
+        port=0,
+        listeners=(ListenerSpec("127.0.0.1", 0, "irc"),),
+        http_port=0,
+        tls_port=0,
+        https_port=0,
+        tls_cert="cert.pem",
+    )
+    kinds = [(s.dialect, s.tls) for s in config.all_listeners]
+    ports = [4100 + i for i in range(len(kinds))]
+    given = with_ports(config, ports)
+    assert [(s.dialect, s.tls, s.port) for s in given.all_listeners] == [
+        (dialect, tls, port) for (dialect, tls), port in zip(kinds, ports, strict=True)
+    ]
