@@ -9,9 +9,10 @@ Theory of operation
 -------------------
 * **HTTP is h11's.** Requests are parsed by an ``h11.Connection`` (sans-IO), one at a
   time, keep-alive allowed up to :data:`MAX_REQUESTS`. A request's head is bounded
-  (:data:`MAX_HEAD`) and must arrive within :data:`REQUEST_SECONDS`, as must the next
-  request on a kept-alive connection: a slow client costs a slot for that long, never
-  more. Only ``GET`` and ``HEAD`` are served, and no request may carry a body.
+  (:data:`MAX_HEAD`) and must arrive within :data:`REQUEST_SECONDS` (or
+  ``--register-timeout`` if shorter: it is a connection that has not named itself yet),
+  as must the next request on a kept-alive connection: a slow client costs a slot for
+  that long, never more. Only ``GET`` and ``HEAD`` are served, and no request may carry a body.
 * **An upgrade becomes a chat session.** ``GET /`` or ``/irc`` with ``Upgrade:
   websocket`` speaks IRC (IRCv3 WebSocket: ``binary.ircv3.net`` or ``text.ircv3.net``,
   the client's first choice); ``/line`` speaks the line dialect (text frames). wsproto
@@ -108,7 +109,7 @@ class Web:
     """What every HTTP session of one server shares: the chat dialects, the page, the
     allowed origins (built once, from the context's settings)."""
 
-    __slots__ = ("dialects", "static", "origins", "any_origin", "measures", "engine")
+    __slots__ = ("dialects", "static", "origins", "any_origin", "engine", "request_seconds")
 
     def __init__(self, dialects: dict[str, Dialect], ctx: Context) -> None:
         self.dialects = dialects
@@ -117,6 +118,9 @@ class Web:
         self.any_origin = "*" in allowed
         self.origins = frozenset(_origin(o) for o in allowed if o != "*")
         self.engine = ctx.config.engine
+        register = ctx.config.register_timeout
+        #: Seconds a request may take to arrive (see the module's docstring).
+        self.request_seconds = min(REQUEST_SECONDS, register) if register > 0 else REQUEST_SECONDS
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """A browser's Origin against the list, or by default against the page's host."""
@@ -191,7 +195,7 @@ class HttpSession:
 
     def connection_made(self, transport: Transport, now: float) -> None:
         self.transport = transport
-        self._deadline(now + REQUEST_SECONDS)
+        self._deadline(now + self.web.request_seconds)
 
     def data_received(self, data: bytes) -> None:
         self.ctx.stats["bytes_in"] += len(data)
@@ -282,7 +286,7 @@ class HttpSession:
                     self._close(DisconnectReason.EOF)
                 return None
             if isinstance(event, h11.Request):
-                self._deadline(now + REQUEST_SECONDS)
+                self._deadline(now + self.web.request_seconds)
                 if not self._request(event, now):
                     return None
                 if self.inner is not None:
@@ -296,7 +300,7 @@ class HttpSession:
                     return None
                 if http.our_state is h11.DONE and http.their_state is h11.DONE:
                     http.start_next_cycle()
-                    self._deadline(now + REQUEST_SECONDS)
+                    self._deadline(now + self.web.request_seconds)
             elif isinstance(event, h11.ConnectionClosed):
                 self._close(DisconnectReason.EOF)
                 return None
