@@ -60,7 +60,8 @@ export class Room {
     this.topicBy = null;
     this.unread = 0;
     this.mentions = 0;
-    this.joined = false;
+    this.joined = false; // a member now
+    this.wanted = false; // joined by the user: rejoined after a reconnect, remembered
     this.noOlder = false; // "Load older" reached the start of the history
     this.loadingOlder = false;
     this.scrollback = SCROLLBACK;
