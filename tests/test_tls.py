@@ -143,7 +143,7 @@ def test_bad_certificate_or_options_are_a_one_line_error_at_start(
     done = run_chatd("--tls-port", "0")
     assert done.returncode == 2 and "--tls-port needs --tls-cert" in done.stderr
     done = run_chatd(*tls_files.args())
-    assert done.returncode == 2 and "need --tls-port or --irc-tls-port" in done.stderr
+    assert done.returncode == 2 and "need --tls-port, --irc-tls-port or --https-port" in done.stderr
 
 
 def test_irc_tls_port_needs_the_irc_dialect(
