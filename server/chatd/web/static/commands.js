@@ -3,7 +3,9 @@
 // Plain text is said in the current room; "//text" says "/text"; "/name args" runs a
 // command from COMMANDS below, through the small interface app.js hands in (ctx):
 //   ctx.current()             the shown Room or null
+//   ctx.room(name)            the Room of that name, or null
 //   ctx.send(cmd, params)     send an IRC line
+//   ctx.nick(nick)            ask for a new nick (remembered once the server agrees)
 //   ctx.say(room, text, ctcpAction)   PRIVMSG in pieces that fit, shown via echo
 //   ctx.info(text) / ctx.error(text)  a local line in the current room
 //   ctx.join(name)            JOIN, and show the room once joined
@@ -62,7 +64,7 @@ export const COMMANDS = {
     run(ctx, args) {
       const nick = args.trim();
       if (!validNick(nick)) return ctx.error("usage: /nick newnick (letters, digits and []\\`_^{|}-)");
-      ctx.send("NICK", [nick]);
+      ctx.nick(nick);
     },
   },
   me: {

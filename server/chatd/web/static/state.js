@@ -16,14 +16,20 @@ export const SCROLLBACK_MAX = 5000;
 // Nick colours: classes nick-c0 .. nick-c15 in style.css.
 export const NICK_COLOURS = 16;
 
-// A stable colour class for a nick: FNV-1a of its casefolded form, mod 16.
+// A stable colour class for a nick: FNV-1a of its casefolded form, mixed (FNV's low
+// bits depend only on the characters' low bits) by MurmurHash3's finaliser, mod 16.
 export function nickColour(nick) {
   let h = 0x811c9dc5;
   for (const ch of casefold(nick)) {
     h ^= ch.codePointAt(0);
-    h = Math.imul(h, 0x01000193) >>> 0;
+    h = Math.imul(h, 0x01000193);
   }
-  return `nick-c${h % NICK_COLOURS}`;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return `nick-c${(h >>> 0) % NICK_COLOURS}`;
 }
 
 // Characters a nick may hold besides letters and digits: a mention is the nick with
@@ -34,11 +40,17 @@ function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\\-]/g, "\\$&");
 }
 
+let mentionNick = null;
+let mentionRx = null;
+
 // Does `text` name `nick` as a word (ASCII case-insensitive)?
 export function mentions(text, nick) {
   if (!nick) return false;
-  const rx = new RegExp(`(^|[^${NICK_CHARS}])${escapeRegExp(nick)}($|[^${NICK_CHARS}])`, "i");
-  return rx.test(text);
+  if (nick !== mentionNick) {
+    mentionNick = nick;
+    mentionRx = new RegExp(`(^|[^${NICK_CHARS}])${escapeRegExp(nick)}($|[^${NICK_CHARS}])`, "i");
+  }
+  return mentionRx.test(text);
 }
 
 // A sort key: the server's time (ISO 8601 in UTC, fixed width, so strings sort in time
@@ -87,17 +99,20 @@ export class Room {
     return lo;
   }
 
-  // The key a line made here (an error, a notice from the page) sorts under: right
-  // after the newest line, so it shows where it happened whatever the clocks say.
-  localKey(nowIso) {
-    const last = this.lines.length ? this.lines[this.lines.length - 1].key : lineKey(nowIso, "");
+  // Where a line made here (an error, a notice from the page) sorts: right after the
+  // newest line from the server, so it shows where it happened whatever the clocks
+  // say; lines made here in a row keep their order. Returns {key, base}, both for the
+  // line object (base: the server line's key it follows).
+  localPlace(nowIso) {
+    const last = this.lines[this.lines.length - 1];
+    const base = last ? (last.base ?? last.key) : lineKey(nowIso, "");
     this.localSeq += 1;
-    return `${last}\u0001${String(this.localSeq).padStart(8, "0")}`;
+    return { key: `${base}\u0001${String(this.localSeq).padStart(10, "0")}`, base };
   }
 
-  // Drop the oldest lines beyond the scrollback; returns how many went.
-  trim() {
-    const excess = this.lines.length - this.scrollback;
+  // Drop the oldest lines beyond `limit` (the scrollback); returns how many went.
+  trim(limit = this.scrollback) {
+    const excess = this.lines.length - limit;
     if (excess <= 0) return 0;
     for (const line of this.lines.splice(0, excess)) if (line.id) this.ids.delete(line.id);
     this.noOlder = false;

@@ -129,6 +129,8 @@ export class View {
       connect: $("connect"),
       nickError: $("nick-error"),
       theme: $("theme"),
+      themeLabel: $("theme-label"),
+      roomsUnread: $("rooms-unread"),
       rooms: $("rooms"),
       joinForm: $("join-form"),
       joinRoom: $("join-room"),
@@ -149,6 +151,7 @@ export class View {
     this.lists = new WeakMap(); // Room -> its <ol>
     this.scroll = new WeakMap(); // Room -> {atBottom, top}
     this.shown = null;
+    this.watchScroll();
   }
 
   setStatus(text) {
@@ -170,7 +173,7 @@ export class View {
   }
 
   setTheme(label) {
-    this.el.theme.textContent = `Theme: ${label}`;
+    this.el.themeLabel.textContent = `Theme: ${label}`;
   }
 
   listFor(room) {
@@ -191,36 +194,65 @@ export class View {
     if (this.shown === room) this.shown = null;
   }
 
+  // Scrolling. `stuck` says whether the reader is at the bottom of the log: kept up to
+  // date from scroll events, so adding a line never has to measure the page (a layout
+  // per line would make a busy room crawl). While stuck, new lines scroll into view,
+  // once per frame whatever their number.
   atBottom() {
     const s = this.el.scroller;
     return s.scrollHeight - s.scrollTop - s.clientHeight < 40;
   }
 
+  watchScroll() {
+    this.stuck = true;
+    this.bottomPending = false;
+    this.el.scroller.addEventListener("scroll", () => {
+      if (!this.bottomPending) this.stuck = this.atBottom();
+    }, { passive: true });
+    // The phone's keyboard, a rotation, a resized window: stay at the bottom.
+    new ResizeObserver(() => {
+      if (this.stuck) this.scrollToBottom();
+    }).observe(this.el.scroller);
+  }
+
   scrollToBottom() {
+    this.bottomPending = false;
     this.el.scroller.scrollTop = this.el.scroller.scrollHeight;
   }
 
-  // Change a room's lines in fn() (insertLine, dropOldest) and keep the reader's
-  // place: at the bottom if they were at the bottom, else on the line they were
-  // looking at (lines added above it, "Load older", do not move it).
-  update(room, fn) {
+  scrollToBottomSoon() {
+    if (this.bottomPending) return;
+    this.bottomPending = true;
+    // A hidden tab gets no animation frames; it scrolls when shown (visibilitychange).
+    requestAnimationFrame(() => {
+      if (this.bottomPending) this.scrollToBottom();
+    });
+  }
+
+  // Change a room's lines in fn() (insertLine, dropOldest) and keep the reader's place:
+  // at the bottom if they were there; else, when fn() adds or removes lines above
+  // what they are reading (`above`: "Load older", the scrollback trimmed), on the line
+  // they were looking at. Lines added below them need nothing.
+  update(room, above, fn) {
     if (room !== this.shown) return fn();
+    if (this.stuck) {
+      const result = fn();
+      this.scrollToBottomSoon();
+      return result;
+    }
+    if (!above) return fn();
     const scroller = this.el.scroller;
-    const stick = this.atBottom();
     let anchor = null;
     let offset = 0;
-    if (!stick) {
-      for (const li of this.listFor(room).children) {
-        if (li.offsetTop + li.offsetHeight > scroller.scrollTop) {
-          anchor = li;
-          offset = li.offsetTop - scroller.scrollTop;
-          break;
-        }
+    for (const li of this.listFor(room).children) {
+      if (li.offsetTop + li.offsetHeight > scroller.scrollTop) {
+        anchor = li;
+        offset = li.offsetTop - scroller.scrollTop;
+        break;
       }
     }
     const result = fn();
-    if (stick) this.scrollToBottom();
-    else if (anchor && anchor.isConnected) scroller.scrollTop = anchor.offsetTop - offset;
+    if (anchor && anchor.isConnected) scroller.scrollTop = anchor.offsetTop - offset;
     return result;
   }
 
@@ -239,7 +271,7 @@ export class View {
   // Show a room's lines (null: none), keeping each room's scroll position.
   showRoom(room) {
     if (this.shown && this.lists.get(this.shown)) {
-      this.scroll.set(this.shown, { atBottom: this.atBottom(), top: this.el.scroller.scrollTop });
+      this.scroll.set(this.shown, { stuck: this.stuck, top: this.el.scroller.scrollTop });
       this.lists.get(this.shown).hidden = true;
     }
     this.shown = room;
@@ -247,7 +279,8 @@ export class View {
     if (!room) return;
     this.listFor(room).hidden = false;
     const saved = this.scroll.get(room);
-    if (!saved || saved.atBottom) this.scrollToBottom();
+    this.stuck = !saved || saved.stuck;
+    if (this.stuck) this.scrollToBottom();
     else this.el.scroller.scrollTop = saved.top;
   }
 
@@ -288,7 +321,10 @@ export class View {
       button.addEventListener("click", () => onSelect(room));
       return h("li", null, button);
     });
+    // Rebuilt on every change: keep the keyboard focus on the same room's button.
+    const focused = this.el.rooms.contains(document.activeElement) ? document.activeElement.dataset.room : null;
     this.el.rooms.replaceChildren(...items);
+    if (focused !== null) [...this.el.rooms.querySelectorAll("button.room")].find((b) => b.dataset.room === focused)?.focus();
   }
 
   // The current room's members: "@op", "+voiced", then the rest.
@@ -305,8 +341,13 @@ export class View {
     this.el.membersTitle.textContent = room && room.kind === "channel" ? `Members (${members.length})` : "Members";
   }
 
-  setTitle(room, unread) {
+  // The tab's title, "(3) #lobby · chatd", and the phone's Rooms button badge.
+  setTitle(room, unread, mentioned) {
     document.title = `${unread ? `(${unread}) ` : ""}${room ? `${room.name} \u00b7 ` : ""}chatd`;
+    const badge = this.el.roomsUnread;
+    badge.replaceChildren(String(unread), sr(" unread"));
+    badge.hidden = !unread;
+    badge.classList.toggle("mention-badge", mentioned > 0);
   }
 
   togglePane(which, open) {
