@@ -54,7 +54,7 @@ TIMEOUT = 10.0
 #: Seconds a server may take to print its ``listening on`` lines.
 START_TIMEOUT = 30.0
 #: Options that add a listener, each announced on its own ``listening on`` line.
-LISTENER_OPTIONS = ("--irc-port", "--tls-port", "--irc-tls-port")
+LISTENER_OPTIONS = ("--irc-port", "--tls-port", "--irc-tls-port", "--http-port", "--https-port")
 _LISTENING = re.compile(r"^chatd \S+ (\w+)( tls)?: listening on (\S+):(\d+)")
 
 

@@ -317,13 +317,21 @@ class HttpSession:
         method = request.method.upper()
         target = request.target.decode("ascii", "replace")
         path = target.split("?", 1)[0]
+        if _head_size(request) > MAX_HEAD:
+            # h11 bounds a head still arriving; one that came whole in a read is measured.
+            self._refuse(431, "request head too large")
+            return False
+        has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
         upgrade = b"websocket" in headers.get(b"upgrade", b"").lower()
         if upgrade:
+            if has_body:  # it would be read as frames
+                self._refuse(413, "requests carry no body here")
+                return False
             return self._upgrade(request, headers, path, now)
         if method not in (b"GET", b"HEAD"):
             self._respond(405, b"only GET and HEAD\n", extra=[(b"Allow", b"GET, HEAD")])
-            return False
-        if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
+            return not self.closing  # its end (or its body: 413) is read next
+        if has_body:
             self._refuse(413, "requests carry no body here")
             return False
         head = method == b"HEAD"
@@ -503,6 +511,14 @@ class HttpSession:
     # ============================================================ WebSocket
 
     def _process_websocket(self, now: float) -> float | None:
+        """Messages become lines for the dialect session, pings pongs; then it runs.
+
+        Data messages are all handed over before the session runs (the lines of one read
+        are one batch, as on TCP). A ping or pong first lets the session handle what is
+        before it, as an empty line that costs a flood token: while the budget is spent
+        the session holds that line, no further frame is taken from the reader, and so
+        no further pong is written (the engine stops reading meanwhile, as for lines).
+        """
         inner = self.inner
         reader = self.reader
         transport = self.transport
@@ -514,17 +530,18 @@ class HttpSession:
                     if opcode == TEXT or opcode == BINARY:
                         if opcode == TEXT and not _utf8(payload):
                             raise FrameError(CloseCode.INVALID_DATA, "text message not UTF-8")
-                        if payload.endswith(b"\n"):
-                            payload = payload[:-1]
-                        inner.data_received(payload.rstrip(b"\r") + b"\n")
-                    elif opcode == PING:
-                        transport.write(frames.frame(frames.PONG, payload))
-                        inner.data_received(b"\n")  # a flood token, like an empty line
-                    elif opcode == CLOSE:
+                        inner.data_received(_one_line(payload))
+                        continue
+                    if opcode == CLOSE:
                         self._peer_closed(payload, now)
                         break
-                    else:  # an unsolicited pong: allowed, ignored, but not free
-                        inner.data_received(b"\n")
+                    inner.data_received(b"\n")  # a flood token, like an empty line
+                    if opcode == PING:
+                        transport.write(frames.frame(frames.PONG, payload))
+                    # (an unsolicited pong is allowed and ignored, but not free)
+                    delay = inner.process(now)
+                    if delay is not None or inner.closing:
+                        return delay
             except FrameError as exc:
                 self._protocol_error(exc)
                 return None
@@ -554,6 +571,20 @@ class HttpSession:
         inner.close(DisconnectReason.PROTOCOL, exc.reason)
 
 
+def _one_line(payload: bytes) -> bytes:
+    """A message as one line for the dialect's decoder: a trailing CR LF (or LF) is
+    dropped, and a CR or LF inside becomes NUL, which every dialect refuses in a line
+    (``! line contains a control character``; IRC drops the line): one message is never
+    two commands."""
+    if payload.endswith(b"\n"):
+        payload = payload[:-1]
+    if payload.endswith(b"\r"):
+        payload = payload[:-1]
+    if b"\n" in payload or b"\r" in payload:
+        payload = payload.replace(b"\r", b"\0").replace(b"\n", b"\0")
+    return payload + b"\n"
+
+
 def _close_code(payload: bytes) -> CloseCode:
     """The code to echo in answer to a client's Close (RFC 6455 §5.5.1)."""
     if len(payload) < 2:
@@ -577,6 +608,12 @@ def _utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _head_size(request: h11.Request) -> int:
+    """The size of a request's head as sent, near enough (h11 has dropped the raw bytes)."""
+    line = len(request.method) + len(request.target) + len(b" HTTP/1.1\r\n") + 1
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers) + 2
 
 
 def _all(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
