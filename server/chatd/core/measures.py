@@ -4,10 +4,11 @@
 distributions ``GET /metrics`` adds (:mod:`chatd.web.metrics` renders both in the
 Prometheus text format):
 
-* **delivery**: for each chat line delivered on this node, the seconds from the moment
-  the hub accepted it (on this node or, in a cluster, on another) to its bytes being
-  queued for the local recipients. On one node this is the hub-to-router path; across
-  nodes it includes the trip through Redis.
+* **delivery**: for each chat message delivered on this node (a room or private message;
+  the lines one read brought go as one message), the seconds from the moment the hub
+  accepted it (on this node or, in a cluster, on another) to its bytes being queued for
+  the local recipients. On one node this is the hub-to-router path; across nodes it
+  includes the trip through Redis.
 * **loop turn**: the reactor's busy time per turn, from the return of ``select`` to the
   end of the flush before the next one. The other engines have no turn and leave it
   empty.

@@ -44,7 +44,8 @@ COUNTER_HELP: dict[str, str] = {
 }
 
 HISTOGRAMS: dict[str, str] = {
-    "delivery_seconds": "Seconds from the hub accepting a chat line to its local delivery.",
+    "delivery_seconds": "Seconds from the hub accepting a chat message (the lines one read "
+    "brought) to its local delivery.",
     "loop_turn_seconds": "Seconds the reactor is busy per loop turn.",
 }
 
