@@ -239,15 +239,17 @@ def knee_goal(
     m: Matrix,
     other: str,
     factor: float,
+    *,
+    target: str = "reactor",
 ) -> dict[str, Any]:
-    """Reactor's knee >= factor x other's, in the headline configuration.
+    """``target``'s knee (the reactor's) >= factor x other's, in the headline configuration.
 
     Judged on intervals: a knee cut short by the load generator is a lower bound, one
     below the first step an upper bound, so "met" needs the worst case to pass and
     "not met" the best case to fail; otherwise it is not judged.
     """
     room, senders = m.headline_room, m.headline_senders
-    kr = find_knee(ks, "reactor", room, senders)
+    kr = find_knee(ks, target, room, senders)
     ko = find_knee(ks, other, room, senders)
     ir, io = _interval(kr, m.saturation_start), _interval(ko, m.saturation_start)
     met: bool | None = None
@@ -264,16 +266,16 @@ def knee_goal(
     times = f"{factor:g}x " if factor != 1 else ""
     text = (
         f"saturation knee (msg/s at p99 <= {m.knee_p99_ms:g} ms, nothing lost), room of "
-        f"{room}, {senders} senders: reactor >= {times}{other}"
+        f"{room}, {senders} senders: {target} >= {times}{other}"
     )
     measured: dict[str, Any] = {
-        "reactor": kr["rate"] if kr else None,
+        target: kr["rate"] if kr else None,
         other: ko["rate"] if ko else None,
         "ratio": ratio,
     }
     notes = [
         _bound_note(name, k, m.saturation_start)
-        for name, k in (("reactor", kr), (other, ko))
+        for name, k in ((target, kr), (other, ko))
         if k is not None and (k["rate"] is None or k["lower_bound"])
     ]
     if notes:

@@ -37,12 +37,23 @@ Theory of operation
   output queues grow until a server drops someone.
 * The driver measures its own CPU (getrusage) over each window; at >= 90 % of a core it
   is the bottleneck and the run is marked saturated.
+* Over WebSocket (``transport="ws"``: chatd's ``--http-port``, the line dialect at /line,
+  IRC at / with ``text.ircv3.net``) each client upgrades first (``loadtest.ws_core``:
+  wsproto's handshake), then registers; senders write masked frames, one line each. The
+  hot path still counts one byte per delivery with ``bytearray.count``: the first byte of
+  a whole text frame (``0x81``, :data:`WS_MARK`) instead of a newline. That is exact for
+  the bench's traffic -- ASCII payloads (no byte above 0x7f) and server frames shorter
+  than 126 bytes, whose length byte is below 0x7e -- and checked, not assumed: timing
+  receivers parse every frame (``ws_core.ServerFrames``), and a step whose parsed count
+  differs from the counted bytes at any of them is an error (invalid). The flood is not
+  offered over WebSocket.
 
 Every loop is bounded by a deadline; nothing here waits forever.
 """
 
 from __future__ import annotations
 
+import bisect
 import gc
 import select
 import socket
@@ -51,6 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench import procstat, wire
+from loadtest import ws_core
 
 #: Bytes one recv may take. Large, so a server that batches is read in one call.
 RECV_BYTES = 256 * 1024
@@ -73,6 +85,10 @@ LAZY_MAX_S = 0.1
 
 #: The dialects a Fleet speaks (see the module docstring).
 DIALECTS: tuple[str, ...] = ("line", "irc", "resp")
+#: How a Fleet reaches them: the dialect's own TCP port, or WebSocket (chatd's dialects).
+TRANSPORTS: tuple[str, ...] = ("tcp", "ws")
+#: What the hot path counts per delivery over WebSocket: FIN + text (see the docstring).
+WS_MARK = bytes((0x80 | ws_core.TEXT,))
 
 #: IRC numerics that end a client's setup with an error (nick in use, channel full or
 #: banned, too many channels, server full, ...): the run is invalid, not retried.
@@ -96,7 +112,7 @@ class Member:
     #: bytes received since the last reset
     rx_bytes: int = 0
     registered: bool = False
-    splitter: wire.LineSplitter | None = None
+    splitter: wire.LineSplitter | ws_core.ServerFrames | None = None
     checker: wire.SeqChecker | None = None
     #: IRC setup: 0 = waiting for 001, 1 = JOIN sent, waiting for 366
     state: int = 0
@@ -104,6 +120,10 @@ class Member:
     sender_index: int = -1
     #: IRC: the channel to JOIN after 001 (None: the bench's channel)
     channel: bytes | None = None
+    #: WebSocket: the opening handshake until the server's 101, and the registration
+    #: lines sent once it came
+    upgrade: ws_core.ClientHandshake | None = None
+    hello: bytes = b""
 
 
 @dataclass
@@ -142,12 +162,27 @@ class PacedResult:
 class Fleet:
     """N connected, registered clients of one server, all in one room, on one epoll."""
 
-    def __init__(self, host: str, port: int, *, dialect: str = "line", prefix: str = "b") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        dialect: str = "line",
+        prefix: str = "b",
+        transport: str = "tcp",
+    ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}")
+        if transport not in TRANSPORTS or (transport == "ws" and dialect == "resp"):
+            raise ValueError(f"no {dialect} dialect over transport {transport!r}")
         self.host, self.port, self.dialect = host, port, dialect
         self.redis = dialect == "resp"
         self.irc = dialect == "irc"
+        self.ws = transport == "ws"
+        #: the byte counted once per delivery (see the module docstring)
+        self.mark = WS_MARK if self.ws else b"\n"
+        #: WebSocket: our frames (text, as the offered subprotocols ask)
+        self._framer = ws_core.LineFramer(ws_core.TEXT)
         self.prefix = prefix
         self.ep = select.epoll()
         self._ep_fd = self.ep.fileno()
@@ -187,8 +222,18 @@ class Fleet:
         s.connect((self.host, self.port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
-        m = Member(s, nick, splitter=wire.LineSplitter())
-        if self.redis:
+        m = Member(s, nick, splitter=ws_core.ServerFrames() if self.ws else wire.LineSplitter())
+        if self.ws:
+            # The handshake first; registration once the 101 is in (_confirms).
+            m.channel = room.encode() if (room and self.irc) else None
+            m.hello = wire.irc_register(nick) if self.irc else wire.chat_register(nick, room)
+            m.upgrade = ws_core.ClientHandshake(
+                ws_core.host_header(self.host, self.port),
+                ws_core.PATHS[self.dialect],
+                ws_core.SUBPROTOCOLS[self.dialect],
+            )
+            s.send(m.upgrade.request)
+        elif self.redis:
             if subscribe:
                 s.send(wire.resp_subscribe())
             else:
@@ -275,6 +320,20 @@ class Fleet:
     def _confirms(self, m: Member, data: bytes) -> bool:
         """Does data complete m's registration? '! ' lines are refusals."""
         assert m.splitter is not None
+        if m.upgrade is not None:
+            try:
+                accepted = m.upgrade.receive_data(data)
+            except ws_core.WebSocketError as exc:
+                self.errors += 1
+                self.error_lines.append(f"{m.nick}: {exc}"[:200])
+                raise DriverError(f"{m.nick}: WebSocket upgrade failed: {exc}") from None
+            if accepted is None:
+                return False
+            if accepted.opcode != ws_core.TEXT:
+                raise DriverError(f"{m.nick}: the server chose {accepted.subprotocol}")
+            m.upgrade = None
+            self._send(m, m.hello)
+            data = accepted.trailing  # frames already (counted by _recv with the rest)
         if self.irc:
             return self._irc_confirms(m, m.splitter.feed(data))
         for line in m.splitter.feed(data):
@@ -295,10 +354,10 @@ class Fleet:
         for line in lines:
             cmd, params = wire.irc_command(line)
             if cmd == b"PING":
-                m.sock.send(wire.irc_pong(params))
+                self._send(m, wire.irc_pong(params))
             elif cmd == b"001" and m.state == 0:
                 m.state = 1
-                m.sock.send(wire.irc_join(m.channel or wire.IRC_CHANNEL))
+                self._send(m, wire.irc_join(m.channel or wire.IRC_CHANNEL))
             elif cmd == b"366" and m.state == 1:
                 return True
             elif cmd == b"ERROR" or cmd in _IRC_SETUP_ERRORS:
@@ -307,18 +366,31 @@ class Fleet:
                 raise DriverError(f"{m.nick} refused: {line[:200]!r}")
         return False
 
+    def _send(self, m: Member, data: bytes) -> None:
+        """Setup and keep-alive writes: the dialect's lines, framed over WebSocket."""
+        m.sock.send(self._framer.frames(data) if self.ws else data)
+
     def _answer_pings(self, m: Member, data: bytes | bytearray) -> None:
         """Answer every PING in data (IRC): an unanswered PING ends the connection.
 
         Only called on chunks that contain b"PING", so the hot path pays one find().
         A PING split across two reads is missed; the bench's IRC servers are configured
         to ping rarely (an hour), so this matters only for a server we do not configure.
+        Over WebSocket a PING is a frame whose payload starts with it (chatd sends
+        ``PING chatd``); the frames of an unparsed chunk are found by their header.
         """
-        for line in bytes(data).split(b"\n"):
+        if self.ws:
+            lines = wire.ws_frames_starting(bytes(data), b"PING", self.mark[0])
+        else:
+            lines = bytes(data).split(b"\n")
+        self._answer_ping_lines(m, lines)
+
+    def _answer_ping_lines(self, m: Member, lines: list[bytes]) -> None:
+        for line in lines:
             cmd, params = wire.irc_command(line)
             if cmd == b"PING":
                 try:
-                    m.sock.send(wire.irc_pong(params))
+                    self._send(m, wire.irc_pong(params))
                 except OSError:
                     pass
 
@@ -333,7 +405,7 @@ class Fleet:
         if n == 0:
             return None
         m.rx_bytes += n
-        m.lines += self._buf.count(b"\n", 0, n)
+        m.lines += self._buf.count(self.mark, 0, n)
         data = bytes(self._buf[:n])
         if self.irc and m.registered and b"PING" in data:
             self._answer_pings(m, data)
@@ -370,6 +442,7 @@ class Fleet:
         """One pass over the lazily read sockets that have data: count lines (and answer
         PINGs); returns the number of connections the server closed."""
         buf, count, by_fd, irc = self._buf, self._buf.count, self.by_fd, self.irc
+        mark = self.mark
         closed = 0
         for fd, _ in lazy.poll(0):
             m = by_fd[fd]
@@ -385,10 +458,28 @@ class Fleet:
                 if len(self.error_lines) < 5:
                     self.error_lines.append(f"server closed {m.nick} during a paced run")
                 continue
-            m.lines += count(b"\n", 0, n)
+            m.lines += count(mark, 0, n)
             if irc and buf.find(b"PING", 0, n) >= 0:
                 self._answer_pings(m, buf[:n])
         return closed
+
+    def _check_ws_counts(self, timed: list[Member]) -> int:
+        """WebSocket: does every timed receiver's count of frame-marker bytes agree with
+        the frames its reader parsed (plus the one it holds half-received)? The number of
+        members where it did not; each says so in ``error_lines``. This is what makes
+        counting one byte per delivery (the module docstring) safe to rely on."""
+        bad = 0
+        for m in timed:
+            frames = m.splitter
+            assert isinstance(frames, ws_core.ServerFrames)
+            parsed = frames.messages + (1 if frames.pending else 0)
+            if m.lines != parsed:
+                bad += 1
+                if len(self.error_lines) < 5:
+                    self.error_lines.append(
+                        f"{m.nick}: {m.lines} frame markers counted, {parsed} frames parsed"
+                    )
+        return bad
 
     def receivers(self) -> list[Member]:
         """Every client that receives room traffic: the members, and with chatd and IRC
@@ -422,12 +513,12 @@ class Fleet:
         return wire.resp_push_newlines() if self.redis else 1
 
     def encode_message(self, payload: bytes) -> bytes:
-        """What a sender writes for one room message in this fleet's dialect."""
+        """What a sender writes for one room message in this fleet's dialect (over
+        WebSocket: that line as one masked frame)."""
         if self.redis:
             return wire.resp_publish(payload)
-        if self.irc:
-            return wire.irc_privmsg(payload)
-        return wire.chat_line(payload)
+        line = wire.irc_privmsg(payload) if self.irc else wire.chat_line(payload)
+        return self._framer.frames(line) if self.ws else line
 
     # ------------------------------------------------------------------ flood
 
@@ -456,6 +547,8 @@ class Fleet:
         output queue grows without bound and nobody gets dropped. on_window("start")
         and on_window("end") let the caller sample the server at the window's edges.
         """
+        if self.ws:
+            raise ValueError("the flood counts bytes per frame: not offered over WebSocket")
         hook = on_window or (lambda _edge: None)
         sender = self.senders[0]
         body = wire.filler(payload)
@@ -674,8 +767,9 @@ class Fleet:
         timed = receivers[::step][:want]
         for m in receivers:
             m.splitter = None
+        ws = self.ws
         for m in timed:
-            m.splitter = wire.LineSplitter()
+            m.splitter = ws_core.ServerFrames() if ws else wire.LineSplitter()
             m.checker = wire.SeqChecker()
         timed_ids = {id(m) for m in timed}
         # Timed receivers are read as soon as data arrives (their arrival times are the
@@ -698,6 +792,7 @@ class Fleet:
         by_fd = self.by_fd
         buf = self._buf
         count = buf.count
+        mark = self.mark
         irc = self.irc
         encode = self.encode_message
         frame_lines = encode(b"x").count(b"\n")
@@ -712,6 +807,11 @@ class Fleet:
         k_end = max(0, int((win_end - t0 - 1) // period_ns) + 1)
         k = 0
         out: list[bytearray] = [bytearray() for _ in senders]
+        # WebSocket: frames are masked, so a newline cannot count what is still queued;
+        # each sender's cumulative frame ends and bytes written do (pending_at_end).
+        ends: list[list[int]] = [[] for _ in senders]
+        queued_total = [0] * n_send
+        written = [0] * n_send
         dirty: set[int] = set()
         in_window = 0
         in_window_by = [0] * n_send
@@ -754,7 +854,13 @@ class Fleet:
                     lines_at_end = self.delivered_lines()
                     cpu1 = procstat.self_cpu_seconds()
                     wall1 = time.monotonic()
-                    pending_at_end = sum(out[i].count(b"\n") for i in dirty) // frame_lines
+                    if ws:
+                        pending_at_end = sum(
+                            len(ends[i]) - bisect.bisect_left(ends[i], written[i] + 1)
+                            for i in dirty
+                        )
+                    else:
+                        pending_at_end = sum(out[i].count(b"\n") for i in dirty) // frame_lines
                     hook("end")
                     closed = True
                 if now >= win_end and (len(latencies) >= expected() or now >= drain_deadline):
@@ -765,7 +871,11 @@ class Fleet:
                         break
                     i = k % n_send
                     msg = wire.make_stamp(i, seq0[i] + k // n_send, due, payload)
-                    out[i] += encode(msg)
+                    frame = encode(msg)
+                    out[i] += frame
+                    if ws:
+                        queued_total[i] += len(frame)
+                        ends[i].append(queued_total[i])
                     dirty.add(i)
                     if due >= win_start:
                         in_window += 1
@@ -775,6 +885,7 @@ class Fleet:
                     try:
                         n = senders[i].sock.send(out[i])
                         del out[i][:n]
+                        written[i] += n
                     except BlockingIOError:
                         blocked_sends += 1
                     if not out[i]:
@@ -806,13 +917,13 @@ class Fleet:
                         if len(self.error_lines) < 5:
                             self.error_lines.append(f"server closed {m.nick} during a paced run")
                         continue
-                    m.lines += count(b"\n", 0, n)
+                    m.lines += count(mark, 0, n)
                     if id(m) in timed_ids:
                         for ln in m.splitter.feed(bytes(buf[:n])):  # type: ignore[union-attr]
                             st = wire.parse_stamp(ln)
                             if st is None:
                                 if irc and ln.startswith(b"PING"):
-                                    self._answer_pings(m, ln)
+                                    self._answer_ping_lines(m, [ln])
                                 continue
                             m.checker.see(st.sender, st.seq)  # type: ignore[union-attr]
                             if win_start <= st.intended_ns < win_end:
@@ -821,6 +932,8 @@ class Fleet:
                         self._answer_pings(m, buf[:n])
                 if errors:
                     break
+            if ws and not errors:
+                errors += self._check_ws_counts(timed)
         finally:
             gc.enable()
             for ep, fds in ((fast, [m.sock.fileno() for m in timed]), (lazy, lazy_fds)):

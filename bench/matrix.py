@@ -259,9 +259,10 @@ def takes_part(target: str, scenario: str, *, locust_irc: bool = True) -> bool:
     if dialect == "irc" and scenario == "senders":
         return locust_irc and target in LOCUST_IRC_TARGETS
     if dialect == "irc" and scenario == "idle":
-        # chatd's IRC connections against the line dialect's (issue 9's 2 KB goal); the
-        # C daemons would take minutes to register 10,000 clients (ngircd forks per one)
-        return target == "reactor-irc"
+        # chatd's IRC connections against the line dialect's (issue 9's 2 KB goal; over
+        # WebSocket too, bench.websocket); the C daemons would take minutes to register
+        # 10,000 clients (ngircd forks per one)
+        return target_for(target).is_chatd
     if scenario == "locust-fanout":
         return dialect == "line"
     return scenario in DIALECT_SCENARIOS[dialect]
@@ -348,7 +349,14 @@ LOCUST_OVERHEAD_S = 2.0
 #: sends each of the n^2/2 join notices with a blocking call; ngircd forks a resolver
 #: subprocess per connection (even with DNS and ident off), which closes all of the
 #: daemon's sockets, so its cost grows with the room.
-SETUP_PER_CLIENT_S: dict[str, float] = {"threaded": 0.005, "ngircd": 0.08, "inspircd": 0.011}
+SETUP_PER_CLIENT_S: dict[str, float] = {
+    "threaded": 0.005,
+    "ngircd": 0.08,
+    "inspircd": 0.011,
+    # a WebSocket client's HTTP upgrade comes first (bench.websocket)
+    "reactor-ws": 0.0025,
+    "reactor-irc-ws": 0.004,
+}
 
 #: IRC targets that get Locust's many-senders run once loadtest speaks IRC. Not ngircd:
 #: its room of 1,000 takes longest to fill (a resolver fork per connection), and the
@@ -371,6 +379,8 @@ CAPACITY_GUESS: dict[str, float] = {
     "reactor-irc": 1e7,
     "ngircd": 1e5,
     "inspircd": 2e6,
+    "reactor-ws": 1e7,
+    "reactor-irc-ws": 1e7,
 }
 
 

@@ -31,6 +31,9 @@ COLORS: dict[str, str] = {
     "reactor-irc": "#1b9e77",
     "ngircd": "#a6761d",
     "inspircd": "#e6ab02",
+    # bench.websocket: the reactor's dialects over WebSocket beside their TCP twins
+    "reactor-ws": "#1f78b4",
+    "reactor-irc-ws": "#1f78b4",
 }
 ORDER = (
     "reactor",
@@ -42,9 +45,11 @@ ORDER = (
     "reactor-irc",
     "ngircd",
     "inspircd",
+    "reactor-ws",
+    "reactor-irc-ws",
 )
 #: Targets that speak IRC (dashed lines).
-IRC = frozenset({"reactor-irc", "ngircd", "inspircd"})
+IRC = frozenset({"reactor-irc", "ngircd", "inspircd", "reactor-irc-ws"})
 
 
 def _title(title: str, caption: str, width: int) -> str:
@@ -310,7 +315,9 @@ def senders(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
     return path
 
 
-def idle(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
+def idle(cs: list[dict[str, Any]], path: Path, caption: str, goal_bytes: int = 2048) -> Path | None:
+    """RSS growth per idle connection against their number, one line per target (IRC
+    dashed), with the goal (``goal_bytes``) drawn red."""
     sel = [c for c in cs if c["scenario"] == "idle"]
     if not sel:
         return None
@@ -326,12 +333,12 @@ def idle(cs: list[dict[str, Any]], path: Path, caption: str) -> Path | None:
                 [p[0] for p in pts],
                 [p[1]["median"] for p in pts],
                 yerr=[[_err(p[1])[0] for p in pts], [_err(p[1])[1] for p in pts]],
-                fmt="-o",
+                fmt="--o" if t in IRC else "-o",
                 color=COLORS.get(t),
                 capsize=3,
                 label=t,
             )
-    ax.axhline(2048, color="red", ls="--", lw=1, label="goal: 2 KB")
+    ax.axhline(goal_bytes, color="red", ls="--", lw=1, label=f"goal: {goal_bytes / 1024:g} KB")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("registered idle connections")

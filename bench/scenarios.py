@@ -277,7 +277,11 @@ class _Room:
             except OSError:
                 self.stats = None
         self.fleet = driver.Fleet(
-            self.srv.host, self.srv.port, dialect=self.target.dialect, prefix="d"
+            self.srv.host,
+            self.srv.port,
+            dialect=self.target.dialect,
+            prefix="d",
+            transport=self.target.transport,
         )
         n = self.job.room
         t = time.monotonic()
@@ -770,7 +774,9 @@ def _idle_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     except RuntimeError as exc:
         return [_failed(job, "idle", "driver", {}, str(exc))]
     procstat.raise_nofile(max(m.idle_counts) + 1000)
-    fleet = driver.Fleet(srv.host, srv.port, dialect=target.dialect, prefix="i")
+    fleet = driver.Fleet(
+        srv.host, srv.port, dialect=target.dialect, prefix="i", transport=target.transport
+    )
     room = m.idle_room
     try:
         time.sleep(0.3)

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 #: ``chatd ENGINE irc: listening on HOST:PORT``.
 _LISTENING = re.compile(r"listening on (?:\[([^\]\s]+)\]|([^\s:\[]+)):(\d+)")
 #: The word before ": listening" names a listener other than the line protocol's.
-_LISTENER_TAG = re.compile(r"\b(irc|tls)\s*:\s*listening on")
+_LISTENER_TAG = re.compile(r"\b(irc|http|tls)\s*:\s*listening on")
 
 #: How long a server may take to start listening before the run is given up.
 START_TIMEOUT_S: float = 15.0
@@ -49,8 +49,8 @@ STOP_TIMEOUT_S: float = 30.0
 def parse_listening(line: str, listener: str = "line") -> tuple[str, int] | None:
     """(host, port) from chatd's 'listening on HOST:PORT' line for ``listener``, else None.
 
-    ``listener`` is "line" (the plain line-protocol listener) or "irc"; a line for any
-    other listener gives None.
+    ``listener`` is "line" (the plain line-protocol listener), "irc" or "http" (the
+    WebSocket listener of ``--http-port``); a line for any other listener gives None.
     """
     m = _LISTENING.search(line)
     if not m:
@@ -76,6 +76,9 @@ class Target:
     #: chatd: history on disk (the default, ``--data-dir`` in the run's logs) or off
     #: (``--ephemeral``), to measure what history costs side by side
     history: bool = True
+    #: how the load reaches the dialect: "tcp" (its own port) or "ws" (WebSocket through
+    #: chatd's ``--http-port``: the line dialect at /line, IRC at /)
+    transport: str = "tcp"
 
     @property
     def is_redis(self) -> bool:
@@ -109,6 +112,17 @@ TARGETS: dict[str, Target] = {
     )
 }
 
+#: Targets outside the main matrix: the same dialects over WebSocket (chatd's
+#: ``--http-port``), measured against their TCP twins by ``python -m bench.websocket``.
+#: Kept out of :data:`TARGETS` so ``python -m bench``'s plan stays as it is.
+WS_TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("reactor-ws", "chatd", "line", engine="reactor", transport="ws"),
+        Target("reactor-irc-ws", "chatd", "irc", engine="reactor", transport="ws"),
+    )
+}
+
 #: chatd's line-protocol engines (the targets of the chatd-only scenarios).
 ENGINES: tuple[str, ...] = tuple(
     n for n, t in TARGETS.items() if t.is_chatd and t.dialect == "line" and t.history
@@ -117,10 +131,10 @@ ENGINES: tuple[str, ...] = tuple(
 
 def target_for(name: str) -> Target:
     """Map a report name to a Target."""
-    try:
-        return TARGETS[name]
-    except KeyError:
-        raise ValueError(f"unknown target {name!r}") from None
+    target = TARGETS.get(name) or WS_TARGETS.get(name)
+    if target is None:
+        raise ValueError(f"unknown target {name!r}")
+    return target
 
 
 def unavailable(name: str) -> str | None:
@@ -133,6 +147,8 @@ def unavailable(name: str) -> str | None:
             return "uvloop or chatd --uvloop not available"
         if t.is_irc and "--irc-port" not in chatd_help():
             return "chatd has no --irc-port (its IRC listener) yet"
+        if t.transport == "ws" and "--http-port" not in chatd_help():
+            return "chatd has no --http-port (WebSocket) yet"
         if not t.history and "--ephemeral" not in chatd_help():
             return "chatd has no --ephemeral (history off) yet"
         return None
@@ -167,10 +183,17 @@ def python_exe() -> str:
     return sys.executable
 
 
+#: Where chatd's package is imported from: server/ in the repository, or a copy of it
+#: taken at the start of a run (``bench.websocket``), so every server of the run runs the
+#: same code whatever is edited meanwhile.
+SERVER_SRC: Path = REPO / "server"
+
+
 def chatd_env() -> dict[str, str]:
-    """Environment for a chatd subprocess: server/ on PYTHONPATH, unbuffered output."""
+    """Environment for a chatd subprocess: server/ (:data:`SERVER_SRC`) on PYTHONPATH,
+    unbuffered output."""
     env = dict(os.environ)
-    server = str(REPO / "server")
+    server = str(SERVER_SRC)
     env["PYTHONPATH"] = server + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -275,7 +298,9 @@ def chatd_argv(target: Target, *, max_clients: int, max_sendq: int) -> list[str]
 
     --flood-rate 0 turns off per-client flood control where chatd has it: a benchmark
     sender that is throttled measures the throttle, not the engine. An IRC target adds
-    the IRC listener on a free port (--irc-port 0); the load then goes there.
+    the IRC listener on a free port (--irc-port 0); the load then goes there. A
+    WebSocket target adds the HTTP listener instead (--http-port 0), which carries both
+    dialects.
     """
     argv = [
         python_exe(),
@@ -294,7 +319,9 @@ def chatd_argv(target: Target, *, max_clients: int, max_sendq: int) -> list[str]
     ]
     if target.uvloop:
         argv.append("--uvloop")
-    if target.is_irc:
+    if target.transport == "ws":
+        argv += ["--http-port", "0"]
+    elif target.is_irc:
         argv += ["--irc-port", "0"]
     if "--flood-rate" in chatd_help():
         argv += ["--flood-rate", "0"]
@@ -407,8 +434,9 @@ def start(
         )
         _wait_accepting(srv)
         return srv
-    host, port = _wait_for_listening(proc, out_path, target.dialect)
-    line_port = port if target.dialect == "line" else _wait_for_listening(proc, out_path)[1]
+    listener = "http" if target.transport == "ws" else target.dialect
+    host, port = _wait_for_listening(proc, out_path, listener)
+    line_port = port if listener == "line" else _wait_for_listening(proc, out_path)[1]
     if host in ("0.0.0.0", "", "localhost", "::"):
         host = "127.0.0.1"
     return Server(target, proc, host, port, pinned, argv, err_path=err_path, line_port=line_port)

@@ -200,3 +200,21 @@ class SeqChecker:
             self._next[sender] = seq + 1
         else:
             self.reordered += 1
+
+
+def ws_frames_starting(data: bytes, prefix: bytes, mark: int) -> list[bytes]:
+    """Payloads of the whole, short server frames in ``data`` whose payload starts with
+    ``prefix`` (IRC ``PING``s over WebSocket), found without parsing the chunk: a chunk
+    of lazily read bytes may start anywhere in a frame, so each occurrence of ``prefix``
+    counts when the two bytes before it are a frame header (``mark``, then a length
+    under 126) and the frame ends inside ``data``. A frame split across two reads is
+    missed, as a split line is over TCP (see ``Fleet._answer_pings``)."""
+    out = []
+    at = data.find(prefix)
+    while at >= 0:
+        if at >= 2 and data[at - 2] == mark and data[at - 1] < 126:
+            end = at + data[at - 1]
+            if end <= len(data):
+                out.append(data[at:end])
+        at = data.find(prefix, at + 1)
+    return out

@@ -308,6 +308,7 @@ class ChatClientUser(User):
             timing=self.will_time(),
             background=self.receive_in_background,
             tls=STATE.settings.tls_context(),
+            transport=STATE.settings.transport,
         )
 
     @property

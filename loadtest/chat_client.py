@@ -21,6 +21,15 @@ every user class works over both. The client reports to the process's ``Collecto
 Locust has gevent-patched ``socket``, so the blocking calls here yield to other users.
 Two greenlets may write (the user sends, the receiver answers ``PING``), so writes hold a
 lock: gevent refuses two greenlets waiting to write on one socket.
+
+Over WebSocket (``--chat-transport ws``) the socket carries frames instead of lines, and
+the sans-IO ``ws_core`` sits between it and the dialect: after the TCP (and TLS) connect
+the client upgrades (``ws_core.ClientHandshake``; the ``connect`` event includes it), then
+``_write`` frames the dialect's lines (``ws_core.LineFramer``) and the reader
+(``ws_core.ServerFrames``) takes the place of the line splitter, so the dialects parse the
+same lines either way; a counting receiver counts messages (``ws_core.MessageCounter``)
+instead of newlines. WebSocket's own replies (a pong, the answer to the server's Close)
+are written as they are (``_write_raw``).
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ from chat_core import LineKind
 from irc_core import IrcDialect
 from line_core import LineDialect
 
+# isort: split
+import ws_core  # a sibling too (not in pyproject's known-first-party list)
+
 log = logging.getLogger("chatd.loadtest")
 
 #: Bytes per ``recv``: large enough to drain a backlog of lines in one call when we lag.
@@ -63,6 +75,10 @@ NICK_ATTEMPTS = 3
 #: Pause before reconnecting after a failed or dropped session (randomised by +-50 %), so
 #: a dead server produces a steady trickle of failures rather than a busy loop.
 RECONNECT_BACKOFF_S = 1.0
+
+#: What a peer that breaks the wire contract raises, besides socket errors: a dialect's
+#: framing or parsing, or WebSocket's.
+PEER_ERRORS = (OSError, core.ProtocolError, ws_core.WebSocketError)
 
 #: Refusal reasons already logged by this process (each is logged once).
 _warned: set[str] = set()
@@ -90,7 +106,9 @@ class ChatClient:
     deadline. ``settle`` is called once per connection attempt with whether it ended
     joined (the start gate counts users). ``timing`` picks whether the receiver times
     messages or only counts lines; ``background`` whether ``say()``'s implicit join starts
-    the background receiver (False: read with ``receive()``).
+    the background receiver (False: read with ``receive()``). ``transport`` is ``tcp`` or
+    ``ws`` (WebSocket to an HTTP listener; ``host`` may then be a ``ws://``/``wss://``
+    URL with a path, by default the dialect's endpoint ``ws_core.PATHS``).
     """
 
     #: The sans-IO dialect; set by the implementations.
@@ -107,8 +125,10 @@ class ChatClient:
         timing: bool = True,
         background: bool = True,
         tls: ssl.SSLContext | None = None,
+        transport: str = "tcp",
     ) -> None:
         self.host = host
+        self.transport = transport
         #: Client context for TLS connections; None: plain TCP.
         self.tls = tls
         self.room = room
@@ -124,7 +144,11 @@ class ChatClient:
     def _new_connection(self) -> None:
         """Fresh per-connection state: a reconnect starts over in every respect."""
         self.proto: core.Dialect = self.dialect_class()
-        self.splitter = core.LineSplitter()
+        #: Lines from the socket's bytes: newline framing, or WebSocket frames.
+        self.splitter: core.LineSplitter | ws_core.ServerFrames = core.LineSplitter()
+        #: Over WebSocket once upgraded: the server's frames (the splitter too) and ours.
+        self.frames: ws_core.ServerFrames | None = None
+        self.framer: ws_core.LineFramer | None = None
         #: Lines read but not handled yet, with the wall time of the read that completed them.
         self._pending: deque[tuple[bytes, float]] = deque()
         #: Set when the connection ended (EOF, error, or ``close``).
@@ -143,6 +167,13 @@ class ChatClient:
         self.seq = 0
         #: The server's last word before it closed (IRC ``ERROR``), for the logs.
         self.close_reason = b""
+
+    @property
+    def default_port(self) -> int:
+        """The port a ``--host`` entry without one means (see ``Settings.default_port``)."""
+        if self.transport == "ws":
+            return 443 if self.tls is not None else 80
+        return self.dialect_class.default_port
 
     @property
     def nick(self) -> str:
@@ -166,7 +197,12 @@ class ChatClient:
         stage = "connect"
         try:
             try:
-                address = core.parse_host(self.host, self.dialect_class.default_port)
+                address = core.parse_host(
+                    self.host,
+                    self.default_port,
+                    transport=self.transport,
+                    tls=self.tls is not None,
+                )
             except ValueError as exc:
                 raise HandshakeError(stage, "invalid --host") from exc
             try:
@@ -182,6 +218,8 @@ class ChatClient:
                     sock.close()
                     raise HandshakeError(stage, f"TLS: {type(exc).__name__}") from exc
             self.sock = sock
+            if self.transport == "ws":
+                self._upgrade(address, stage, deadline)
             self._write(self.proto.register(nick or coll.new_nick()))
             attempts = 1
             while True:
@@ -200,7 +238,7 @@ class ChatClient:
         except HandshakeError as exc:
             self._failed(exc, start)
             raise
-        except (OSError, core.ProtocolError) as exc:
+        except PEER_ERRORS as exc:
             err = HandshakeError(stage, type(exc).__name__)
             self._failed(err, start)
             raise err from exc
@@ -233,7 +271,7 @@ class ChatClient:
         except HandshakeError as exc:
             self._failed(exc, start)
             raise
-        except (OSError, core.ProtocolError) as exc:
+        except PEER_ERRORS as exc:
             err = HandshakeError(stage, type(exc).__name__)
             self._failed(err, start)
             raise err from exc
@@ -246,6 +284,49 @@ class ChatClient:
         self.sock.settimeout(None)
         if self.settle is not None:
             self.settle(True)
+
+    def _upgrade(self, address: tuple[str, int], stage: str, deadline: float) -> None:
+        """The WebSocket opening handshake on the connected socket, within ``deadline``;
+        what followed the server's ``101`` is read as frames. Raises ``HandshakeError``
+        when the server refuses (a 403 for the Origin, a 404 for the path...)."""
+        sock = self.sock
+        assert sock is not None
+        name = self.proto.name
+        handshake = ws_core.ClientHandshake(
+            ws_core.host_header(address[0], address[1], self.tls is not None),
+            core.ws_path(self.host or "", ws_core.PATHS.get(name, "/")),
+            ws_core.SUBPROTOCOLS.get(name, ()),
+        )
+        sock.sendall(handshake.request)
+        accepted = None
+        while accepted is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HandshakeError(stage, "timed out waiting for the WebSocket upgrade")
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(RECV_BYTES)
+            except TimeoutError as exc:
+                raise HandshakeError(stage, "timed out waiting for the WebSocket upgrade") from exc
+            try:
+                accepted = handshake.receive_data(data)
+            except ws_core.HandshakeRefused as exc:
+                self._warn_once(f"the server refuses the WebSocket upgrade: {exc}")
+                raise HandshakeError(stage, "WebSocket upgrade refused") from exc
+        self.frames = self.splitter = ws_core.ServerFrames()
+        self.framer = ws_core.LineFramer(accepted.opcode)
+        self._feed(accepted.trailing, time.time())
+
+    def _feed(self, data: bytes, now: float) -> None:
+        """Queue the lines ``data`` completed (with their arrival time ``now``), and write
+        what WebSocket owes the server at once (a pong, the answer to its Close)."""
+        self._pending.extend((line, now) for line in self.splitter.feed(data))
+        self._ws_replies()
+
+    def _ws_replies(self) -> None:
+        frames = self.frames
+        if frames is not None and frames.replies:
+            self._write_raw(frames.take_replies())
 
     def _next_event(self, stage: str, deadline: float) -> core.HandshakeEvent:
         """Feed lines to the dialect until it reports something (answering its ``Reply``s)."""
@@ -269,8 +350,7 @@ class ChatClient:
                 raise HandshakeError(stage, "timed out waiting for confirmation") from exc
             if not data:
                 raise HandshakeError(stage, "server closed the connection")
-            now = time.time()
-            self._pending.extend((line, now) for line in self.splitter.feed(data))
+            self._feed(data, time.time())
 
     def _failed(self, exc: HandshakeError, start: float) -> None:
         self.collector.fail(exc.stage, f"{exc.stage} failed: {exc.detail}", _ms_since(start))
@@ -311,6 +391,11 @@ class ChatClient:
     # ----------------------------------------------------------------- sending
 
     def _write(self, data: bytes) -> None:
+        """Write the dialect's lines (framed first over WebSocket)."""
+        framer = self.framer
+        self._write_raw(data if framer is None else framer.frames(data))
+
+    def _write_raw(self, data: bytes) -> None:
         sock = self.sock
         if sock is None:
             raise OSError(errno.ENOTCONN, "not connected")
@@ -419,8 +504,8 @@ class ChatClient:
                     self.close()
                     return None
                 now = coll.last_arrival = time.time()
-                self._pending.extend((line, now) for line in self.splitter.feed(data))
-        except (OSError, core.ProtocolError) as exc:
+                self._feed(data, now)
+        except PEER_ERRORS as exc:
             if not self.closing:
                 coll.fail("recv_error", f"receive failed: {type(exc).__name__}")
             self.close()
@@ -444,6 +529,7 @@ class ChatClient:
                     line, arrived = self._pending.popleft()
                     self._on_lines([line], arrived)
                 splitter = self.splitter
+                frames = self.frames
                 while True:
                     data = sock.recv(RECV_BYTES)
                     if not data:
@@ -452,8 +538,10 @@ class ChatClient:
                     lines = splitter.feed(data)
                     if lines:
                         self._on_lines(lines, now)
+                    if frames is not None and frames.replies:
+                        self._write_raw(frames.take_replies())
             else:
-                counter = self.proto.counter(self.splitter.tail)
+                counter = self._counter()
                 leftover = [line for line, _ in self._pending]
                 self._pending.clear()
                 if measuring.is_set():
@@ -470,15 +558,29 @@ class ChatClient:
                         counters["counted_lines"] += count
                     for reply in replies:
                         self._write(reply)
+                    self._ws_replies()
                     coll.last_arrival = time.time()
                     gevent.sleep(COUNT_INTERVAL_S)
             if not self.closing:
                 coll.fail("disconnected", "server closed the connection")
-        except (OSError, core.ProtocolError) as exc:
+        except PEER_ERRORS as exc:
             if not self.closing:
                 coll.fail("recv_error", f"receive failed: {type(exc).__name__}")
         finally:
             self.closed.set()
+
+    def _counter(self) -> core.Counter:
+        """A counting receiver's read handler: the dialect's newline counter, or over
+        WebSocket a message counter that finds the dialect's keep-alives (IRC ``PING``)."""
+        frames = self.frames
+        if frames is None:
+            return self.proto.counter(self.splitter.tail)  # type: ignore[union-attr]
+        proto = self.proto
+
+        def answer(line: bytes) -> bytes | None:
+            return proto.pong(line) if proto.classify(line)[0] is LineKind.PING else None
+
+        return ws_core.MessageCounter(frames, proto.ping_marker, answer)
 
     def _on_lines(self, lines: list[bytes], now: float) -> None:
         """Time and check a batch of lines that all arrived by ``now`` (epoch seconds).

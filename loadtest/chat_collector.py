@@ -64,16 +64,19 @@ def host_problem(environment: Environment, settings: Settings) -> str | None:
     if not environment.host and any(getattr(c, "host", None) for c in environment.user_classes):
         return None
     try:
-        targets(environment.host, settings.dialect_class.default_port)
+        targets(environment.host, settings)
     except ValueError as exc:
         return str(exc)
     return None
 
 
 @functools.lru_cache(maxsize=16)
-def targets(hosts: str | None, default_port: int) -> tuple[core.Target, ...]:
-    """``chat_core.parse_hosts``, parsed once per ``--host`` rather than once per user."""
-    return core.parse_hosts(hosts, default_port)
+def targets(hosts: str | None, settings: Settings) -> tuple[core.Target, ...]:
+    """``chat_core.parse_hosts``, parsed once per ``--host`` rather than once per user,
+    by the settings' rules (the default port, and over WebSocket the URL's scheme)."""
+    return core.parse_hosts(
+        hosts, settings.default_port, transport=settings.transport, tls=settings.tls
+    )
 
 
 class ChatFailure(Exception):
@@ -384,7 +387,7 @@ class Collector:
         """The ``--host`` entries' labels in order (none when it does not parse)."""
         host = self.environment.host if self.environment else None
         try:
-            return [t.label for t in targets(host, self.settings.dialect_class.default_port)]
+            return [t.label for t in targets(host, self.settings)]
         except ValueError:
             return []
 
@@ -477,7 +480,7 @@ class Collector:
         ending) is passed on whole with ``slot``: the client reports it at connect, as before.
         """
         try:
-            choices = targets(hosts, self.settings.dialect_class.default_port)
+            choices = targets(hosts, self.settings)
         except ValueError:
             return hosts, slot
         target, host_slot = self.host_slots.assign(choices, index)
@@ -612,6 +615,7 @@ class Collector:
             hosts=self.host_labels(),
             label=self.settings.label,
             dialect=self.settings.dialect,
+            transport=self.settings.transport,
             started_at=self.started_wall,
             stopped_at=wall_end,
             users=users,

@@ -133,7 +133,19 @@ def parse_duration(text: str | float | int) -> float:
 # --------------------------------------------------------------------------- identities
 
 
-def parse_host(host: str | None, default_port: int = 4040, what: str = "--host") -> tuple[str, int]:
+#: ``--host`` URL schemes of the WebSocket transport (``--chat-transport ws``), and whether
+#: each means TLS (which ``--chat-tls`` must then say too).
+WS_SCHEMES: dict[str, bool] = {"ws": False, "wss": True}
+
+
+def parse_host(
+    host: str | None,
+    default_port: int = 4040,
+    what: str = "--host",
+    *,
+    transport: str = "tcp",
+    tls: bool = False,
+) -> tuple[str, int]:
     """Split one ``--host`` entry into (address, port); ``ValueError`` says what is wrong.
 
     Locust was built for URLs, so accept ``tcp://h:p`` (any scheme) as well as the plain
@@ -142,12 +154,36 @@ def parse_host(host: str | None, default_port: int = 4040, what: str = "--host")
     a port that is not a number from 1 to 65535, spaces, a comma -- is refused here, once,
     rather than by every user's connect. ``what`` names the value in the error (an entry
     of a list says which one: ``parse_hosts``).
+
+    With ``transport="ws"`` (``--chat-transport ws``) the entry is an HTTP listener: the
+    scheme may only be ``ws://`` or ``wss://`` and must agree with ``tls``
+    (``--chat-tls``), and a path may follow (``ws://h:p/irc``; ``ws_path`` returns it).
+    Over TCP a ``ws://`` or ``wss://`` entry is refused: it names a WebSocket endpoint.
     """
     if not host or not host.strip():
         raise ValueError("no --host given; use e.g. --host 127.0.0.1:4040")
     rest = host.strip()
+    scheme = ""
     if "://" in rest:
-        rest = rest.split("://", 1)[1]
+        scheme, rest = rest.split("://", 1)
+        scheme = scheme.lower()
+    if transport == "ws":
+        if scheme and scheme not in WS_SCHEMES:
+            raise ValueError(
+                f"malformed {what} {host!r}: with --chat-transport ws use HOST:PORT, "
+                f"ws://HOST:PORT or wss://HOST:PORT"
+            )
+        if scheme and WS_SCHEMES[scheme] != tls:
+            raise ValueError(
+                f"{what} {host!r}: ws:// is not TLS; use wss:// with --chat-tls"
+                if tls
+                else f"{what} {host!r}: wss:// needs --chat-tls"
+            )
+        rest, _, path = rest.partition("/")
+        if any(c.isspace() for c in path):
+            raise ValueError(f"malformed {what} {host!r}: a path without spaces, e.g. /irc")
+    elif scheme in WS_SCHEMES:
+        raise ValueError(f"{what} {host!r} is a WebSocket URL: add --chat-transport ws")
     rest = rest.rstrip("/")
     if rest.startswith("["):
         addr, close, tail = rest[1:].partition("]")
@@ -170,6 +206,17 @@ def parse_host(host: str | None, default_port: int = 4040, what: str = "--host")
     return addr, int(port_text)
 
 
+def ws_path(entry: str, default: str) -> str:
+    """The path of a WebSocket ``--host`` entry (``ws://h:p/irc`` gives ``/irc``), or
+    ``default`` (the dialect's endpoint) when it names none. ``parse_host`` has checked
+    the rest of the entry."""
+    rest = entry.strip()
+    if "://" in rest:
+        rest = rest.split("://", 1)[1]
+    _, slash, path = rest.partition("/")
+    return "/" + path if slash and path else default
+
+
 def host_label(address: str, port: int) -> str:
     """``HOST:PORT`` (``[v6]:PORT``): how reports and messages name a target."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -190,7 +237,9 @@ class Target:
         return host_label(self.address, self.port)
 
 
-def parse_hosts(hosts: str | None, default_port: int = 4040) -> tuple[Target, ...]:
+def parse_hosts(
+    hosts: str | None, default_port: int = 4040, *, transport: str = "tcp", tls: bool = False
+) -> tuple[Target, ...]:
     """The targets of a ``--host`` list: entries separated by commas, each one ``parse_host``
     accepts. ``ValueError`` names the first bad entry (its position too, in a list of more
     than one): an empty entry (a stray comma), a malformed one, or one naming the same
@@ -210,7 +259,7 @@ def parse_hosts(hosts: str | None, default_port: int = 4040) -> tuple[Target, ..
                 f"{what} is empty in {hosts.strip()!r}: list HOST:PORT entries separated by "
                 f"commas, e.g. --host 127.0.0.1:4040,127.0.0.1:4041"
             )
-        address, port = parse_host(entry, default_port, what)
+        address, port = parse_host(entry, default_port, what, transport=transport, tls=tls)
         if (address, port) in seen:
             raise ValueError(
                 f"{what} {entry!r} repeats entry {seen[address, port]}: list each host once"
@@ -524,6 +573,9 @@ class Dialect(Protocol):
     default_port: ClassVar[int]
     #: Largest ``--chat-payload`` the dialect can carry in one line.
     max_payload: ClassVar[int]
+    #: Bytes every keep-alive line the client must answer holds (IRC: ``b"PING"``), so a
+    #: counting receiver looks at no other line; None: the dialect has none.
+    ping_marker: ClassVar[bytes | None]
     #: Our nick as the server knows it (set by ``register``, updated by the server's reply).
     nick: str
 
@@ -934,6 +986,7 @@ def build_report(
     warmup: Mapping[str, Any] | None = None,
     label: str = "",
     dialect: str = "line",
+    transport: str = "tcp",
     hosts: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Merge per-process snapshots into the JSON document described in ``loadtest/README.md``.
@@ -944,7 +997,8 @@ def build_report(
     the start gate (``chat.py`` fills it in); the warm-up's CPU and saturation are added
     here from the snapshots. ``measure_started_at`` None means the gate never opened:
     nothing was measured. ``label`` names the target (``--chat-label``: its name or
-    engine; "" becomes null) and ``dialect`` the wire dialect the clients spoke. ``host``
+    engine; "" becomes null), ``dialect`` the wire dialect the clients spoke and
+    ``transport`` how (``tcp``, or ``ws``: WebSocket). ``host``
     is ``--host`` as given; ``hosts`` its entries' labels, in order (see ``hosts_summary``).
     """
     snaps = list(snapshots)
@@ -992,6 +1046,7 @@ def build_report(
         "hosts": hosts_summary(snaps, hosts),
         "label": label or None,
         "dialect": dialect,
+        "transport": transport,
         "started_at": _rnd(started_at),
         "stopped_at": _rnd(stopped_at),
         "duration_s": _rnd(duration_s),

@@ -26,6 +26,10 @@ from line_core import LineDialect
 #: ``--chat-dialect`` values and their sans-IO dialects.
 DIALECTS: dict[str, type[core.Dialect]] = {"line": LineDialect, "irc": IrcDialect}
 
+#: ``--chat-transport`` values: plain TCP (or TLS) to a dialect's own port, or WebSocket
+#: to an HTTP listener (chatd's ``--http-port``; ``ws_core``).
+TRANSPORTS = ("tcp", "ws")
+
 #: Fields given as durations (``30``, ``30s``, ``250ms``, ``2m``, ``1m30s``).
 DURATIONS = frozenset({"handshake_timeout", "drain_timeout", "warmup", "measure_time"})
 
@@ -53,6 +57,7 @@ class Settings:
     warmup: float = 1.0
     measure_time: float = 0.0
     dialect: str = "line"
+    transport: str = "tcp"
     label: str = ""
     max_p99_ms: float = 0.0
     tls: bool = False
@@ -89,6 +94,14 @@ class Settings:
     def dialect_class(self) -> type[core.Dialect]:
         return DIALECTS[self.dialect]
 
+    @property
+    def default_port(self) -> int:
+        """The port a ``--host`` entry without one means: the dialect's over TCP (4040,
+        6667), HTTP's over WebSocket (80, or 443 with ``--chat-tls``)."""
+        if self.transport == "ws":
+            return 443 if self.tls else 80
+        return self.dialect_class.default_port
+
     def tls_context(self) -> ssl.SSLContext | None:
         """The one client context of this process for ``--chat-tls`` (None without it)."""
         if not self.tls:
@@ -99,6 +112,8 @@ class Settings:
         """Reject options that would make the run meaningless, before any user starts."""
         if self.dialect not in DIALECTS:
             raise ValueError(f"--chat-dialect must be one of {', '.join(DIALECTS)}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"--chat-transport must be one of {', '.join(TRANSPORTS)}")
         if self.room_size < 1:
             raise ValueError("--chat-room-size must be at least 1")
         if self.rate <= 0:
@@ -161,6 +176,17 @@ def add_options(parser: Any) -> None:
         type=str,
         default=d.dialect,
         choices=list(DIALECTS),
+    )
+    add(
+        "--chat-transport",
+        f"How users reach the server: 'tcp' (the dialect's own port, TLS with --chat-tls) "
+        f"or 'ws' (WebSocket to an HTTP listener such as chatd's --http-port; --host is "
+        f"HOST:PORT, ws://HOST:PORT or wss://HOST:PORT with --chat-tls, optionally with a "
+        f"path; the default path is /line for the line dialect and / for IRC). "
+        f"Default {d.transport}",
+        type=str,
+        default=d.transport,
+        choices=list(TRANSPORTS),
     )
     add(
         "--chat-label",

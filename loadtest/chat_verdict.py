@@ -88,7 +88,9 @@ def judge(report: Mapping[str, Any], max_p99_ms: float = 0.0) -> Judgement:
 
 def _target(report: Mapping[str, Any]) -> str:
     host = report.get("host") or "?"
-    what = [x for x in (report.get("label"), f"{report.get('dialect') or 'line'} dialect") if x]
+    over = " over WebSocket" if report.get("transport") == "ws" else ""
+    dialect = f"{report.get('dialect') or 'line'} dialect{over}"
+    what = [x for x in (report.get("label"), dialect) if x]
     return f"{host} ({', '.join(what)})"
 
 

@@ -204,6 +204,7 @@ class IrcDialect:
     name = "irc"
     default_port = 6667
     max_payload = MAX_PAYLOAD
+    ping_marker = b"PING"
 
     def __init__(self) -> None:
         self.nick = ""

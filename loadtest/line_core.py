@@ -95,6 +95,8 @@ class LineDialect:
     default_port = 4040
     #: A chat line's text may be up to the server's ``--max-line``.
     max_payload = MAX_LINE
+    #: The line protocol has no keep-alive to answer.
+    ping_marker = None
 
     def __init__(self) -> None:
         self.nick = ""
