@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from engines.inprocess import serve_while
 from wsclient import (
     BINARY_IRC,
     CONTINUATION,
@@ -40,7 +39,6 @@ from wsclient import (
     wait_closed,
 )
 
-from chatd.config import Config
 from chatd.web import http
 from chatwire import ENGINES, TIMEOUT, Client, Server, open_socket
 
@@ -438,76 +436,71 @@ def test_refused_requests_give_their_slots_back(engine: str, start_server: Any) 
 # =========================================================================== the deadline
 
 
-#: The request deadline in the in-process tests, and how late a close may come (a
-#: loaded CI machine); a head trickled in over several seconds must not stretch it.
+#: The request deadline (``--register-timeout``, which bounds it), and how late a close
+#: may come (a loaded CI machine); a head trickled in over several seconds must not
+#: stretch it.
 DEADLINE = 1.0
 LATE = 2.0
 
 
-def test_a_slow_request_gets_408_at_the_deadline(
-    engine: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_slow_request_gets_408_at_the_deadline(engine: str, start_server: Any) -> None:
     """Slowloris: a head sent a byte at a time, slower than the deadline allows, is cut
     at the deadline counted from the connection (a byte does not buy more time); one
     never finished, never started, or never HTTP at all, the same; a kept-alive
-    connection that goes quiet is closed then too, without a 408. Served in-process,
-    with the deadline shortened (it is a constant); all wait at once, the pair chats."""
-    monkeypatch.setattr(http, "REQUEST_SECONDS", DEADLINE)
-    config = Config(port=0, http_port=0, server_name="irc.test", data_dir=None)
-
-    def clients(server: Any, listeners: list[Any]) -> None:
-        ports = {listener.spec.dialect: listener.sock.getsockname()[1] for listener in listeners}
-        pair = Pair(ports["line"], "slow")
-        pair.chat()
-        head = request_bytes("GET", "/health", host=f"127.0.0.1:{ports['http']}")
-        starts = {
-            "half a head": head[:20],
-            "nothing": b"",
-            "a TLS hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(200),
-            "kept alive": head,
-        }
-        waiting = {}
-        for name, data in starts.items():
-            sock = open_socket("127.0.0.1", ports["http"])
-            waiting[name] = (sock, time.monotonic())
-            sock.sendall(data)
-        # A byte every 0.1 s: the whole head would take over 4 s.
-        trickle = open_socket("127.0.0.1", ports["http"])
-        started = time.monotonic()
-        answer = b""
-        for byte in head:
-            try:
-                trickle.sendall(bytes((byte,)))
-            except OSError:
-                break  # closed already
-            try:
-                answer = recv_some(trickle, time.monotonic() + 0.1)
-            except TimeoutError:
-                pair.chat(1)
-                continue
-            break
-        answer += wait_eof(trickle)
-        took = time.monotonic() - started
-        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
-        assert took < DEADLINE + LATE, f"cut after {took:.2f} s, not at the deadline"
-        trickle.close()
-        for name, (sock, opened) in waiting.items():
-            answer = wait_eof(sock)
-            took = time.monotonic() - opened
-            if name == "kept alive":
-                first = read_response(sock, buf=answer)
-                assert first.status == 200 and first.rest == b"", name
-            elif name == "a TLS hello":  # h11 may see at once that it is no request line
-                assert answer.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 400 ")), answer[:100]
-            else:
-                assert answer.startswith(b"HTTP/1.1 408 "), (name, answer[:100])
-            assert took < DEADLINE + LATE, (name, took)
-            if name != "a TLS hello":
-                assert took > DEADLINE - 0.2, (name, took)  # nor before it
-            sock.close()
-        pair.chat()
-
-    serve_while(engine, config, clients)
+    connection that goes quiet is closed then too, without a 408. The deadline is
+    shortened with ``--register-timeout`` (a request is a connection that has not named
+    itself yet); all wait at once, the pair chats."""
+    server = start_server(engine, *OPTIONS, "--register-timeout", str(DEADLINE))
+    ports = {"line": server.port, "http": http_port(server)}
+    pair = Pair(ports["line"], "slow")
+    pair.chat()
+    head = request_bytes("GET", "/health", host=f"127.0.0.1:{ports['http']}")
+    starts = {
+        "half a head": head[:20],
+        "nothing": b"",
+        "a TLS hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(200),
+        "kept alive": head,
+    }
+    waiting = {}
+    for name, data in starts.items():
+        sock = open_socket("127.0.0.1", ports["http"])
+        waiting[name] = (sock, time.monotonic())
+        sock.sendall(data)
+    # A byte every 0.1 s: the whole head would take over 4 s.
+    trickle = open_socket("127.0.0.1", ports["http"])
+    started = time.monotonic()
+    answer = b""
+    for byte in head:
+        try:
+            trickle.sendall(bytes((byte,)))
+        except OSError:
+            break  # closed already
+        try:
+            answer = recv_some(trickle, time.monotonic() + 0.1)
+        except TimeoutError:
+            pair.chat(1)
+            continue
+        break
+    answer += wait_eof(trickle)
+    took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert took < DEADLINE + LATE, f"cut after {took:.2f} s, not at the deadline"
+    trickle.close()
+    for name, (sock, opened) in waiting.items():
+        answer = wait_eof(sock)
+        took = time.monotonic() - opened
+        if name == "kept alive":
+            first = read_response(sock, buf=answer)
+            assert first.status == 200 and first.rest == b"", name
+        elif name == "a TLS hello":  # h11 may see at once that it is no request line
+            assert answer.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 400 ")), answer[:100]
+        else:
+            assert answer.startswith(b"HTTP/1.1 408 "), (name, answer[:100])
+        assert took < DEADLINE + LATE, (name, took)
+        if name != "a TLS hello":
+            assert took > DEADLINE - 0.2, (name, took)  # nor before it
+        sock.close()
+    pair.chat()
 
 
 def wait_eof(sock: socket.socket, buf: bytes = b"", timeout: float = TIMEOUT) -> bytes:
