@@ -56,8 +56,11 @@ class WebServer:
         return f"http://127.0.0.1:{self.http_port}/"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per module, not per session: Playwright's sync API runs an asyncio
+    loop in this thread while it is open, and a later test that runs its own loop here
+    (an engine served in-process) would fail under the same xdist worker."""
     if sync_api is None:
         pytest.skip("Playwright is not installed (pip install -e '.[test]')")
     if CHROMIUM is None:
