@@ -680,7 +680,32 @@ def connect(
     return sock
 
 
-class Client:
+class LineReading:
+    """``read_until`` and ``expect`` over a client's ``read_line(timeout)`` and its
+    ``timeout`` (the line client here, the WebSocket client in tests/web)."""
+
+    timeout: float
+
+    def read_line(self, timeout: float | None = None) -> str:
+        raise NotImplementedError
+
+    def read_until(self, pred: Callable[[str], bool], timeout: float | None = None) -> list[str]:
+        """Lines up to and including the first one matching ``pred``."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        lines = []
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            lines.append(line)
+            if pred(line):
+                return lines
+
+    def expect(self, pattern: str, timeout: float | None = None) -> list[str]:
+        """Lines up to the first that matches the regular expression ``pattern``."""
+        rx = re.compile(pattern)
+        return self.read_until(lambda line: rx.search(line) is not None, timeout)
+
+
+class Client(LineReading):
     """A blocking line client with deadlines (over TLS when given a client context).
 
     Over TLS an EOF without close_notify raises ``ssl.SSLEOFError`` from the reads, so a
@@ -738,21 +763,6 @@ class Client:
             self.buf += chunk
         line, _, self.buf = self.buf.partition(b"\n")
         return line.decode()
-
-    def read_until(self, pred: Callable[[str], bool], timeout: float | None = None) -> list[str]:
-        """Lines up to and including the first one matching ``pred``."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
-        lines = []
-        while True:
-            line = self.read_line(max(0.0, deadline - time.monotonic()))
-            lines.append(line)
-            if pred(line):
-                return lines
-
-    def expect(self, pattern: str, timeout: float | None = None) -> list[str]:
-        """Lines up to the first that matches the regular expression ``pattern``."""
-        rx = re.compile(pattern)
-        return self.read_until(lambda line: rx.search(line) is not None, timeout)
 
     def register(self, nick: str) -> list[str]:
         self.send(nick)

@@ -21,7 +21,7 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wsproto import ConnectionType, WSConnection
@@ -38,7 +38,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from chatwire import TIMEOUT, Server, open_socket, stderr_problems
+from chatwire import TIMEOUT, LineReading, Server, open_socket, stderr_problems
 
 #: The IRCv3 WebSocket subprotocols.
 BINARY_IRC = "binary.ircv3.net"
@@ -271,7 +271,7 @@ class Refused(Exception):
         self.body = body
 
 
-class WsClient:
+class WsClient(LineReading):
     """A WebSocket chat client with deadlines.
 
     ``path``: ``/line`` (the line dialect) or ``/`` and ``/irc`` (IRC, with
@@ -433,21 +433,6 @@ class WsClient:
                 self.send_line("PONG " + line[5:])
                 continue
             return line
-
-    def read_until(self, pred: Callable[[str], bool], timeout: float | None = None) -> list[str]:
-        """Lines up to and including the first one matching ``pred``."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        lines = []
-        while True:
-            line = self.read_line(max(0.0, deadline - time.monotonic()))
-            lines.append(line)
-            if pred(line):
-                return lines
-
-    def expect(self, pattern: str, timeout: float | None = None) -> list[str]:
-        """Lines up to the first that matches the regular expression ``pattern``."""
-        rx = re.compile(pattern)
-        return self.read_until(lambda line: rx.search(line) is not None, timeout)
 
     def wait_pong(self, timeout: float | None = None) -> bytes:
         """The payload of the next pong (messages that come first are kept)."""

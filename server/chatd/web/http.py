@@ -158,7 +158,6 @@ class HttpSession:
         "ctx",
         "web",
         "host",
-        "uid",
         "delay",
         "accepted_at",
         "transport",
@@ -181,8 +180,6 @@ class HttpSession:
         self.ctx = ctx
         self.web = web
         self.host = host
-        #: An id for the service's bookkeeping (the chat session has its own).
-        self.uid = ""
         self.delay = delay
         self.accepted_at = now
         self.transport: Transport | None = None
