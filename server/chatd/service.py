@@ -133,6 +133,7 @@ class ChatService:
             history=self.history,
             claim=self.cluster.claim if self.cluster is not None else None,
             release=self._release,
+            catch_up=self.router.catch_up,
             measures=self.measures,
         )
         self.admission = Admission(

@@ -131,6 +131,9 @@ class Context:
     release: Callable[[str], None] = lambda host: None
     #: The server's histograms (``/metrics``).
     measures: Measures = field(default_factory=Measures)
+    #: Deliver what this turn's room batches hold for a session, before it writes its
+    #: own replies (:meth:`chatd.core.router.Router.catch_up`).
+    catch_up: Callable[[Session], None] = lambda session: None
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,7 @@ class Session:
             self.last_active = now
         if self.closing:
             return None
+        self.ctx.catch_up(self)  # what others said this turn comes before our replies
         if self.hold_until:
             if now < self.hold_until:
                 return self.hold_until - now
@@ -396,6 +400,7 @@ class Session:
         self.timer_at = 0.0
         if self.closing or self.transport is _NOT_MADE:
             return
+        self.ctx.catch_up(self)
         cfg = self.ctx.config
         if self.member is None:
             if cfg.register_timeout > 0 and now >= self.accepted_at + cfg.register_timeout:

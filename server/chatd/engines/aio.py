@@ -13,7 +13,10 @@ the loss on a later loop turn, so the fan-out in progress is never disturbed).
 
 The service policy (batching the chat lines of one read, flood control, timeouts) is the
 session's, as in every engine; flood control makes the client's task sleep instead of
-reading.
+reading. A room's events are delivered once per loop iteration, as the reactor does once
+per turn (:mod:`chatd.core.router`, "Batches"): the first event of an iteration schedules
+the router's flush with ``call_soon``, so every reader task woken in the same iteration
+adds to the same batch, and each member gets one ``write`` for them.
 
 Unlike the reactor, a transport's ``write`` sends at once when its buffer is empty, so
 each delivery to a keeping-up client costs a syscall; that is the honest cost of the
@@ -239,6 +242,15 @@ class AsyncServer:
 
     async def main(self) -> None:
         self.loop = asyncio.get_running_loop()
+        # Room events go out once per loop iteration: the first one of an iteration
+        # schedules the flush, which runs after every callback already ready.
+        router = self.service.router
+        router.batching = True
+
+        def schedule_flush() -> None:
+            self.loop.call_soon(router.flush_pending)
+
+        router.on_pending = schedule_flush
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_stop)
         signals.release()

@@ -38,6 +38,8 @@ COUNTER_HELP: dict[str, str] = {
     "writes_out": "Writes queued for clients.",
     "bytes_in": "Bytes received from clients.",
     "bytes_out": "Bytes queued for clients.",
+    "fanout_batches": "Room batches delivered (one per room per loop turn with events).",
+    "fanout_events": "Events delivered through room batches.",
     "http_requests": "HTTP requests answered.",
     "websocket_upgrades": "WebSocket handshakes accepted.",
     "websocket_refused": "WebSocket handshakes refused (origin, path or headers).",

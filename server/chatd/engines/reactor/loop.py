@@ -6,9 +6,10 @@ One loop turn is::
 
     select(timeout) -> key.data.on_ready(mask) for each ready fd
                     -> run the timers that are due
-                    -> before_sleep(): free connections marked to close, then flush
-                       every connection with pending output, and repeat until neither
-                       list has work
+                    -> before_sleep(): deliver the turn's room batches (one append per
+                       member per room), free connections marked to close, then flush
+                       every connection with pending output, and repeat until none of
+                       them has work
 
 The data of every selector registration is a :class:`~.handler.Handler` that handles its
 own socket's events: a connection reads and flushes, a listener's acceptor accepts, a
@@ -43,6 +44,11 @@ Invariants the code relies on:
   ``clients_pending_write``). Small writes are copied into one private ``bytearray`` at
   the tail instead, so the hundred small notices a member gets in a turn (joins, actions,
   nick changes) go out as one buffer.
+* **One append per member per room per turn.** Events for one room are not written as
+  they are published: the router collects them and ``before_sleep`` delivers each room's
+  batch as one ``bytes`` per encoder, shared by every member (see
+  :mod:`chatd.core.router`, "Batches"). Ten senders' lines, or a hundred joins, cost a
+  member of the room one append in that turn.
 * **A flush sends until the kernel says no.** ``before_sleep`` has each pending
   connection send its output with ``send``/``sendmsg`` until ``EAGAIN`` (or a short send,
   which means the socket buffer is full) or until the turn's
@@ -133,6 +139,8 @@ class Reactor:
     def __init__(self, service: ChatService, listeners: list[Listener]) -> None:
         self.service = service
         self.config = service.config
+        #: Room events go out once per turn, from before_sleep (see chatd.core.router).
+        service.router.batching = True
         self.now = time.monotonic()
         self.listeners = listeners
         for listener in listeners:
@@ -301,12 +309,20 @@ class Reactor:
     # ----------------------------------------------------------------- flushing
 
     def before_sleep(self) -> None:
-        """Free the connections marked to close, then flush each pending one."""
+        """Deliver the turn's room batches, free the connections marked to close, then
+        flush each pending one.
+
+        The batches go first: a member closing gracefully (a ``/quit``) still gets what
+        the room said before it, and the quits its close publishes are batched again.
+        """
+        router = self.service.router
+        router.flush_pending()
         while self.to_close or self.pending:
             while self.to_close:
                 closing, self.to_close = self.to_close, []
                 for conn in closing:
                     conn.finish()
+                router.flush_pending()
             pending, self.pending = self.pending, []
             for conn in pending:
                 if conn.pending and not conn.closed and not conn.dead:
