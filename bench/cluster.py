@@ -80,7 +80,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import counters, driver, procstat, servers, stats, wire
+import chatload
+import chatload.line
+from bench import counters, driver, procstat, servers, stats
 
 SCHEMA = "chatd-bench-cluster/1"
 REPORTS = servers.REPO / "bench" / "reports"
@@ -366,15 +368,15 @@ class ClusterFleet(driver.Fleet):
             m.splitter = None
             m.checker = None
         for m in timed:
-            m.splitter = wire.LineSplitter()
-            m.checker = wire.SeqChecker()
+            m.splitter = chatload.LineSplitter()
+            m.checker = chatload.SequenceTracker()
         fast, lazy = self._fast_ep, self._lazy_ep
         lazy_fds = [m.sock.fileno() for m in self.everyone() if m.sock.fileno() not in timed_node]
         for fd in timed_node:
             fast.register(fd, select.EPOLLIN)
         for fd in lazy_fds:
             lazy.register(fd, select.EPOLLIN)
-        frame = len(wire.chat_line(b"x" * payload)) + 12
+        frame = len(chatload.line.chat_line(b"x" * payload)) + 12
         lazy_ns = int(
             min(driver.LAZY_MAX_S, max(driver.LAZY_MIN_S, driver.LAZY_BYTES / (rate * frame))) * 1e9
         )
@@ -432,8 +434,8 @@ class ClusterFleet(driver.Fleet):
                     if due > now:
                         break
                     i = k % n_send
-                    msg = wire.make_stamp(i, seq0[i] + k // n_send, due, payload)
-                    out[i] += wire.chat_line(msg)
+                    msg = chatload.encode_stamp(b"%d" % i, seq0[i] + k // n_send, due, payload)
+                    out[i] += chatload.line.chat_line(msg)
                     dirty.add(i)
                     if due >= win_start:
                         in_window += 1
@@ -476,13 +478,14 @@ class ClusterFleet(driver.Fleet):
                     node = timed_node[fd]
                     assert m.splitter is not None and m.checker is not None
                     for ln in m.splitter.feed(bytes(buf[:n])):
-                        st = wire.parse_stamp(ln)
+                        st = chatload.find_stamp(ln)
                         if st is None:
                             continue
-                        m.checker.see(st.sender, st.seq)
-                        if win_start <= st.intended_ns < win_end:
-                            lat = arrived - st.intended_ns
-                            if sender_node[st.sender] == node:
+                        sender, seq, intended = st
+                        m.checker.observe(sender, seq)
+                        if win_start <= intended < win_end:
+                            lat = arrived - intended
+                            if sender_node[int(sender)] == node:
                                 same[node].append(lat)
                             else:
                                 cross[node].append(lat)

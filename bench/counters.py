@@ -7,6 +7,12 @@ lines (everything one read of one sender held) counts once; so deliveries per
 engine does. Sends per delivery (``bench/syscount.py``) then shows what the engine's
 I/O model made of those writes.
 
+Issue 20: a reactor that gathers the events published to one room during a loop turn
+delivers them to each member as one batch; chatd then counts ``fanout_batches`` (room
+batches flushed) and ``fanout_events`` (events delivered through them), and events per
+batch (:func:`events_per_batch`) is how many chat lines, joins or quits one append to a
+member carried. A chatd without these counters simply does not report them.
+
 The client is a separate connection in a room of its own (``#benchctl``), so it gets
 none of the room's traffic; it is blocking, with a timeout, and is only used between
 steps, never inside a measured window.
@@ -42,6 +48,14 @@ def parse_stats(line: bytes | str) -> dict[str, int]:
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """after - before for every counter in after (a counter appears once non-zero)."""
     return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+def events_per_batch(d: dict[str, int] | None) -> float | None:
+    """fanout_events / fanout_batches of a /stats delta (None: chatd has no such counters,
+    or flushed no batch)."""
+    if not d or not d.get("fanout_batches") or "fanout_events" not in d:
+        return None
+    return d["fanout_events"] / d["fanout_batches"]
 
 
 class StatsClient:

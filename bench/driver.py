@@ -15,7 +15,7 @@ Theory of operation
   overflows and no measurement starts while join notices are still in flight.
 * Hot path: a readable socket gets one ``recv_into`` of up to 256 KiB into a shared
   buffer and ``bytearray.count(b"\n")``; nothing is parsed. A delivery is a newline (one
-  per chat or IRC line; ``wire.resp_push_newlines()`` per Redis push). So the driver's
+  per chat or IRC line; ``chatload.resp.PUSH_NEWLINES`` per Redis push). So the driver's
   cost per delivery is a fraction of a C-level count, and it stays ahead of the server
   for as long as the server sends in chunks.
 * Paced runs read the timing receivers (below) as soon as data arrives and every other
@@ -24,7 +24,7 @@ Theory of operation
   saturated far below the servers' knees); read lazily, each read takes several messages while
   the socket's kernel buffer holds them (32 KiB at most, inside loopback's window).
 * Timing receivers: a sample of the members also split lines, parse the stamp
-  (``wire.parse_stamp``), check each sender's sequence (lost / reordered) and record
+  (``chatload.find_stamp``), check each sender's sequence (lost / reordered) and record
   arrival minus *intended* send time in nanoseconds (``time.perf_counter_ns``; senders and
   receivers are in this process, so one clock serves both). Parsing costs the driver
   per line, so at high message rates fewer members are timed (``parse_budget``): enough
@@ -38,15 +38,20 @@ Theory of operation
 * The driver measures its own CPU (getrusage) over each window; at >= 90 % of a core it
   is the bottleneck and the run is marked saturated.
 * Over WebSocket (``transport="ws"``: chatd's ``--http-port``, the line dialect at /line,
-  IRC at / with ``text.ircv3.net``) each client upgrades first (``loadtest.ws_core``:
+  IRC at / with ``text.ircv3.net``) each client upgrades first (``chatload.ws``:
   wsproto's handshake), then registers; senders write masked frames, one line each. The
   hot path still counts one byte per delivery with ``bytearray.count``: the first byte of
   a whole text frame (``0x81``, :data:`WS_MARK`) instead of a newline. That is exact for
   the bench's traffic -- ASCII payloads (no byte above 0x7f) and server frames shorter
   than 126 bytes, whose length byte is below 0x7e -- and checked, not assumed: timing
-  receivers parse every frame (``ws_core.ServerFrames``), and a step whose parsed count
+  receivers parse every frame (``chatload.ws.ServerFrames``), and a step whose parsed count
   differs from the counted bytes at any of them is an error (invalid). The flood is not
   offered over WebSocket.
+
+What the bytes mean -- the stamp, line splitting, sequence checks, each dialect's
+handshake and keep-alive, WebSocket framing -- is the sans-IO library ``chatload``, the
+one the Locust user speaks with; this module only moves bytes and reads clocks. A stamp's
+sender is the sender's index in decimal and its time ``time.perf_counter_ns()``.
 
 Every loop is bounded by a deadline; nothing here waits forever.
 """
@@ -61,8 +66,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench import procstat, wire
-from loadtest import ws_core
+import chatload
+import chatload.irc
+import chatload.line
+import chatload.resp
+import chatload.ws
+from bench import procstat
+from chatload.irc import IrcDialect
+from chatload.line import LineDialect
 
 #: Bytes one recv may take. Large, so a server that batches is read in one call.
 RECV_BYTES = 256 * 1024
@@ -88,13 +99,10 @@ DIALECTS: tuple[str, ...] = ("line", "irc", "resp")
 #: How a Fleet reaches them: the dialect's own TCP port, or WebSocket (chatd's dialects).
 TRANSPORTS: tuple[str, ...] = ("tcp", "ws")
 #: What the hot path counts per delivery over WebSocket: FIN + text (see the docstring).
-WS_MARK = bytes((0x80 | ws_core.TEXT,))
+WS_MARK = bytes((0x80 | chatload.ws.TEXT,))
 
-#: IRC numerics that end a client's setup with an error (nick in use, channel full or
-#: banned, too many channels, server full, ...): the run is invalid, not retried.
-_IRC_SETUP_ERRORS = frozenset(
-    b"%d" % n for n in (403, 404, 405, 432, 433, 436, 437, 451, 461, 465, 471, 473, 474, 475)
-)
+#: The IRC channel the fleet's clients join (one "room") unless told another.
+IRC_CHANNEL = "#bench"
 
 
 class DriverError(RuntimeError):
@@ -112,17 +120,17 @@ class Member:
     #: bytes received since the last reset
     rx_bytes: int = 0
     registered: bool = False
-    splitter: wire.LineSplitter | ws_core.ServerFrames | None = None
-    checker: wire.SeqChecker | None = None
-    #: IRC setup: 0 = waiting for 001, 1 = JOIN sent, waiting for 366
-    state: int = 0
+    splitter: chatload.LineSplitter | chatload.ws.ServerFrames | None = None
+    checker: chatload.SequenceTracker[bytes] | None = None
+    #: setup (line, IRC): the dialect's handshake, until registered (and joined)
+    dialect: LineDialect | IrcDialect | None = None
+    #: IRC: the channel to JOIN once registered (None: nothing to join)
+    room: str | None = None
     #: index among the fleet's senders, or -1 for a member that only receives
     sender_index: int = -1
-    #: IRC: the channel to JOIN after 001 (None: the bench's channel)
-    channel: bytes | None = None
     #: WebSocket: the opening handshake until the server's 101, and the registration
     #: lines sent once it came
-    upgrade: ws_core.ClientHandshake | None = None
+    upgrade: chatload.ws.ClientHandshake | None = None
     hello: bytes = b""
 
 
@@ -182,7 +190,7 @@ class Fleet:
         #: the byte counted once per delivery (see the module docstring)
         self.mark = WS_MARK if self.ws else b"\n"
         #: WebSocket: our frames (text, as the offered subprotocols ask)
-        self._framer = ws_core.LineFramer(ws_core.TEXT)
+        self._framer = chatload.ws.LineFramer(chatload.ws.TEXT)
         self.prefix = prefix
         self.ep = select.epoll()
         self._ep_fd = self.ep.fileno()
@@ -222,27 +230,33 @@ class Fleet:
         s.connect((self.host, self.port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
-        m = Member(s, nick, splitter=ws_core.ServerFrames() if self.ws else wire.LineSplitter())
-        if self.ws:
-            # The handshake first; registration once the 101 is in (_confirms).
-            m.channel = room.encode() if (room and self.irc) else None
-            m.hello = wire.irc_register(nick) if self.irc else wire.chat_register(nick, room)
-            m.upgrade = ws_core.ClientHandshake(
-                ws_core.host_header(self.host, self.port),
-                ws_core.PATHS[self.dialect],
-                ws_core.SUBPROTOCOLS[self.dialect],
-            )
-            s.send(m.upgrade.request)
-        elif self.redis:
+        m = Member(s, nick, splitter=self._reader())
+        if self.redis:
             if subscribe:
-                s.send(wire.resp_subscribe())
+                s.send(chatload.resp.subscribe())
             else:
                 m.registered = True  # a publisher has nothing to confirm
-        elif self.irc:
-            m.channel = room.encode() if room else None
-            s.send(wire.irc_register(nick))
         else:
-            s.send(wire.chat_register(nick, room))
+            if self.irc:
+                m.dialect = IrcDialect()
+                m.room = room or IRC_CHANNEL  # JOINed once registered (_handshake)
+                hello = m.dialect.register(nick)
+            else:
+                # The nick and the join in one write: framing is independent of
+                # segmentation (PROTOCOL.md), so the server handles both lines in order.
+                m.dialect = LineDialect()
+                hello = m.dialect.register(nick) + (m.dialect.join(room) if room else b"")
+            if self.ws:
+                # The handshake first; registration once the 101 is in (_confirms).
+                m.hello = hello
+                m.upgrade = chatload.ws.ClientHandshake(
+                    chatload.ws.host_header(self.host, self.port),
+                    chatload.ws.PATHS[self.dialect],
+                    chatload.ws.SUBPROTOCOLS[self.dialect],
+                )
+                s.send(m.upgrade.request)
+            else:
+                s.send(hello)
         self.ep.register(s.fileno(), select.EPOLLIN)
         self.by_fd[s.fileno()] = m
         return m
@@ -315,7 +329,7 @@ class Fleet:
                 if not m.registered and self._confirms(m, data):
                     m.registered = True
                     pending.discard(fd)
-                    m.splitter = None
+                    m.splitter = m.dialect = None
 
     def _confirms(self, m: Member, data: bytes) -> bool:
         """Does data complete m's registration? '! ' lines are refusals."""
@@ -323,48 +337,56 @@ class Fleet:
         if m.upgrade is not None:
             try:
                 accepted = m.upgrade.receive_data(data)
-            except ws_core.WebSocketError as exc:
+            except chatload.ws.WebSocketError as exc:
                 self.errors += 1
                 self.error_lines.append(f"{m.nick}: {exc}"[:200])
                 raise DriverError(f"{m.nick}: WebSocket upgrade failed: {exc}") from None
             if accepted is None:
                 return False
-            if accepted.opcode != ws_core.TEXT:
+            if accepted.opcode != chatload.ws.TEXT:
                 raise DriverError(f"{m.nick}: the server chose {accepted.subprotocol}")
             m.upgrade = None
             self._send(m, m.hello)
             data = accepted.trailing  # frames already (counted by _recv with the rest)
-        if self.irc:
-            return self._irc_confirms(m, m.splitter.feed(data))
-        for line in m.splitter.feed(data):
-            if self.redis:
-                if b"subscribe" in line:
-                    return True
+        try:
+            lines = m.splitter.feed(data)
+        except chatload.ProtocolError as exc:
+            raise DriverError(f"{m.nick}: {exc}") from None
+        if self.redis:
+            return any(chatload.resp.confirms_subscribe(line) for line in lines)
+        return self._handshake(m, lines)
+
+    def _handshake(self, m: Member, lines: list[bytes]) -> bool:
+        """Feed setup lines to m's dialect (``chatload``): answer PINGs, JOIN once
+        registered (IRC; the line dialect sent its ``/join`` with the nick), and say whether
+        m is done -- registered and, with a room, joined. A refusal (nick taken, room full
+        or closed, the server's ERROR) makes the run invalid: DriverError, not a retry."""
+        d = m.dialect
+        assert d is not None
+        for line in lines:
+            try:
+                event = d.handshake_event(line)
+            except chatload.ProtocolError as exc:
+                event = chatload.Closing(str(exc))
+            if event is None:
                 continue
-            if line.startswith(b"!"):
-                self.errors += 1
-                self.error_lines.append(line.decode(errors="replace")[:200])
-                raise DriverError(f"{m.nick} refused: {line[:200]!r}")
-            if line.startswith(b"* ") and m.nick.encode() in line:
+            if isinstance(event, chatload.Reply):
+                self._send(m, event.data)
+            elif isinstance(event, chatload.Registered):
+                if not m.room:
+                    return True
+                self._send(m, d.join(m.room))
+            elif isinstance(event, chatload.Joined):
                 return True
+            else:  # RegisterRefused, JoinRefused, Closing
+                self.errors += 1
+                self.error_lines.append(f"{m.nick}: {line.decode(errors='replace')}"[:200])
+                raise DriverError(f"{m.nick} refused: {line[:200]!r}")
         return False
 
-    def _irc_confirms(self, m: Member, lines: list[bytes]) -> bool:
-        """IRC setup: 001 -> send JOIN; 366 (end of NAMES) for our channel -> done."""
-        for line in lines:
-            cmd, params = wire.irc_command(line)
-            if cmd == b"PING":
-                self._send(m, wire.irc_pong(params))
-            elif cmd == b"001" and m.state == 0:
-                m.state = 1
-                self._send(m, wire.irc_join(m.channel or wire.IRC_CHANNEL))
-            elif cmd == b"366" and m.state == 1:
-                return True
-            elif cmd == b"ERROR" or cmd in _IRC_SETUP_ERRORS:
-                self.errors += 1
-                self.error_lines.append(line.decode(errors="replace")[:200])
-                raise DriverError(f"{m.nick} refused: {line[:200]!r}")
-        return False
+    def _reader(self) -> chatload.LineSplitter | chatload.ws.ServerFrames:
+        """What splits a timing receiver's (or a registering client's) reads into lines."""
+        return chatload.ws.ServerFrames() if self.ws else chatload.LineSplitter()
 
     def _send(self, m: Member, data: bytes) -> None:
         """Setup and keep-alive writes: the dialect's lines, framed over WebSocket."""
@@ -380,19 +402,17 @@ class Fleet:
         ``PING chatd``); the frames of an unparsed chunk are found by their header.
         """
         if self.ws:
-            lines = wire.ws_frames_starting(bytes(data), b"PING", self.mark[0])
+            lines = chatload.ws.frames_starting(bytes(data), b"PING", self.mark[0])
         else:
             lines = bytes(data).split(b"\n")
         self._answer_ping_lines(m, lines)
 
     def _answer_ping_lines(self, m: Member, lines: list[bytes]) -> None:
-        for line in lines:
-            cmd, params = wire.irc_command(line)
-            if cmd == b"PING":
-                try:
-                    self._send(m, wire.irc_pong(params))
-                except OSError:
-                    pass
+        for pong in chatload.irc.pongs(lines):
+            try:
+                self._send(m, pong)
+            except OSError:
+                pass
 
     def _recv(self, m: Member) -> bytes | None:
         """One recv on a readable socket (setup only: returns a copy), None at EOF."""
@@ -471,7 +491,7 @@ class Fleet:
         bad = 0
         for m in timed:
             frames = m.splitter
-            assert isinstance(frames, ws_core.ServerFrames)
+            assert isinstance(frames, chatload.ws.ServerFrames)
             parsed = frames.messages + (1 if frames.pending else 0)
             if m.lines != parsed:
                 bad += 1
@@ -510,14 +530,17 @@ class Fleet:
 
     @property
     def lines_per_message(self) -> int:
-        return wire.resp_push_newlines() if self.redis else 1
+        return chatload.resp.PUSH_NEWLINES if self.redis else 1
 
     def encode_message(self, payload: bytes) -> bytes:
         """What a sender writes for one room message in this fleet's dialect (over
         WebSocket: that line as one masked frame)."""
         if self.redis:
-            return wire.resp_publish(payload)
-        line = wire.irc_privmsg(payload) if self.irc else wire.chat_line(payload)
+            return chatload.resp.publish(payload)
+        if self.irc:
+            line = chatload.irc.privmsg(IRC_CHANNEL.encode(), payload)
+        else:
+            line = chatload.line.chat_line(payload)
         return self._framer.frames(line) if self.ws else line
 
     # ------------------------------------------------------------------ flood
@@ -551,9 +574,9 @@ class Fleet:
             raise ValueError("the flood counts bytes per frame: not offered over WebSocket")
         hook = on_window or (lambda _edge: None)
         sender = self.senders[0]
-        body = wire.filler(payload)
-        line = wire.resp_publish(body) if self.redis else wire.chat_line(body)
-        frame = wire.resp_push(body) if self.redis else sender.nick.encode() + b": " + line
+        body = chatload.filler(payload)
+        line = chatload.resp.publish(body) if self.redis else chatload.line.chat_line(body)
+        frame = chatload.resp.push(body) if self.redis else sender.nick.encode() + b": " + line
         flen = len(frame)
         # In flight per member: at most inflight_bytes, and at most what the server
         # delivered in the last FLOOD_INFLIGHT_S (re-estimated every 0.1 s, starting
@@ -769,8 +792,8 @@ class Fleet:
             m.splitter = None
         ws = self.ws
         for m in timed:
-            m.splitter = ws_core.ServerFrames() if ws else wire.LineSplitter()
-            m.checker = wire.SeqChecker()
+            m.splitter = self._reader()
+            m.checker = chatload.SequenceTracker()
         timed_ids = {id(m) for m in timed}
         # Timed receivers are read as soon as data arrives (their arrival times are the
         # measurement); every other socket only every lazy_ns, so it holds several
@@ -791,10 +814,14 @@ class Fleet:
         period_ns = 1e9 / rate
         by_fd = self.by_fd
         buf = self._buf
+        view = memoryview(buf)
         count = buf.count
         mark = self.mark
         irc = self.irc
         encode = self.encode_message
+        stamp, find_stamp = chatload.encode_stamp, chatload.find_stamp
+        #: a stamp's sender: the sender's index (see the module docstring)
+        tokens = [b"%d" % i for i in range(n_send)]
         frame_lines = encode(b"x").count(b"\n")
         now_ns = time.perf_counter_ns
         t0 = now_ns() + 20_000_000
@@ -870,7 +897,7 @@ class Fleet:
                     if due > now:
                         break
                     i = k % n_send
-                    msg = wire.make_stamp(i, seq0[i] + k // n_send, due, payload)
+                    msg = stamp(tokens[i], seq0[i] + k // n_send, due, payload)
                     frame = encode(msg)
                     out[i] += frame
                     if ws:
@@ -919,15 +946,18 @@ class Fleet:
                         continue
                     m.lines += count(mark, 0, n)
                     if id(m) in timed_ids:
-                        for ln in m.splitter.feed(bytes(buf[:n])):  # type: ignore[union-attr]
-                            st = wire.parse_stamp(ln)
+                        observe = m.checker.observe  # type: ignore[union-attr]
+                        # One copy of the read (a bytearray slice would be two).
+                        for ln in m.splitter.feed(view[:n].tobytes()):  # type: ignore[union-attr]
+                            st = find_stamp(ln)
                             if st is None:
                                 if irc and ln.startswith(b"PING"):
                                     self._answer_ping_lines(m, [ln])
                                 continue
-                            m.checker.see(st.sender, st.seq)  # type: ignore[union-attr]
-                            if win_start <= st.intended_ns < win_end:
-                                latencies.append(arrived - st.intended_ns)
+                            sender, seq, intended = st
+                            observe(sender, seq)
+                            if win_start <= intended < win_end:
+                                latencies.append(arrived - intended)
                     elif irc and buf.find(b"PING", 0, n) >= 0:
                         self._answer_pings(m, buf[:n])
                 if errors:

@@ -11,8 +11,17 @@ from dataclasses import dataclass, field, fields, replace
 from bench.servers import target_for
 
 #: Scenario names. Numbers 1-5 are issue 4's; the saturation sweep (issue 10) is 0,
-#: the headline: where the designs differ.
-SCENARIOS: tuple[str, ...] = ("saturation", "fanout", "flood", "senders", "slow", "idle")
+#: the headline: where the designs differ; 7 is issue 20's join and quit storm (6 is the
+#: Redis anchor, which runs inside 0-2).
+SCENARIOS: tuple[str, ...] = (
+    "saturation",
+    "fanout",
+    "flood",
+    "senders",
+    "slow",
+    "idle",
+    "storm",
+)
 SCENARIO_TITLES: dict[str, str] = {
     "saturation": "0. Saturation: the knee",
     "fanout": "1. Paced fan-out",
@@ -20,6 +29,7 @@ SCENARIO_TITLES: dict[str, str] = {
     "senders": "3. Many senders",
     "slow": "4. Slow consumer",
     "idle": "5. Idle connections",
+    "storm": "7. Join and quit storm",
 }
 
 #: Which scenarios each wire dialect takes part in. Flood, slow consumer and idle
@@ -118,6 +128,13 @@ class Matrix:
     # 5. idle connections (lean driver)
     idle_counts: tuple[int, ...] = (1000, 5000, 10000)
     idle_room: int = 100
+    # 7. join and quit storm (bench/storm.py; chatd with its default options)
+    storm_connections: int = 4000
+    storm_probes: int = 10
+    storm_probe_interval_s: float = 0.02
+    storm_idle_s: float = 1.0
+    #: the longest each storm (join, then quit) may take
+    storm_wait_s: float = 120.0
     quick: bool = False
     notes: list[str] = field(default_factory=list, compare=False)
 
@@ -202,6 +219,9 @@ def quick(targets: tuple[str, ...]) -> Matrix:
         slow_drain_s=6.0,
         idle_counts=(200, 1000),
         idle_room=100,
+        storm_connections=200,
+        storm_idle_s=0.5,
+        storm_wait_s=30.0,
         quick=True,
     )
 
@@ -213,9 +233,11 @@ def quick(targets: tuple[str, ...]) -> Matrix:
 class Job:
     """One unit of work with its own server process; yields one or more runs."""
 
-    kind: str  # "driver" (fan-out, saturation sweeps, flood), "locust", "slow", "idle"
+    #: "driver" (fan-out, saturation sweeps, flood), "locust", "slow", "idle", "storm"
+    kind: str
     target: str
     rep: int
+    #: the room's size (a storm job: its connections, all in the default room)
     room: int = 0
     scenario: str = ""  # for locust jobs: fanout or senders; for driver jobs: "flood" or ""
     deliveries: int = 0  # for locust fan-out jobs
@@ -242,6 +264,8 @@ class Job:
             return "driver idle connections"
         if self.kind == "slow":
             return f"driver slow consumer room={self.room}"
+        if self.kind == "storm":
+            return f"driver join and quit storm of {self.room} connections"
         extra = f" {self.deliveries}/s" if self.scenario == "fanout" else ""
         return f"locust {self.scenario} room={self.room}{extra}"
 
@@ -252,6 +276,9 @@ def takes_part(target: str, scenario: str, *, locust_irc: bool = True) -> bool:
     ``scenario`` "locust-fanout" is the fan-out's Locust cross-check.
     """
     dialect = target_for(target).dialect
+    if scenario == "storm":
+        # issue 20: the reactor is judged, threaded and asyncio beside it (line dialect)
+        return target in STORM_TARGETS
     if not target_for(target).history:
         # History off is there to be compared with the reactor on its figures of cost:
         # the knee (and CPU per delivery on the way to it) and memory per connection.
@@ -335,6 +362,10 @@ def jobs(m: Matrix, *, locust_ok: bool, locust_irc: bool = False) -> list[Job]:
             for t in m.targets:
                 if takes_part(t, "idle"):
                     out.append(Job("idle", t, rep))
+        if "storm" in m.scenarios:
+            for t in m.targets:
+                if takes_part(t, "storm"):
+                    out.append(Job("storm", t, rep, room=m.storm_connections, scenario="storm"))
     return out
 
 
@@ -356,6 +387,20 @@ SETUP_PER_CLIENT_S: dict[str, float] = {
     # a WebSocket client's HTTP upgrade comes first (bench.websocket)
     "reactor-ws": 0.0025,
     "reactor-irc-ws": 0.004,
+}
+
+#: The engines the join and quit storm runs against (issue 20 judges the reactor).
+STORM_TARGETS: tuple[str, ...] = ("reactor", "threaded", "asyncio")
+
+#: Rough seconds per connection of a join and quit storm (both storms, 4,000 connections
+#: on the 2-core machine): the storm's time grows with the square of its size (every join
+#: and quit goes to everyone already there), so this is per connection at 4,000. The
+#: threaded engine sends every notice with a blocking call under the hub lock: about a
+#: minute per storm, and some connections outwait the default --register-timeout.
+STORM_PER_CONN_S: dict[str, float] = {
+    "reactor": 0.003,
+    "asyncio": 0.003,
+    "threaded": 0.028,
 }
 
 #: IRC targets that get Locust's many-senders run once loadtest speaks IRC. Not ngircd:
@@ -434,6 +479,12 @@ def estimate_s(job: Job, m: Matrix) -> float:
             + 2 * (m.warmup_s + m.slow_window_s + 0.5)
             + stall
         )
+    if job.kind == "storm":
+        # probes and the stats client, the idle round trip, both storms (their cost
+        # grows with the square of their size), the settle time
+        n = job.room
+        per = STORM_PER_CONN_S.get(job.target, 0.005) * n / 4000
+        return SERVER_OVERHEAD_S + 1.0 + m.storm_idle_s + n * per + 0.8
     # Locust: the users spawn and join (setup_s), then warm-up and the measured window.
     return (
         SERVER_OVERHEAD_S

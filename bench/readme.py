@@ -2,8 +2,9 @@
 
 The README must show only figures that come from a committed report, so it is never
 edited by hand between its markers: ``python -m bench --update-readme DIR`` rewrites that
-block from DIR/results.json (the knee goals and table, the saturation plot, issue 4's
-goals and headline table, the command and the machine).
+block from DIR/results.json (issue 20's goals and the storm's table, the knee goals and
+table, the saturation plot, issue 4's goals and headline table, the command and the
+machine).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import aggregate, matrix, report, saturation_report
+from bench import aggregate, matrix, report, saturation_report, storm
 
 README = Path(__file__).resolve().parent / "README.md"
 #: The project's README shows the same headline block.
@@ -41,6 +42,24 @@ def block(report_dir: Path, readme: Path = README) -> str:
     ]
     plots = doc.get("plots") or {}
     m = doc["_matrix"]
+    issue20 = report.goals_table(doc, storm.GOAL_IDS)
+    if issue20:
+        lines += [
+            "**Issue 20: fan-out per loop turn** (each goal met, or missed by how much, "
+            "with the mechanism from the run's own counters):",
+            "",
+            *issue20,
+            "",
+        ]
+    storm_rows = report.storm_rows(doc["cells"])
+    if storm_rows:
+        lines += [
+            f"**Join and quit storm** of {m.storm_connections} connections from loopback, "
+            "chatd with its default options; round trips of members of `#lobby`:",
+            "",
+            *storm_rows,
+            "",
+        ]
     knee_goals = report.goals_table(doc, aggregate.KNEE_GOAL_IDS)
     if knee_goals:
         lines += [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import aggregate, saturation_report
+from bench import aggregate, saturation_report, storm
 from bench.matrix import SCENARIO_TITLES, Matrix
 from bench.plots import ORDER
 from bench.textfmt import fmt
@@ -150,6 +150,7 @@ def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
         ),
         "",
     ]
+    out += issue20_goals(doc)
     knee_goals = goals_table(doc, aggregate.KNEE_GOAL_IDS)
     if knee_goals:
         out += ["## Goals (issue 10: the saturation knee)", "", *knee_goals, ""]
@@ -184,6 +185,7 @@ def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
         "| 4. slow consumer (with and without) | lean driver |",
         "| 5. idle connections | lean driver |",
         "| 6. Redis anchor (0, 1 and 2) | lean driver, same code path as chatd |",
+        "| 7. join and quit storm, chatd with its default options | lean driver (bench/storm.py) |",
         "",
         (
             "The lean driver speaks chatd's line protocol to chatd's engines, RESP to Redis "
@@ -197,6 +199,7 @@ def render(doc: dict[str, Any], plots: dict[str, str]) -> str:
     out += _flood_section(cs, m, caption, plots)
     out += _senders_section(cs, m, caption, plots)
     out += _idle_section(cs, m, caption, plots)
+    out += storm_section(cs, m, caption)
     inv = _invalid_list(cs)
     out += ["## Invalid runs", ""] + (inv or ["None."]) + [""]
     out += saturation_report.versions_section(doc)
@@ -382,6 +385,112 @@ def _idle_section(
     return out + [""]
 
 
+def issue20_goals(doc: dict[str, Any]) -> list[str]:
+    """Issue 20's goals (fan-out per loop turn), each met or missed by how much, with the
+    mechanism from this run's counters ([] when the run judged none of them)."""
+    table = goals_table(doc, storm.GOAL_IDS)
+    if not table:
+        return []
+    return [
+        "## Goals (issue 20: fan-out per loop turn)",
+        "",
+        *table,
+        "",
+        (
+            "The knees are the headline sweep's (section 0, where the load generator's CPU "
+            "stands beside every knee); *events per batch* is chatd's `/stats` "
+            "`fanout_events` over `fanout_batches` across the knee steps (or the storm): "
+            "how many events one append per member carried, 1 when every event is a "
+            "fan-out of its own, '–' when chatd has no such counters. The storm is "
+            "section 7, idle memory section 5. *No regression elsewhere*: issue 4's goals "
+            "and the tables of scenarios 1-5 below (idle line connections, the slow reader, "
+            "the flood) stand as in earlier reports."
+        ),
+        "",
+    ]
+
+
+def storm_section(cs: list[dict[str, Any]], m: Matrix, caption: str) -> list[str]:
+    """Section 7: the join and quit storm per engine ([] when the run had none)."""
+    sel = [c for c in cs if c["scenario"] == "storm"]
+    if not sel:
+        return []
+    n = sel[0]["params"].get("connections")
+    return [
+        f"## {SCENARIO_TITLES['storm']} (issue 20; lean driver, bench/storm.py)",
+        "",
+        (
+            f"chatd with its **default options** (flood control, per-address limits with "
+            f"loopback exempt, --max-clients 10000, history on). {m.storm_probes} probe "
+            f"members sit in `#lobby` and time `/ping` round trips, one every "
+            f"{m.storm_probe_interval_s * 1000:g} ms in turn. Then {n} line-protocol "
+            "connections from loopback open at once and send their nick lines as soon as "
+            "they are connected (reading and discarding all they receive), until every one "
+            "was greeted, every probe saw every join and the storm's connections went "
+            f"quiet; then all send `/quit` at once, until the server closed them all and "
+            f"every probe saw every quit (each storm at most {m.storm_wait_s:g} s). A "
+            "storm's worst round trip is over the pings sent during it; an unanswered one "
+            f"counts as waiting until the end. Goal (reactor): < {storm.GOAL_MS:g} ms."
+        ),
+        "",
+        f"_{caption}_",
+        "",
+        *storm_rows(sel),
+        "",
+        (
+            "Join storm s: from the first connect until the storm's connections went quiet "
+            "(the server had delivered every join notice); the accept queue holds 1,024, so "
+            "connections beyond it wait for the kernel's SYN retry (1 s, then 3 s). Quit "
+            "storm s: from the `/quit`s until the server had closed every connection and "
+            "every probe had seen every quit. writes_out: chatd's queued writes to members "
+            "in the storm. Probe lag: how late the probes' thread sent a ping at worst (the "
+            "load generator's own delay, which can only lengthen a round trip). Server CPU "
+            "is the server process's over each storm, load-gen CPU the driver's over both."
+        ),
+        "",
+    ]
+
+
+def _pair(c: dict[str, Any], a: str, b: str, pct: bool = False) -> str:
+    """'a / b' of two medians of a cell (as percentages with pct)."""
+    vals = (aggregate.median_of(c, a), aggregate.median_of(c, b))
+    if pct:
+        return " / ".join(f"{v * 100:.0f} %" if v is not None else "–" for v in vals)
+    return " / ".join(fmt(v) for v in vals)
+
+
+def storm_rows(cs: list[dict[str, Any]]) -> list[str]:
+    """The storm's table: one row per engine (also the README's)."""
+    sel = [c for c in cs if c["scenario"] == "storm"]
+    if not sel:
+        return []
+    out = [
+        (
+            "| target | registered | idle round trip ms | join storm s | join: worst ms "
+            "| join: p99 ms | quit storm s | quit: worst ms | quit: p99 ms "
+            "| events per batch (join / quit) | writes_out (join / quit) "
+            "| server CPU (join / quit) | load-gen CPU | probe lag ms |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in _targets(sel):
+        c = aggregate.find(sel, "storm", t)
+        if c is None:
+            continue
+
+        out.append(
+            f"| {t} | {cell_text(c, 'registered')} | {cell_text(c, 'rtt_idle_ms')} | "
+            f"{cell_text(c, 'join_s')} | {cell_text(c, 'rtt_join_worst_ms')} | "
+            f"{cell_text(c, 'rtt_join_p99_ms')} | {cell_text(c, 'quit_s')} | "
+            f"{cell_text(c, 'rtt_quit_worst_ms')} | {cell_text(c, 'rtt_quit_p99_ms')} | "
+            f"{_pair(c, 'join_events_per_batch', 'quit_events_per_batch')} | "
+            f"{_pair(c, 'join_writes_out', 'quit_writes_out')} | "
+            f"{_pair(c, 'join_server_cpu_util', 'quit_server_cpu_util', pct=True)} | "
+            f"{_res(c, 'loadgen_cpu_util')} | {cell_text(c, 'probe_lag_max_ms')} |"
+        )
+    return out
+
+
 def _method_section(m: Matrix) -> list[str]:
     return [
         "## Method",
@@ -435,5 +544,11 @@ def _method_section(m: Matrix) -> list[str]:
         (
             "- Idle: clients register and `/join` rooms of "
             f"{m.idle_room}, so that setting up 10,000 does not cost 50 million join notices."
+        ),
+        (
+            "- Join and quit storm: chatd with its default options, not the bench's "
+            "(no --flood-rate 0, no --max-clients), so the storm meets the limits users get; "
+            "the driver reads the storm's connections with MSG_TRUNC after their greeting "
+            "and times the probes in a thread of its own."
         ),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import counters, stats
 from bench.matrix import SCENARIO_TITLES, Matrix
 from bench.plots import ORDER
 from bench.textfmt import fmt
@@ -18,22 +19,25 @@ from bench.textfmt import fmt
 #: and source; chatd's from its engines (server/chatd/engines/).
 DESIGNS: dict[str, str] = {
     "reactor": (
-        "one thread, `selectors` (epoll). All chat lines of one read become one event, "
-        "encoded once; it is appended to each member's output buffer, and each connection "
-        "is flushed once per loop turn, so lines from many senders and small notices that "
-        "arrive in the same turn leave in one `send()` per member."
+        "one thread, `selectors` (epoll). All chat lines of one read become one event. "
+        "The events published to a room during one loop turn (chat from every sender, "
+        "joins, quits) are gathered and, before the loop sleeps, delivered as one batch: "
+        "each event encoded once per encoder, one append per member per turn (chatd's "
+        "`fanout_events` / `fanout_batches` count it); each connection is then flushed "
+        "once per loop turn, so the lines of many senders leave in one `send()` per member."
     ),
     "threaded": (
         "a thread per client. All chat lines of one read become one event, encoded once; "
         "the reading thread then does a blocking `send()` of it to every recipient, one "
         "after another, under the hub lock, so another sender's batch waits for the lock "
-        "and nothing merges across senders."
+        "and nothing merges across senders: it has no loop turn, so no room batch."
     ),
     "asyncio": (
-        "one thread, asyncio's event loop. All chat lines of one read become one event, "
-        "encoded once; it goes to each recipient with `transport.write()`, which makes a "
-        "`send()` at once when that transport's buffer is empty (it is, while readers keep "
-        "up), so there is a send per recipient per batch."
+        "one thread, asyncio's event loop. All chat lines of one read become one event. "
+        "A room's events of one loop iteration are gathered into one batch (the first "
+        "schedules the flush with `call_soon`), which goes to each recipient with one "
+        "`transport.write()`; that makes a `send()` at once when the transport's buffer is "
+        "empty (it is, while readers keep up), so there is a send per recipient per batch."
     ),
     "asyncio+uvloop": (
         "the asyncio engine on uvloop (libuv): the same `transport.write()` per recipient "
@@ -111,15 +115,51 @@ def _ended(k: dict[str, Any]) -> str:
     return "; ".join(f"{p['limit']}: {p['detail'].split('; ')[0]}" for p in k["per_rep"])
 
 
-def knee_table(ks: list[dict[str, Any]], m: Matrix, only_headline: bool = False) -> list[str]:
-    """The knee per target (and per room and sender count unless only_headline)."""
+def events_per_batch_at_knee(
+    k: dict[str, Any] | None, runs: list[dict[str, Any]] | None
+) -> float | None:
+    """Median over the repetitions' knee steps of chatd's events per room batch
+    (``fanout_events`` / ``fanout_batches`` over the step, issue 20); None when chatd
+    has no such counters or the knee steps were not valid."""
+    if k is None or not runs:
+        return None
+    knee_at = {p["rep"]: p["rate"] for p in k["per_rep"] if p["rate"] is not None}
+    vals = []
+    for r in runs:
+        p = r.get("params") or {}
+        if (
+            r.get("scenario") != "saturation"
+            or r.get("target") != k["target"]
+            or (p.get("room"), p.get("senders")) != (k["room"], k["senders"])
+            or knee_at.get(r.get("rep")) != p.get("offered")
+            or not r.get("valid")
+            or r.get("retried")
+        ):
+            continue
+        v = r["metrics"].get("events_per_batch")
+        if v is None:
+            v = counters.events_per_batch(r.get("server_counters"))
+        if v is not None:
+            vals.append(float(v))
+    return stats.median(vals) if vals else None
+
+
+def knee_table(
+    ks: list[dict[str, Any]],
+    m: Matrix,
+    only_headline: bool = False,
+    runs: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """The knee per target (and per room and sender count unless only_headline); with
+    ``runs``, chatd's events per room batch at the knee too (issue 20)."""
     rows = [
         (
             "| target | room | senders | knee msg/s | deliveries/s at knee | p99 ms at knee "
             "| server CPU | send syscalls per delivery | deliveries per write "
+            "| events per batch at knee "
             f"| sends/delivery at {fmt(m.count_rate)} msg/s | load-gen CPU | next step |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in ks:
         if only_headline and (k["room"], k["senders"]) != (m.headline_room, m.headline_senders):
@@ -133,7 +173,8 @@ def knee_table(ks: list[dict[str, Any]], m: Matrix, only_headline: bool = False)
             f"| {k['target']} | {k['room']} | {k['senders']} | {knee_text(k)} | "
             f"{_at(k, 'deliveries_per_s')} | {_at(k, 'latency_p99_ms')} | "
             f"{_at(k, 'server_cpu_util', pct=True)} | {sends_at(k, None)} | "
-            f"{_at(k, 'deliveries_per_write')} | {at_count} | "
+            f"{_at(k, 'deliveries_per_write')} | {fmt(events_per_batch_at_knee(k, runs))} | "
+            f"{at_count} | "
             f"{_at(k, 'loadgen_cpu_util', pct=True)} | {_ended(k)} |"
         )
     return rows
@@ -148,13 +189,15 @@ def _count_at(k: dict[str, Any], rate: float | None) -> dict[str, Any] | None:
     return counted.get(str(rate)) if rate is not None else None
 
 
-def mechanism(ks: list[dict[str, Any]], m: Matrix) -> list[str]:
+def mechanism(
+    ks: list[dict[str, Any]], m: Matrix, runs: list[dict[str, Any]] | None = None
+) -> list[str]:
     """Why the knees differ, in this run's own counters (headline configuration)."""
     room, n = m.headline_room, m.headline_senders
     head = {k["target"]: k for k in ks if (k["room"], k["senders"]) == (room, n)}
     if not head:
         return []
-    at_knee, at_rate = [], []
+    at_knee, at_rate, batches = [], [], []
     for t in ORDER:
         k = head.get(t)
         if k is None:
@@ -168,14 +211,30 @@ def mechanism(ks: list[dict[str, Any]], m: Matrix) -> list[str]:
                 f"{t} {fmt(1 / spd)} deliveries per send ({rate}knee "
                 f"{knee_text(k).split(' [')[0]} msg/s)"
             )
+        epb = events_per_batch_at_knee(k, runs)
+        if epb is not None:
+            lg = _at(k, "loadgen_cpu_util", pct=True)
+            batches.append(f"{t} {fmt(epb)} (load generator {lg})")
         c = _count_at(k, m.count_rate)
         if c and c["sends_per_delivery"]:
             per_write = c.get("deliveries_per_write")
             extra = f", {fmt(per_write)} per queued write" if per_write else ""
             at_rate.append(f"{t} {fmt(1 / c['sends_per_delivery'])}{extra}")
-    if not at_knee and not at_rate:
+    if not at_knee and not at_rate and not batches:
         return []
     out = ["### What the counters show", ""]
+    if batches:
+        out += [
+            (
+                f"Room of {room}, {n} senders, events per room batch at the knee (chatd's "
+                "`/stats` `fanout_events` over `fanout_batches` across each knee step): "
+                + "; ".join(batches)
+                + ". A reactor that gathers what one loop turn published to a room sends "
+                "it to each member as one batch, so this is how many senders' lines one "
+                "append per member carried; 1 means each line was a fan-out of its own."
+            ),
+            "",
+        ]
     if at_knee:
         out += [
             (
@@ -252,7 +311,7 @@ def section(doc: dict[str, Any], plots: dict[str, str]) -> list[str]:
     out += [
         "### Knee per target",
         "",
-        *knee_table(ks, m),
+        *knee_table(ks, m, runs=doc.get("runs")),
         "",
         (
             "Deliveries/s, p99 and CPU are those of the steps at the knee (median over the "
@@ -261,11 +320,13 @@ def section(doc: dict[str, Any], plots: dict[str, str]) -> list[str]:
             "delivery come from a separate counting step at the knee of repetition 1 (perf "
             "on the server's sendto/sendmsg/sendmmsg/write/writev tracepoints, which slows "
             "every syscall, so that step's latency is not used); deliveries per write from "
-            "chatd's `/stats` around each step (chatd only). *Next step* is what ended "
+            "chatd's `/stats` around each step (chatd only), and events per batch from the "
+            "same counters (`fanout_events` / `fanout_batches`, chatd engines that gather "
+            "a room's events per loop turn). *Next step* is what ended "
             "each repetition's walk up the rates."
         ),
         "",
-        *mechanism(ks, m),
+        *mechanism(ks, m, doc.get("runs")),
         "### What each target does per line, per read and per loop turn",
         "",
     ]
@@ -280,7 +341,7 @@ def headline_rows(doc: dict[str, Any]) -> list[str]:
     ks = doc.get("knees") or []
     if not ks:
         return []
-    return knee_table(ks, doc["_matrix"], only_headline=True)
+    return knee_table(ks, doc["_matrix"], only_headline=True, runs=doc.get("runs"))
 
 
 def versions_section(doc: dict[str, Any]) -> list[str]:

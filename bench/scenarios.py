@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import counters, driver, locustrun, procstat, servers, stats, syscount
+from bench import counters, driver, locustrun, procstat, servers, stats, storm, syscount
 from bench.matrix import Job, Matrix, setup_s
 
 
@@ -204,7 +204,12 @@ def _finish(srv: servers.Server, records: list[dict[str, Any]]) -> None:
 
 def run_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
     """Run one job; never raises for a server or load problem, records it instead."""
-    run = {"driver": _driver_job, "idle": _idle_job, "slow": _slow_job}.get(job.kind, _locust_job)
+    run = {
+        "driver": _driver_job,
+        "idle": _idle_job,
+        "slow": _slow_job,
+        "storm": _storm_job,
+    }.get(job.kind, _locust_job)
     try:
         records = run(job, m, ctx)
     except (driver.DriverError, RuntimeError, OSError) as exc:
@@ -535,6 +540,9 @@ def _saturation_step(
         writes = d.get("writes_out")
         if writes and total:
             met["deliveries_per_write"] = total / writes
+        epb = counters.events_per_batch(d)  # issue 20: room batches per loop turn
+        if epb is not None:
+            met["events_per_batch"] = epb
         if d.get("messages_in"):
             met["server_messages_in"] = d["messages_in"]
     if counter is not None:
@@ -823,6 +831,90 @@ def _idle_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
             )
     finally:
         fleet.close()
+        _finish(srv, records)
+    return records
+
+
+# ----------------------------------------------------------------------- storm
+
+
+def _storm_job(job: Job, m: Matrix, ctx: Context) -> list[dict[str, Any]]:
+    """Issue 20's join and quit storm (bench/storm.py) against chatd with its default
+    options: probes in #lobby time round trips while job.room connections register at
+    once, then quit at once."""
+    target = servers.target_for(job.target)
+    params = {"connections": job.room, "probes": m.storm_probes}
+    plan = storm.StormPlan(
+        connections=job.room,
+        probes=m.storm_probes,
+        probe_interval_s=m.storm_probe_interval_s,
+        idle_s=m.storm_idle_s,
+        wait_s=m.storm_wait_s,
+    )
+    try:
+        srv = storm.start_chatd(target, cpus=ctx.server_cpus, logdir=ctx.workdir / "logs")
+    except RuntimeError as exc:
+        return [_failed(job, "storm", "driver", params, str(exc))]
+    records: list[dict[str, Any]] = []
+    t = time.monotonic()
+    try:
+        try:  # before the probes: its own join notice reaches none of them
+            ctl: counters.StatsClient | None = counters.StatsClient(srv.host, srv.line_port)
+        except OSError:
+            ctl = None
+
+        def query() -> dict[str, int] | None:
+            nonlocal ctl
+            if ctl is None:
+                return None
+            try:
+                return ctl.query()
+            except OSError:
+                ctl.close()
+                ctl = None
+                return None
+
+        try:
+            raw = storm.run(srv.host, srv.port, plan, sample=srv.sample, stats_query=query)
+        except OSError as exc:
+            records.append(_failed(job, "storm", "driver", params, f"setup: {exc}"))
+            return records
+        finally:
+            if ctl is not None:
+                ctl.close()
+        metrics, reasons = storm.summarize(raw)
+        verdict = stats.Verdict()
+        for why in reasons:
+            verdict.fail(why)
+        # CPU over both storms (the stats round trip between them included)
+        s0, s1 = raw.server.get("join_start"), raw.server.get("quit_end")
+        c0, c1 = raw.loadgen_cpu.get("join_start"), raw.loadgen_cpu.get("quit_end")
+        server: dict[str, Any] = {}
+        if s0 and s1 and s1[0] > s0[0]:
+            server = {"cpu_s": s1[1] - s0[1], "cpu_util": (s1[1] - s0[1]) / (s1[0] - s0[0])}
+        peak = max((s[2] for s in raw.server.values() if s), default=None)
+        server["rss_bytes"] = peak
+        loadgen: dict[str, Any] = {}
+        if c0 and c1 and c1[0] > c0[0]:
+            util = (c1[1] - c0[1]) / (c1[0] - c0[0])
+            loadgen = {"cpu_s": c1[1] - c0[1], "cpu_util": util, "saturated": False}
+        records.append(
+            _record(
+                scenario="storm",
+                tool="driver",
+                job=job,
+                params=params,
+                metrics=metrics,
+                server=server,
+                loadgen=loadgen,
+                steal={},
+                busy=raw.busy,
+                verdict=verdict,
+                wall_s=time.monotonic() - t,
+                notes=[f"server args: {' '.join(srv.argv[3:])}"],
+            )
+        )
+    finally:
         _finish(srv, records)
     return records
 

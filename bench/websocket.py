@@ -16,12 +16,12 @@ its own TCP port, side by side in one run, through the project's own machinery:
   ``reactor-irc`` (IRC, TCP) and ``reactor-irc-ws`` (IRC at ``/``, ``text.ircv3.net``),
   each on a fresh chatd per repetition, repetitions outermost so a drift of the machine
   shows as spread, not as a difference. The lean driver speaks WebSocket through
-  ``loadtest.ws_core`` (``bench.driver``'s docstring says how it still counts one byte per
+  ``chatload.ws`` (``bench.driver``'s docstring says how it still counts one byte per
   delivery, and how that count is checked).
 * **RSS per idle connection** (``bench.scenarios``' idle scenario): N registered clients in
   rooms of 100, (server RSS - RSS before the first connection) / N, at each N.
 * **The receive path** (:func:`receive_costs`): what a load generator pays per message to
-  read frames with ``ws_core`` against newline splitting and against wsproto's
+  read frames with ``chatload.ws`` against newline splitting and against wsproto's
   ``Connection``, measured in this process.
 * **The layer's cost per write** (:func:`server_write_costs`): chatd's own
   ``HttpSession.write`` against a bare transport's ``write``, in this process, which the
@@ -56,6 +56,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import chatload
+import chatload.ws
 from bench import (
     aggregate,
     cluster,
@@ -66,11 +68,9 @@ from bench import (
     scenarios,
     servers,
     stats,
-    wire,
 )
 from bench.__main__ import summarize
 from bench.textfmt import fmt
-from loadtest import ws_core
 
 SCHEMA = "chatd-bench-websocket/1"
 #: Per dialect: (the TCP target, its WebSocket twin).
@@ -181,7 +181,7 @@ def goals(
 
 
 #: A relayed chat line as the driver's receivers see it (nick, stamp, padding: 57 bytes).
-SAMPLE_LINE = b"d000123: @3 123456 98765432109876 " + b"x" * 23
+SAMPLE_LINE = b"d000123: LT 3 123456 98765432109876 " + b"." * 21
 #: Bytes per read in the measurement, as a receiver that lags takes them.
 READ_BYTES = 65536
 
@@ -192,7 +192,7 @@ def receive_costs(messages: int = 50_000, reps: int = 5) -> dict[str, float]:
     from wsproto.connection import Connection, ConnectionType
 
     line = SAMPLE_LINE
-    framed = bytes((0x80 | ws_core.TEXT, len(line))) + line
+    framed = bytes((0x80 | chatload.ws.TEXT, len(line))) + line
     tcp = (line + b"\n") * messages
     frames = framed * messages
 
@@ -217,7 +217,7 @@ def receive_costs(messages: int = 50_000, reps: int = 5) -> dict[str, float]:
         return feed
 
     def counter() -> Any:
-        reader = ws_core.ServerFrames()
+        reader = chatload.ws.ServerFrames()
         return lambda data: reader.count(data, b"PING")
 
     few = max(1, messages // 20)  # wsproto is slow: a twentieth of the messages
@@ -226,8 +226,8 @@ def receive_costs(messages: int = 50_000, reps: int = 5) -> dict[str, float]:
         return {
             "tcp_newline_count": per_message(lambda: lambda d: d.count(b"\n"), tcp, messages),
             "ws_marker_count": per_message(lambda: lambda d: d.count(b"\x81"), frames, messages),
-            "tcp_line_splitter": per_message(lambda: wire.LineSplitter().feed, tcp, messages),
-            "ws_core_feed": per_message(lambda: ws_core.ServerFrames().feed, frames, messages),
+            "tcp_line_splitter": per_message(lambda: chatload.LineSplitter().feed, tcp, messages),
+            "ws_core_feed": per_message(lambda: chatload.ws.ServerFrames().feed, frames, messages),
             "ws_core_count": per_message(counter, frames, messages),
             "wsproto_connection": per_message(wsproto_feed, framed * few, few),
         }
@@ -275,8 +275,8 @@ RECEIVE_ROWS = (
     ("tcp_newline_count", "TCP, count newlines (`bytes.count`: the lean driver's counting)"),
     ("ws_marker_count", "WebSocket, count frame-marker bytes (the lean driver's counting)"),
     ("tcp_line_splitter", "TCP, split lines (a timing receiver)"),
-    ("ws_core_feed", "WebSocket, `ws_core.ServerFrames.feed` (a timing receiver)"),
-    ("ws_core_count", "WebSocket, `ws_core.ServerFrames.count` (Locust's counting receivers)"),
+    ("ws_core_feed", "WebSocket, `chatload.ws.ServerFrames.feed` (a timing receiver)"),
+    ("ws_core_count", "WebSocket, `chatload.ws.ServerFrames.count` (Locust's counting receivers)"),
     ("wsproto_connection", "WebSocket, wsproto `Connection.receive_data` + `events()`"),
 )
 
@@ -815,7 +815,7 @@ def render(doc: dict[str, Any], m: matrix.Matrix) -> str:
             "",
             "Nanoseconds per message to read 57-byte relayed lines in 64 KiB reads, in "
             "the load generator's process (pinned to its CPU, best of 5, garbage "
-            "collector off): why `loadtest/ws_core.py` reads frames with a small loop of "
+            "collector off): why `loadtest/chatload/ws.py` reads frames with a small loop of "
             "its own instead of wsproto's `Connection` (which builds a frame, an event and "
             "a decoded `str` per message), and why the lean driver counts a byte.",
             "",
@@ -833,7 +833,7 @@ def render(doc: dict[str, Any], m: matrix.Matrix) -> str:
         "driver) on CPU 1, both pinned; the 2 cores are shared, and loopback's softirq "
         "work lands on both.",
         "- Over WebSocket each client does wsproto's opening handshake "
-        "(`loadtest/ws_core.py`), then registers and joins; senders write one masked "
+        "(`loadtest/chatload/ws.py`), then registers and joins; senders write one masked "
         "frame per message. Receivers count one byte per delivery, the first byte of a "
         "whole text frame (`0x81`) instead of a newline: exact for ASCII payloads in frames "
         "under 126 bytes, and checked in every step: each timed receiver also parses "

@@ -38,7 +38,7 @@ How it fits together
 
 This file is Locust plumbing and the user classes; the I/O is ``chat_client.py``, the
 per-process state ``chat_collector.py``, the decisions the sans-IO modules ``chat_core``,
-``line_core``, ``irc_core``, ``chat_options`` and ``chat_verdict``.
+``chat_options`` and ``chat_verdict`` and the load library ``chatload``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The load test's chat client: one connection in any dialect, every step a Locust event.
 
 ``ChatClient`` is the I/O half of a dialect: it owns the socket and feeds what it reads to
-the sans-IO ``chat_core.Dialect`` (``line_core.LineDialect`` for chatd's line protocol,
-``irc_core.IrcDialect`` for IRC), which says what to send and what the lines mean. Its two
+the sans-IO ``chatload.Dialect`` (``chatload.line.LineDialect`` for chatd's line protocol,
+``chatload.irc.IrcDialect`` for IRC), which says what to send and what the lines mean. Its two
 implementations, ``LineChatClient`` and ``IrcChatClient``, differ only in that dialect, so
 every user class works over both. The client reports to the process's ``Collector``:
 
@@ -23,11 +23,11 @@ Two greenlets may write (the user sends, the receiver answers ``PING``), so writ
 lock: gevent refuses two greenlets waiting to write on one socket.
 
 Over WebSocket (``--chat-transport ws``) the socket carries frames instead of lines, and
-the sans-IO ``ws_core`` sits between it and the dialect: after the TCP (and TLS) connect
-the client upgrades (``ws_core.ClientHandshake``; the ``connect`` event includes it), then
-``_write`` frames the dialect's lines (``ws_core.LineFramer``) and the reader
-(``ws_core.ServerFrames``) takes the place of the line splitter, so the dialects parse the
-same lines either way; a counting receiver counts messages (``ws_core.MessageCounter``)
+the sans-IO ``chatload.ws`` sits between it and the dialect: after the TCP (and TLS) connect
+the client upgrades (``ws.ClientHandshake``; the ``connect`` event includes it), then
+``_write`` frames the dialect's lines (``ws.LineFramer``) and the reader
+(``ws.ServerFrames``) takes the place of the line splitter, so the dialects parse the
+same lines either way; a counting receiver counts messages (``ws.MessageCounter``)
 instead of newlines. WebSocket's own replies (a pong, the answer to the server's Close)
 are written as they are (``_write_raw``).
 """
@@ -50,14 +50,14 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 # isort: split
-import chat_core as core
-from chat_collector import REQUEST_TYPE, STATE, Collector
-from chat_core import LineKind
-from irc_core import IrcDialect
-from line_core import LineDialect
+import chatload
+from chatload import LineKind, ws
+from chatload.irc import IrcDialect
+from chatload.line import LineDialect
 
 # isort: split
-import ws_core  # a sibling too (not in pyproject's known-first-party list)
+import chat_core as core
+from chat_collector import REQUEST_TYPE, STATE, Collector
 
 log = logging.getLogger("chatd.loadtest")
 
@@ -78,7 +78,7 @@ RECONNECT_BACKOFF_S = 1.0
 
 #: What a peer that breaks the wire contract raises, besides socket errors: a dialect's
 #: framing or parsing, or WebSocket's.
-PEER_ERRORS = (OSError, core.ProtocolError, ws_core.WebSocketError)
+PEER_ERRORS = (OSError, chatload.ProtocolError, ws.WebSocketError)
 
 #: Refusal reasons already logged by this process (each is logged once).
 _warned: set[str] = set()
@@ -108,11 +108,11 @@ class ChatClient:
     messages or only counts lines; ``background`` whether ``say()``'s implicit join starts
     the background receiver (False: read with ``receive()``). ``transport`` is ``tcp`` or
     ``ws`` (WebSocket to an HTTP listener; ``host`` may then be a ``ws://``/``wss://``
-    URL with a path, by default the dialect's endpoint ``ws_core.PATHS``).
+    URL with a path, by default the dialect's endpoint ``ws.PATHS``).
     """
 
     #: The sans-IO dialect; set by the implementations.
-    dialect_class: ClassVar[type[core.Dialect]]
+    dialect_class: ClassVar[type[chatload.Dialect]]
 
     def __init__(
         self,
@@ -143,12 +143,12 @@ class ChatClient:
 
     def _new_connection(self) -> None:
         """Fresh per-connection state: a reconnect starts over in every respect."""
-        self.proto: core.Dialect = self.dialect_class()
+        self.proto: chatload.Dialect = self.dialect_class()
         #: Lines from the socket's bytes: newline framing, or WebSocket frames.
-        self.splitter: core.LineSplitter | ws_core.ServerFrames = core.LineSplitter()
+        self.splitter: chatload.LineSplitter | ws.ServerFrames = chatload.LineSplitter()
         #: Over WebSocket once upgraded: the server's frames (the splitter too) and ours.
-        self.frames: ws_core.ServerFrames | None = None
-        self.framer: ws_core.LineFramer | None = None
+        self.frames: ws.ServerFrames | None = None
+        self.framer: ws.LineFramer | None = None
         #: Lines read but not handled yet, with the wall time of the read that completed them.
         self._pending: deque[tuple[bytes, float]] = deque()
         #: Set when the connection ended (EOF, error, or ``close``).
@@ -159,7 +159,7 @@ class ChatClient:
         self.joined = False
         self.receiver: gevent.Greenlet | None = None
         #: Per connection: after a reconnect the messages missed meanwhile are not "lost".
-        self.tracker = core.SequenceTracker()
+        self.tracker: chatload.SequenceTracker[str] = chatload.SequenceTracker()
         #: Wall time the join was confirmed: a sender's schedule starts at the later of
         #: this and the gate.
         self.joined_at = 0.0
@@ -224,15 +224,15 @@ class ChatClient:
             attempts = 1
             while True:
                 event = self._next_event(stage, deadline)
-                if isinstance(event, core.Registered):
+                if isinstance(event, chatload.Registered):
                     break
-                if isinstance(event, core.RegisterRefused):
+                if isinstance(event, chatload.RegisterRefused):
                     if not event.retry or attempts >= NICK_ATTEMPTS:
                         self._warn_once(f"the server refuses our nicks: {event.reason}")
                         raise HandshakeError(stage, "nickname refused")
                     attempts += 1
                     self._write(self.proto.renick(coll.new_nick()))
-                elif isinstance(event, core.Closing):
+                elif isinstance(event, chatload.Closing):
                     self._warn_once(f"the server closed the link: {event.reason}")
                     raise HandshakeError(stage, "server closed the link")
         except HandshakeError as exc:
@@ -260,12 +260,12 @@ class ChatClient:
             self._write(self.proto.join(room))
             while True:
                 event = self._next_event(stage, deadline)
-                if isinstance(event, core.Joined):
+                if isinstance(event, chatload.Joined):
                     break
-                if isinstance(event, core.JoinRefused):
+                if isinstance(event, chatload.JoinRefused):
                     self._warn_once(f"the server refuses the join: {event.reason}")
                     raise HandshakeError(stage, "join refused")
-                if isinstance(event, core.Closing):
+                if isinstance(event, chatload.Closing):
                     self._warn_once(f"the server closed the link: {event.reason}")
                     raise HandshakeError(stage, "server closed the link")
         except HandshakeError as exc:
@@ -292,10 +292,10 @@ class ChatClient:
         sock = self.sock
         assert sock is not None
         name = self.proto.name
-        handshake = ws_core.ClientHandshake(
-            ws_core.host_header(address[0], address[1], self.tls is not None),
-            core.ws_path(self.host or "", ws_core.PATHS.get(name, "/")),
-            ws_core.SUBPROTOCOLS.get(name, ()),
+        handshake = ws.ClientHandshake(
+            ws.host_header(address[0], address[1], self.tls is not None),
+            core.ws_path(self.host or "", ws.PATHS.get(name, "/")),
+            ws.SUBPROTOCOLS.get(name, ()),
         )
         sock.sendall(handshake.request)
         accepted = None
@@ -310,11 +310,11 @@ class ChatClient:
                 raise HandshakeError(stage, "timed out waiting for the WebSocket upgrade") from exc
             try:
                 accepted = handshake.receive_data(data)
-            except ws_core.HandshakeRefused as exc:
+            except ws.HandshakeRefused as exc:
                 self._warn_once(f"the server refuses the WebSocket upgrade: {exc}")
                 raise HandshakeError(stage, "WebSocket upgrade refused") from exc
-        self.frames = self.splitter = ws_core.ServerFrames()
-        self.framer = ws_core.LineFramer(accepted.opcode)
+        self.frames = self.splitter = ws.ServerFrames()
+        self.framer = ws.LineFramer(accepted.opcode)
         self._feed(accepted.trailing, time.time())
 
     def _feed(self, data: bytes, now: float) -> None:
@@ -328,7 +328,7 @@ class ChatClient:
         if frames is not None and frames.replies:
             self._write_raw(frames.take_replies())
 
-    def _next_event(self, stage: str, deadline: float) -> core.HandshakeEvent:
+    def _next_event(self, stage: str, deadline: float) -> chatload.HandshakeEvent:
         """Feed lines to the dialect until it reports something (answering its ``Reply``s)."""
         sock = self.sock
         assert sock is not None
@@ -336,7 +336,7 @@ class ChatClient:
             while self._pending:
                 line, _arrived = self._pending.popleft()
                 event = self.proto.handshake_event(line)
-                if isinstance(event, core.Reply):
+                if isinstance(event, chatload.Reply):
                     self._write(event.data)
                 elif event is not None:
                     return event
@@ -404,7 +404,7 @@ class ChatClient:
 
     def send_stamped(self, seq: int, stamp_us: int) -> None:
         """Write one load-test message (no event: the scheduled senders count themselves)."""
-        text = core.encode_text(self.nick, seq, stamp_us, self.collector.settings.payload)
+        text = chatload.encode_stamp(self.nick, seq, stamp_us, self.collector.settings.payload)
         self._write(self.proto.chat(text))
 
     def say(self, text: str | None = None) -> bool:
@@ -420,7 +420,7 @@ class ChatClient:
             return False
         now = time.time()
         if text is None:
-            payload = core.encode_text(
+            payload = chatload.encode_stamp(
                 self.nick, self.seq, int(now * 1_000_000), coll.settings.payload
             )
         else:
@@ -569,7 +569,7 @@ class ChatClient:
         finally:
             self.closed.set()
 
-    def _counter(self) -> core.Counter:
+    def _counter(self) -> chatload.Counter:
         """A counting receiver's read handler: the dialect's newline counter, or over
         WebSocket a message counter that finds the dialect's keep-alives (IRC ``PING``)."""
         frames = self.frames
@@ -580,7 +580,7 @@ class ChatClient:
         def answer(line: bytes) -> bytes | None:
             return proto.pong(line) if proto.classify(line)[0] is LineKind.PING else None
 
-        return ws_core.MessageCounter(frames, proto.ping_marker, answer)
+        return ws.MessageCounter(frames, proto.ping_marker, answer)
 
     def _on_lines(self, lines: list[bytes], now: float) -> None:
         """Time and check a batch of lines that all arrived by ``now`` (epoch seconds).
@@ -624,10 +624,10 @@ class ChatClient:
                 if msg.sender != msg.stamped:
                     coll.fail("forged", "message text names another sender than the stamp")
                 verdict, missing = tracker.observe(msg.sender, msg.seq)
-                if verdict is core.Verdict.LOST:
+                if verdict is chatload.Verdict.LOST:
                     counters["lost_messages"] += missing
                     coll.fail("lost", "gap in a sender's sequence")
-                elif verdict is core.Verdict.REORDERED:
+                elif verdict is chatload.Verdict.REORDERED:
                     coll.fail("reordered", "sequence number went back or repeated")
             elif kind is LineKind.NOTICE:
                 counters["notices"] += 1

@@ -1,8 +1,9 @@
-"""Sans-IO core of the chat load test: identities, wire payloads, checks and the report.
+"""Sans-IO core of the chat load test: identities, schedules, the start gate and the report.
 
 Nothing here touches a socket, a clock or Locust. ``chat_client.py`` does the I/O and feeds
-bytes and timestamps in; this module (with the dialects ``line_core.py`` and ``irc_core.py``)
-decides what they mean. Keeping the two apart lets ``tests/test_loadtest.py`` exercise the
+bytes and timestamps in; this module and the load library ``chatload`` (the stamp, line
+splitting, sequence checks and the dialects, shared with bench's lean driver) decide what
+they mean. Keeping the two apart lets ``tests/test_loadtest.py`` exercise the
 measurement logic without importing Locust, which monkey-patches ``socket``, ``threading``
 and ``selectors`` the moment it is imported.
 
@@ -18,8 +19,8 @@ Theory of operation
   the same count to within one per worker. ``spread`` picks the end of each period and
   ``spread_early`` its start, so senders and timing receivers are mostly different users.
   No coordination between processes is needed.
-* A chat message's text is ``LT <sender> <seq> <stamp_us> <padding>`` in either dialect
-  (plain ASCII, so it survives any IRC daemon). ``stamp_us`` is the
+* A chat message's text is ``chatload``'s stamp, ``LT <sender> <seq> <stamp_us> <padding>``,
+  in either dialect (plain ASCII, so it survives any IRC daemon). ``stamp_us`` is the
   wall-clock time (microseconds since the epoch) at which the sender's schedule *meant* to
   send it -- or the real write time if the sender's timer released it a little early, but
   never a later write time. Latency is measured from that instant, so a stalled server (or a
@@ -52,16 +53,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
+
+from chatload import LineKind, Message
 
 #: Version tag of the JSON written at test stop. Bump it only on incompatible changes; adding
 #: keys is compatible. ``bench/`` checks it.
 SCHEMA = "chatd-loadtest/1"
-
-#: First token of every load-test chat message, so receivers can ignore chat from humans.
-MAGIC = b"LT"
 
 #: Histogram range: 1 us to 1 hour at 3 significant digits (0.1% resolution). An hour covers
 #: any latency a 60 s run with coordinated-omission correction can produce; a value outside
@@ -79,11 +79,6 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p99_99", 99.99),
 )
 
-#: A server line is at most ``--max-line`` (4096 by default) plus the sender's nick. A partial
-#: line longer than this means the peer is not speaking the protocol; refusing it bounds the
-#: memory one misbehaving connection can make a receiver hold.
-MAX_PARTIAL_LINE = 64 * 1024
-
 #: Longest nick the load test generates: RFC 2812's NICKLEN, and ngircd's default. A server
 #: announces its own limit only in ISUPPORT (005), which comes after registration, too late
 #: for the first NICK; nine characters fit every server.
@@ -96,10 +91,6 @@ _NICK_RE = re.compile(rf"^[A-Za-z_\[\]\\^{{}}|`][{_NICK_CHARS}]{{0,29}}$")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class ProtocolError(Exception):
-    """The server sent something the wire contract does not allow (a peer fault)."""
 
 
 # --------------------------------------------------------------------------- options
@@ -375,70 +366,7 @@ def make_nick(tag: str, worker_index: int, serial: int, workers: int = 1) -> str
     return nick
 
 
-# --------------------------------------------------------------------------- wire payload
-
-
-def encode_text(sender: str, seq: int, intended_us: int, payload_bytes: int) -> bytes:
-    """The text of one load-test message (no terminator), padded to ``payload_bytes``.
-
-    The header always fits, so a payload smaller than the header yields just the header;
-    padding needs a separator and at least one byte, so a payload of exactly the header
-    plus one byte yields the header alone too. Never longer than asked otherwise.
-    """
-    head = b"%s %s %d %d" % (MAGIC, sender.encode("ascii"), seq, intended_us)
-    pad = payload_bytes - len(head) - 1
-    if pad > 0:
-        return head + b" " + b"." * pad
-    return head
-
-
-def parse_text(stamped: bytes, text: bytes, line: bytes = b"") -> Message:
-    """Parse a load-test message's ``text`` (``LT ...``); ``stamped`` is the server's nick.
-
-    Raises ``ProtocolError`` for a text that looks like ours but is mangled, because that
-    means the server corrupted a message in transit. ``line`` is only for the error.
-    """
-    parts = text.split(b" ", 4)
-    if len(parts) < 4:
-        raise ProtocolError(f"truncated load-test message: {(line or text)[:120]!r}")
-    try:
-        return Message(
-            stamped.decode("ascii"), parts[1].decode("ascii"), int(parts[2]), int(parts[3])
-        )
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"mangled load-test message: {(line or text)[:120]!r}") from exc
-
-
-class LineKind(enum.Enum):
-    """What a server line is, as far as the load test cares."""
-
-    #: A load-test chat message (``<nick>: LT ...``; IRC: a ``PRIVMSG`` to the channel).
-    MESSAGE = "message"
-    #: A notice from the server: ``* `` lines; IRC numerics, ``NOTICE``, ``JOIN``, ``MODE``...
-    NOTICE = "notice"
-    #: An error caused by something we sent (``! ``; IRC 4xx/5xx numerics): we never send
-    #: anything that should cause one.
-    ERROR = "error"
-    #: A keep-alive the client must answer at once (IRC ``PING``).
-    PING = "ping"
-    #: The server announces that it closes the connection (IRC ``ERROR``).
-    CLOSING = "closing"
-    #: Anything else: chat from a non-load-test client, private messages.
-    OTHER = "other"
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A parsed load-test chat message as a receiver saw it."""
-
-    #: Nick the server stamped on the line.
-    stamped: str
-    #: Sender id carried in the text; must equal ``stamped``.
-    sender: str
-    #: Position in the sender's schedule, from 0.
-    seq: int
-    #: Reference send time: min(intended, actual write time), microseconds since the epoch.
-    intended_us: int
+# --------------------------------------------------------------------------- lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,185 +382,7 @@ class Incoming:
     arrived: float
 
 
-class LineSplitter:
-    """Reassemble ``\\n``-terminated lines from arbitrarily split TCP reads.
-
-    ``feed`` returns the complete lines (``\\r`` and ``\\n`` stripped) and keeps the tail.
-    """
-
-    __slots__ = ("_tail",)
-
-    def __init__(self) -> None:
-        self._tail = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add ``data``; return every line it completed, in order."""
-        if b"\n" not in data:
-            self._tail += data
-            if len(self._tail) > MAX_PARTIAL_LINE:
-                raise ProtocolError(f"line longer than {MAX_PARTIAL_LINE} bytes")
-            return []
-        lines = (self._tail + data).split(b"\n")
-        self._tail = lines.pop()
-        if len(self._tail) > MAX_PARTIAL_LINE:
-            raise ProtocolError(f"line longer than {MAX_PARTIAL_LINE} bytes")
-        return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete line held back."""
-        return len(self._tail)
-
-    @property
-    def tail(self) -> bytes:
-        """The incomplete line held back (a counting receiver continues from it)."""
-        return self._tail
-
-
-class NewlineCounter:
-    """What a counting (non-timing) receiver does with a read: count its newlines.
-
-    The line dialect needs nothing else; ``irc_core.IrcCounter`` also finds ``PING``s.
-    """
-
-    __slots__ = ()
-
-    def feed(self, data: bytes) -> tuple[int, Sequence[bytes]]:
-        """(lines completed by ``data``, replies to send back: never any)."""
-        return data.count(b"\n"), ()
-
-
-# --------------------------------------------------------------------------- dialects
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    """The server accepted our nick and is ready for a join (IRC: after the MOTD)."""
-
-    nick: str
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterRefused:
-    """The server refused our nick (or us)."""
-
-    reason: str
-    #: Another nick may work (it was taken); False: retrying is pointless.
-    retry: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    """We are in ``room`` now."""
-
-    room: str
-
-
-@dataclass(frozen=True, slots=True)
-class JoinRefused:
-    """The server refused the join (a full, closed or invalid room)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """Bytes the client must send back at once (an IRC ``PONG``)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Closing:
-    """The server announced that it closes the connection (IRC ``ERROR``)."""
-
-    reason: str
-
-
-HandshakeEvent = Registered | RegisterRefused | Joined | JoinRefused | Reply | Closing
-
-
-class Counter(Protocol):
-    """A counting receiver's per-connection state (see ``NewlineCounter``)."""
-
-    def feed(self, data: bytes) -> tuple[int, Sequence[bytes]]: ...
-
-
-class Dialect(Protocol):
-    """A client-side wire dialect, sans-IO: what to send, and what the server's lines mean.
-
-    One instance per connection. ``chat_client.ChatClient`` writes the bytes these methods
-    return and feeds every line it reads (terminator stripped) to ``handshake_event`` until
-    it is joined, then to ``classify``. Implemented by ``line_core.LineDialect`` (chatd's
-    line protocol) and ``irc_core.IrcDialect``.
-    """
-
-    #: ``--chat-dialect`` value.
-    name: ClassVar[str]
-    #: Port a ``--host`` without one means.
-    default_port: ClassVar[int]
-    #: Largest ``--chat-payload`` the dialect can carry in one line.
-    max_payload: ClassVar[int]
-    #: Bytes every keep-alive line the client must answer holds (IRC: ``b"PING"``), so a
-    #: counting receiver looks at no other line; None: the dialect has none.
-    ping_marker: ClassVar[bytes | None]
-    #: Our nick as the server knows it (set by ``register``, updated by the server's reply).
-    nick: str
-
-    def register(self, nick: str) -> bytes: ...
-    def renick(self, nick: str) -> bytes: ...
-    def join(self, room: str) -> bytes: ...
-    def chat(self, text: bytes) -> bytes: ...
-    def quit(self) -> bytes: ...
-    def handshake_event(self, line: bytes) -> HandshakeEvent | None: ...
-    def classify(self, line: bytes) -> tuple[LineKind, Message | None]: ...
-    def pong(self, line: bytes) -> bytes: ...
-    def counter(self, tail: bytes = b"") -> Counter: ...
-
-
 # --------------------------------------------------------------------------- checks
-
-
-class Verdict(enum.Enum):
-    """Outcome of checking one message's sequence number."""
-
-    #: The next number, or the first one seen from this sender.
-    OK = "ok"
-    #: Numbers were skipped: the server dropped messages.
-    LOST = "lost"
-    #: A number at or below the last one: delivered out of order or twice.
-    REORDERED = "reordered"
-
-
-class SequenceTracker:
-    """Per-sender sequence checking for one receiver."""
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last: dict[str, int] = {}
-
-    def observe(self, sender: str, seq: int) -> tuple[Verdict, int]:
-        """Check ``seq`` from ``sender``; return the verdict and how many messages it concerns.
-
-        For ``LOST`` the count is the number skipped; otherwise it is 0. A reordered message
-        does not move the expectation back, so one late message is reported once.
-        """
-        last = self._last.get(sender)
-        if last is None or seq == last + 1:
-            self._last[sender] = seq
-            return Verdict.OK, 0
-        if seq > last:
-            self._last[sender] = seq
-            return Verdict.LOST, seq - last - 1
-        return Verdict.REORDERED, 0
-
-    def received_counts(self) -> dict[str, int]:
-        """Per sender, the number of messages up to the newest one seen (``last seq + 1``).
-
-        Compared with what the sender sent, this says how many are still missing at the end.
-        """
-        return {sender: last + 1 for sender, last in self._last.items()}
 
 
 class Arrivals(enum.Enum):

@@ -19,15 +19,18 @@ import ssl
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import chatload
+from chatload.irc import IrcDialect
+from chatload.line import LineDialect
+
+# isort: split
 import chat_core as core
-from irc_core import IrcDialect
-from line_core import LineDialect
 
 #: ``--chat-dialect`` values and their sans-IO dialects.
-DIALECTS: dict[str, type[core.Dialect]] = {"line": LineDialect, "irc": IrcDialect}
+DIALECTS: dict[str, type[chatload.Dialect]] = {"line": LineDialect, "irc": IrcDialect}
 
 #: ``--chat-transport`` values: plain TCP (or TLS) to a dialect's own port, or WebSocket
-#: to an HTTP listener (chatd's ``--http-port``; ``ws_core``).
+#: to an HTTP listener (chatd's ``--http-port``; ``chatload.ws``).
 TRANSPORTS = ("tcp", "ws")
 
 #: Fields given as durations (``30``, ``30s``, ``250ms``, ``2m``, ``1m30s``).
@@ -91,7 +94,7 @@ class Settings:
         return settings
 
     @property
-    def dialect_class(self) -> type[core.Dialect]:
+    def dialect_class(self) -> type[chatload.Dialect]:
         return DIALECTS[self.dialect]
 
     @property

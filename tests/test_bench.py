@@ -33,7 +33,6 @@ from bench import (
     servers,
     stats,
     syscount,
-    wire,
 )
 from chatwire import check_server_log
 
@@ -122,62 +121,6 @@ def test_saturation_threshold_is_ninety_percent_of_a_core() -> None:
     assert stats.is_saturated(0.9, 1.0)
     assert not stats.is_saturated(0.89, 1.0)
     assert not stats.is_saturated(1.0, 0.0)
-
-
-# --------------------------------------------------------------------------- wire
-
-
-def test_resp_encoding_and_push_newlines() -> None:
-    assert wire.resp_command(b"PING") == b"*1\r\n$4\r\nPING\r\n"
-    assert wire.resp_publish(b"hi") == b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nroom\r\n$2\r\nhi\r\n"
-    assert wire.resp_push(b"x" * 40).count(b"\n") == wire.resp_push_newlines()
-
-
-def test_stamp_round_trips_through_a_chat_line_and_a_resp_push() -> None:
-    payload = wire.make_stamp(3, 17, 123456789, 48)
-    assert len(payload) == 48
-    chat = b"d000001: " + payload
-    assert wire.parse_stamp(chat) == wire.Stamp(3, 17, 123456789)
-    lines = wire.resp_push(payload).split(b"\n")
-    stamps = [s for s in map(wire.parse_stamp, lines) if s]
-    assert stamps == [wire.Stamp(3, 17, 123456789)]
-
-
-def test_lines_without_a_stamp_parse_to_none() -> None:
-    for line in (b"* d000001 joined #lobby", b"! unknown command", b"$48\r", b"x: @a b c"):
-        assert wire.parse_stamp(line) is None
-
-
-def test_chat_line_refuses_commands_and_newlines() -> None:
-    assert wire.chat_line(b"hello") == b"hello\n"
-    for bad in (b"/quit", b"a\nb"):
-        with pytest.raises(ValueError):
-            wire.chat_line(bad)
-
-
-@given(
-    st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")), max_size=20), st.data()
-)
-def test_line_splitter_is_independent_of_segmentation(
-    lines: list[bytes], data: st.DataObject
-) -> None:
-    stream = b"".join(line + b"\n" for line in lines)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
-    sp = wire.LineSplitter()
-    got: list[bytes] = []
-    prev = 0
-    for c in [*cuts, len(stream)]:
-        got += sp.feed(stream[prev:c])
-        prev = c
-    assert got == lines
-
-
-def test_seq_checker_counts_gaps_and_reorders() -> None:
-    c = wire.SeqChecker()
-    for seq in (5, 6, 8, 7, 9):
-        c.see(0, seq)
-    c.see(1, 0)
-    assert (c.lost, c.reordered) == (1, 1)
 
 
 # --------------------------------------------------------------------------- servers
@@ -397,10 +340,12 @@ def test_goals_are_judged_or_left_open() -> None:
 ALL_TARGETS = tuple(servers.TARGETS)
 
 
-def test_full_run_fits_in_40_minutes_with_every_cell_repeated() -> None:
+def test_full_run_fits_in_45_minutes_with_every_cell_repeated() -> None:
+    # 40 minutes before issue 20's join and quit storm (about 2.5 minutes more: the
+    # threaded engine's storm alone takes about 2)
     m = matrix.full(ALL_TARGETS)
     js = matrix.jobs(m, locust_ok=True, locust_irc=True)
-    assert matrix.estimate_total_s(js, m) <= 40 * 60
+    assert matrix.estimate_total_s(js, m) <= 45 * 60
     per_cell: dict[tuple, int] = {}
     sweeps: dict[tuple, int] = {}
     for j in js:
@@ -511,6 +456,11 @@ def _sane(run: dict) -> list[str]:
         bad.append("no sends counted")
     if scen == "idle" and not m.get("rss_bytes", 0) > 0:
         bad.append("no RSS")
+    if scen == "storm":
+        if m.get("registered") != run["params"]["connections"]:
+            bad.append("a valid storm where not every connection registered")
+        if not m.get("rtt_join_worst_ms", 0) > 0 or not m.get("rtt_quit_worst_ms", 0) > 0:
+            bad.append("no round trips in a storm")
     return bad
 
 
@@ -581,7 +531,13 @@ def test_quick_bench_smoke(tmp_path: Path) -> None:
     assert {(k["target"], k["senders"]) for k in doc["knees"]} == swept
     assert all(p["limit"] for k in doc["knees"] for p in k["per_rep"])
     report = (outdir / "report.md").read_text()
-    for heading in ("## Goals (issue 10", "## Goals (issue 4)", "## 0. Saturation"):
+    for heading in (
+        "## Goals (issue 20",
+        "## Goals (issue 10",
+        "## Goals (issue 4)",
+        "## 0. Saturation",
+        "## 7. Join and quit storm",
+    ):
         assert heading in report
     assert "python -m bench --quick" in report
     for name in doc["plots"].values():
@@ -726,42 +682,6 @@ def test_a_run_on_a_contended_cpu_is_invalid() -> None:
     ok["cpu_busy"] = {"cpu0": 1.0, "cpu1": 0.6}  # softirq on top of our own use is fine
     scenarios.check_contention(ok, ctx)
     assert ok["valid"]
-
-
-# --------------------------------------------------------------------------- IRC wire
-
-
-def test_irc_lines_the_driver_sends() -> None:
-    assert wire.irc_register("d000001") == b"NICK d000001\r\nUSER d000001 0 * :chatd bench\r\n"
-    assert wire.irc_join() == b"JOIN #bench\r\n"
-    assert wire.irc_privmsg(b"@1 2 3 xx") == b"PRIVMSG #bench :@1 2 3 xx\r\n"
-    with pytest.raises(ValueError):
-        wire.irc_privmsg(b"a\r\nQUIT")
-
-
-@pytest.mark.parametrize(
-    ("line", "want"),
-    [
-        (b":srv 001 d1 :Welcome d1!~d1@h\r", (b"001", [b"d1", b"Welcome d1!~d1@h"])),
-        (b"PING :bench.invalid", (b"PING", [b"bench.invalid"])),
-        (b"@time=x :srv 366 d1 #bench :End", (b"366", [b"d1", b"#bench", b"End"])),
-        (b":d1!u@h JOIN :#bench", (b"JOIN", [b"#bench"])),
-        (b"", (b"", [])),
-    ],
-)
-def test_irc_command_parses_prefix_tags_and_trailing(line: bytes, want: tuple) -> None:
-    assert wire.irc_command(line) == want
-
-
-def test_irc_pong_echoes_the_token() -> None:
-    assert wire.irc_pong([b"abc"]) == b"PONG :abc\r\n"
-
-
-def test_a_stamp_is_found_behind_an_irc_prefix_that_holds_an_at_sign() -> None:
-    payload = wire.make_stamp(7, 42, 999, 48)
-    line = b":d000003!~d000003@127.0.0.1 PRIVMSG #bench :" + payload + b"\r"
-    assert wire.parse_stamp(line) == wire.Stamp(7, 42, 999)
-    assert wire.parse_stamp(b":d1!~d1@127.0.0.1 JOIN :#bench\r") is None
 
 
 # --------------------------------------------------------------------------- knee

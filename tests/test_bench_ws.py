@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import driver, servers, wire
+from bench import driver, servers
 from chatwire import check_server_log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,15 +48,6 @@ def test_websocket_targets_are_kept_out_of_the_main_matrix() -> None:
         8080,
     )
     assert servers.parse_listening("chatd reactor http: listening on 127.0.0.1:8080") is None
-
-
-def test_ping_frames_are_found_in_an_unparsed_chunk() -> None:
-    def frame(line: bytes) -> bytes:
-        return bytes((0x81, len(line))) + line
-
-    chunk = b"tail of a frame" + frame(b":a PRIVMSG #b :PING me") + frame(b"PING chatd")
-    assert wire.ws_frames_starting(chunk, b"PING", 0x81) == [b"PING chatd"]
-    assert wire.ws_frames_starting(chunk[:-2], b"PING", 0x81) == []  # cut short: missed
 
 
 def test_the_flood_is_not_offered_over_websocket() -> None:

@@ -2,9 +2,10 @@
 
 Two layers:
 
-* Unit tests of the sans-IO modules ``loadtest/chat_core.py`` (framing, payloads,
-  sequence checks, schedules, identities, the JSON report), ``line_core.py`` (the line
-  dialect), ``chat_options.py`` (option parsing) and ``chat_verdict.py`` (the end-of-run
+* Unit tests of the sans-IO modules ``loadtest/chat_core.py`` (schedules, identities, the
+  JSON report), the load library ``chatload`` as the load test uses it (framing, payloads,
+  sequence checks, the line dialect; its own tests are in ``tests/loadtest/``),
+  ``chat_options.py`` (option parsing) and ``chat_verdict.py`` (the end-of-run
   verdict). They import ``hdrh`` but never Locust.
 * Smoke tests that start ``chatd`` and run ``locust -f loadtest/chat.py --headless`` as
   *subprocesses* for a few seconds, then check Locust's JSON, our report file and the
@@ -50,7 +51,8 @@ if str(LOADTEST) not in sys.path:
 import chat_core as core  # noqa: E402
 import chat_options as options  # noqa: E402
 import chat_verdict as verdict  # noqa: E402
-import line_core as line_dialect  # noqa: E402
+import chatload  # noqa: E402
+from chatload import line as line_dialect  # noqa: E402
 
 # --------------------------------------------------------------------------- framing
 
@@ -67,7 +69,7 @@ def test_line_splitter_reassembles_lines_however_the_bytes_are_split(
 ) -> None:
     data = b"".join(line + b"\n" for line in lines)
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    splitter = core.LineSplitter()
+    splitter = chatload.LineSplitter()
     out: list[bytes] = []
     for start, end in itertools.pairwise(points):
         out.extend(splitter.feed(data[start:end]))
@@ -76,16 +78,16 @@ def test_line_splitter_reassembles_lines_however_the_bytes_are_split(
 
 
 def test_line_splitter_strips_cr_and_keeps_the_partial_tail() -> None:
-    splitter = core.LineSplitter()
+    splitter = chatload.LineSplitter()
     assert splitter.feed(b"a\r\nb\npar") == [b"a", b"b"]
     assert splitter.pending == 3
     assert splitter.feed(b"tial\n") == [b"partial"]
 
 
 def test_line_splitter_refuses_an_endless_line() -> None:
-    splitter = core.LineSplitter()
-    with pytest.raises(core.ProtocolError):
-        for _ in range(core.MAX_PARTIAL_LINE // 1000 + 2):
+    splitter = chatload.LineSplitter()
+    with pytest.raises(chatload.ProtocolError):
+        for _ in range(chatload.MAX_PARTIAL_LINE // 1000 + 2):
             splitter.feed(b"x" * 1000)
 
 
@@ -106,19 +108,19 @@ def test_message_round_trips_through_the_server_stamp(seq: int, stamp: int, size
     # separator plus one byte: never longer than asked unless the header alone is
     assert len(text) == (size if size >= head + 2 else head)
     kind, msg = line_dialect.classify(b"labc1x: " + text)
-    assert kind is core.LineKind.MESSAGE
-    assert msg == core.Message("labc1x", "labc1x", seq, stamp)
+    assert kind is chatload.LineKind.MESSAGE
+    assert msg == chatload.Message("labc1x", "labc1x", seq, stamp)
 
 
 @pytest.mark.parametrize(
     ("line", "kind"),
     [
-        (b"* alice joined #load0", core.LineKind.NOTICE),
-        (b"* alice: LT x 1 2", core.LineKind.NOTICE),
-        (b"! unknown command", core.LineKind.ERROR),
-        (b"alice: hello there", core.LineKind.OTHER),
-        (b"alice (private): LT alice 1 2", core.LineKind.OTHER),
-        (b"no separator", core.LineKind.OTHER),
+        (b"* alice joined #load0", chatload.LineKind.NOTICE),
+        (b"* alice: LT x 1 2", chatload.LineKind.NOTICE),
+        (b"! unknown command", chatload.LineKind.ERROR),
+        (b"alice: hello there", chatload.LineKind.OTHER),
+        (b"alice (private): LT alice 1 2", chatload.LineKind.OTHER),
+        (b"no separator", chatload.LineKind.OTHER),
     ],
 )
 def test_classify_tells_our_messages_from_everything_else(line: bytes, kind: Any) -> None:
@@ -126,9 +128,9 @@ def test_classify_tells_our_messages_from_everything_else(line: bytes, kind: Any
 
 
 def test_classify_rejects_a_mangled_load_test_message() -> None:
-    with pytest.raises(core.ProtocolError):
+    with pytest.raises(chatload.ProtocolError):
         line_dialect.classify(b"alice: LT alice notanumber 5")
-    with pytest.raises(core.ProtocolError):
+    with pytest.raises(chatload.ProtocolError):
         line_dialect.classify(b"alice: LT alice")
 
 
@@ -161,12 +163,12 @@ def test_line_dialect_registers_retries_a_taken_nick_and_joins() -> None:
     assert d.register("labc1") == b"labc1\n"
     assert d.handshake_event(b"* welcome to chatd; your nickname?") is None
     refused = d.handshake_event(b"! nickname taken")
-    assert refused == core.RegisterRefused("nickname taken", retry=True)
+    assert refused == chatload.RegisterRefused("nickname taken", retry=True)
     assert d.renick("labc2") == b"labc2\n"
-    assert d.handshake_event(b"* you are labc2, in #lobby") == core.Registered("labc2")
+    assert d.handshake_event(b"* you are labc2, in #lobby") == chatload.Registered("labc2")
     assert d.join("#load0") == b"/join #load0\n"
     assert d.handshake_event(b"* bob left #lobby for #load0") is None
-    assert d.handshake_event(b"* you joined #load0 (2 here)") == core.Joined("#load0")
+    assert d.handshake_event(b"* you joined #load0 (2 here)") == chatload.Joined("#load0")
     assert d.chat(b"LT labc2 0 1") == b"LT labc2 0 1\n"
     with pytest.raises(ValueError):
         d.chat(b"/quit")  # would be a command, not chat
@@ -179,7 +181,7 @@ def test_line_dialect_reports_a_refused_join() -> None:
     d.register("labc1")
     d.handshake_event(b"* you are labc1, in #lobby")
     d.join("#load0")
-    assert d.handshake_event(b"! no such room") == core.JoinRefused("no such room")
+    assert d.handshake_event(b"! no such room") == chatload.JoinRefused("no such room")
 
 
 # --------------------------------------------------------------------------- identities
@@ -343,8 +345,8 @@ def test_to_fraction_rejects_shares_outside_zero_to_one() -> None:
 
 
 def test_sequence_tracker_reports_gaps_and_reorders_once() -> None:
-    tracker = core.SequenceTracker()
-    ok, lost, reordered = core.Verdict.OK, core.Verdict.LOST, core.Verdict.REORDERED
+    tracker = chatload.SequenceTracker()
+    ok, lost, reordered = chatload.Verdict.OK, chatload.Verdict.LOST, chatload.Verdict.REORDERED
     assert tracker.observe("a", 5) == (ok, 0)  # first sight only sets the baseline
     assert tracker.observe("a", 6) == (ok, 0)
     assert tracker.observe("a", 9) == (lost, 2)
@@ -527,7 +529,7 @@ def test_report_names_the_target_and_dialect() -> None:
 def test_sans_io_modules_do_not_import_locust_or_gevent() -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import chat_core, line_core, irc_core, chat_options, chat_verdict; "
+        "import chat_core, chatload.line, chatload.irc, chatload.ws, chat_options, chat_verdict; "
         "bad = {'locust', 'gevent'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code, str(LOADTEST)], check=True, timeout=60)

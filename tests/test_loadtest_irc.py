@@ -1,4 +1,4 @@
-"""The load test's IRC dialect: ``loadtest/irc_core.py`` directly, then against real daemons.
+"""The load test's IRC dialect: ``chatload.irc`` directly, then against real daemons.
 
 * Unit tests drive ``IrcDialect`` and ``IrcCounter`` with bytes: parsing and encoding (the
   512-byte limit), registration (``433``, ``PING`` before ``001``, the end of the MOTD),
@@ -49,7 +49,8 @@ if str(LOADTEST) not in sys.path:
 
 import chat_core as core  # noqa: E402
 import chat_options as options  # noqa: E402
-import irc_core as irc  # noqa: E402
+import chatload  # noqa: E402
+from chatload import irc  # noqa: E402
 
 
 @pytest.fixture(name="locust_exe")
@@ -96,7 +97,7 @@ def test_parse_splits_tags_source_command_and_params(line: bytes, expected: tupl
 
 @pytest.mark.parametrize("line", [b"", b"   ", b":srv", b":srv :text", b"@tag"])
 def test_a_line_without_a_command_is_a_protocol_error(line: bytes) -> None:
-    with pytest.raises(core.ProtocolError):
+    with pytest.raises(chatload.ProtocolError):
         irc.parse(line)
 
 
@@ -148,7 +149,7 @@ def _registered(nick: str = "labc1", motd_end: bytes = b"376") -> irc.IrcDialect
         assert d.handshake_event(line) is None
     assert d.handshake_event(
         b":irc.test %s %s :End" % (motd_end, nick.encode())
-    ) == core.Registered(nick)
+    ) == chatload.Registered(nick)
     return d
 
 
@@ -156,10 +157,10 @@ def test_registration_sends_nick_and_user_and_waits_for_the_end_of_the_motd() ->
     d = irc.IrcDialect()
     assert d.register("labc1") == b"NICK labc1\r\nUSER labc1 0 * :chatd loadtest\r\n"
     # daemons may ping before 001; notices and numerics we do not know are just skipped
-    assert d.handshake_event(b"PING :cookie123") == core.Reply(b"PONG cookie123\r\n")
+    assert d.handshake_event(b"PING :cookie123") == chatload.Reply(b"PONG cookie123\r\n")
     assert d.handshake_event(b":irc.test NOTICE * :*** Looking up your hostname") is None
     assert d.handshake_event(b":irc.test 433 * labc1 :Nickname is already in use") == (
-        core.RegisterRefused("433 Nickname is already in use", retry=True)
+        chatload.RegisterRefused("433 Nickname is already in use", retry=True)
     )
     assert d.renick("labc2") == b"NICK labc2\r\n"
     assert d.handshake_event(b":irc.test 001 labc2 :Welcome to the network") is None
@@ -167,14 +168,14 @@ def test_registration_sends_nick_and_user_and_waits_for_the_end_of_the_motd() ->
     assert d.handshake_event(b":irc.test 251 labc2 :There are 3 users") is None
     assert d.handshake_event(b":irc.test 999 labc2 :something new") is None
     assert d.isupport["NICKLEN"] == "31" and d.nicklen == 31
-    assert d.handshake_event(b":irc.test 376 labc2 :End of MOTD") == core.Registered("labc2")
+    assert d.handshake_event(b":irc.test 376 labc2 :End of MOTD") == chatload.Registered("labc2")
 
 
 def test_no_motd_also_ends_registration_and_001_names_our_real_nick() -> None:
     d = irc.IrcDialect()
     d.register("labcdefgh")
     d.handshake_event(b":srv 001 labcdef :Welcome")  # a server that shortened the nick
-    assert d.handshake_event(b":srv 422 labcdef :MOTD File is missing") == core.Registered(
+    assert d.handshake_event(b":srv 422 labcdef :MOTD File is missing") == chatload.Registered(
         "labcdef"
     )
 
@@ -184,13 +185,13 @@ def test_a_nick_or_connection_the_server_will_never_take_is_not_retried(numeric:
     d = irc.IrcDialect()
     d.register("labc1")
     event = d.handshake_event(b":srv " + numeric + b" * labc1 :No")
-    assert isinstance(event, core.RegisterRefused) and not event.retry
+    assert isinstance(event, chatload.RegisterRefused) and not event.retry
 
 
 def test_error_announces_the_close() -> None:
     d = irc.IrcDialect()
     d.register("labc1")
-    assert d.handshake_event(b"ERROR :Closing link: too many") == core.Closing(
+    assert d.handshake_event(b"ERROR :Closing link: too many") == chatload.Closing(
         "Closing link: too many"
     )
 
@@ -199,7 +200,7 @@ def test_join_waits_for_our_own_join_echo() -> None:
     d = _registered("labc1")
     assert d.join("#load0") == b"JOIN #load0\r\n"
     assert d.handshake_event(b":lxyz9!~lxyz9@h JOIN #load0") is None  # someone else
-    assert d.handshake_event(b":LABC1!~labc1@h JOIN :#LOAD0") == core.Joined("#load0")
+    assert d.handshake_event(b":LABC1!~labc1@h JOIN :#LOAD0") == chatload.Joined("#load0")
 
 
 def test_join_errors_naming_the_channel_refuse_the_join() -> None:
@@ -207,14 +208,14 @@ def test_join_errors_naming_the_channel_refuse_the_join() -> None:
     d.join("#load0")
     assert d.handshake_event(b":srv 471 labc1 #other :Cannot join (+l)") is None
     assert d.handshake_event(b":srv 471 labc1 #load0 :Cannot join channel (+l)") == (
-        core.JoinRefused("471 Cannot join channel (+l)")
+        chatload.JoinRefused("471 Cannot join channel (+l)")
     )
 
 
 def test_casemapping_decides_nick_equality() -> None:
     d = _registered("l[a]")
     d.join("#load0")
-    assert d.handshake_event(b":l{a}!u@h JOIN #load0") == core.Joined("#load0")  # rfc1459
+    assert d.handshake_event(b":l{a}!u@h JOIN #load0") == chatload.Joined("#load0")  # rfc1459
     d = irc.IrcDialect()
     d.register("l[a]")
     d.handshake_event(b":srv 001 l[a] :hi")
@@ -231,25 +232,28 @@ def test_classify_finds_our_messages_among_everything_a_daemon_sends() -> None:
     d = _registered("labc1")
     d.join("#load0")
     kind, msg = d.classify(b":lxyz9!~lxyz9@127.0.0.1 PRIVMSG #load0 :LT lxyz9 7 1234 .....")
-    assert kind is core.LineKind.MESSAGE and msg == core.Message("lxyz9", "lxyz9", 7, 1234)
+    assert kind is chatload.LineKind.MESSAGE and msg == chatload.Message("lxyz9", "lxyz9", 7, 1234)
     tagged = b"@time=x;msgid=y :lxyz9!u@h PRIVMSG #load0 :LT lxyz9 8 99"
-    assert d.classify(tagged) == (core.LineKind.MESSAGE, core.Message("lxyz9", "lxyz9", 8, 99))
+    assert d.classify(tagged) == (
+        chatload.LineKind.MESSAGE,
+        chatload.Message("lxyz9", "lxyz9", 8, 99),
+    )
     for line, kind in [
-        (b":lxyz9!u@h PRIVMSG labc1 :LT lxyz9 1 2", core.LineKind.OTHER),  # private
-        (b":human!u@h PRIVMSG #load0 :hello all", core.LineKind.OTHER),
-        (b":srv NOTICE labc1 :Connection statistics", core.LineKind.NOTICE),
-        (b":lxyz9!u@h JOIN #load0", core.LineKind.NOTICE),
-        (b":lxyz9!u@h QUIT :bye", core.LineKind.NOTICE),
-        (b":srv 353 labc1 = #load0 :labc1 lxyz9", core.LineKind.NOTICE),
-        (b":srv 404 labc1 #load0 :Cannot send to channel", core.LineKind.ERROR),
-        (b"PING :srv", core.LineKind.PING),
-        (b"ERROR :Closing link", core.LineKind.CLOSING),
-        (b"", core.LineKind.OTHER),
+        (b":lxyz9!u@h PRIVMSG labc1 :LT lxyz9 1 2", chatload.LineKind.OTHER),  # private
+        (b":human!u@h PRIVMSG #load0 :hello all", chatload.LineKind.OTHER),
+        (b":srv NOTICE labc1 :Connection statistics", chatload.LineKind.NOTICE),
+        (b":lxyz9!u@h JOIN #load0", chatload.LineKind.NOTICE),
+        (b":lxyz9!u@h QUIT :bye", chatload.LineKind.NOTICE),
+        (b":srv 353 labc1 = #load0 :labc1 lxyz9", chatload.LineKind.NOTICE),
+        (b":srv 404 labc1 #load0 :Cannot send to channel", chatload.LineKind.ERROR),
+        (b"PING :srv", chatload.LineKind.PING),
+        (b"ERROR :Closing link", chatload.LineKind.CLOSING),
+        (b"", chatload.LineKind.OTHER),
     ]:
         assert d.classify(line) == (kind, None), line
     assert d.pong(b"PING :srv") == b"PONG srv\r\n"
     assert d.pong(b":srv PING :tok en") == b"PONG :tok en\r\n"
-    with pytest.raises(core.ProtocolError):
+    with pytest.raises(chatload.ProtocolError):
         d.classify(b":lxyz9!u@h PRIVMSG #load0 :LT lxyz9 seven 1234")
 
 
@@ -257,7 +261,7 @@ def test_the_largest_payload_fits_512_bytes_sent_and_relayed() -> None:
     d = _registered("labcdefgh")
     room = core.room_for(10**6, 1)  # a long room name for the load test: #load1000000
     d.join(room)
-    text = core.encode_text("labcdefgh", 10**9, 2**53, irc.MAX_PAYLOAD)
+    text = chatload.encode_stamp("labcdefgh", 10**9, 2**53, irc.MAX_PAYLOAD)
     line = d.chat(text)
     assert len(text) == irc.MAX_PAYLOAD and len(line) <= irc.MAX_LINE
     relay_prefix = b":labcdefgh!~labcdefgh@" + b"h" * 60 + b" "
@@ -312,8 +316,8 @@ def test_counter_answers_every_ping_however_the_reads_are_split(
 
 def test_counter_refuses_an_endless_line() -> None:
     counter = irc.IrcCounter()
-    with pytest.raises(core.ProtocolError):
-        for _ in range(core.MAX_PARTIAL_LINE // 1000 + 2):
+    with pytest.raises(chatload.ProtocolError):
+        for _ in range(chatload.MAX_PARTIAL_LINE // 1000 + 2):
             counter.feed(b"x" * 1000)
 
 
@@ -463,7 +467,7 @@ class _Conn:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.dialect = irc.IrcDialect()
-        self.splitter = core.LineSplitter()
+        self.splitter = chatload.LineSplitter()
         self.lines: list[bytes] = []
 
     def line(self, deadline: float) -> bytes:
@@ -478,7 +482,7 @@ class _Conn:
         """Feed lines to the dialect until it reports a ``want`` event (answering pings)."""
         while True:
             event = self.dialect.handshake_event(self.line(deadline))
-            if isinstance(event, core.Reply):
+            if isinstance(event, chatload.Reply):
                 self.sock.sendall(event.data)
             elif event is not None:
                 assert isinstance(event, want), event
@@ -493,24 +497,24 @@ def test_the_dialect_registers_retries_a_taken_nick_joins_and_relays_on_ngircd(
     first, second = _Conn(ngircd), _Conn(ngircd)
     try:
         first.sock.sendall(first.dialect.register(f"l{tag}1"))
-        assert first.until(core.Registered, deadline) == core.Registered(f"l{tag}1")
+        assert first.until(chatload.Registered, deadline) == chatload.Registered(f"l{tag}1")
         second.sock.sendall(second.dialect.register(f"l{tag}1"))  # taken
-        refused = second.until(core.RegisterRefused, deadline)
+        refused = second.until(chatload.RegisterRefused, deadline)
         assert refused.retry and refused.reason.startswith("433")
         second.sock.sendall(second.dialect.renick(f"l{tag}2"))
-        assert second.until(core.Registered, deadline) == core.Registered(f"l{tag}2")
+        assert second.until(chatload.Registered, deadline) == chatload.Registered(f"l{tag}2")
         assert second.dialect.nicklen == 31  # MaxNickLength, announced in 005
         for conn in (first, second):
             conn.sock.sendall(conn.dialect.join("#load0"))
-            assert conn.until(core.Joined, deadline) == core.Joined("#load0")
+            assert conn.until(chatload.Joined, deadline) == chatload.Joined("#load0")
         stamp = time.time_ns() // 1000
-        first.sock.sendall(first.dialect.chat(core.encode_text(f"l{tag}1", 0, stamp, 64)))
+        first.sock.sendall(first.dialect.chat(chatload.encode_stamp(f"l{tag}1", 0, stamp, 64)))
         while True:
             kind, msg = second.dialect.classify(second.line(deadline))
-            if kind is core.LineKind.MESSAGE:
+            if kind is chatload.LineKind.MESSAGE:
                 break
-            assert kind in (core.LineKind.NOTICE, core.LineKind.OTHER), kind
-        assert msg == core.Message(f"l{tag}1", f"l{tag}1", 0, stamp)
+            assert kind in (chatload.LineKind.NOTICE, chatload.LineKind.OTHER), kind
+        assert msg == chatload.Message(f"l{tag}1", f"l{tag}1", 0, stamp)
         first.sock.sendall(first.dialect.quit())
     finally:
         first.sock.close()

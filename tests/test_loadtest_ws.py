@@ -1,6 +1,6 @@
-"""The load test over WebSocket (``--chat-transport ws``): ``loadtest/ws_core.py``, then Locust.
+"""The load test over WebSocket (``--chat-transport ws``): ``chatload.ws``, then Locust.
 
-* Pure tests of the sans-IO ``ws_core``: the handshake's bytes, checked by wsproto's own
+* Pure tests of the sans-IO ``chatload.ws``: the handshake's bytes, checked by wsproto's own
   server side; client frames parsed by wsproto's server ``Connection`` and by chatd's
   ``FrameReader``; server frames (wsproto's) read back whole, byte by byte and split
   anywhere; control frames, fragments and every protocol breach the reader refuses.
@@ -54,10 +54,11 @@ if str(LOADTEST) not in sys.path:
 import chat_core as core  # noqa: E402
 import chat_options as options  # noqa: E402
 import chat_verdict as verdict  # noqa: E402
-import irc_core as irc  # noqa: E402
+import chatload  # noqa: E402
+from chatload import irc  # noqa: E402
 
 # isort: split
-import ws_core as ws  # noqa: E402  (a sibling too, not in pyproject's known-first-party)
+from chatload import ws  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
 
@@ -342,7 +343,7 @@ def test_the_message_counter_answers_irc_pings_over_websocket() -> None:
     data = server_frames(*(TextMessage(line.decode()) for line in lines))
 
     def answer(line: bytes) -> bytes | None:
-        return dialect.pong(line) if dialect.classify(line)[0] is core.LineKind.PING else None
+        return dialect.pong(line) if dialect.classify(line)[0] is chatload.LineKind.PING else None
 
     counter = ws.MessageCounter(ws.ServerFrames(), irc.IrcDialect.ping_marker, answer)
     assert counter.feed(data) == (3, [b"PONG irc.test\r\n"])

@@ -1,6 +1,6 @@
-"""chatd's line protocol (``shared/PROTOCOL.md``) from the load-test client's side, sans-IO.
+"""chatd's line protocol (``shared/PROTOCOL.md``) from a load client's side, sans-IO.
 
-``LineDialect`` implements ``chat_core.Dialect``: the nick is the first line, ``/join ROOM``
+``LineDialect`` implements ``chatload.Dialect``: the nick is the first line, ``/join ROOM``
 moves rooms, every other line is chat; the server answers with ``* `` notices, ``! ``
 errors and ``<nick>: <text>`` chat lines. The contract fixes only that confirmations are
 ``* `` lines naming the nick (and room), so the checks here match words, not sentences.
@@ -11,13 +11,14 @@ from __future__ import annotations
 import enum
 import re
 
-import chat_core as core
-from chat_core import LineKind, Message
+import chatload
+from chatload.dialect import LineKind
+from chatload.stamp import MAGIC, Message, encode_stamp, parse_text
 
 #: What the server's chat line starts with: every member but the sender gets
 #: ``<nick>: <text>``.
 _SEP = b": "
-_MAGIC_SP = core.MAGIC + b" "
+_MAGIC_SP = MAGIC + b" "
 _NICK_CHARS = r"A-Za-z0-9_\-\[\]\\^{}|`"
 _TOKEN_RE = re.compile(rf"[#{_NICK_CHARS}]+")
 
@@ -68,8 +69,15 @@ def confirms_join(line: str, nick: str, room: str) -> bool:
 
 
 def encode_message(sender: str, seq: int, intended_us: int, payload_bytes: int) -> bytes:
-    """One chat line (with its ``\\n``) whose text is ``chat_core.encode_text``."""
-    return core.encode_text(sender, seq, intended_us, payload_bytes) + b"\n"
+    """One chat line (with its ``\\n``) whose text is ``chatload.encode_stamp``."""
+    return encode_stamp(sender, seq, intended_us, payload_bytes) + b"\n"
+
+
+def chat_line(text: bytes) -> bytes:
+    """One chat line; the text must not start with ``/`` (that would be a command)."""
+    if b"\n" in text or b"\r" in text or text.startswith(b"/"):
+        raise ValueError("chat text must be one line and must not start with '/'")
+    return text + b"\n"
 
 
 def classify(line: bytes) -> tuple[LineKind, Message | None]:
@@ -85,11 +93,11 @@ def classify(line: bytes) -> tuple[LineKind, Message | None]:
     stamped, sep, text = line.partition(_SEP)
     if not sep or not text.startswith(_MAGIC_SP) or b" " in stamped:
         return LineKind.OTHER, None
-    return LineKind.MESSAGE, core.parse_text(stamped, text, line)
+    return LineKind.MESSAGE, parse_text(stamped, text, line)
 
 
 class LineDialect:
-    """``chat_core.Dialect`` for chatd's line protocol; one per connection."""
+    """``chatload.Dialect`` for chatd's line protocol; one per connection."""
 
     name = "line"
     default_port = 4040
@@ -118,30 +126,26 @@ class LineDialect:
         self.state = State.JOINING
         return _line(f"/join {room}")
 
-    def chat(self, text: bytes) -> bytes:
-        """A chat line; the text must not start with ``/`` (that would be a command)."""
-        if b"\n" in text or b"\r" in text or text.startswith(b"/"):
-            raise ValueError("chat text must be one line and must not start with '/'")
-        return text + b"\n"
+    chat = staticmethod(chat_line)
 
     def quit(self) -> bytes:
         return b"/quit\n"
 
-    def handshake_event(self, line: bytes) -> core.HandshakeEvent | None:
+    def handshake_event(self, line: bytes) -> chatload.HandshakeEvent | None:
         """What ``line`` means while registering or joining; None: nothing for us."""
         text = line.decode("utf-8", "replace")
         if self.state is State.REGISTERING:
             if text.startswith("! "):
-                return core.RegisterRefused(text[2:], retry=True)
+                return chatload.RegisterRefused(text[2:], retry=True)
             if confirms_registration(text, self.nick):
                 self.state = State.READY
-                return core.Registered(self.nick)
+                return chatload.Registered(self.nick)
         elif self.state is State.JOINING:
             if text.startswith("! "):
-                return core.JoinRefused(text[2:])
+                return chatload.JoinRefused(text[2:])
             if confirms_join(text, self.nick, self.room):
                 self.state = State.JOINED
-                return core.Joined(self.room)
+                return chatload.Joined(self.room)
         return None
 
     classify = staticmethod(classify)
@@ -149,8 +153,8 @@ class LineDialect:
     def pong(self, line: bytes) -> bytes:
         raise ValueError("the line protocol has no PING")
 
-    def counter(self, tail: bytes = b"") -> core.NewlineCounter:
-        return core.NewlineCounter()
+    def counter(self, tail: bytes = b"") -> chatload.NewlineCounter:
+        return chatload.NewlineCounter()
 
 
 def _line(text: str) -> bytes:

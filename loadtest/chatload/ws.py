@@ -1,10 +1,10 @@
-"""WebSocket (RFC 6455) from the load-test client's side, sans-IO: ``--chat-transport ws``.
+"""WebSocket (RFC 6455) from a load client's side, sans-IO: ``--chat-transport ws``.
 
 chatd's HTTP listener (``--http-port``) carries both dialects over WebSocket, one line per
 message and no terminator, in both directions: the line dialect at ``/line`` (text
 frames) and IRC at ``/`` (IRCv3's ``text.ircv3.net`` or ``binary.ircv3.net``
 subprotocol). This module turns that back into what the dialects already speak -- lines
--- so ``line_core`` and ``irc_core`` parse WebSocket traffic unchanged:
+-- so ``chatload.line`` and ``chatload.irc`` parse WebSocket traffic unchanged:
 
 * :class:`ClientHandshake` is the opening handshake, wsproto's (``H11Handshake`` as a
   client: the request, then the server's ``101`` checked, its accept token included). It
@@ -36,8 +36,7 @@ Errors split by fault, as in the dialects: a server that breaks the protocol rai
 :class:`WebSocketError` (the client reports it and closes); misusing this API (framing a
 partial line) is our bug and raises ``ValueError``.
 
-Standalone on purpose (wsproto and the standard library only): ``bench/`` imports it as
-``loadtest.ws_core`` for its lean driver.
+wsproto and the standard library only: the Locust user and bench's lean driver both use it.
 """
 
 from __future__ import annotations
@@ -76,8 +75,8 @@ SUBPROTOCOL_OPCODES = {"text.ircv3.net": TEXT, "binary.ircv3.net": BINARY}
 #: a few hundred bytes; more means we are not talking to a WebSocket server.
 MAX_HEAD = 16 * 1024
 #: Largest message accepted, and so the most a half-received frame can make us hold: the
-#: same bound as ``chat_core.MAX_PARTIAL_LINE`` (a server line is at most ``--max-line``
-#: plus a nick; this module does not import it, to stay standalone).
+#: same bound as ``chatload.MAX_PARTIAL_LINE`` (a server line is at most ``--max-line``
+#: plus a nick).
 MAX_MESSAGE = 64 * 1024
 #: Fragments one message may arrive in (chatd never fragments; a server that sends more
 #: is not finishing its message).
@@ -429,7 +428,7 @@ class ServerFrames:
 
 
 class MessageCounter:
-    """A counting receiver's read handler over WebSocket (``chat_core.Counter``): the data
+    """A counting receiver's read handler over WebSocket (``chatload.Counter``): the data
     messages of each read, counted with :meth:`ServerFrames.count`, and the replies the
     dialect owes for them: every message holding ``needle`` (IRC: ``b"PING"``; None: the
     dialect has no keep-alive) goes to ``answer``, whose non-None results (``PONG`` lines)
@@ -455,3 +454,21 @@ class MessageCounter:
             return count, []
         replies = [reply for line in matched if (reply := self.answer(line)) is not None]
         return count, replies
+
+
+def frames_starting(data: bytes, prefix: bytes, mark: int) -> list[bytes]:
+    """Payloads of the whole, short server frames in ``data`` whose payload starts with
+    ``prefix`` (IRC ``PING``s over WebSocket), found without parsing the chunk: a chunk
+    of lazily read bytes may start anywhere in a frame, so each occurrence of ``prefix``
+    counts when the two bytes before it are a frame header (``mark``, then a length
+    under 126) and the frame ends inside ``data``. A frame split across two reads is
+    missed, as a split line is over TCP (bench's driver answers ``PING``s this way)."""
+    out = []
+    at = data.find(prefix)
+    while at >= 0:
+        if at >= 2 and data[at - 2] == mark and data[at - 1] < 126:
+            end = at + data[at - 1]
+            if end <= len(data):
+                out.append(data[at:end])
+        at = data.find(prefix, at + 1)
+    return out

@@ -1,6 +1,6 @@
-"""IRC (RFC 1459/2812 client side) for the load test, sans-IO: framing, parsing, registration.
+"""IRC (RFC 1459/2812 client side) for load clients, sans-IO: framing, parsing, registration.
 
-``IrcDialect`` implements ``chat_core.Dialect``, so the same Locust users that load chatd's
+``IrcDialect`` implements ``chatload.Dialect``, so the same Locust users that load chatd's
 line protocol load any IRC server -- chatd's IRC listener, ngircd, InspIRCd -- with the same
 stamped messages and the same measurements. What a real daemon needs from a client, and
 where this module does it:
@@ -21,6 +21,9 @@ where this module does it:
   and ngircd's default NICKLEN) because the server's NICKLEN (``005``) arrives only after
   the first ``NICK``. ISUPPORT is kept in ``IrcDialect.isupport``.
 
+bench's lean driver uses the same dialect for its handshake, :func:`privmsg` for its
+senders' lines and :func:`pongs` for the ``PING``s it finds in the reads it only counts.
+
 Messages to the channel are ``PRIVMSG #room :LT <nick> <seq> <stamp_us> <padding>``; the
 server relays them as ``:<nick>!<user>@<host> PRIVMSG #room :<text>`` to every other member,
 which ``classify`` parses on the hot path with a few ``bytes`` operations.
@@ -29,11 +32,12 @@ which ``classify`` parses on the hot path with a few ``bytes`` operations.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import chat_core as core
-from chat_core import LineKind, Message
+import chatload
+from chatload.dialect import LineKind
+from chatload.stamp import MAGIC, Message, parse_text
 
 #: RFC 1459: a line is at most 512 bytes including its CRLF.
 MAX_LINE = 512
@@ -69,7 +73,7 @@ _CASEMAPS = {
     "strict-rfc1459": str.maketrans(_UPPER + "[]\\", _LOWER + "{}|"),
 }
 _PRIVMSG = b"PRIVMSG"
-_MAGIC_SP = core.MAGIC + b" "
+_MAGIC_SP = MAGIC + b" "
 _FORBIDDEN = (b"\r", b"\n", b"\0")
 
 
@@ -125,7 +129,7 @@ def parse(line: bytes) -> IrcMessage:
     head, colon, trailing = text.partition(" :")
     params = [p for p in head.split(" ") if p]  # SPACE separates; tabs are data
     if not params or text.startswith(":"):
-        raise core.ProtocolError(f"IRC line without a command: {line[:120]!r}")
+        raise chatload.ProtocolError(f"IRC line without a command: {line[:120]!r}")
     if colon:
         params.append(trailing)
     return IrcMessage(tags, source, params[0].upper(), tuple(params[1:]))
@@ -161,6 +165,35 @@ def pong_for(msg: IrcMessage) -> bytes:
     return encode("PONG", msg.text)
 
 
+def privmsg(channel: bytes, text: bytes) -> bytes:
+    """``PRIVMSG <channel> :<text>``; ``ValueError`` past 512 bytes or with CR/LF/NUL."""
+    return _privmsg_line(b"PRIVMSG " + channel + b" :", text)
+
+
+def _privmsg_line(head: bytes, text: bytes) -> bytes:
+    line = head + text + b"\r\n"
+    if len(line) > MAX_LINE or not head or any(c in text for c in _FORBIDDEN):
+        raise ValueError(f"cannot send {len(line)} bytes of chat as one IRC line")
+    return line
+
+
+def pongs(lines: Iterable[bytes]) -> list[bytes]:
+    """The ``PONG``s owed for the ``PING``s among ``lines`` (CR stripped or not). A line
+    that does not parse is skipped: a counting receiver hands in the pieces of a read it
+    did not frame, whose first one may start inside a line."""
+    out = []
+    for line in lines:
+        if b"PING" not in line:
+            continue
+        try:
+            msg = parse(line.rstrip(b"\r"))
+        except chatload.ProtocolError:
+            continue
+        if msg.command == "PING":
+            out.append(pong_for(msg))
+    return out
+
+
 class IrcCounter:
     """A counting receiver's read handler: count lines, and answer every ``PING``.
 
@@ -181,8 +214,8 @@ class IrcCounter:
         cut = data.rfind(b"\n")
         if cut < 0:
             self._tail += data
-            if len(self._tail) > core.MAX_PARTIAL_LINE:
-                raise core.ProtocolError(f"line longer than {core.MAX_PARTIAL_LINE} bytes")
+            if len(self._tail) > chatload.MAX_PARTIAL_LINE:
+                raise chatload.ProtocolError(f"line longer than {chatload.MAX_PARTIAL_LINE} bytes")
             return 0, ()
         tail = self._tail
         replies: list[bytes] = []
@@ -193,13 +226,13 @@ class IrcCounter:
                     if msg.command == "PING":
                         replies.append(pong_for(msg))
         self._tail = data[cut + 1 :]
-        if len(self._tail) > core.MAX_PARTIAL_LINE:
-            raise core.ProtocolError(f"line longer than {core.MAX_PARTIAL_LINE} bytes")
+        if len(self._tail) > chatload.MAX_PARTIAL_LINE:
+            raise chatload.ProtocolError(f"line longer than {chatload.MAX_PARTIAL_LINE} bytes")
         return data.count(b"\n"), replies
 
 
 class IrcDialect:
-    """``chat_core.Dialect`` for IRC; one per connection."""
+    """``chatload.Dialect`` for IRC; one per connection."""
 
     name = "irc"
     default_port = 6667
@@ -238,10 +271,7 @@ class IrcDialect:
 
     def chat(self, text: bytes) -> bytes:
         """``PRIVMSG <room> :<text>``; ``ValueError`` past 512 bytes or with CR/LF/NUL."""
-        line = self._privmsg + text + b"\r\n"
-        if len(line) > MAX_LINE or not self._privmsg or any(c in text for c in _FORBIDDEN):
-            raise ValueError(f"cannot send {len(line)} bytes of chat as one IRC line")
-        return line
+        return _privmsg_line(self._privmsg, text)
 
     def quit(self) -> bytes:
         return encode("QUIT", "load test done")
@@ -264,16 +294,16 @@ class IrcDialect:
         """Nick or channel equality under the server's CASEMAPPING."""
         return a.translate(self._lower) == b.translate(self._lower)
 
-    def handshake_event(self, line: bytes) -> core.HandshakeEvent | None:
+    def handshake_event(self, line: bytes) -> chatload.HandshakeEvent | None:
         """What ``line`` means while registering or joining; None: nothing for us."""
         if not line.strip():
             return None
         msg = parse(line)
         cmd = msg.command
         if cmd == "PING":
-            return core.Reply(pong_for(msg))
+            return chatload.Reply(pong_for(msg))
         if cmd == "ERROR":
-            return core.Closing(msg.text)
+            return chatload.Closing(msg.text)
         if cmd == "005":
             self._isupport(msg.params[1:-1] if len(msg.params) > 2 else msg.params[1:])
             return None
@@ -282,9 +312,9 @@ class IrcDialect:
             return None
         if self.state is State.REGISTERING:
             if cmd in NICK_TAKEN:
-                return core.RegisterRefused(f"{cmd} {msg.text}", retry=True)
+                return chatload.RegisterRefused(f"{cmd} {msg.text}", retry=True)
             if cmd in NICK_INVALID or cmd in REGISTER_FATAL:
-                return core.RegisterRefused(f"{cmd} {msg.text}", retry=False)
+                return chatload.RegisterRefused(f"{cmd} {msg.text}", retry=False)
             if cmd == "001":
                 if msg.params and msg.params[0] not in ("", "*"):
                     self.nick = msg.params[0]
@@ -292,14 +322,14 @@ class IrcDialect:
         elif self.state is State.WELCOMED:
             if cmd in END_OF_MOTD:
                 self.state = State.READY
-                return core.Registered(self.nick)
+                return chatload.Registered(self.nick)
         elif self.state is State.JOINING:
             if cmd == "JOIN" and msg.params and self.same(nick_of(msg.source), self.nick):
                 if self.same(msg.params[0], self.room):
                     self.state = State.JOINED
-                    return core.Joined(self.room)
+                    return chatload.Joined(self.room)
             if cmd in JOIN_ERRORS and len(msg.params) >= 2 and self.same(msg.params[1], self.room):
-                return core.JoinRefused(f"{cmd} {msg.text}")
+                return chatload.JoinRefused(f"{cmd} {msg.text}")
         return None
 
     def _isupport(self, tokens: Sequence[str]) -> None:
@@ -337,7 +367,7 @@ class IrcDialect:
                 text = text[1:]
             if target and target[:1] in self._chantypes and text.startswith(_MAGIC_SP):
                 stamped = source[1:].partition(b"!")[0]
-                return LineKind.MESSAGE, core.parse_text(stamped, text, line)
+                return LineKind.MESSAGE, parse_text(stamped, text, line)
             return LineKind.OTHER, None
         if command == b"PING":
             return LineKind.PING, None
