@@ -101,6 +101,8 @@ class World:
                 self.hub.say(box.uid, room, (f"{who}-{op[4]}",))  # type: ignore[str-bytes-safe]
             elif kind == "join":
                 self.hub.join(box.uid, room)
+            elif kind == "join_quiet":  # the line dialect's own room at registration
+                self.hub.join(box.uid, room, echo=False)
             elif kind == "part":
                 self.hub.part(box.uid, room, "bye")
             elif kind == "topic":
@@ -130,6 +132,7 @@ def ops(members: int, rooms: int) -> st.SearchStrategy[list[tuple[object, ...]]]
         st.tuples(st.just("say"), who, room, who, n),
         st.tuples(st.just("say"), who, room, who, n),
         st.tuples(st.just("join"), who, room),
+        st.tuples(st.just("join_quiet"), who, room),
         st.tuples(st.just("part"), who, room),
         st.tuples(st.just("topic"), who, room, who, n),
         st.tuples(st.just("kick"), who, room, who, n),

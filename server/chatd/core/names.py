@@ -21,6 +21,7 @@ same room whether a line user or an IRC user names it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from chatd.core.masks import channel_error
@@ -52,10 +53,13 @@ def valid_nick(nick: str) -> bool:
     return NICK_RE.fullmatch(nick) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def room_problem(name: str) -> str | None:
     """Why ``name`` (with its leading ``#``) is not a valid room name, or ``None``.
 
-    The rule and its reasons are :func:`chatd.core.masks.channel_error`'s.
+    The rule and its reasons are :func:`chatd.core.masks.channel_error`'s. Cached (a
+    pure function of the name): every join asks, and the scripts check costs tens of
+    microseconds, which a join storm pays thousands of times for one name.
     """
     return channel_error(name)
 

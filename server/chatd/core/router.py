@@ -394,7 +394,11 @@ class Router:
         involved = batch.involved
         for handle in (skip, actor, subject):
             if handle is not None:
-                involved[handle] = index
+                marks = involved.get(handle)
+                if marks is None:
+                    involved[handle] = [index]
+                elif marks[-1] != index:
+                    marks.append(index)
                 if handle not in windows:
                     windows[handle] = [0, _OPEN]
         if type(event) is ev.Joined and actor is not None:
@@ -501,23 +505,35 @@ class Router:
                 stats["bytes_out"] += len(data)
 
     def _render(self, batch: Batch, handle: Handle, start: int, end: int) -> bytes:
-        """What ``handle`` gets of events ``start`` to ``end`` of ``batch``, as one ``bytes``."""
+        """What ``handle`` gets of events ``start`` to ``end`` of ``batch``, as one ``bytes``.
+
+        The shared renderings, sliced, except at the events where ``handle`` is the skip,
+        the actor or the subject: the work in Python is per such event, not per event in
+        the window (a join storm's joiners, each skipped by its own JOIN, stay linear).
+        """
         encoder = handle.encoder
         parts = batch.parts(encoder, end)
-        if batch.involved.get(handle, -1) < start:
+        marks = batch.involved.get(handle)
+        if marks is None or marks[-1] < start:
             return b"".join(parts[start:end])
-        chunks = []
+        chunks: list[bytes] = []
         events = batch.events
-        for index in range(start, end):
+        at = start
+        for index in marks:
+            if index < start:
+                continue
+            if index >= end:
+                break
+            chunks.extend(parts[at:index])
             _event, skip, actor, subject = events[index]
             if handle is skip:
-                continue
-            if handle is actor:
+                pass
+            elif handle is actor:
                 chunks.append(batch.cast(encoder, index, Role.ACTOR))
             elif handle is subject:
                 chunks.append(batch.cast(encoder, index, Role.SUBJECT))
-            else:
-                chunks.append(parts[index])
+            at = index + 1
+        chunks.extend(parts[at:end])
         return b"".join(chunks)
 
     def _rejoining(self, event: ev.Joined) -> None:
@@ -600,8 +616,9 @@ class Batch:
         #: Members whose part is not the whole batch, or who are rendered one by one:
         #: handle → ``[start, end)``.
         self.windows: dict[Handle, list[int]] = {}
-        #: Handle → the last event in which it is the skip, the actor or the subject.
-        self.involved: dict[Handle, int] = {}
+        #: Handle → the events (indices, ascending) in which it is the skip, the actor
+        #: or the subject.
+        self.involved: dict[Handle, list[int]] = {}
         self._parts: dict[Encoder, list[bytes]] = {}
         self._cast: dict[tuple[Encoder, int, Role], bytes] = {}
 

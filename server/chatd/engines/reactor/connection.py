@@ -133,7 +133,7 @@ class Connection(Handler):
         self.detail = detail
         self.update_mask()
         if not self.out:
-            self.reactor.to_close.append(self)
+            self.reactor.to_close[self] = None
 
     def call_at(self, when: float) -> None:
         self.reactor.call_at(when, _session_timer, weakref.ref(self))
@@ -151,7 +151,7 @@ class Connection(Handler):
             self.reason = reason
         self.out.clear()
         self.out_bytes = 0
-        self.reactor.to_close.append(self)
+        self.reactor.to_close[self] = None
 
     # ----------------------------------------------------------------- events
 
@@ -255,7 +255,7 @@ class Connection(Handler):
         if not self._settle(refused):
             return
         if not out and self.closing:
-            self.reactor.to_close.append(self)
+            self.reactor.to_close[self] = None
 
     def _settle(self, refused: bool) -> bool:
         """After a flush: the output limits, then write interest. False: dropped."""

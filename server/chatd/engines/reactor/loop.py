@@ -36,8 +36,9 @@ Invariants the code relies on:
   resolve a name, never sleep. Each ready event does a bounded amount of work: one
   ``recv`` of at most :data:`~.handler.READ_SIZE` bytes, at most
   :data:`~.connection.WRITE_BUDGET` bytes sent per connection per turn, at most
-  :data:`~.accepting.ACCEPTS_PER_TURN` accepts per listener. One busy client cannot
-  starve the rest.
+  :data:`~.accepting.ACCEPTS_PER_TURN` accepts per listener, at most
+  :data:`FINISHES_PER_TURN` closed connections freed. One busy client cannot starve the
+  rest, nor can thousands quitting at once.
 * **Writes are appends.** :meth:`Connection.write <.connection.Connection.write>` appends
   the shared ``bytes`` object of a broadcast to the connection's output list and puts the
   connection on the pending list the first time in a turn (Redis'
@@ -82,6 +83,7 @@ Invariants the code relies on:
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import selectors
 import signal
@@ -109,6 +111,8 @@ log = logging.getLogger("chatd.reactor")
 
 #: How long shutdown waits for pending output to drain before closing anyway.
 SHUTDOWN_FLUSH_SECONDS = 2.0
+#: Connections freed (unregistered, closed, reported to the hub) per loop turn at most.
+FINISHES_PER_TURN = 256
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -151,7 +155,9 @@ class Reactor:
         #: Connections with output to flush this turn (see :meth:`before_sleep`).
         self.pending: list[Connection] = []
         #: Connections to free before the next sleep.
-        self.to_close: list[Connection] = []
+        #: (A dict as an ordered set: a closing connection may be queued again by each
+        #: flush while it waits for its turn to be freed.)
+        self.to_close: dict[Connection, None] = {}
         self._timers: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._timer_seq = 0
         self.stopping = False
@@ -308,26 +314,37 @@ class Reactor:
 
     # ----------------------------------------------------------------- flushing
 
-    def before_sleep(self) -> None:
-        """Deliver the turn's room batches, free the connections marked to close, then
-        flush each pending one.
+    def before_sleep(self, finishes: int = 0) -> None:
+        """Deliver the turn's room batches, free the connections marked to close (at
+        most :data:`FINISHES_PER_TURN`, or ``finishes`` if given), then flush each
+        pending one.
 
         The batches go first: a member closing gracefully (a ``/quit``) still gets what
         the room said before it, and the quits its close publishes are batched again.
+        Freeing is bounded because it is the costly part of a quit (the hub, the room's
+        notice, the socket's shutdown): 4,000 clients quitting at once are freed over a
+        few turns, and everyone else is read and served between them. The rest stay
+        on the to-close list (they read nothing more) and the next select does not wait.
         """
         router = self.service.router
         router.flush_pending()
-        while self.to_close or self.pending:
-            while self.to_close:
-                closing, self.to_close = self.to_close, []
+        budget = finishes or FINISHES_PER_TURN
+        while True:
+            if self.to_close and budget > 0:
+                closing = list(itertools.islice(self.to_close, budget))
+                for conn in closing:
+                    del self.to_close[conn]
+                budget -= len(closing)
                 for conn in closing:
                     conn.finish()
                 router.flush_pending()
+            if not self.pending:
+                break
             pending, self.pending = self.pending, []
             for conn in pending:
                 if conn.pending and not conn.closed and not conn.dead:
                     conn.flush()
-            if self.pending and not self.to_close:
+            if self.pending and not (self.to_close and budget > 0):
                 break  # budget-limited connections go on next turn, after a poll
         if self.cluster_link is not None:
             self.cluster_link.flush()
@@ -355,7 +372,7 @@ class Reactor:
             self.before_sleep()
         for conn in list(self.conns.values()):
             conn.abort(DisconnectReason.SHUTDOWN)
-        self.before_sleep()
+        self.before_sleep(finishes=len(self.to_close) + 1)
         for entry in list(self.lingering):
             entry.end()
         if self.cluster_link is not None:

@@ -217,7 +217,7 @@ class TLSConnection(Connection):
         if not self._settle(refused):
             return
         if self.closing and self.notified and not wire:
-            self.reactor.to_close.append(self)
+            self.reactor.to_close[self] = None
 
     # ----------------------------------------------------------------- closing
 
