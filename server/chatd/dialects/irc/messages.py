@@ -129,8 +129,10 @@ def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
         room = targets[0]
         if s.batch_room is not None and s.batch_room != room:
             flush_batch(s)
-        s.batch_room = room
-        s.batch.append(text)
+        if s.batch is None:
+            s.batch_room, s.batch = room, [text]
+        else:
+            s.batch.append(text)
         return 0
     flush_batch(s)  # what came before this message goes out before it
     request = ctcp is not None and kind is not ev.ChatKind.ACTION
@@ -141,9 +143,9 @@ def _message(s: IrcSession, message: Message, kind: ev.ChatKind) -> int:
 
 def flush_batch(s: IrcSession) -> None:
     room, texts = s.batch_room, s.batch
-    if room is None:
+    if room is None or texts is None:
         return
-    s.batch_room, s.batch = None, []
+    s.batch_room, s.batch = None, None
     s.ctx.stats["messages_in"] += len(texts)
     try:
         s.ctx.hub.say(s.uid, room, texts)

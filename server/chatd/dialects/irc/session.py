@@ -52,7 +52,7 @@ from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc.encoder import encoder_for, fit
 from chatd.dialects.irc.limits import LINE_LIMIT, PING_TIMEOUT_TEXT
 from chatd.dialects.irc.numerics import Numeric as N
-from chatd.dialects.irc.registration import State
+from chatd.dialects.irc.registration import Registration, State
 from chatd.dialects.irc.wire import (
     Blank,
     InputTooLong,
@@ -73,41 +73,39 @@ class IrcSession(Session):
     """One IRC client."""
 
     __slots__ = (
-        "nick_wanted",
-        "username",
-        "realname",
+        "registration",
         "caps",
-        "negotiating",
-        "password_ok",
         "ping_sent",
         "batch_room",
         "batch",
-        "state",
         "capture",
         "batches",
     )
 
     def __init__(self, ctx: Context, host: str, now: float, delay: float = 0.0) -> None:
         super().__init__(ctx, host, now, delay)
-        self.nick_wanted: str | None = None
-        self.username: str | None = None
-        self.realname = ""
+        #: What the client has said toward registration; ``None`` once registered (see
+        #: :attr:`state`), so an idle registered client keeps none of it.
+        self.registration: Registration | None = Registration(ctx.config.password is None)
         #: Enabled capabilities, as :data:`~chatd.dialects.irc.encoder.CAP_BIT` bits.
         self.caps = 0
-        #: CAP LS/REQ began negotiation: registration waits for CAP END.
-        self.negotiating = False
-        self.password_ok = ctx.config.password is None
         #: When the server's keepalive PING went out (0: none outstanding).
         self.ping_sent = 0.0
         #: PRIVMSGs to one channel collected from this read (published as one event).
+        #: Both ``None`` between reads: a list only while lines are collected, so an idle
+        #: connection holds none (issue 20's idle-memory goal).
         self.batch_room: str | None = None
-        self.batch: list[str] = []
-        self.state = State.REGISTERING
+        self.batch: list[str] | None = None
         #: The output of the labeled command running now, if any.
         self.capture: labels.Capture | None = None
         #: Labeled-response batches opened so far (their references are this count).
         self.batches = 0
         self.encoder = encoder_for(0)
+
+    @property
+    def state(self) -> State:
+        """Where registration is; it picks the command table (:data:`HANDLERS`)."""
+        return State.REGISTERING if self.registration is not None else State.REGISTERED
 
     def make_decoder(self) -> IrcDecoder:
         return IrcDecoder()
@@ -317,7 +315,7 @@ class IrcSession(Session):
         messages.flush_batch(self)
 
     def drop_batch(self) -> None:
-        self.batch_room, self.batch = None, []
+        self.batch_room, self.batch = None, None
 
     def need(self, message: Message, count: int) -> bool:
         """Answer 461 and return False if ``message`` has fewer than ``count`` params."""

@@ -147,6 +147,14 @@ _CR = 0x0D
 _SPACE = 0x20
 _AT = 0x40
 _EOL = re.compile(rb"[\r\n]")
+#: The buffer of every decoder that holds nothing: shared (immutable, so no connection
+#: can change it for the others). An idle connection then owns no bytearray, 56 bytes
+#: each at 10,000 connections (issue 20's idle-memory goal); :meth:`IrcDecoder.feed`
+#: makes one when bytes arrive and :meth:`IrcDecoder.next_item` drops it once consumed.
+_EMPTY = b""
+#: ``DEFAULT_MAX_LINE - 2``, computed once: an int above 256 is a new object each time
+#: it is computed, 32 bytes per connection.
+_DEFAULT_MAX_BODY = DEFAULT_MAX_LINE - 2
 
 
 # --------------------------------------------------------------------------- decoder
@@ -173,13 +181,14 @@ class IrcDecoder:
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, max_tags: int = DEFAULT_MAX_TAGS) -> None:
         if max_line < 3 or max_tags < 2:
             raise ValueError("max_line must be at least 3 and max_tags at least 2")
-        self._buf = bytearray()
+        #: Received bytes: :data:`_EMPTY` or, while it holds some, a bytearray.
+        self._buf: bytearray | bytes = _EMPTY
         #: Start of the first unconsumed byte in ``_buf``.
         self._pos = 0
         #: Where the search for a terminator resumes (bytes before it hold none).
         self._scan = 0
         #: Bytes allowed after the tag section: the line limit less its CR LF.
-        self._max_body = max_line - 2
+        self._max_body = _DEFAULT_MAX_BODY if max_line == DEFAULT_MAX_LINE else max_line - 2
         self._max_tags = max_tags
         #: An overlong line was reported; drop bytes up to its terminator.
         self._discarding = False
@@ -191,7 +200,10 @@ class IrcDecoder:
         """Store bytes received from the peer; call :meth:`next_item` until ``None``."""
         if self._eof:
             raise RuntimeError("feed() after feed_eof()")
-        self._buf += data
+        if self._buf:
+            self._buf += data  # a bytearray (only the empty buffer is bytes): in place
+        else:
+            self._buf = bytearray(data)
 
     def feed_eof(self) -> None:
         """The peer closed its side: an unterminated last line becomes a line."""
@@ -258,32 +270,38 @@ class IrcDecoder:
         """No terminator is buffered: compact, then deliver at EOF or report overlength."""
         buf = self._buf
         if self._discarding:
-            buf.clear()
+            self._buf = _EMPTY
             self._pos = self._scan = 0
             return Blank(blanks) if blanks else None
-        if self._pos:
-            del buf[: self._pos]
+        pos = self._pos
+        if pos:
+            if pos == len(buf):
+                buf = self._buf = _EMPTY  # all consumed: give the bytearray back
+            else:
+                assert isinstance(buf, bytearray)  # only the empty buffer is bytes
+                del buf[:pos]
             self._pos = 0
         self._scan = len(buf)
         if not buf:
+            self._buf = _EMPTY
             return Blank(blanks) if blanks else None
         if blanks:
             return Blank(blanks)
         too_long = self._too_long(buf, 0, len(buf))
         if self._eof:
             raw = bytes(buf)
-            buf.clear()
+            self._buf = _EMPTY
             self._scan = 0
             if too_long is not None:
                 return too_long
             return Blank(1) if not raw.strip(b" ") else _decode_line(raw)
         if too_long is not None:
-            buf.clear()
+            self._buf = _EMPTY
             self._scan = 0
             self._discarding = True
         return too_long
 
-    def _too_long(self, buf: bytearray, start: int, end: int) -> InputTooLong | None:
+    def _too_long(self, buf: bytearray | bytes, start: int, end: int) -> InputTooLong | None:
         """Whether ``buf[start:end]`` (a whole line, or the start of one) is over a limit.
 
         Growing a line only lengthens its parts, so a prefix over a limit proves the
@@ -301,7 +319,7 @@ class IrcDecoder:
         return None
 
 
-def _is_blank(buf: bytearray, start: int, end: int) -> bool:
+def _is_blank(buf: bytearray | bytes, start: int, end: int) -> bool:
     return start == end or not buf[start:end].strip(b" ")
 
 
