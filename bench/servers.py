@@ -297,7 +297,8 @@ def chatd_argv(target: Target, *, max_clients: int, max_sendq: int) -> list[str]
     """The command line for one chatd engine, with the bench's fixed options.
 
     --flood-rate 0 turns off per-client flood control where chatd has it: a benchmark
-    sender that is throttled measures the throttle, not the engine. An IRC target adds
+    sender that is throttled measures the throttle, not the engine; --ping-interval 3600
+    for IRC, as the other IRC servers are set up. An IRC target adds
     the IRC listener on a free port (--irc-port 0); the load then goes there. A
     WebSocket target adds the HTTP listener instead (--http-port 0), which carries both
     dialects.
@@ -323,6 +324,10 @@ def chatd_argv(target: Target, *, max_clients: int, max_sendq: int) -> list[str]
         argv += ["--http-port", "0"]
     elif target.is_irc:
         argv += ["--irc-port", "0"]
+    if target.is_irc or target.transport == "ws":
+        # Once an hour, as ngircd and InspIRCd are configured (bench.ircd): no job lasts
+        # that long, so the lean driver's lazily read members never see a PING.
+        argv += ["--ping-interval", "3600"]
     if "--flood-rate" in chatd_help():
         argv += ["--flood-rate", "0"]
     return argv
