@@ -696,6 +696,42 @@ def knee_figures(k: dict[str, Any] | None, runs: list[dict[str, Any]]) -> dict[s
     return out
 
 
+def figures_at_rate(
+    runs: list[dict[str, Any]], target: str, room: int, senders: int, rate: float
+) -> dict[str, float | None]:
+    """Medians over the valid repetitions of ``target``'s saturation step at ``rate``:
+    p99, server CPU per delivery, bytes per delivery (chatd's ``bytes_out`` over the
+    deliveries counted) and both CPUs. Where two targets part, these say which side of
+    the wire did (issue 20: the IRC knee against the line dialect's)."""
+    keys = ("p99_ms", "server_us", "bytes", "server_cpu", "loadgen_cpu")
+    cols: dict[str, list[float]] = {k: [] for k in keys}
+    for r in runs:
+        p = r.get("params") or {}
+        if (
+            r.get("scenario") != "saturation"
+            or r.get("target") != target
+            or p.get("room") != room
+            or p.get("senders") != senders
+            or p.get("offered") != rate
+            or not r.get("valid")
+        ):
+            continue
+        mt, counters = r.get("metrics") or {}, r.get("server_counters") or {}
+        got = {
+            "p99_ms": mt.get("latency_p99_ms"),
+            "server_us": mt.get("server_cpu_us_per_delivery"),
+            "bytes": counters["bytes_out"] / mt["deliveries_total"]
+            if counters.get("bytes_out") and mt.get("deliveries_total")
+            else None,
+            "server_cpu": (r.get("server") or {}).get("cpu_util"),
+            "loadgen_cpu": (r.get("loadgen") or {}).get("cpu_util"),
+        }
+        for k, v in got.items():
+            if v is not None:
+                cols[k].append(float(v))
+    return {k: statistics.median(v) if v else None for k, v in cols.items()}
+
+
 def knee_verdict(k: dict[str, Any], goal: float) -> bool | None:
     """Met when the knee (a lower bound or not) reaches goal; not met when the server's
     own limit ended the walk below it; None when the measurement cut it short below."""
@@ -769,6 +805,22 @@ def goals(
                 "irc next step": mi["next step"],
             }
         )
+        if ki["rate"] and kr["rate"] and ki["rate"] < kr["rate"]:
+            # Where IRC missed: both targets at the first rate past its knee.
+            rate = ki["rate"] * 2
+            fi = figures_at_rate(runs, "reactor-irc", room, senders, rate)
+            fl = figures_at_rate(runs, "reactor", room, senders, rate)
+            g["measured"].update(
+                {
+                    f"at {fmt(rate)} msg/s (irc / line): p99 ms": f"{fmt(fi['p99_ms'])} / "
+                    f"{fmt(fl['p99_ms'])}",
+                    "server CPU µs per delivery": f"{fmt(fi['server_us'])} / "
+                    f"{fmt(fl['server_us'])}",
+                    "bytes per delivery": f"{fmt(fi['bytes'])} / {fmt(fl['bytes'])}",
+                    "server CPU": f"{_pct(fi['server_cpu'])} / {_pct(fl['server_cpu'])}",
+                    "load-gen CPU": f"{_pct(fi['loadgen_cpu'])} / {_pct(fl['loadgen_cpu'])}",
+                }
+            )
         g["goal"] = "IRC listener's knee >= the line dialect's in the same run: " + g["goal"]
         out.append(g)
     sg = storm_goal(cs, runs)

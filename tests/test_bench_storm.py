@@ -309,3 +309,39 @@ def test_a_small_storm_against_a_real_chatd_is_complete(tmp_path: Path) -> None:
     assert "--max-clients" not in " ".join(rec["notes"])  # chatd's default options
     [err] = tmp_path.glob("logs/reactor-*.err")
     check_server_log("chatd reactor (storm)", err)
+
+
+def test_figures_at_rate_take_the_medians_of_valid_steps_and_bytes_per_delivery() -> None:
+    def run(target: str, rate: float, p99: float, valid: bool = True) -> dict[str, object]:
+        return {
+            "scenario": "saturation",
+            "target": target,
+            "valid": valid,
+            "params": {"room": 1000, "senders": 10, "offered": rate},
+            "metrics": {
+                "latency_p99_ms": p99,
+                "server_cpu_us_per_delivery": 0.1,
+                "deliveries_total": 1000,
+            },
+            "server_counters": {"bytes_out": 94_000},
+            "server": {"cpu_util": 0.8},
+            "loadgen": {"cpu_util": 0.5},
+        }
+
+    runs = [
+        run("reactor-irc", 6400.0, 100.0),
+        run("reactor-irc", 6400.0, 120.0),
+        run("reactor-irc", 6400.0, 130.0),
+        run("reactor-irc", 6400.0, 900.0, valid=False),
+        run("reactor-irc", 3200.0, 50.0),
+        run("reactor", 6400.0, 40.0),
+    ]
+    got = storm.figures_at_rate(runs, "reactor-irc", 1000, 10, 6400.0)
+    assert got == {
+        "p99_ms": 120.0,
+        "server_us": 0.1,
+        "bytes": 94.0,
+        "server_cpu": 0.8,
+        "loadgen_cpu": 0.5,
+    }
+    assert storm.figures_at_rate(runs, "reactor", 1000, 100, 6400.0)["p99_ms"] is None
