@@ -246,3 +246,55 @@ def test_events_not_for_one_room_never_overtake_a_pending_batch() -> None:
     world.act(("pm", 0, 0, 1, 2))  # to m1, after the room line it has not got yet
     lines = world.boxes[1].lines()
     assert [field(x, 1) for x in lines[-2:]] == ["Chat", "PrivateChat"]
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+def labeled_world(batching: bool) -> tuple[Router, Hub, list[Box]]:
+    router = Router(Counter())
+    router.batching = batching
+    hub = Hub(router.deliver, clock=lambda: 1000.0, mint=Mint("aaaaa"))
+    router.attach(hub)
+    look = Look("d")
+    boxes = []
+    for i in range(3):
+        box = Box(hub.mint.uid(), look)
+        boxes.append(box)
+        router.connect(box)
+        hub.register(box.uid, f"m{i}", "u", "10.0.0.1")
+    for box in boxes[:2]:
+        hub.join(box.uid, "#r")
+    router.flush_pending()
+    return router, hub, boxes
+
+
+def kill_then_labeled_pm(batching: bool) -> tuple[str, str]:
+    """m0 (oper, labeled) KILLs m1 (who shares #r), then sends a labeled PRIVMSG to m2."""
+    router, hub, (op, victim, other) = labeled_world(batching)
+    hub.members[op.uid].modes = "o"
+    router.catch_up(op)
+    first, second = Capture(), Capture()
+    op.out = first  # the session's labeled-response capture for the KILL
+    hub.kill(op.uid, "m1", "bye")
+    router.disconnect(victim.uid)
+    op.out = second  # ... and for the PRIVMSG that follows in the same read
+    hub.private(op.uid, "m2", "hi")
+    op.out = op
+    router.flush_pending()
+    return first.data.decode(), second.data.decode()
+
+
+def test_a_kill_victims_quit_lands_in_the_killers_labeled_kill_response() -> None:
+    at_once = kill_then_labeled_pm(False)
+    batched = kill_then_labeled_pm(True)
+    assert [field(x, 1) for x in at_once[0].splitlines()] == ["Quit"]
+    assert at_once[1] == ""
+    # The operator acts: the QUIT, published under the victim's name and batched, still
+    # reaches the operator at once, inside the KILL's labeled response.
+    assert batched == at_once

@@ -57,10 +57,12 @@ same order; the invariants that make it so:
   gets all of it. One who joined during the turn starts at its own JOIN; one who left
   (PART, KICK, QUIT) ends with its own leaving. The room index still changes at once, so
   the hub's and the router's views of membership never differ.
-* **The source is served at once.** The member whose command made the event gets its own
-  copy immediately, preceded by what of the batch it had not received yet, and its window
-  moves past it. So an IRC client sees its JOIN before the NAMES its session writes next,
-  and an echo lands inside its labeled response (what it had not received goes to the
+* **The source is served at once.** The member whose command made the event (its source,
+  and the session whose input is being handled: :attr:`Router.acting`, set by
+  :meth:`Router.catch_up`) gets its own copy immediately, preceded by what of the batch it
+  had not received yet, and its window moves past it. So an IRC client sees its JOIN
+  before the NAMES its session writes next, and an echo (or the QUIT of a member it
+  KILLed) lands inside its labeled response (what it had not received goes to the
   transport, never into the capture).
 * **Roles and skips are per member.** The few members that are the skip, actor or
   subject of an event in the batch get their window rendered one by one; everybody else
@@ -160,6 +162,10 @@ class Router:
         self.pending: dict[str, Batch] = {}
         #: Member id → the room its events of this turn are pending in.
         self._source_room: dict[str, str] = {}
+        #: The session handling input or a timer now (set by :meth:`catch_up`): what its
+        #: command publishes reaches it at once, even under another member's name (a
+        #: KILL's QUIT belongs in the operator's labeled response).
+        self.acting: Handle | None = None
 
     def attach(self, hub: Hub) -> None:
         self.hub = hub
@@ -404,25 +410,39 @@ class Router:
         if type(event) is ev.Joined and actor is not None:
             windows[actor] = [index, _OPEN]  # the joiner gets the room from its JOIN on
         src = local.get(src_uid) if src_uid is not None else None
-        if src is None or src is skip or src not in self.rooms.get(key, ()):
-            return
-        role = Role.ACTOR if src is actor else Role.SUBJECT if src is subject else Role.OTHER
-        data = src.encoder.encode(event, role)
+        members = self.rooms.get(key, ())
+        acting = self.acting
+        for handle in (src,) if acting is None or acting is src else (src, acting):
+            if handle is not None and handle is not skip and handle in members:
+                self._serve_now(batch, index, handle, actor, subject)
+
+    def _serve_now(
+        self,
+        batch: Batch,
+        index: int,
+        handle: Handle,
+        actor: Handle | None,
+        subject: Handle | None,
+    ) -> None:
+        """Write event ``index`` to ``handle`` now, after what of the batch it lacks."""
+        role = Role.ACTOR if handle is actor else Role.SUBJECT if handle is subject else Role.OTHER
+        data = handle.encoder.encode(batch.events[index][0], role)
         if not data:
             return
-        window = windows.get(src)
+        windows = batch.windows
+        window = windows.get(handle)
         start, end = (window[0], window[1]) if window is not None else (0, _OPEN)
         stats = self.stats
         if start < index:
-            before_data = self._render(batch, src, start, index)
+            before_data = self._render(batch, handle, start, index)
             if before_data:
-                src.transport.write(before_data)
+                handle.transport.write(before_data)
                 stats["writes_out"] += 1
                 stats["bytes_out"] += len(before_data)
-        src.out.write(data)
+        handle.out.write(data)
         stats["writes_out"] += 1
         stats["bytes_out"] += len(data)
-        windows[src] = [index + 1, end]
+        windows[handle] = [index + 1, end]
 
     def flush_pending(self) -> None:
         """Deliver every room's batch of this turn (the engine calls it once per turn)."""
@@ -430,6 +450,7 @@ class Router:
         while pending:
             self._flush_room(next(iter(pending)))
         self._source_room.clear()
+        self.acting = None
 
     def _flush_room(self, key: str) -> None:
         batch = self.pending.pop(key, None)
@@ -483,6 +504,7 @@ class Router:
         A session calls it before it handles input or a timer, so that its own replies
         come after everything published before them, as with immediate delivery.
         """
+        self.acting = handle
         if not self.pending:
             return
         rooms = self.rooms

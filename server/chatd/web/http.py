@@ -577,6 +577,9 @@ class HttpSession:
                             raise FrameError(CloseCode.INVALID_DATA, "text message not UTF-8")
                         inner.data_received(_one_line(payload))
                         continue
+                    # What this turn's batches hold for the member goes before any
+                    # control frame we send (a Close ends what can still be written).
+                    self.ctx.catch_up(inner)
                     if opcode == CLOSE:
                         self._peer_closed(payload, now)
                         break
@@ -609,6 +612,7 @@ class HttpSession:
         transport = self.transport
         assert inner is not None and transport is not None
         self.ctx.stats["websocket_errors"] += 1
+        self.ctx.catch_up(inner)
         if not self.close_sent:
             self.close_sent = True
             transport.write(frames.close_frame(exc.code, exc.reason))

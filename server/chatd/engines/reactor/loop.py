@@ -364,7 +364,7 @@ class Reactor:
         deadline = time.monotonic() + SHUTDOWN_FLUSH_SECONDS
         self.before_sleep()
         while self.conns and time.monotonic() < deadline:
-            wait = 0.0 if self.pending else max(0.0, deadline - time.monotonic())
+            wait = 0.0 if self.pending or self.to_close else max(0.0, deadline - time.monotonic())
             events = self.selector.select(wait)
             self.now = time.monotonic()
             for key, mask in events:
