@@ -929,3 +929,17 @@ def test_chatd_targets_start_with_history_on_or_off(
     on, off = started
     assert "--data-dir" in on and "--ephemeral" not in on
     assert "--ephemeral" in off and "--data-dir" not in off
+
+
+def test_a_plot_that_fails_to_render_is_left_out_not_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import plots
+
+    def broken(cs: list[dict[str, object]], path: Path, caption: str) -> Path | None:
+        raise RuntimeError("FT_Render_Glyph failed with error 0x62: raster overflow")
+
+    monkeypatch.setattr(plots, "flood", broken)
+    made = plots.all_plots([], tmp_path, "caption")
+    assert "flood" not in made
+    assert "the flood plot failed" in capsys.readouterr().err
