@@ -158,7 +158,7 @@ def field(line: str, index: int) -> str:
     return line.split("|")[index]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ops(members=6, rooms=1))
 def test_with_one_room_every_member_gets_the_same_stream_as_at_once(
     script: list[tuple[object, ...]],
@@ -168,7 +168,7 @@ def test_with_one_room_every_member_gets_the_same_stream_as_at_once(
         assert bytes(b.data) == bytes(a.data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ops(members=6, rooms=3))
 def test_with_several_rooms_order_holds_per_room_and_per_sender(
     script: list[tuple[object, ...]],
