@@ -11,6 +11,7 @@ speak TLS, so the same test body runs over either transport.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -86,7 +87,9 @@ class TLSFiles:
 
 
 def chatd_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """This environment for a chatd subprocess, without the caller's ``CHATD_*``
+    settings (a test says what it runs with)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
     env["PYTHONPATH"] = str(SERVER_SRC) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -153,6 +156,19 @@ def _entries(text: str) -> list[list[str]]:
     return entries
 
 
+def _json_problem(line: str) -> bool:
+    """A ``--log-format json`` record at ERROR or above, or carrying a traceback."""
+    if not line.startswith("{"):
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and (
+        record.get("level") in ("error", "critical") or "exception" in record
+    )
+
+
 def stderr_problems(text: str, allow: Iterable[str] = ()) -> list[str]:
     """The first line of each entry of a chatd's stderr that must fail a test: a log
     record at ERROR or CRITICAL, or anything holding a traceback; an entry whose first
@@ -162,7 +178,7 @@ def stderr_problems(text: str, allow: Iterable[str] = ()) -> list[str]:
     for entry in _entries(text):
         level = _RECORD.match(entry[0])
         failing = (level is not None and level.group(1) in _FAILING_LEVELS) or any(
-            line.startswith(TRACEBACK) for line in entry
+            line.startswith(TRACEBACK) or _json_problem(line) for line in entry
         )
         if failing and not any(rx.search(entry[0]) for rx in allowed):
             problems.append(entry[0] if entry[0].strip() else entry[-1])

@@ -430,7 +430,7 @@ def test_server_going_away_is_reported(start_server) -> None:
     server.stop()
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
-    assert b"shutting down" in out
+    assert b"* server shutting down: please reconnect\n" in out
     assert err == b"chatd-client: server closed the connection\n"
 
 
@@ -532,6 +532,7 @@ def test_reconnect_after_a_server_restart_rejoins_the_room(
     dave.send("/join #side\n")
     dave.stdout.expect(r"^\* you joined #side")
     server.stop()
+    dave.stdout.expect(r"^\* server shutting down: please reconnect$")  # and it does
     dave.stderr.expect(r"^chatd-client: reconnecting in \d+\.\d s \(attempt 1\)$")
     server = start_server("reactor", "--port", str(port))
     dave.stdout.expect(r"^\* you are dave, in #lobby", timeout=40)

@@ -277,7 +277,7 @@ def test_a_lost_connection_says_so_and_exits_1(
     chat_pane(pane, server)
     server.stop()
     rows = assert_exited(pane, 1)
-    assert "* server shutting down" in rows
+    assert "* server shutting down: please reconnect" in rows
     assert "-!- server closed the connection; use --reconnect to retry" in rows
 
 

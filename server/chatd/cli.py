@@ -1,63 +1,116 @@
-"""The ``chatd`` command line (click): parse options, bind, run the chosen engine."""
+"""The ``chatd`` command line (click): settle the options, bind, run the chosen engine.
+
+Every option can also come from ``CHATD_<OPTION>`` and from ``--config FILE``; the order
+and the file's format are in :mod:`chatd.config_file`. The same parse runs again on
+``SIGHUP`` (:func:`load`), so a reload sees exactly what a restart would.
+"""
 
 from __future__ import annotations
 
-import logging
+import dataclasses
+import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from chatd import __version__
-from chatd.config import ENGINES, Config, ListenerSpec, origin_problem
+from chatd import __version__, config_file, logs
+from chatd.config import ENGINES, Config, ListenerSpec, ReloadError, origin_problem
+from chatd.config_file import SourcedOption
 from chatd.core.ids import node_problem
 from chatd.core.names import normalize_room, room_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+#: Every option of ``chatd`` takes ``CHATD_<NAME>`` and a key of the file too.
+option = functools.partial(click.option, cls=SourcedOption)
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
+#: Options whose values are never printed (``--check-config``, reload logs).
+SECRETS = frozenset({"password", "opers"})
+
+
+class ChatdCommand(click.Command):
+    """Keeps the arguments it parsed (``ctx.meta["chatd.argv"]``): SIGHUP parses them again."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["chatd.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--config``: the file's settings become click's defaults (below env and CLI)."""
+    if value:
+        settings = config_file.read(value, ctx.command.params)
+        ctx.meta["chatd.file"] = settings
+        ctx.default_map = {**(ctx.default_map or {}), **settings.values}
+    return value
+
+
+@click.command(cls=ChatdCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    is_eager=True,
+    expose_value=False,
+    in_file=False,
+    callback=_read_config_file,
+    help="Read settings from this TOML file (keys are these options' long names); "
+    "the command line and CHATD_* variables override it.",
+)
+@option(
+    "--check-config",
+    is_flag=True,
+    in_file=False,
+    env=False,
+    help="Check the settings (file, environment, command line), print them with where "
+    "each came from, and exit: 0 if they are usable, 2 if not.",
+)
+@option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@option(
     "--port",
     type=click.IntRange(0, 65535),
     default=4040,
     show_default=True,
     help="TCP port; 0 picks a free one.",
 )
-@click.option(
+@option(
     "--irc-port",
     type=click.IntRange(0, 65535),
     default=None,
     help="Also listen for IRC clients on this port (0 picks a free one; off if not given).",
 )
-@click.option("--engine", type=click.Choice(ENGINES), default="reactor", show_default=True)
-@click.option(
+@option("--engine", type=click.Choice(ENGINES), default="reactor", show_default=True)
+@option(
     "--server-name",
     default="chatd",
     show_default=True,
     help="The server's name (greeting, IRC server name).",
 )
-@click.option(
+@option(
     "--password",
     default=None,
     help="Connection password: IRC clients send PASS, line clients /pass before their nick.",
 )
-@click.option(
+@option(
     "--password-file",
+    is_path=True,
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="Read the connection password from the first line of this file.",
 )
-@click.option(
+@option(
     "--motd",
     "motd_file",
+    is_path=True,
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="IRC message of the day, from a UTF-8 text file.",
 )
-@click.option(
+@option(
     "--oper",
     "opers",
     multiple=True,
@@ -65,117 +118,119 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="An IRC server operator (OPER NAME PASSWORD); may be given several times. "
     "Shows in ps: prefer --oper-file.",
 )
-@click.option(
+@option(
     "--oper-file",
+    is_path=True,
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="IRC server operators from a file: one NAME:PASSWORD per line ('#' starts a comment).",
 )
-@click.option(
+@option(
     "--ping-interval",
     type=click.FloatRange(0),
     default=120.0,
     show_default=True,
     help="IRC: seconds of silence before the server PINGs a client, and waits as long again.",
 )
-@click.option(
+@option(
     "--data-dir",
+    is_path=True,
     type=click.Path(),
     default=None,
     help="Where history and room state are kept (SQLite) [default: "
     "$XDG_STATE_HOME/chatd, else ~/.local/state/chatd].",
 )
-@click.option(
+@option(
     "--ephemeral",
     is_flag=True,
     default=False,
     help="Keep history in memory only (a ring per room) and nothing on disk.",
 )
-@click.option(
+@option(
     "--history-max-per-room",
     type=click.IntRange(1),
     default=10000,
     show_default=True,
     help="Lines of history kept per room (older ones are deleted).",
 )
-@click.option(
+@option(
     "--history-days",
     type=click.FloatRange(0),
     default=30.0,
     show_default=True,
     help="Days a line of history is kept (0: no age limit).",
 )
-@click.option("--room", default="#lobby", show_default=True, help="Room a new client starts in.")
-@click.option(
+@option("--room", default="#lobby", show_default=True, help="Room a new client starts in.")
+@option(
     "--max-line",
     type=click.IntRange(16, 1 << 20),
     default=4096,
     show_default=True,
     help="Longest accepted line in bytes, terminator excluded.",
 )
-@click.option(
+@option(
     "--max-sendq",
     type=click.IntRange(1024),
     default=1 << 20,
     show_default=True,
     help="Output buffer per connection; past it the client is dropped.",
 )
-@click.option(
+@option(
     "--max-clients",
     type=click.IntRange(1),
     default=10000,
     show_default=True,
     help="Connections accepted at once.",
 )
-@click.option(
+@option(
     "--max-per-address",
     type=click.IntRange(0),
     default=10,
     show_default=True,
     help="Connections held at once from one IP address (0: no limit).",
 )
-@click.option(
+@option(
     "--connect-rate",
     type=click.FloatRange(0),
     default=2.0,
     show_default=True,
     help="New connections per second from one address; more wait to be read (0: no limit).",
 )
-@click.option(
+@option(
     "--connect-burst",
     type=click.IntRange(1),
     default=10,
     show_default=True,
     help="New connections one address may open at once before --connect-rate applies.",
 )
-@click.option(
+@option(
     "--exempt-loopback/--no-exempt-loopback",
     default=True,
     show_default=True,
     help="Exempt 127.0.0.0/8 and ::1 from the per-address limits.",
 )
-@click.option(
+@option(
     "--private-rate",
     type=click.IntRange(0),
     default=64 * 1024,
     show_default=True,
     help="Bytes per second one member may be sent privately by all others (0: no limit).",
 )
-@click.option(
+@option(
     "--private-burst",
     type=click.IntRange(1),
     default=256 * 1024,
     show_default=True,
     help="Bytes of private messages one member may be sent at once.",
 )
-@click.option(
+@option(
     "--max-rooms",
     type=click.IntRange(0),
     default=50,
     show_default=True,
     help="Rooms one member may be in at once (IRC CHANLIMIT; 0: no limit).",
 )
-@click.option(
+@option(
     "--max-rooms-per-address",
     type=click.IntRange(0),
     default=500,
@@ -183,72 +238,77 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Rooms the members from one IP address may be in, together (0: no limit; "
     "loopback is exempt with --exempt-loopback).",
 )
-@click.option(
+@option(
     "--sendq-soft",
     type=click.IntRange(0),
     default=256 * 1024,
     show_default=True,
     help="Soft output limit in bytes (0: off).",
 )
-@click.option(
+@option(
     "--sendq-soft-seconds",
     type=click.FloatRange(0.1),
     default=10.0,
     show_default=True,
     help="Seconds above --sendq-soft before the client is dropped.",
 )
-@click.option(
+@option(
     "--flood-rate",
     type=click.FloatRange(0),
     default=10.0,
     show_default=True,
     help="Lines per second per client (0: no flood control).",
 )
-@click.option(
+@option(
     "--flood-burst",
     type=click.IntRange(1),
     default=40,
     show_default=True,
     help="Lines a client may send at once before --flood-rate applies.",
 )
-@click.option(
+@option(
     "--register-timeout",
     type=click.FloatRange(0),
     default=30.0,
     show_default=True,
     help="Seconds to choose a nickname (0: forever).",
 )
-@click.option(
+@option(
     "--idle-timeout",
     type=click.FloatRange(0),
     default=0.0,
     show_default=True,
     help="Seconds a registered client may stay silent (0: forever).",
 )
-@click.option(
+@option(
     "--send-timeout",
     type=click.FloatRange(0.01),
     default=5.0,
     show_default=True,
     help="threaded engine: longest blocking send before the client is dropped.",
 )
-@click.option("--uvloop", is_flag=True, help="asyncio engine: run on uvloop.")
-@click.option("--tls-cert", metavar="FILE", help="PEM certificate chain for TLS (SIGHUP reloads).")
-@click.option("--tls-key", metavar="FILE", help="PEM private key (default: in --tls-cert).")
-@click.option("--tls-port", type=click.IntRange(0, 65535), help="TLS listener, line dialect.")
-@click.option("--irc-tls-port", type=click.IntRange(0, 65535), help="TLS listener, IRC dialect.")
-@click.option(
+@option("--uvloop", is_flag=True, help="asyncio engine: run on uvloop.")
+@option(
+    "--tls-cert",
+    metavar="FILE",
+    is_path=True,
+    help="PEM certificate chain for TLS (SIGHUP reloads).",
+)
+@option("--tls-key", metavar="FILE", is_path=True, help="PEM private key (default: in --tls-cert).")
+@option("--tls-port", type=click.IntRange(0, 65535), help="TLS listener, line dialect.")
+@option("--irc-tls-port", type=click.IntRange(0, 65535), help="TLS listener, IRC dialect.")
+@option(
     "--http-port",
     type=click.IntRange(0, 65535),
     help="HTTP listener: the chat page at /, WebSocket chat (IRC at / and /irc, the line "
     "dialect at /line), /health and /metrics.",
 )
-@click.option(
+@option(
     "--https-port",
     type=click.IntRange(0, 65535),
     help="The same over TLS (wss://), with --tls-cert.",
 )
-@click.option(
+@option(
     "--allowed-origin",
     "allowed_origins",
     multiple=True,
@@ -256,24 +316,25 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="A web origin (https://chat.example.org) whose pages may open WebSocket chats; "
     "repeatable; '*' for any. Default: only the page's own. Others get 403.",
 )
-@click.option(
+@option(
     "--tls-handshake-timeout",
     type=click.FloatRange(0.1),
     default=10.0,
     show_default=True,
     help="Seconds a TLS handshake may take (it holds a --max-clients slot).",
 )
-@click.option(
+@option(
     "--redis",
     metavar="URL",
     help="Be one node of the cluster behind this Redis: redis://HOST:PORT[/DB] (reactor).",
 )
-@click.option(
+@option(
     "--redis-password-file",
+    is_path=True,
     metavar="FILE",
     help="The Redis password, the file's first line (rather than in the URL).",
 )
-@click.option(
+@option(
     "--redis-lease",
     type=click.FloatRange(1.0, 3600.0),
     default=15.0,
@@ -281,23 +342,25 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Seconds a nick lease and a node's heartbeat last: a dead node's members quit "
     "on the others after about this long.",
 )
-@click.option(
+@option(
     "--redis-prefix",
     default="chatd",
     show_default=True,
     help="Prefix of the cluster's Redis keys and channels.",
 )
-@click.option(
+@option(
     "--redis-ca",
+    is_path=True,
     metavar="FILE",
     help="rediss://: CA certificates (PEM) to check Redis' certificate (default: the system's).",
 )
-@click.option(
+@option(
     "--redis-cert",
+    is_path=True,
     metavar="FILE",
     help="rediss://: this node's client certificate and key (PEM), if Redis asks for one.",
 )
-@click.option(
+@option(
     "--workers",
     type=click.IntRange(1, 256),
     default=1,
@@ -305,177 +368,31 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="With --redis: this many reactor processes on the same ports (SO_REUSEPORT), "
     "each a node of the cluster: every core works.",
 )
-@click.option(
+@option(
     "--node-id",
     metavar="ID",
     help="This node's id in message and member ids (5 characters of 0-9 a-v; "
     "default: random per start).",
 )
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@option(
+    "--log-format",
+    type=click.Choice(logs.LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, for log shippers.",
+)
 @click.version_option(__version__, prog_name="chatd")
-def main(
-    host: str,
-    port: int,
-    irc_port: int | None,
-    engine: str,
-    server_name: str,
-    password: str | None,
-    password_file: str | None,
-    motd_file: str | None,
-    opers: tuple[str, ...],
-    oper_file: str | None,
-    data_dir: str | None,
-    ephemeral: bool,
-    history_max_per_room: int,
-    history_days: float,
-    ping_interval: float,
-    room: str,
-    max_line: int,
-    max_sendq: int,
-    max_clients: int,
-    max_per_address: int,
-    connect_rate: float,
-    connect_burst: int,
-    exempt_loopback: bool,
-    private_rate: int,
-    private_burst: int,
-    max_rooms: int,
-    max_rooms_per_address: int,
-    sendq_soft: int,
-    sendq_soft_seconds: float,
-    flood_rate: float,
-    flood_burst: int,
-    register_timeout: float,
-    idle_timeout: float,
-    send_timeout: float,
-    uvloop: bool,
-    tls_cert: str | None,
-    tls_key: str | None,
-    tls_port: int | None,
-    irc_tls_port: int | None,
-    http_port: int | None,
-    https_port: int | None,
-    allowed_origins: tuple[str, ...],
-    tls_handshake_timeout: float,
-    redis: str | None,
-    redis_password_file: str | None,
-    redis_lease: float,
-    redis_prefix: str,
-    redis_ca: str | None,
-    redis_cert: str | None,
-    workers: int,
-    node_id: str | None,
-    log_level: str,
-) -> None:
-    """Run the chat daemon in the foreground until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    default_room = normalize_room(room)
-    problem = room_problem(default_room)
-    if problem:
-        raise click.BadParameter(f"invalid room name {room!r}: {problem}", param_hint="--room")
-    if uvloop:
-        if engine != "asyncio":
-            raise click.BadParameter("--uvloop needs --engine asyncio", param_hint="--uvloop")
-        try:
-            import uvloop as _uvloop  # noqa: F401
-        except ImportError:
-            raise click.UsageError(
-                "--uvloop: uvloop is not installed (pip install uvloop)"
-            ) from None
-    if password is not None and password_file is not None:
-        raise click.UsageError("give --password or --password-file, not both")
-    if password_file is not None:
-        password = _first_line(password_file, "--password-file")
-        if not password:
-            raise click.BadParameter("the file is empty", param_hint="--password-file")
-    if password is not None and (not password or " " in password):
-        raise click.BadParameter("a password is one word", param_hint="--password")
-    operators: dict[str, str] = {}
-    for entry in opers:
-        name, secret = _oper_entry(entry, "--oper", "")
-        operators[name] = secret
-    if oper_file is not None:
-        operators.update(_oper_file(oper_file))
-    motd: tuple[str, ...] = ()
-    if motd_file is not None:
-        try:
-            with open(motd_file, encoding="utf-8") as f:
-                motd = tuple(line.rstrip("\r\n") for line in f)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise click.BadParameter(str(exc), param_hint="--motd") from None
-    if " " in server_name or not server_name:
-        raise click.BadParameter("a server name is one word", param_hint="--server-name")
-    extra: tuple[ListenerSpec, ...] = ()
-    if irc_port is not None:
-        extra = (ListenerSpec(host, irc_port, "irc"),)
-    _check_tls(tls_cert, tls_key, tls_port, irc_tls_port, https_port)
-    for origin in allowed_origins:
-        if problem := origin_problem(origin):
-            raise click.BadParameter(problem, param_hint="--allowed-origin")
-    redis_password = _check_redis(redis, redis_password_file, redis_prefix, engine, data_dir)
-    _check_redis_tls(redis, redis_ca, redis_cert)
-    if node_id is not None and (problem := node_problem(node_id)):
-        raise click.BadParameter(problem, param_hint="--node-id")
-    if workers > 1:
-        if redis is None:
-            raise click.UsageError("--workers needs --redis (the workers are one chat through it)")
-        if node_id is not None:
-            raise click.UsageError(
-                "--workers: each worker is a node with its own id; drop --node-id"
-            )
-    config = Config(
-        host=host,
-        port=port,
-        engine=engine,
-        listeners=extra,
-        server_name=server_name,
-        password=password,
-        opers=operators,
-        motd=motd,
-        ping_interval=ping_interval,
-        room=default_room,
-        max_line=max_line,
-        max_sendq=max_sendq,
-        max_clients=max_clients,
-        max_per_address=max_per_address,
-        connect_rate=connect_rate,
-        connect_burst=connect_burst,
-        exempt_loopback=exempt_loopback,
-        private_rate=private_rate,
-        private_burst=private_burst,
-        max_rooms=max_rooms,
-        max_rooms_per_address=max_rooms_per_address,
-        sendq_soft=sendq_soft,
-        sendq_soft_seconds=sendq_soft_seconds,
-        flood_rate=flood_rate,
-        flood_burst=flood_burst,
-        register_timeout=register_timeout,
-        idle_timeout=idle_timeout,
-        send_timeout=send_timeout,
-        uvloop=uvloop,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        tls_port=tls_port,
-        irc_tls_port=irc_tls_port,
-        http_port=http_port,
-        https_port=https_port,
-        allowed_origins=allowed_origins,
-        tls_handshake_timeout=tls_handshake_timeout,
-        data_dir=_data_dir(data_dir, ephemeral),
-        history_max_per_room=history_max_per_room,
-        history_days=history_days,
-        redis=redis,
-        redis_password=redis_password,
-        redis_lease=redis_lease,
-        redis_prefix=redis_prefix,
-        redis_ca=redis_ca,
-        redis_cert=redis_cert,
-        node_id=node_id,
-    )
+def main(check_config: bool, **params: Any) -> None:
+    """Run the chat daemon in the foreground until SIGINT or SIGTERM (SIGHUP reloads)."""
+    ctx = click.get_current_context()
+    config, workers = settle(params)
+    if check_config:
+        _check_only(ctx, config, params)
+        return
+    logs.setup(config.log_level, config.log_format)
+    argv = ctx.meta.get("chatd.argv", [])
+    reload_source = functools.partial(load, argv)
     from chatd.history import HistoryError
     from chatd.memory import return_large_buffers_to_the_os
     from chatd.net.tls import TLSConfigError
@@ -485,9 +402,10 @@ def main(
     if workers > 1:
         from chatd import workers as supervisor
 
-        sys.exit(supervisor.run(config, workers, _serve_worker))
+        serve_one = functools.partial(_serve_worker, reload_source=reload_source)
+        sys.exit(supervisor.run(config, workers, serve_one))
 
-    from chatd.net import signals
+    from chatd.net import sdnotify, signals
 
     # Held from here until the engine's handlers are in: before any thread starts (the
     # history's threads inherit the mask, so a stop signal can only reach the main
@@ -498,6 +416,7 @@ def main(
     except HistoryError as exc:
         click.echo(f"chatd: history: {exc}", err=True)
         sys.exit(2)
+    service.reload_source = reload_source
     try:
         bound = service.bind_listeners()
     except TLSConfigError as exc:
@@ -505,22 +424,193 @@ def main(
     except OSError as exc:
         raise click.ClickException(exc.strerror or str(exc)) from None
     for listener in bound:
-        print(listener.announcement(engine), flush=True)
-    if engine == "reactor":
+        print(listener.announcement(config.engine), flush=True)
+    # systemd (Type=notify): listening now. The stop signals are still held, so a stop
+    # sent the moment this arrives waits for the engine's handlers.
+    sdnotify.ready(f"{config.engine}: {len(bound)} listener(s)")
+    if config.engine == "reactor":
         from chatd.engines.reactor import serve
-    elif engine == "threaded":
+    elif config.engine == "threaded":
         from chatd.engines.threaded import serve
     else:
         from chatd.engines.aio import serve
     serve(service, bound)
 
 
-def _serve_worker(config: Config, ready: Callable[[], None]) -> None:
+#: Options that go into the Config unchanged (the others are checked together above).
+_AS_GIVEN = frozenset(
+    {f.name for f in dataclasses.fields(Config)}
+    - {
+        "host",
+        "engine",
+        "listeners",
+        "server_name",
+        "password",
+        "opers",
+        "motd",
+        "room",
+        "data_dir",
+        "redis",
+        "redis_password",
+        "node_id",
+        "history_window",
+    }
+)
+
+
+def settle(params: Mapping[str, Any], *, resolve: bool = True) -> tuple[Config, int]:
+    """Check the parsed options together and build the :class:`Config` (and the
+    ``--workers`` count); raises click's usage errors, naming the option at fault.
+
+    ``resolve``: look the Redis host up (at start; a reload never blocks on DNS).
+    """
+    p = dict(params)
+    engine: str = p["engine"]
+    room: str = p["room"]
+    default_room = normalize_room(room)
+    problem = room_problem(default_room)
+    if problem:
+        raise click.BadParameter(f"invalid room name {room!r}: {problem}", param_hint="--room")
+    if p["uvloop"]:
+        if engine != "asyncio":
+            raise click.BadParameter("--uvloop needs --engine asyncio", param_hint="--uvloop")
+        try:
+            import uvloop as _uvloop  # noqa: F401
+        except ImportError:
+            raise click.UsageError(
+                "--uvloop: uvloop is not installed (pip install uvloop)"
+            ) from None
+    password: str | None = p["password"]
+    password_file: str | None = p["password_file"]
+    if password is not None and password_file is not None:
+        raise click.UsageError("give --password or --password-file, not both")
+    if password_file is not None:
+        password = _first_line(password_file, "--password-file")
+        if not password:
+            raise click.BadParameter("the file is empty", param_hint="--password-file")
+    if password is not None and (not password or " " in password):
+        raise click.BadParameter("a password is one word", param_hint="--password")
+    operators: dict[str, str] = {}
+    for entry in p["opers"]:
+        name, secret = _oper_entry(entry, "--oper", "")
+        operators[name] = secret
+    if p["oper_file"] is not None:
+        operators.update(_oper_file(p["oper_file"]))
+    motd: tuple[str, ...] = ()
+    if p["motd_file"] is not None:
+        try:
+            with open(p["motd_file"], encoding="utf-8") as f:
+                motd = tuple(line.rstrip("\r\n") for line in f)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--motd") from None
+    server_name: str = p["server_name"]
+    if " " in server_name or not server_name:
+        raise click.BadParameter("a server name is one word", param_hint="--server-name")
+    host: str = p["host"]
+    extra: tuple[ListenerSpec, ...] = ()
+    if p["irc_port"] is not None:
+        extra = (ListenerSpec(host, p["irc_port"], "irc"),)
+    _check_tls(p["tls_cert"], p["tls_key"], p["tls_port"], p["irc_tls_port"], p["https_port"])
+    for origin in p["allowed_origins"]:
+        if problem := origin_problem(origin):
+            raise click.BadParameter(problem, param_hint="--allowed-origin")
+    redis: str | None = p["redis"]
+    redis_password = _check_redis(
+        redis, p["redis_password_file"], p["redis_prefix"], engine, p["data_dir"], resolve
+    )
+    _check_redis_tls(redis, p["redis_ca"], p["redis_cert"])
+    node_id: str | None = p["node_id"]
+    if node_id is not None and (problem := node_problem(node_id)):
+        raise click.BadParameter(problem, param_hint="--node-id")
+    workers: int = p["workers"]
+    if workers > 1:
+        if redis is None:
+            raise click.UsageError("--workers needs --redis (the workers are one chat through it)")
+        if node_id is not None:
+            raise click.UsageError(
+                "--workers: each worker is a node with its own id; drop --node-id"
+            )
+    # The options that are Config fields as they were given (checked by click alone).
+    same = {name: p[name] for name in _AS_GIVEN}
+    config = Config(
+        host=host,
+        engine=engine,
+        listeners=extra,
+        server_name=server_name,
+        password=password,
+        opers=operators,
+        motd=motd,
+        room=default_room,
+        data_dir=_data_dir(p["data_dir"], p["ephemeral"]),
+        redis=redis,
+        redis_password=redis_password,
+        node_id=node_id,
+        **same,
+    )
+    return config, workers
+
+
+def load(argv: list[str]) -> Config:
+    """The settings as a restart with ``argv`` would find them now: the file and the
+    environment read again (SIGHUP). Raises :class:`ReloadError` saying what is wrong."""
+    try:
+        with main.make_context("chatd", list(argv)) as ctx:
+            config, _ = settle(ctx.params, resolve=False)
+            return config
+    except click.ClickException as exc:
+        raise ReloadError(exc.format_message()) from None
+    except click.exceptions.Exit as exc:  # --help or --version: nothing to reload
+        raise ReloadError(f"the command line exits ({exc.exit_code})") from None
+
+
+def _check_only(ctx: click.Context, config: Config, params: Mapping[str, Any]) -> None:
+    """``--check-config``: what a start would check without binding or opening anything
+    (the TLS files are loaded), then every setting and where it came from."""
+    if config.tls_cert and any(spec.tls for spec in config.all_listeners):
+        from chatd.net.tls import ServerTLS, TLSConfigError
+
+        try:
+            ServerTLS(config.tls_cert, config.tls_key)
+        except TLSConfigError as exc:
+            raise config_file.ConfigError(f"TLS: {exc}") from None
+    if config.data_dir is not None and os.path.exists(config.data_dir):
+        if not os.path.isdir(config.data_dir):
+            raise config_file.ConfigError(f"--data-dir: {config.data_dir} is not a directory")
+    settings = ctx.meta.get("chatd.file")
+    lines = [f"# chatd {__version__}: the settings are usable"]
+    for param in ctx.command.params:
+        if not isinstance(param, SourcedOption) or not param.in_file or param.name is None:
+            continue
+        key = config_file.long_name(param)
+        value = params.get(param.name)
+        source = ctx.get_parameter_source(param.name)
+        if source is ParameterSource.COMMANDLINE:
+            where = "command line"
+        elif source is ParameterSource.ENVIRONMENT:
+            where = f"${param.envvar}"
+        elif source is ParameterSource.DEFAULT_MAP and isinstance(
+            settings, config_file.FileSettings
+        ):
+            where = settings.where(param.name)
+        else:
+            where = "default"
+        if value is None or value == ():
+            lines.append(f"# {key}: not set ({where})")
+            continue
+        shown = "(hidden)" if param.name in SECRETS else config_file.toml_value(value)
+        lines.append(f"{key} = {shown}  # {where}")
+    click.echo("\n".join(lines))
+
+
+def _serve_worker(
+    config: Config, ready: Callable[[], None], *, reload_source: Callable[[], Config]
+) -> None:
     """One worker of ``--workers``: its own service and node, on the shared ports."""
     from chatd.engines.reactor import serve
     from chatd.service import ChatService
 
     service = ChatService(config)
+    service.reload_source = reload_source
     bound = service.bind_listeners(reuse_port=True)
     ready()
     serve(service, bound)
@@ -551,6 +641,7 @@ def _check_redis(
     prefix: str,
     engine: str,
     data_dir: str | None,
+    resolve_host: bool = True,
 ) -> str | None:
     """Validate the cluster options; return the password from the file, if one is given."""
     if url is None:
@@ -579,6 +670,8 @@ def _check_redis(
         if url_password is not None:
             raise click.UsageError("give the Redis password in the URL or in a file, not both")
         password = _first_line(password_file, "--redis-password-file")
+    if not resolve_host:
+        return password
     from chatd.engines.reactor.cluster_link import resolve
 
     try:

@@ -112,6 +112,9 @@ class Config:
     #: system's), and a client certificate with its key (PEM) if Redis asks for one.
     redis_ca: str | None = None
     redis_cert: str | None = None
+    #: Logging: the least level written, and ``text`` or ``json`` (see chatd.logs).
+    log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def soft_limit(self) -> int:
@@ -135,6 +138,11 @@ class Config:
             if port is not None
         )
         return (ListenerSpec(self.host, self.port, "line"), *self.listeners, *http, *tls)
+
+
+class ReloadError(Exception):
+    """The settings could not be read again (SIGHUP): the message says why; the
+    settings in force stay."""
 
 
 def origin_problem(origin: str) -> str | None:

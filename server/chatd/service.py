@@ -21,10 +21,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from chatd import web
+from chatd import logs, web
+from chatd import reload as reloading
 from chatd.cluster.history import RedisHistory
 from chatd.cluster.node import ClusterNode
-from chatd.config import Config
+from chatd.config import Config, ReloadError
 from chatd.core import events as ev
 from chatd.core.hub import Hub
 from chatd.core.ids import Mint
@@ -36,6 +37,7 @@ from chatd.dialects.base import Context, Dialect, Session
 from chatd.history import History
 from chatd.history.memory import MemoryHistory
 from chatd.history.sqlite import SQLiteHistory
+from chatd.net import sdnotify
 from chatd.net.admission import Admission, Refused, is_loopback
 from chatd.net.listeners import Listener, bind
 from chatd.net.tls import ServerTLS, TLSConfigError
@@ -145,6 +147,12 @@ class ChatService:
         )
         #: The TLS context of the TLS listeners (loaded by bind_listeners), else None.
         self.tls: ServerTLS | None = None
+        #: Reads the settings again for a reload (the command line sets it: see
+        #: :func:`chatd.cli.load`); None: a reload only loads the TLS files again.
+        self.reload_source: Callable[[], Config] | None = None
+        #: Called with the new config after a reload: engines keep copies of a few
+        #: limits on their hot paths (the output limits).
+        self.reload_hooks: list[Callable[[Config], None]] = []
 
     def bind_listeners(self, *, reuse_port: bool = False) -> list[Listener]:
         """Bind every listener of the configuration (raises OSError for a busy port).
@@ -215,6 +223,24 @@ class ChatService:
         had its slot.
         """
         self.stats["disconnect_" + reason.value] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            member = self.hub.members.get(session.uid)
+            log.debug(
+                "disconnect %s %s from %s: %s%s",
+                session.uid,
+                member.nick if member is not None else "(unregistered)",
+                session.host,
+                reason.value,
+                f" ({detail})" if detail else "",
+                extra={
+                    "event": "disconnect",
+                    "uid": session.uid,
+                    "nick": member.nick if member is not None else None,
+                    "host": session.host,
+                    "reason": reason.value,
+                    "detail": detail,
+                },
+            )
         hub = self.hub
         if reason is DisconnectReason.SHUTDOWN:
             # Everyone was told already; N quit notices to N closing members is N².
@@ -225,6 +251,79 @@ class ChatService:
             hub.disconnect(session.uid, detail or QUIT_TEXT.get(reason, reason.value))
         self.router.disconnect(session.uid)
         self.admission.release(session.host)
+
+    def reload(self) -> list[reloading.Change]:
+        """SIGHUP: read the settings again, apply what can change live and log every
+        change; a change that needs a restart is logged as such and not applied (see
+        :mod:`chatd.reload`). The TLS files are loaded again even if their names did not
+        change. Settings that do not load (a bad file) change nothing; the error is logged.
+        Returns the changes applied.
+        """
+        sdnotify.reloading()
+        try:
+            return self._reload()
+        finally:
+            sdnotify.ready()  # failed or not, systemd must not wait in "reloading"
+
+    def _reload(self) -> list[reloading.Change]:
+        new = self.config
+        if self.reload_source is not None:
+            try:
+                new = self.reload_source()
+            except ReloadError as exc:
+                log.error("reload failed, the settings in force are kept: %s", exc)
+                return []
+        found = reloading.changes(self.config, new)
+        if self.tls is not None and not self._reload_tls(new):
+            # The new files do not load: keep the old names with the old context.
+            found = [c for c in found if c.field not in ("tls_cert", "tls_key")]
+        for change in found:
+            if change.live:
+                log.info("reload: %s", change.describe())
+            else:
+                log.warning("reload: %s needs a restart (the old value is kept)", change.describe())
+        applied = [c for c in found if c.live]
+        if applied:
+            self._apply(reloading.merged(self.config, applied), applied)
+        log.info(
+            "reload done: %d change(s) applied, %d need a restart",
+            len(applied),
+            len(found) - len(applied),
+        )
+        return applied
+
+    def _reload_tls(self, new: Config) -> bool:
+        tls = self.tls
+        assert tls is not None
+        old_names = tls.cert, tls.key
+        if new.tls_cert:
+            tls.cert, tls.key = new.tls_cert, new.tls_key
+        if tls.reload():
+            return True
+        tls.cert, tls.key = old_names
+        return False
+
+    def _apply(self, config: Config, applied: list[reloading.Change]) -> None:
+        self.config = config
+        self.context.config = config
+        admission = self.admission
+        admission.max_clients = config.max_clients
+        admission.max_per_address = config.max_per_address
+        admission.connect_rate = config.connect_rate
+        admission.connect_burst = max(config.connect_burst, 1)
+        admission.exempt_loopback = config.exempt_loopback
+        hub = self.hub
+        hub.private_rate = config.private_rate
+        hub.private_burst = config.private_burst
+        hub.max_rooms = config.max_rooms
+        hub.max_rooms_per_address = config.max_rooms_per_address
+        fields = {c.field for c in applied}
+        if "log_format" in fields:
+            logs.setup(config.log_level, config.log_format)
+        elif "log_level" in fields:
+            logs.set_level(config.log_level)
+        for hook in self.reload_hooks:
+            hook(config)
 
     def _release(self, host: str) -> None:
         self.admission.release(host)
@@ -237,10 +336,23 @@ class ChatService:
         return handle if isinstance(handle, Session) else None
 
     def shutdown(self) -> None:
-        """Tell every connected client that the server is going away; deliver no more."""
+        """Tell every connected client that the server is going away and to reconnect;
+        deliver no more.
+
+        Each session is then closed through its own layers (``Session.close``), so a
+        layer says goodbye in its terms after the notice: a WebSocket sends its Close
+        (1012, Service Restart; see :data:`chatd.web.http.CLOSE_CODES`) before the
+        socket closes. The engine's own ``close_soon`` that follows is then a no-op for
+        them. (Every engine calls this with its sessions quiet: the threaded one holds
+        the hub lock.)
+        """
+        sdnotify.stopping()
         self.router.deliver(ev.ServerShutdown(at=self.hub.clock()), ToEveryone())
         self.router.muted = True
         self.history.stopping = True  # rooms emptied by the shutdown come back at the restart
+        for handle in list(self.router.local.values()):
+            if isinstance(handle, Session):
+                handle.close(DisconnectReason.SHUTDOWN)
 
     def snapshot(self) -> dict[str, int]:
         """Counters plus current gauges, for /stats and the shutdown log."""
@@ -258,6 +370,7 @@ class ChatService:
         loses nothing), then log every counter on one line."""
         self.history.close()
         log.info("stats: %s", " ".join(f"{k}={v}" for k, v in sorted(self.snapshot().items())))
+        logs.summary()  # the repeated warnings still held back
 
 
 def open_history(config: Config, clock: Callable[[], float]) -> History:

@@ -14,7 +14,9 @@ How the ports are shared without losing a connection:
 2. it forks the workers; each builds its own service and binds its own listening sockets
    to those ports (``SO_REUSEPORT``), then says so through a pipe;
 3. only when every worker listens does the supervisor print the ``listening on`` lines
-   (PROTOCOL.md's), so whoever reads them can connect at once.
+   (PROTOCOL.md's), so whoever reads them can connect at once, and tell systemd
+   ``READY=1`` (:mod:`chatd.net.sdnotify`; the supervisor is the unit's main process,
+   the only one whose notifications count, so the workers get no ``$NOTIFY_SOCKET``).
 
 The supervisor serves nothing. It waits for signals: SIGHUP is passed to every worker
 (each reloads its TLS certificate); SIGTERM or SIGINT is passed to every worker (each
@@ -37,7 +39,7 @@ import traceback
 from collections.abc import Callable
 
 from chatd.config import Config, ListenerSpec
-from chatd.net import signals
+from chatd.net import sdnotify, signals
 
 log = logging.getLogger("chatd.workers")
 
@@ -122,6 +124,7 @@ class Supervisor:
                 return 1
         for spec in self.config.all_listeners:
             print(announcement(spec, "reactor"), flush=True)
+        sdnotify.ready(f"{self.count} workers listening")
         return self._supervise()
 
     def _start(self, number: int, *, announce: bool) -> bool:
@@ -134,7 +137,11 @@ class Supervisor:
             try:
                 for sock in self.reserved:
                     sock.close()
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD, signal.SIGHUP})
+                # Only the supervisor speaks for the unit (READY=1, STOPPING=1).
+                os.environ.pop(sdnotify.NOTIFY_SOCKET, None)
+                # SIGINT, SIGTERM and SIGHUP stay blocked until the reactor's handlers
+                # are in (chatd.net.signals): a reload right after the start is no stop.
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
                 def listening() -> None:
@@ -188,6 +195,7 @@ class Supervisor:
             log.info(
                 "received %s, stopping %d workers", signal.Signals(info.si_signo).name, self.count
             )
+            sdnotify.stopping()
             return self._stop_all()
 
     def _stop_all(self) -> int:

@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redisproc import RedisServer, command
@@ -22,40 +21,13 @@ from test_chathistory import _tag
 
 from chatwire import Client, IrcClient, Server, TLSFiles
 
-#: Seconds a lease lasts in these tests: a dead node's members quit within about this.
+#: Seconds a lease lasts in these tests (the ``lease`` fixture's default, in conftest):
+#: a dead node's members quit within about this.
 LEASE = 3
 #: How long the tests wait for the cluster to settle (reconnects back off up to 5 s).
 SETTLE = 20.0
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def node(start_server: Callable[..., Server], redis: RedisServer) -> Callable[..., Server]:
-    """Start a reactor node of ``redis``'s cluster, with a line and an IRC listener."""
-
-    def start(*args: str, **kw: Any) -> Server:
-        return start_server(
-            "reactor",
-            "--irc-port",
-            "0",
-            "--ephemeral",
-            "--redis",
-            redis.url,
-            "--redis-lease",
-            str(LEASE),
-            *args,
-            **kw,
-        )
-
-    return start
 
 
 def irc(server: Server, nick: str, caps: str = "") -> IrcClient:

@@ -190,7 +190,7 @@ def test_encode_lines() -> None:
     kick = ev.Kicked(ev.Source("op", "u", "h"), "#x", BOB, "rude")
     assert encode(kick) == b"* bob was kicked from #x by op (rude)\n"
     assert encode(kick, Role.SUBJECT) == b"* you were kicked from #x by op (rude)\n"
-    assert encode(ev.ServerShutdown()) == b"* server shutting down\n"
+    assert encode(ev.ServerShutdown()) == b"* server shutting down: please reconnect\n"
     assert encode(ev.AwayChanged(BOB, "lunch")) == b""
 
 

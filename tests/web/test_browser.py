@@ -177,6 +177,9 @@ def test_a_server_restart_loses_no_line_and_doubles_none(
     expect(message_line(page, before[-1])).to_have_count(1)
 
     first.server.stop()
+    # The server's Close said 1012 (Service Restart): the page says so, and reconnects.
+    restarting = page.locator("#log ol:not([hidden]) li.kind-event")
+    expect(restarting.filter(has_text="server restarting; reconnecting")).to_have_count(1)
     expect(page.locator("#status")).to_have_text(re.compile(r"^reconnecting in \d+s$"))
     second = web_server(http_port=first.http_port, data_dir=data)
     liner = second.server.client("liner")

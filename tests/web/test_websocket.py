@@ -227,6 +227,52 @@ def test_irc_over_websocket_with_each_subprotocol(
     assert set(web.kinds_seen) == {expected_kind}
 
 
+#: What a stopping server tells each dialect (issue 21): come back, here once restarted
+#: or, on a cluster, through another node.
+LINE_RECONNECT = "* server shutting down: please reconnect"
+IRC_RECONNECT = "ERROR :Server shutting down: please reconnect"
+#: WebSocket's Close code for it: 1012, Service Restart (see chatd.web.http.CLOSE_CODES).
+SERVICE_RESTART = 1012
+
+
+def irc_lines_until_eof(client: IrcClient) -> list[str]:
+    """Every line until the server closes (each read has the client's deadline)."""
+    lines = []
+    while True:
+        try:
+            lines.append(client.read_line())
+        except EOFError:
+            return lines
+
+
+def test_sigterm_tells_every_dialect_to_reconnect(web: Server) -> None:
+    """A SIGTERM'd server tells each client to reconnect in its dialect's own terms, as
+    its last words: the line dialect a notice, IRC an ERROR (after which IRC clients
+    reconnect), WebSocket the same lines then a Close 1012 (Service Restart), which the
+    page takes as "reconnect, spread out"; then it exits 0 (the fixture checks it wrote
+    no traceback)."""
+    tcp_line = web.client("tcpline")
+    tcp_irc = web.irc("tcpirc")
+    port = http_port(web)
+    ws_line = WsClient(port, "/line")
+    ws_line.register_line("wsline")
+    ws_irc = WsClient(port, "/irc", subprotocols=[TEXT_IRC])
+    ws_irc.register_irc("wsirc")
+    # A round trip each: every client is registered and served before the signal.
+    tcp_line.ping()
+    tcp_irc.sync()
+    ws_line.sync()
+    ws_irc.sync()
+    web.terminate()
+    assert tcp_line.wait_closed()[-1] == LINE_RECONNECT
+    assert irc_lines_until_eof(tcp_irc)[-1] == IRC_RECONNECT
+    for client, last in ((ws_line, LINE_RECONNECT), (ws_irc, IRC_RECONNECT)):
+        lines, close = client.lines_until_close()
+        assert lines[-1] == last, lines
+        assert close.code == SERVICE_RESTART, client.close_description()
+    assert web.proc.wait(10) == 0
+
+
 def test_irc_accepts_a_trailing_crlf_in_a_message_and_sends_none(shared: Server) -> None:
     """IRCv3: a message is a line without its CR LF; a client that sends one anyway is
     understood. The server's messages never carry it (wsclient asserts so)."""

@@ -45,6 +45,15 @@ Every heartbeat a node checks the alive keys of the nodes whose members it knows
 first to find one gone publishes that node's departure (:data:`~chatd.cluster.scripts.REAP`
 does it once), and every node shows that node's members quitting (``*.net *.split``).
 
+**A node being stopped drains** rather than waiting to be reaped. At shutdown, once its
+clients were told to reconnect, :meth:`ClusterNode.drain` has each local member quit
+(``server shutting down``), each quit published with its nickname's release in one
+script: the other nodes show the members leaving as soon as they read it, and a client
+reconnecting through another node gets its nickname back at once. The engine keeps
+reading until Redis has answered all of it (:attr:`ClusterNode.settled`), within its
+shutdown bound, then closes. A node that crashes, or stops while Redis is out of reach,
+is reaped as above.
+
 **Joining a room, in order.** A node that starts following a room asks for the room
 stream's last entry *before* it publishes the JOIN, and reads the stream from there once
 its subscription is in place; so a line sent by someone who saw the JOIN reaches the
@@ -240,6 +249,8 @@ class ClusterNode:
         self.acting = False
         #: Set when the link is lost; the engine's reconnect clears it.
         self.on_change: Callable[[], None] = lambda: None
+        #: The node is stopping (:meth:`drain`): it receives and bursts nothing more.
+        self.draining = False
 
     # ================================================================= keys
 
@@ -664,6 +675,8 @@ class ClusterNode:
     # ================================================================= receiving
 
     def _on_push(self, reply: Reply) -> None:
+        if self.draining:
+            return  # stopping: what the others say now reaches nobody here
         if isinstance(reply, hiredis.ReplyError):
             if str(reply).startswith(("MOVED ", "ASK ")):
                 self._redirected(reply)
@@ -940,7 +953,7 @@ class ClusterNode:
 
     def _burst(self, want: bool) -> None:
         """Publish this node's members and their rooms' settings, in parts."""
-        if not self.up:
+        if not self.up or self.draining:
             return
         hub = self.hub
         members = [m for uid in self.router.local if (m := hub.members.get(uid)) is not None]
@@ -1084,6 +1097,50 @@ class ClusterNode:
             return
         gone = ev.Quit(member.source, reason, at=hub.clock())
         self.receive(gone, ToRooms(tuple(member.rooms), skip=uid))
+
+    # ================================================================= draining
+
+    def drain(self, reason: str) -> int:
+        """This node is stopping: each local member quits now, for the other nodes.
+
+        Called at shutdown once the local clients were told and the router delivers
+        nothing more (so the quits reach no local member: N quit notices to N closing
+        members would be N²). Each quit is published with its nickname's lease to
+        release, in the same script (:data:`~chatd.cluster.scripts.PUBLISH`): the other
+        nodes show the member quitting with ``reason`` as soon as they read it, and a
+        client reconnecting through another node gets its nickname back at once, not
+        when the lease expires and the dead node is reaped. From here on the node
+        applies nothing it receives and bursts nothing; the engine waits, within its
+        shutdown bound, until Redis has answered every command (:attr:`settled`) before
+        it closes the connections. With the link down the quits are not sent (counted in
+        ``cluster_unsent``): the other nodes reap this node once its alive key expires,
+        as after a crash. Returns the number of members that quit.
+        """
+        self.draining = True
+        hub = self.hub
+        quits = 0
+        for uid in list(self.router.local):
+            if uid in hub.members:
+                hub.disconnect(uid, reason, quiet=True)
+                quits += 1
+        if quits:
+            if self.up:
+                log.info("cluster: draining: %d members quit for the other nodes", quits)
+            else:
+                log.warning(
+                    "cluster: draining with redis out of reach: the other nodes see this "
+                    "node's %d members quit within --redis-lease (%g s)",
+                    quits,
+                    self.lease,
+                )
+        return quits
+
+    @property
+    def settled(self) -> bool:
+        """Redis has answered every command sent on every shard (a command connection
+        keeps each command's callback until its reply: none left means Redis applied all
+        of them), or the link is down and nothing more can reach it."""
+        return not self.up or not any(shard.cmd.waiting for shard in self.shards)
 
     # ================================================================= gauges
 

@@ -268,7 +268,6 @@ class Router:
         watchers = self.hub.monitor.watchers.get(key)
         if not watchers:
             return
-        stats = self.stats
         local = self.local
         for uid in list(watchers):
             handle = local.get(uid)
@@ -276,9 +275,7 @@ class Router:
                 continue
             data = handle.encoder.encode_for(event, handle)
             if data:
-                handle.out.write(data)
-                stats["writes_out"] += 1
-                stats["bytes_out"] += len(data)
+                self._write(handle.out, data)
 
     def _watchers_outside(
         self, event: ev.Event, key: str, reached: Iterable[Handle], skip: Handle | None
@@ -290,7 +287,6 @@ class Router:
             return
         seen = reached if isinstance(reached, dict) else dict.fromkeys(reached)
         cache: dict[Encoder, bytes] = {}
-        stats = self.stats
         for uid in list(watchers):
             handle = self.local.get(uid)
             if handle is None or handle is skip or handle in seen:
@@ -300,9 +296,7 @@ class Router:
             if data is None:
                 data = cache[encoder] = encoder.encode(event, Role.WATCHER)
             if data:
-                handle.out.write(data)
-                stats["writes_out"] += 1
-                stats["bytes_out"] += len(data)
+                self._write(handle.out, data)
 
     def _resolve(self, target: Target) -> Iterable[Handle]:
         match target:
@@ -432,16 +426,11 @@ class Router:
         windows = batch.windows
         window = windows.get(handle)
         start, end = (window[0], window[1]) if window is not None else (0, _OPEN)
-        stats = self.stats
         if start < index:
             before_data = self._render(batch, handle, start, index)
             if before_data:
-                handle.transport.write(before_data)
-                stats["writes_out"] += 1
-                stats["bytes_out"] += len(before_data)
-        handle.out.write(data)
-        stats["writes_out"] += 1
-        stats["bytes_out"] += len(data)
+                self._write(handle.transport, before_data)
+        self._write(handle.out, data)
         windows[handle] = [index + 1, end]
 
     def flush_pending(self) -> None:
@@ -508,7 +497,6 @@ class Router:
         if not self.pending:
             return
         rooms = self.rooms
-        stats = self.stats
         for key, batch in self.pending.items():
             window = batch.windows.get(handle)
             if window is None:
@@ -522,9 +510,14 @@ class Router:
             window[0] = stop
             data = self._render(batch, handle, start, stop)
             if data:
-                handle.transport.write(data)
-                stats["writes_out"] += 1
-                stats["bytes_out"] += len(data)
+                self._write(handle.transport, data)
+
+    def _write(self, writer: Writer, data: bytes) -> None:
+        """One write outside a room's fan-out, counted (``writes_out``, ``bytes_out``)."""
+        writer.write(data)
+        stats = self.stats
+        stats["writes_out"] += 1
+        stats["bytes_out"] += len(data)
 
     def _render(self, batch: Batch, handle: Handle, start: int, end: int) -> bytes:
         """What ``handle`` gets of events ``start`` to ``end`` of ``batch``, as one ``bytes``.

@@ -43,6 +43,7 @@ import ssl
 from collections.abc import Iterable
 from typing import Any, SupportsIndex
 
+from chatd.config import Config
 from chatd.net import signals
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
@@ -240,6 +241,17 @@ class AsyncServer:
         """What SIGINT and SIGTERM do: shut down (call it in the loop's thread)."""
         self._stop.set()
 
+    def _on_reload(self) -> None:
+        log.info("received SIGHUP: reloading the settings")
+        self.service.reload()
+
+    def _reloaded(self, config: Config) -> None:
+        """A reload's output limits apply from each connection's next write."""
+        self.config = config
+        self.soft_limit = config.soft_limit
+        self.soft_step = config.sendq_soft_seconds / SOFT_SAMPLES
+        self.write_threshold = self.soft_limit or config.max_sendq
+
     async def main(self) -> None:
         self.loop = asyncio.get_running_loop()
         # Room events go out once per loop iteration: the first one of an iteration
@@ -253,9 +265,9 @@ class AsyncServer:
         router.on_pending = schedule_flush
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_stop)
+        self.service.reload_hooks.append(self._reloaded)
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         signals.release()
-        if self.service.tls is not None:
-            self.loop.add_signal_handler(signal.SIGHUP, self.service.tls.reload)
         acceptors = []
         for listener in self.listeners:
             listener.sock.setblocking(False)

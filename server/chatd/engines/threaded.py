@@ -41,6 +41,7 @@ import struct
 import threading
 import time
 
+from chatd.config import Config
 from chatd.net import signals
 from chatd.net.accepting import AcceptGuard, refuse
 from chatd.net.listeners import Listener, peer_host
@@ -434,15 +435,22 @@ class ThreadedServer:
         self.conns_lock = threading.Lock()
         self.conns: set[ThreadedConnection] = set()
         self.stopping = False
+        #: SIGHUP arrived: the accept loop reloads the settings, with the hub lock held.
+        self.reload_requested = False
+        service.reload_hooks.append(self._reloaded)
+
+    def _reloaded(self, config: Config) -> None:
+        self.config = config
+
+    def _on_reload(self, signum: int, frame: object) -> None:
+        # Only a flag: the handler runs in the main thread, which may hold the hub lock.
+        self.reload_requested = True
 
     def run(self) -> None:
         raise_fd_limit()
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         signals.release()
-        tls = self.service.tls
-        if tls is not None:
-            # The main thread only accepts: reloading right in the handler delays no one.
-            old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: tls.reload())
         selector = selectors.DefaultSelector()
         for listener in self.listeners:
             listener.sock.setblocking(False)
@@ -450,7 +458,12 @@ class ThreadedServer:
         guard = AcceptGuard(self.service.stats)
         try:
             while not self.stopping:
-                # Wakes twice a second to notice a stop request.
+                if self.reload_requested:
+                    self.reload_requested = False
+                    log.info("received SIGHUP: reloading the settings")
+                    with self.lock:
+                        self.service.reload()
+                # Wakes twice a second to notice a stop request (and a reload).
                 for key, _ in selector.select(0.5):
                     listener = key.data
                     try:

@@ -1,4 +1,4 @@
-"""The stop signals between "listening on" and the engine's handlers.
+"""The stop and reload signals between "listening on" and the engine's handlers.
 
 ``chatd`` prints its ``listening on`` lines before the engine starts, and a supervisor
 (or a test) may send SIGTERM the moment it reads them. Until the engine has installed
@@ -8,21 +8,24 @@ anything, and each engine releases them (:func:`release`) once its own handlers 
 a signal that came in between is delivered then, and handled like any other. Holding
 them before the first thread starts matters: a thread inherits the mask, so the
 history's threads keep them blocked for good and a process-directed SIGTERM can only
-be taken by the main thread, whose handler is Python's.
+be taken by the main thread, whose handler is Python's. SIGHUP (reload) is held the
+same way: its default action ends the process, and a service manager may send it as
+soon as the process is up.
 """
 
 from __future__ import annotations
 
 import signal
 
-STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 def hold() -> None:
-    """Block the stop signals in this thread (and the threads it starts) for now."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """Block the stop and reload signals in this thread (and the threads it starts)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
 
 
 def release() -> None:
-    """Unblock the stop signals; one that arrived while held is delivered now."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    """Unblock them; one that arrived while held is delivered now (the engine's
+    handlers must be in before)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)

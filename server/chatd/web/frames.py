@@ -44,7 +44,7 @@ class CloseCode(enum.IntEnum):
 
     #: A normal closure.
     NORMAL = 1000
-    #: The server is going away (shutting down).
+    #: The endpoint is going away (RFC 6455: a server going down, a browser leaving).
     GOING_AWAY = 1001
     #: A frame broke the protocol.
     PROTOCOL_ERROR = 1002
@@ -54,6 +54,10 @@ class CloseCode(enum.IntEnum):
     POLICY = 1008
     #: A message was too big.
     TOO_BIG = 1009
+    #: The service is restarting: reconnect, after a randomized delay (registered with
+    #: IANA, from the HyBi list's "Additional WebSocket Close Error Codes"). What a
+    #: shutdown sends: see ``chatd.web.http.CLOSE_CODES``.
+    SERVICE_RESTART = 1012
 
 
 class FrameError(Exception):

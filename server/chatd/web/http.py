@@ -104,8 +104,15 @@ SECURITY_HEADERS = [
 ]
 
 #: How a dialect session's close reason is told in the Close frame.
+#:
+#: A shutdown is 1012 (Service Restart), not RFC 6455's 1001 (Going Away): 1001 says the
+#: server goes, not that it comes back, and clients may take it as final (a browser
+#: uses it for a page left behind); 1012 is the registered "reconnect" signal, which is
+#: what a stopping node of a cluster, or a server being restarted, wants its clients to
+#: do. Every WebSocket library in use accepts it (wsproto, browsers: 1012-1014 are in
+#: IANA's registry); the page reconnects after any close it did not ask for anyway.
 CLOSE_CODES = {
-    DisconnectReason.SHUTDOWN: CloseCode.GOING_AWAY,
+    DisconnectReason.SHUTDOWN: CloseCode.SERVICE_RESTART,
     DisconnectReason.PROTOCOL: CloseCode.PROTOCOL_ERROR,
     DisconnectReason.SENDQ: CloseCode.POLICY,
     DisconnectReason.SOFT_SENDQ: CloseCode.POLICY,
@@ -116,23 +123,43 @@ class Web:
     """What every HTTP session of one server shares: the chat dialects, the page, the
     allowed origins (built once, from the context's settings)."""
 
-    __slots__ = ("dialects", "static", "origins", "any_origin", "engine", "request_seconds")
+    __slots__ = (
+        "dialects",
+        "static",
+        "ctx",
+        "allowed",
+        "origins",
+        "any_origin",
+        "engine",
+        "request_seconds",
+    )
 
     def __init__(self, dialects: dict[str, Dialect], ctx: Context) -> None:
         self.dialects = dialects
         self.static = StaticFiles()
-        allowed = ctx.config.allowed_origins
-        self.any_origin = "*" in allowed
-        self.origins = frozenset(_origin(o) for o in allowed if o != "*")
+        self.ctx = ctx
+        #: The list the sets below were built from: a reload (SIGHUP) may replace it.
+        self.allowed: tuple[str, ...] = ()
+        self.any_origin = False
+        self.origins: frozenset[str] = frozenset()
+        self._use(ctx.config.allowed_origins)
         self.engine = ctx.config.engine
         register = ctx.config.register_timeout
         #: Seconds a request may take to arrive (see the module's docstring).
         self.request_seconds = min(REQUEST_SECONDS, register) if register > 0 else REQUEST_SECONDS
 
+    def _use(self, allowed: tuple[str, ...]) -> None:
+        self.allowed = allowed
+        self.any_origin = "*" in allowed
+        self.origins = frozenset(_origin(o) for o in allowed if o != "*")
+
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """A browser's Origin against the list, or by default against the page's host."""
         if origin is None:
             return True  # no browser: nobody's visitor is being used
+        allowed = self.ctx.config.allowed_origins
+        if allowed is not self.allowed:  # reloaded
+            self._use(allowed)
         if self.any_origin:
             return True
         wanted = _origin(origin)

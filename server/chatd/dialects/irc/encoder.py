@@ -69,6 +69,10 @@ ENCODING_BITS = (
 )
 #: STATUSMSG: a Chat event's ``audience`` → the prefix of its IRC target.
 STATUS_PREFIX = {"o": "@", "v": "+"}
+#: The ``ERROR`` text of a shutdown (SIGTERM, SIGINT). IRC clients reconnect after an
+#: ERROR by themselves; the text tells their user to expect it: the server is back once
+#: restarted, and on a cluster the other nodes are up already (README, Operations).
+SHUTDOWN_TEXT = "Server shutting down: please reconnect"
 
 LINE_LIMIT = 512
 #: What a CTCP ACTION adds around its text: ``\x01ACTION `` and ``\x01``.
@@ -217,7 +221,8 @@ class IrcEncoder:
                 text = fit(f":{src} WALLOPS", text)
                 return encode("WALLOPS", text, source=src, tags=self.tags(at), colon=True)
             case ev.ServerShutdown():
-                return encode("ERROR", "Server shutting down", colon=True)
+                # ERROR, as real servers end a connection; clients reconnect on their own.
+                return encode("ERROR", SHUTDOWN_TEXT, colon=True)
         raise TypeError(f"no IRC encoding for {event!r}")
 
     def encode_for(self, event: ev.Event, recipient: Handle) -> bytes:

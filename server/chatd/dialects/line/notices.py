@@ -58,7 +58,9 @@ NOTICES = {
     "bye": "bye{reason}",
     # A server operator disconnected you (IRC KILL works on line users too).
     "you_killed": "you were disconnected by {by}{reason}",
-    "shutdown": "server shutting down",
+    # The server stops (SIGTERM, SIGINT): come back, to it once restarted or, on a
+    # cluster, to another node (README, Operations).
+    "shutdown": "server shutting down: please reconnect",
     "help": "commands:",
     "bans": "bans of {room}: {masks}",
     # A room name first: no nickname starts with "#", so no action can read as these.

@@ -16,7 +16,12 @@ it sockets in the reactor's selector, like a client connection's but outbound:
   readiness only while bytes are pending; a queue past :data:`MAX_QUEUED` (Redis
   stopped answering) drops the link, which is then rebuilt: the node bursts again;
 * either connection failing closes both, answers every waiting callback, and retries
-  after a backoff (0.1 s doubling to 5 s), forever: the chat goes on locally meanwhile.
+  after a backoff (0.1 s doubling to 5 s), forever: the chat goes on locally meanwhile;
+* **at shutdown the node drains** (:meth:`ClusterLink.drain`): its members' quits and
+  lease releases are sent, and the reactor keeps reading until Redis has answered them
+  all (:attr:`ClusterLink.settled`), within its shutdown bound, before :meth:`ClusterLink.stop`
+  closes the sockets: a close with replies unread would reset the connection, and
+  what the kernel had not sent yet would be lost with it.
 """
 
 from __future__ import annotations
@@ -376,6 +381,27 @@ class ClusterLink:
                 except OSError as exc:
                     self.failed(conn, exc)
                     return
+
+    def drain(self, reason: str) -> None:
+        """At shutdown, once the clients were told: this node's members quit for the
+        other nodes (:meth:`ClusterNode.drain <chatd.cluster.node.ClusterNode.drain>`),
+        and the quits go out now. The reactor then waits, within its shutdown bound,
+        until :attr:`settled`.
+
+        A link that is down is not brought up again (a connect in progress is dropped):
+        the other nodes reap this node once its alive key expires, as after a crash.
+        """
+        self.node.drain(reason)
+        if not self.node.up:
+            self.stop()
+            return
+        self.stopped = True  # no reconnect from here on
+        self.flush()
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to wait for: Redis answered every command, or the link is gone."""
+        return self.node.settled
 
     def stop(self) -> None:
         """At shutdown, after the last flush."""

@@ -72,6 +72,11 @@ Invariants the code relies on:
 * **A graceful close lingers.** The socket is shut for writing, then read and
   discarded until the peer's EOF (bounded in time and bytes) before ``close``, so unread
   input never turns our last output into a reset.
+* **Shutdown is bounded, and a cluster node drains.** SIGTERM/SIGINT stop the accepting,
+  tell every client to reconnect (each dialect in its own terms), then flush for at most
+  :data:`SHUTDOWN_FLUSH_SECONDS`. On a cluster node the members quit for the other nodes
+  and release their nicknames at once, and the same bound covers waiting for Redis to
+  answer that (see :meth:`Reactor._shutdown`).
 * **Timers hold weak references**, so a closed connection is freed at once, not when
   its registration or keepalive deadline would have come.
 * **A bug costs one connection, never the server.** :meth:`Connection.on_ready
@@ -94,6 +99,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from chatd.cluster.resp import client_tls, parse_url
+from chatd.config import Config
 from chatd.engines.reactor.accepting import Acceptor
 from chatd.engines.reactor.cluster_link import ClusterLink, resolve
 from chatd.engines.reactor.connection import Connection
@@ -104,7 +110,7 @@ from chatd.net import signals
 from chatd.net.accepting import AcceptGuard
 from chatd.net.listeners import Listener
 from chatd.net.sockopts import raise_fd_limit
-from chatd.net.transport import DisconnectReason
+from chatd.net.transport import QUIT_TEXT, DisconnectReason
 from chatd.service import ChatService
 
 log = logging.getLogger("chatd.reactor")
@@ -164,7 +170,7 @@ class Reactor:
         #: Sockets closed gracefully, waiting for their peer's EOF (see
         #: :meth:`Connection.finish <.connection.Connection.finish>`).
         self.lingering: set[Lingering] = set()
-        #: SIGHUP arrived: reload the TLS certificate at the top of the next turn.
+        #: SIGHUP arrived: reload the settings at the top of the next turn.
         self.reload_requested = False
         #: TLS handshake steps left this turn (HANDSHAKES_PER_TURN).
         self.handshake_budget = HANDSHAKES_PER_TURN
@@ -174,6 +180,7 @@ class Reactor:
         self.soft_limit = service.config.soft_limit
         #: Refused output past this needs a look (the soft limit, else the hard one).
         self.write_threshold = self.soft_limit or self.max_sendq
+        service.reload_hooks.append(self._reloaded)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -204,11 +211,11 @@ class Reactor:
         self._start_accepting()
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        # SIGHUP reloads what can change live (chatd.reload); never a stop.
+        old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         signals.release()
         if self.cluster_link is not None:
             self.cluster_link.start()
-        # SIGHUP reloads what can change live (the TLS certificate); never a stop.
-        old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
         try:
             while not self.stopping:
                 self.run_once()
@@ -228,11 +235,8 @@ class Reactor:
         self.handshake_budget = HANDSHAKES_PER_TURN
         if self.reload_requested:
             self.reload_requested = False
-            tls = self.service.tls
-            if tls is not None:
-                tls.reload()
-            else:
-                log.info("received SIGHUP: nothing to reload (no TLS listener)")
+            log.info("received SIGHUP: reloading the settings")
+            self.service.reload()
         for key, mask in events:
             # Each handler does its own work. A connection's catches what it raises: a
             # bug must cost one connection, not the server (Connection.on_ready); a bug
@@ -260,6 +264,13 @@ class Reactor:
             self._wake_w.send(b"\0")  # end the select, as the signal's wake-up fd does
         except OSError:
             pass  # full (a wake-up is pending anyway) or closed (stopped already)
+
+    def _reloaded(self, config: Config) -> None:
+        """The output limits changed (or not) by a reload: they apply from the next check."""
+        self.config = config
+        self.max_sendq = config.max_sendq
+        self.soft_limit = config.soft_limit
+        self.write_threshold = self.soft_limit or self.max_sendq
 
     def _on_reload(self, signum: int, frame: object) -> None:
         # Only a flag: the wake-up fd ends the select, and run_once reloads.
@@ -352,18 +363,32 @@ class Reactor:
     # ----------------------------------------------------------------- shutdown
 
     def _shutdown(self) -> None:
-        """Tell everyone, stop accepting, flush for a bounded time, close the rest."""
+        """Stop accepting, tell everyone, flush for a bounded time, close the rest.
+
+        A node of a cluster also **drains** (:meth:`ClusterLink.drain
+        <.cluster_link.ClusterLink.drain>`): once the local clients were told, its members
+        quit for the other nodes (``server shutting down``) and their nicknames' leases
+        are released, at once rather than when the leases expire; the loop below then
+        also waits for Redis to answer all of it, within the same bound, so the quits
+        are in Redis before the process exits. Nothing here waits on Redis but the
+        select, so a Redis that is gone or silent costs at most that bound.
+        """
         self._stop_accepting()
         for listener in self.listeners:
             listener.sock.close()
         for entry in list(self.lingering):  # their input would wake every select below
             entry.end()
         self.service.shutdown()
+        link = self.cluster_link
+        if link is not None:
+            link.drain(QUIT_TEXT[DisconnectReason.SHUTDOWN])
         for conn in list(self.conns.values()):
             conn.close_soon(DisconnectReason.SHUTDOWN)
         deadline = time.monotonic() + SHUTDOWN_FLUSH_SECONDS
         self.before_sleep()
-        while self.conns and time.monotonic() < deadline:
+        while (self.conns or (link is not None and not link.settled)) and (
+            time.monotonic() < deadline
+        ):
             wait = 0.0 if self.pending or self.to_close else max(0.0, deadline - time.monotonic())
             events = self.selector.select(wait)
             self.now = time.monotonic()

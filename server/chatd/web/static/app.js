@@ -320,7 +320,8 @@ function connect(nick, auto = false) {
   conn.connect();
 }
 
-function connectionLost(willRetry) {
+// `restart`: the server said it stops or restarts (WebSocket close 1012 or 1001).
+function connectionLost(willRetry, restart = false) {
   const wasRegistered = session.registered;
   session.registered = false;
   session.me = null;
@@ -333,8 +334,10 @@ function connectionLost(willRetry) {
     room.members.clear();
     room.pendingNames = null;
   }
-  if (wasRegistered)
-    for (const room of rooms.all()) localLine(room, "event", willRetry ? "disconnected; reconnecting" : "disconnected");
+  if (wasRegistered) {
+    const why = restart ? "server restarting" : "disconnected";
+    for (const room of rooms.all()) localLine(room, "event", willRetry ? `${why}; reconnecting` : why);
+  }
   view.setConnected(false, session.chosen);
   renderCurrent();
   renderRooms();

@@ -3,7 +3,10 @@
 // One IRC line per text message, both ways (IRCv3 WebSocket, subprotocol
 // "text.ircv3.net"). When the socket closes without the user asking, it is opened again
 // after an exponential backoff with jitter: about 1 s, doubling up to 30 s, reset once
-// the server has welcomed us (the page calls registered()). A silent connection is
+// the server has welcomed us (the page calls registered()). A server that closes with
+// 1012 (Service Restart, what chatd sends when it stops) or 1001 (Going Away) lost all
+// its clients at once: the first attempt after it is spread over 1 to 5 s instead, so
+// they do not all come back in the same instant. A silent connection is
 // probed with PING and dropped when it stays silent, so a laptop waking from sleep
 // reconnects instead of staring at a dead socket. What a line means is app.js's
 // business; this module only moves lines and reports its state:
@@ -12,6 +15,13 @@
 const FIRST_DELAY_MS = 1000;
 const MAX_DELAY_MS = 30000;
 const JITTER = 0.2; // each delay is the backoff times 0.8 .. 1.2
+// The first attempt after a restart close comes FIRST_DELAY_MS plus up to this later.
+// (1012's registration suggests a random 5 to 30 s; on a cluster the other nodes are up
+// already and a restarted server is back within seconds, so chatd spreads the clients
+// over a shorter window: 10,000 pages come back at about 2,500 a second.)
+const RESTART_SPREAD_MS = 4000;
+// Close codes that say "the server stops or restarts: come back".
+const RESTART_CODES = new Set([1001, 1012]);
 const PROBE_AFTER_MS = 60000; // silence before we send a PING
 const DROP_AFTER_MS = 120000; // silence before we give the socket up
 
@@ -24,8 +34,13 @@ export function backoffDelay(attempt, random = Math.random) {
   return Math.min(MAX_DELAY_MS, Math.round(base * (1 - JITTER + 2 * JITTER * random())));
 }
 
+// The delay before the first attempt after a restart close (see RESTART_CODES).
+export function restartDelay(random = Math.random) {
+  return Math.round(FIRST_DELAY_MS + RESTART_SPREAD_MS * random());
+}
+
 export class Connection {
-  // handlers: onOpen(), onLine(text), onClose(willRetry), onStatus(text)
+  // handlers: onOpen(), onLine(text), onClose(willRetry, restart), onStatus(text)
   constructor(url, handlers) {
     this.url = url;
     this.h = handlers;
@@ -70,12 +85,13 @@ export class Connection {
       // One line per message; tolerate a server that sends several or a CR LF.
       for (const line of event.data.split(/\r?\n/)) if (line) this.h.onLine(line);
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.stopProbe();
-      this.h.onClose(this.wanted);
-      if (this.wanted) this.scheduleRetry();
+      const restart = RESTART_CODES.has(event.code);
+      this.h.onClose(this.wanted, restart);
+      if (this.wanted) this.scheduleRetry(restart);
       else this.h.onStatus("closed");
     };
     // An error is always followed by a close event, which does the work.
@@ -129,9 +145,10 @@ export class Connection {
     }
   }
 
-  scheduleRetry() {
+  // `restart`: the server closed with a restart code; a first attempt is spread wider.
+  scheduleRetry(restart = false) {
     this.cancelRetry();
-    const delay = backoffDelay(this.attempt);
+    const delay = restart && this.attempt === 0 ? restartDelay() : backoffDelay(this.attempt);
     this.attempt += 1;
     this.retryAt = Date.now() + delay;
     const tick = () => {
