@@ -372,6 +372,84 @@ def test_a_redis_that_answers_no_heartbeat_for_long_is_taken_for_gone(world: Wor
     assert broken and "no heartbeat" in broken[0]
 
 
+def is_refresh(world: World, command: list[bytes]) -> bool:
+    """The heartbeat's script: its first key is this node's alive key."""
+    return command[0] == b"EVALSHA" and command[3] == world.node._alive_key(ME).encode()
+
+
+def heartbeat(world: World, tail: str | None = None, entries: object = None) -> list[bytes]:
+    """One tick, every command answered as Redis would: the refresh with nothing lost,
+    a stream's tail with ``tail``, a stream read with ``entries``. Returns the names of
+    the commands sent (XREVRANGE, XRANGE...)."""
+    world.node.tick()
+    names = []
+    pending = world.sent()
+    while pending:
+        for command in pending:
+            names.append(command[0].decode())
+            if command[0] == b"XREVRANGE":
+                world.reply([[tail, ["p", "x", "v", "y"]]] if tail else [])
+            elif command[0] == b"XRANGE":
+                world.reply(entries if entries is not None else [])
+            elif is_refresh(world, command):
+                world.reply([0, []])  # not reaped, no lease lost
+            else:
+                world.reply(0)
+        pending = world.sent()
+    return names
+
+
+def test_a_lost_last_message_is_found_by_a_quiet_channel_s_check_of_its_stream(
+    world: World,
+) -> None:
+    """Nothing follows the lost message, so no gap shows in what follows: the channel,
+    quiet for a heartbeat, compares its last entry with the stream's, once."""
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "first"))
+    assert "XREVRANGE" not in heartbeat(world)  # it just moved: not quiet yet
+    lost = [["2-0", ["p", registered("bbbbb2", "second"), "v", "1-0"]]]
+    sent = heartbeat(world, tail="2-0", entries=lost)
+    assert sent.count("XREVRANGE") == 1 and sent.count("XRANGE") == 1
+    assert list(world.hub.nicks) == ["first", "second"]
+    assert state.last == "2-0" and state.held is None
+    assert world.stats["cluster_gaps_at_tail"] == 1 and world.stats["cluster_gaps_lost"] == 0
+    # The message itself, arriving late after all, is a duplicate.
+    world.push(state.name, "2-0", "1-0", registered("bbbbb2", "second"))
+    assert world.stats["cluster_duplicates"] == 1
+
+
+def test_a_quiet_channel_is_checked_once_not_at_every_heartbeat(world: World) -> None:
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "first"))
+    checks = [heartbeat(world, tail="1-0").count("XREVRANGE") for _ in range(5)]
+    assert checks == [0, 1, 0, 0, 0]
+    assert world.stats["cluster_gaps"] == 0
+    world.push(state.name, "2-0", "1-0", registered("bbbbb2", "second"))
+    checks = [heartbeat(world, tail="2-0").count("XREVRANGE") for _ in range(3)]
+    assert checks == [0, 1, 0]  # quiet again at a new last entry: one more check
+
+
+def test_a_channel_that_moved_while_its_tail_was_asked_for_is_left_to_its_messages(
+    world: World,
+) -> None:
+    state = world.node.state
+    world.push(state.name, "1-0", "0-0", registered("bbbbb1", "first"))
+    heartbeat(world)
+    world.node.tick()
+    commands = world.sent()
+    assert [c[0] for c in commands].count(b"XREVRANGE") == 1
+    world.push(state.name, "2-0", "1-0", registered("bbbbb2", "second"))  # meanwhile
+    for command in commands:
+        if command[0] == b"XREVRANGE":
+            world.reply([["2-0", ["p", "x", "v", "y"]]])
+        elif is_refresh(world, command):
+            world.reply([0, []])
+        else:
+            world.reply(0)
+    assert world.sent() == [] and world.stats["cluster_gaps"] == 0
+    assert list(world.hub.nicks) == ["first", "second"]
+
+
 def test_two_topics_set_at_once_end_the_same_on_every_node(world: World) -> None:
     """Ours and another node's topic, set at once: whichever Redis ordered last is the
     room's topic everywhere, here too, though we applied ours first."""

@@ -122,7 +122,11 @@ def test_lines_sent_while_a_room_s_slot_migrates_all_arrive(
 ) -> None:
     """Mid-migration the room's stream is on the new master and its slot still on the old
     one, which answers ``ASK``: the publish is sent on to the new master (``ASKING``);
-    the subscribers hear of it once the slot has moved, from the stream."""
+    the subscribers hear of it once the slot has moved, from the stream. A line sent
+    after the move meets ``MOVED`` instead (on a loaded machine the move can finish
+    first): it is sent again once the link is rebuilt, and a subscriber that had not
+    resubscribed on the new master yet finds it by its quiet channel's check of the
+    stream's tail (nothing follows the last line). Either way, every line arrives."""
     room = "#x2"
     alice, bob = _both_in(node, room)
     slot = _slot(room)
@@ -139,4 +143,5 @@ def test_lines_sent_while_a_room_s_slot_migrates_all_arrive(
     assert got == [f"during {i}" for i in range(10)]
     alice.send("/stats")
     stats = alice.expect(r"^\* stats: ")[-1]
-    assert re.search(r"\bcluster_asks=\d", stats), stats  # sent on, not a rebuild each
+    # Sent on (ASK), or sent again after a rebuild (MOVED): one of the two paths was taken.
+    assert re.search(r"\bcluster_(asks|redirects)=\d", stats), stats

@@ -157,6 +157,10 @@ class Channel:
     waiting: int = 0
     #: ``ssubscribe`` acknowledgements that belong to an earlier subscription.
     stale_acks: int = 0
+    #: ``last`` as the previous heartbeat saw it, and the ``last`` whose stream tail was
+    #: already checked (see :meth:`ClusterNode._check_tails`).
+    seen_at_tick: str | None = None
+    tail_checked: str | None = None
 
 
 @dataclass(slots=True)
@@ -583,6 +587,7 @@ class ClusterNode:
             self._break("redis answered no heartbeat for too long; reconnecting", logging.WARNING)
             return
         self._heartbeat()
+        self._check_tails()
         mine = self.node
         others = {uid[:NODE_LEN] for uid in self.hub.members} - {mine}
         for node in sorted(others):
@@ -599,6 +604,61 @@ class ClusterNode:
                 STATE_STREAM_LEN,
                 STATE_TTL_MS,
             )
+
+    def _check_tails(self) -> None:
+        """A channel quiet since the previous heartbeat is compared, once, with its
+        stream's last entry.
+
+        A gap is otherwise found only by the next message, whose predecessor is not the
+        last one applied. A message lost with nothing after it waits for one: a publish
+        sent again after ``MOVED`` reaches the room's new master before this node has
+        subscribed there, and the room says nothing more. Its entry is in the stream,
+        so a quiet channel asks for the stream's tail; if it is past ``last``, the
+        channel is repaired as for a gap. Asked once per quiet ``last``: an idle room
+        costs one ``XREVRANGE`` after its last message, not one per heartbeat.
+        """
+        for channel in (self.state, *self.rooms.values()):
+            last = channel.last
+            if last is None or channel.held is not None or channel.waiting:
+                continue
+            if channel.room is not None and not channel.subscribed:
+                continue
+            if channel.seen_at_tick != last:  # it moved: look again at the next heartbeat
+                channel.seen_at_tick = last
+                continue
+            if channel.tail_checked == last:
+                continue
+            channel.tail_checked = last
+            self.shard(channel.stream).cmd.call(
+                partial(self._tail, channel, last),
+                "XREVRANGE",
+                channel.stream,
+                "+",
+                "-",
+                "COUNT",
+                1,
+            )
+
+    def _tail(self, channel: Channel, asked_at: str, reply: Reply) -> None:
+        if not isinstance(reply, list) or not reply:
+            return  # the link is gone (a reconnect catches up), or an empty stream
+        tail = reply[0][0].decode()
+        if channel.held is not None or channel.last != asked_at:
+            return  # it moved meanwhile: its own messages say whether anything is missing
+        if _order(tail) <= _order(asked_at):
+            return
+        if channel.room is not None and self.rooms.get(channel.room) is not channel:
+            return  # no longer followed
+        self.stats["cluster_gaps"] += 1
+        self.stats["cluster_gaps_at_tail"] += 1
+        channel.held = []
+        self.shard(channel.stream).cmd.call(
+            lambda reply: self._repaired(channel, reply, None),
+            "XRANGE",
+            channel.stream,
+            "(" + asked_at,
+            "+",
+        )
 
     def _reaped(self, reply: Reply, *, node: str) -> None:
         if reply == 1:  # this node declared it gone: the others apply our notice
