@@ -168,22 +168,6 @@ def node_argv(url: str | None, *, max_clients: int, lease: float) -> list[str]:
     return argv
 
 
-def _popen(
-    argv: list[str], logdir: Path, stem: str, env: dict[str, str] | None
-) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    out_path, err_path = logdir / f"{stem}.out", logdir / f"{stem}.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=env,
-            cwd=str(servers.REPO),
-        )
-    return proc, out_path, err_path
-
-
 def stderr_problems(path: Path) -> list[str]:
     """Tracebacks and ERROR records in a chatd's stderr (the tests' rule for a server)."""
     try:
@@ -229,14 +213,14 @@ class Cluster:
             if cfg.redis:
                 port = servers.free_port()
                 argv = redis_argv(port)
-                proc, _, err = _popen(argv, logdir, f"{cfg.key}-redis", None)
+                proc, _, err = servers.popen_logged(argv, logdir, f"{cfg.key}-redis", None)
                 pinned = procstat.pin(proc.pid, cpus)
                 redis = servers.Server(REDIS, proc, "127.0.0.1", port, pinned, argv, err)
                 servers._wait_redis(redis)
                 url = f"redis://127.0.0.1:{port}"
             for i in range(cfg.nodes):
                 argv = node_argv(url, max_clients=max_clients, lease=lease)
-                proc, out, err = _popen(argv, logdir, f"{cfg.key}-node{i + 1}", env)
+                proc, out, err = servers.popen_logged(argv, logdir, f"{cfg.key}-node{i + 1}", env)
                 pinned = procstat.pin(proc.pid, cpus)
                 host, port = servers._wait_for_listening(proc, out)
                 nodes.append(

@@ -191,12 +191,31 @@ SERVER_SRC: Path = REPO / "server"
 
 def chatd_env() -> dict[str, str]:
     """Environment for a chatd subprocess: server/ (:data:`SERVER_SRC`) on PYTHONPATH,
-    unbuffered output."""
-    env = dict(os.environ)
+    unbuffered output, and none of the caller's ``CHATD_*`` settings (a run's options
+    are the ones its report states)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
     server = str(SERVER_SRC)
     env["PYTHONPATH"] = server + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def popen_logged(
+    argv: list[str], logdir: Path, stem: str, env: dict[str, str] | None
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """Start ``argv`` from the repository with its output in ``logdir/STEM.out`` and
+    ``.err`` (files, never pipes nobody reads); returns the process and both paths."""
+    out_path, err_path = logdir / f"{stem}.out", logdir / f"{stem}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=str(REPO),
+        )
+    return proc, out_path, err_path
 
 
 @functools.lru_cache(maxsize=1)

@@ -50,7 +50,6 @@ import select
 import selectors
 import socket
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -623,7 +622,6 @@ def start_chatd(target: servers.Target, *, cpus: set[int] | None, logdir: Path) 
     it does not start. Logs are named like ``servers.start``'s (TARGET-NS.out/.err)."""
     logdir.mkdir(parents=True, exist_ok=True)
     stamp = f"{target.name.replace('+', '_')}-{time.monotonic_ns()}"
-    out_path, err_path = logdir / f"{stamp}.out", logdir / f"{stamp}.err"
     argv = [servers.python_exe(), "-m", "chatd", "--host", "127.0.0.1", "--port", "0"]
     argv += ["--engine", target.engine]
     if target.uvloop:
@@ -632,15 +630,7 @@ def start_chatd(target: servers.Target, *, cpus: set[int] | None, logdir: Path) 
         argv.append("--ephemeral")
     elif "--data-dir" in servers.chatd_help():
         argv += ["--data-dir", str(logdir / f"{stamp}-data")]
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=servers.chatd_env(),
-            cwd=str(servers.REPO),
-        )
+    proc, out_path, err_path = servers.popen_logged(argv, logdir, stamp, servers.chatd_env())
     pinned = procstat.pin(proc.pid, cpus)
     deadline = time.monotonic() + servers.START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -249,20 +249,38 @@ def test_repeated_warnings_are_held_back_and_counted(
 
 
 @pytest.mark.parametrize("engine", ["reactor", "asyncio", "threaded"])
-def test_json_logs_carry_every_disconnect_reason_at_debug(
+def test_json_logs_carry_each_disconnect_and_its_reason_at_debug(
     engine: str, start_server: Callable[..., Server]
 ) -> None:
     import json
 
-    server = start_server(engine, "--log-format", "json", "--log-level", "debug", "--ephemeral")
+    server = start_server(
+        engine,
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "--ephemeral",
+        "--max-clients",
+        "2",
+        "--register-timeout",
+        "0.5",
+    )
     alice = server.client("alice")
+    late = server.client()  # never chooses a nickname
+    full = server.connect()
+    assert b"server full" in full.recv(4096)
+    full.close()
+    late.wait_closed()
     alice.send("/quit see you")
     alice.wait_closed()
     server.stop()
     records = [json.loads(line) for line in server.stderr_text().splitlines() if line]
-    quits = [r for r in records if r.get("event") == "disconnect"]
-    assert quits and quits[0]["reason"] == "quit" and quits[0]["nick"] == "alice"
-    assert quits[0]["level"] == "debug" and quits[0]["host"] == "127.0.0.1"
+    ends = {r["reason"]: r for r in records if r.get("event") == "disconnect"}
+    assert set(ends) == {"quit", "server_full", "register_timeout"}
+    assert ends["quit"]["nick"] == "alice" and ends["quit"]["detail"] == "see you"
+    assert ends["register_timeout"]["nick"] is None
+    assert all(r["level"] == "debug" and r["host"] == "127.0.0.1" for r in ends.values())
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
 
 

@@ -188,6 +188,12 @@ class ChatService:
         verdict = self.admission.admit(host, now)
         if isinstance(verdict, Refused):
             self.stats["disconnect_" + verdict.reason] += 1
+            log.debug(
+                "refused a connection from %s: %s",
+                host,
+                verdict.reason,
+                extra={"event": "disconnect", "host": host, "reason": verdict.reason},
+            )
             return dialect.refusal(verdict.text)
         self.stats["connections"] += 1
         return dialect.session(self.context, host, now, verdict)
