@@ -193,7 +193,9 @@ def chatd_env() -> dict[str, str]:
     """Environment for a chatd subprocess: server/ (:data:`SERVER_SRC`) on PYTHONPATH,
     unbuffered output, and none of the caller's ``CHATD_*`` settings (a run's options
     are the ones its report states)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CHATD_") and k != "STATE_DIRECTORY"
+    }
     server = str(SERVER_SRC)
     env["PYTHONPATH"] = server + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"

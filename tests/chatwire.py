@@ -89,7 +89,9 @@ class TLSFiles:
 def chatd_env() -> dict[str, str]:
     """This environment for a chatd subprocess, without the caller's ``CHATD_*``
     settings (a test says what it runs with)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CHATD_") and k != "STATE_DIRECTORY"
+    }
     env["PYTHONPATH"] = str(SERVER_SRC) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -170,6 +170,7 @@ def test_the_config_file_can_come_from_chatd_config(tmp_path: Path) -> None:
         ("config = 'other.toml'\n", "line 1: unknown key 'config'"),
         ("check-config = true\n", "line 1: unknown key 'check-config'"),
         ("port = \n", "not valid TOML: Invalid value (at line 1, column 8)"),
+        ("port = " + "[" * 5000 + "]" * 5000 + "\n", "not usable TOML: nested too deeply"),
     ],
 )
 def test_a_bad_file_is_an_error_naming_the_file_the_line_and_the_key(
@@ -259,3 +260,57 @@ def test_unknown_click_parameter_kinds_are_not_silently_accepted() -> None:
             | click.Choice
             | click.Path,
         ), param.name
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("history-days = nan\n", "--history-days: nan is not a number of seconds or a rate"),
+        ("connect-rate = inf\n", "--connect-rate: inf is not a number of seconds or a rate"),
+        ('server-name = "a\\nb"\n', "a server name is one word"),
+        ('password = "pass word"\n', "a password is one word"),
+    ],
+)
+def test_values_a_type_check_lets_through_are_still_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    conf = write(tmp_path / "chatd.toml", text)
+    result = check("--config", str(conf))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_a_home_relative_path_in_the_file_is_expanded(tmp_path: Path) -> None:
+    conf = write(tmp_path / "c.toml", 'data-dir = "~/chat-state"\n')
+    result = check("--config", str(conf), env={"HOME": str(tmp_path / "home")})
+    assert result.exit_code == 0, result.output
+    assert shown(result, "data-dir")[0] == f'"{tmp_path / "home" / "chat-state"}"'
+
+
+def test_of_two_options_that_exclude_each_other_the_higher_layer_wins(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("from-the-file\n")
+    conf = write(tmp_path / "c.toml", 'password-file = "secret"\ndata-dir = "state"\n')
+    assert load(["--config", str(conf)]).password == "from-the-file"
+    assert load(["--config", str(conf), "--password", "cli"]).password == "cli"
+    config = load(["--config", str(conf), "--ephemeral"])
+    assert config.data_dir is None
+    # From one layer, both are still an error.
+    with pytest.raises(ReloadError, match="give --password or --password-file, not both"):
+        load(["--password-file", str(tmp_path / "secret"), "--password", "x"])
+
+
+def test_the_state_directory_systemd_names_is_the_default_data_dir(tmp_path: Path) -> None:
+    result = check(env={"STATE_DIRECTORY": str(tmp_path / "state")})
+    assert result.exit_code == 0, result.output
+    assert shown(result, "data-dir") == (f'"{tmp_path / "state"}"', "default")
+    result = check("--redis", "redis://127.0.0.1:1", env={"STATE_DIRECTORY": str(tmp_path)})
+    assert result.exit_code == 0, result.output  # a cluster node under the unit
+
+
+def test_a_redis_password_is_never_printed(tmp_path: Path) -> None:
+    result = check("--redis", "redis://user:hunter2@127.0.0.1:1/0")
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output
+    assert shown(result, "redis")[0] == '"redis://user:***@127.0.0.1:1/0"'
+    result = check("--redis", "redis://:hunter2@127.0.0.1:99999")
+    assert result.exit_code == 2 and "hunter2" not in result.output

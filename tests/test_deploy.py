@@ -227,16 +227,18 @@ def unit_environment(path: Path, specifiers: dict[str, str]) -> dict[str, str]:
 def test_the_sample_with_the_units_and_the_drop_ins_environment_passes_check_config(
     tmp_path: Path, tls_files: TLSFiles
 ) -> None:
-    """What the service runs: the sample, the unit's CHATD_DATA_DIR (%S: /var/lib) and the
-    TLS drop-in's variables (%d: the credentials directory, with a certificate in it)."""
+    """What the service runs: the sample, the state directory systemd names
+    ($STATE_DIRECTORY) and the TLS drop-in's variables (%d: the credentials directory,
+    with a certificate in it)."""
     credentials = tmp_path / "credentials"
     credentials.mkdir()
-    state = tmp_path / "state"
+    state = tmp_path / "state" / "chatd"
     env = {
-        **unit_environment(UNIT, {"%S": str(state)}),
+        **unit_environment(UNIT, {"%S": str(tmp_path / "state")}),
         **unit_environment(TLS_DROP_IN, {"%d": str(credentials)}),
+        "STATE_DIRECTORY": str(state),
     }
-    assert env["CHATD_DATA_DIR"] == str(state / "chatd")
+    assert not any(name == "CHATD_DATA_DIR" for name in env)  # the default serves
     # Without the credentials the check fails (it reads the certificate) ...
     done = check_config("--config", str(SAMPLE), env=env)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -246,6 +248,11 @@ def test_the_sample_with_the_units_and_the_drop_ins_environment_passes_check_con
     shutil.copy(tls_files.key, credentials / "tls.key")
     done = check_config("--config", str(SAMPLE), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f'data-dir = "{state}"  # default' in done.stdout
+    # A cluster node and an ephemeral server run under the same unit.
+    for extra in (["--ephemeral"], ["--redis", "redis://127.0.0.1:6379"]):
+        done = check_config("--config", str(SAMPLE), *extra, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------- readiness
@@ -288,7 +295,7 @@ def test_chatd_tells_systemd_it_is_ready_once_it_listens(
 def test_the_deployed_configuration_serves_and_notifies(
     start_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    """chatd as the unit runs it (the sample configuration, the unit's CHATD_DATA_DIR),
+    """chatd as the unit runs it (the sample configuration, systemd's $STATE_DIRECTORY),
     on free loopback ports instead of the sample's: it says READY=1, serves both
     dialects, and keeps its history in the unit's state directory."""
     sock, address = notify_socket(tmp_path)
@@ -302,7 +309,7 @@ def test_the_deployed_configuration_serves_and_notifies(
             "127.0.0.1",
             "--irc-port",
             "0",
-            env={"NOTIFY_SOCKET": address, "CHATD_DATA_DIR": str(data_dir)},
+            env={"NOTIFY_SOCKET": address, "STATE_DIRECTORY": str(data_dir)},
         )
         notifications(sock, "READY=1")
     alice = server.client("alice")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from chatd.config import Config, ReloadError
+from chatd.core.limits import TokenBucket
 from chatd.reload import LIVE, changes, merged
 from chatd.service import ChatService
 from chatwire import TIMEOUT, Client, Server, TLSFiles
@@ -100,8 +101,8 @@ def test_a_setting_that_needs_a_restart_keeps_its_value(caplog: pytest.LogCaptur
     assert service.config.port == 4040 and service.config.room == "#lobby"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        "reload: port: 4040 -> 1 needs a restart (the old value is kept)",
-        "reload: room: #lobby -> #other needs a restart (the old value is kept)",
+        "reload: needs a restart, the running value is kept: port: 4040 -> 1; "
+        "room: #lobby -> #other"
     ]
 
 
@@ -116,6 +117,52 @@ def test_settings_that_do_not_load_change_nothing(caplog: pytest.LogCaptureFixtu
         assert service.reload() == []
     assert service.config is before and service.admission.max_clients == 10
     assert "reload failed, the settings in force are kept: chatd.toml, line 3" in caplog.text
+
+
+def test_a_reload_retunes_the_rate_buckets_already_in_use() -> None:
+    """An address that holds a connection keeps its entry, and a member its private
+    budget: a reload reaches them too, not only addresses and recipients seen later."""
+    before = Config(connect_rate=0.0, max_per_address=100, exempt_loopback=False)
+    after = dataclasses.replace(before, connect_rate=0.5, connect_burst=1, private_rate=10)
+    service = service_with(lambda: after, before)
+    assert service.admission.admit("192.0.2.1", 0.0) == 0.0
+    entry = service.admission.addresses["192.0.2.1"]
+    assert entry.bucket is None  # no rate yet
+    budget = service.hub.budgets["someone"] = TokenBucket(1000, 5000, 0.0)
+    service.reload()
+    assert entry.bucket is not None and entry.bucket.rate == 0.5
+    assert (budget.rate, budget.burst, budget.tokens) == (10, 262144.0, 5000.0)
+    service.reload_source = lambda: dataclasses.replace(after, connect_rate=0.0, private_rate=0)
+    service.reload()
+    assert entry.bucket is None and service.hub.budgets == {}
+
+
+@pytest.mark.allow_chatd_log("reload failed")
+def test_a_bug_in_reading_the_settings_costs_the_reload_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def buggy() -> Config:
+        raise RuntimeError("a bug")
+
+    before = Config(max_clients=10)
+    service = service_with(buggy, before)
+    with caplog.at_level(logging.ERROR, logger="chatd"):
+        assert service.reload() == []
+    assert service.config is before
+    assert "reload failed, the settings in force are kept" in caplog.text
+    assert "RuntimeError: a bug" in caplog.text
+
+
+def test_a_change_of_workers_is_reported_as_needing_a_restart() -> None:
+    (change,) = changes(Config(workers=2), Config(workers=4))
+    assert not change.live and change.describe() == "workers: 2 -> 4"
+
+
+def test_a_redis_url_s_password_is_never_logged() -> None:
+    old = Config(redis="redis://:old-secret@127.0.0.1:6379")
+    new = Config(redis="redis://:new-secret@127.0.0.1:6380")
+    (change,) = changes(old, new)
+    assert change.describe() == "redis: redis://:***@127.0.0.1:6379 -> redis://:***@127.0.0.1:6380"
 
 
 # ------------------------------------------------------------------ every engine, live
@@ -176,7 +223,7 @@ def test_sighup_applies_the_rewritten_file_on_every_engine(
         "reload done"
     )
     for change in (
-        "server-name: chatd -> renamed needs a restart (the old value is kept)",
+        "needs a restart, the running value is kept: server-name: chatd -> renamed",
         "oper/oper-file: changed",
         "motd: 1 lines -> 1 lines",
         "max-clients: 50 -> 2",
@@ -229,23 +276,56 @@ def test_a_file_that_no_longer_loads_keeps_the_running_settings(
 
 
 @pytest.mark.parametrize("engine", ["reactor"])
-def test_repeated_warnings_are_held_back_and_counted(
+def test_what_needs_a_restart_is_named_at_every_reload(
     engine: str, start_server: Callable[..., Server], tmp_path: Path
 ) -> None:
-    """Twelve reloads that each find the server name changed: five warnings are written, the
-    other seven are counted in one line at shutdown (chatd.logs.RepeatFilter)."""
+    """Twelve reloads in a row that each find the server name changed: each names it (a
+    reload's outcome is never held back as a repeated warning), in one record."""
     conf = tmp_path / "chatd.toml"
-    conf.write_text("server-name = 'one'\n")
+    conf.write_text("server-name = 'one'\nhistory-days = 1\n")
     server = start_server(engine, "--config", str(conf), "--log-level", "info", "--ephemeral")
-    conf.write_text("server-name = 'two'\n")
+    conf.write_text("server-name = 'two'\nhistory-days = 2\n")
     for _ in range(12):
         server.proc.send_signal(signal.SIGHUP)
         server.wait_for_stderr("received SIGHUP")
         server.wait_for_stderr("reload done: 0 change")
     assert server.stop() == 0
     text = server.stderr_text()
-    assert text.count("reload: server-name: one -> two needs a restart") == 5
-    assert "(suppressed 7 more like: reload: %s needs a restart" in text
+    named = "needs a restart, the running value is kept: server-name: one -> two; "
+    assert text.count(named + "history-days: 1.0 -> 2.0") == 12
+    assert "suppressed" not in text
+
+
+@pytest.mark.parametrize("engine", ["reactor", "asyncio"])
+def test_a_repeated_error_is_held_back_and_counted(
+    engine: str, start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A bug eight clients trigger in turn (the planted ``/boom`` of test_server_checks):
+    five tracebacks are written, the other three are counted in one line at shutdown
+    (chatd.logs.RepeatFilter), and the others are served throughout."""
+    from test_server_checks import SITECUSTOMIZE
+
+    from chatwire import SERVER_SRC
+
+    folder = tmp_path / "planted"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    server = start_server(
+        engine,
+        "--ephemeral",
+        env={"PYTHONPATH": f"{folder}{os.pathsep}{SERVER_SRC}"},
+        allow=["error handling a connection", "suppressed 3 more"],
+    )
+    witness = server.client("witness")
+    for i in range(8):
+        victim = server.client(f"victim{i}")
+        victim.send("/boom")
+        victim.wait_closed()
+    witness.ping()
+    assert server.stop() == 0
+    text = server.stderr_text()
+    assert text.count("RuntimeError: boom") == 5
+    assert "(suppressed 3 more like: error handling a connection; dropping it)" in text
 
 
 @pytest.mark.parametrize("engine", ["reactor", "asyncio", "threaded"])
@@ -307,3 +387,46 @@ def test_a_certificate_named_anew_in_the_file_serves_new_handshakes(
     before.register("amy")  # the session made before the reload still talks
     before.close()
     after.close()
+
+
+def test_a_password_set_or_dropped_by_a_reload_applies_to_connections_already_open(
+    engine: str, start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    conf = tmp_path / "chatd.toml"
+    conf.write_text("")
+    server = start_server(
+        engine, "--config", str(conf), "--irc-port", "0", "--log-level", "info", "--ephemeral"
+    )
+    early = server.client()  # connected while no password was needed
+    irc = server.irc()
+    conf.write_text('password = "sesame"\n')
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_stderr("reload done: 1 change")
+    early.send("bob")
+    early.expect(r"^! send /pass PASSWORD before your nickname")
+    early.send("/pass sesame")
+    early.send("bob")
+    early.expect(r"^\* you are bob")
+    irc.send("NICK carol")
+    irc.send("USER c 0 * :c")
+    irc.expect(r" 464 ")  # ERR_PASSWDMISMATCH: the password in force now
+    waiting = server.client()  # told a password is needed, then it is dropped
+    conf.write_text("")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_stderr("reload done: 1 change")
+    waiting.send("dave")  # no password any more: no /pass needed
+    waiting.expect(r"^\* you are dave")
+
+
+def test_an_idle_timeout_set_by_a_reload_reaches_a_silent_connection(
+    engine: str, start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    conf = tmp_path / "chatd.toml"
+    conf.write_text("")
+    server = start_server(engine, "--config", str(conf), "--log-level", "info", "--ephemeral")
+    quiet = server.client("quiet")  # no timer armed: idle-timeout is 0
+    conf.write_text("idle-timeout = 0.5\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_stderr("reload done: 1 change")
+    lines = quiet.wait_closed()
+    assert any("idle timeout" in line for line in lines), lines

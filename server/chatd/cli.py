@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -386,7 +387,7 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | N
 def main(check_config: bool, **params: Any) -> None:
     """Run the chat daemon in the foreground until SIGINT or SIGTERM (SIGHUP reloads)."""
     ctx = click.get_current_context()
-    config, workers = settle(params)
+    config, workers = settle(params, sources=_sources(ctx))
     if check_config:
         _check_only(ctx, config, params)
         return
@@ -458,13 +459,44 @@ _AS_GIVEN = frozenset(
 )
 
 
-def settle(params: Mapping[str, Any], *, resolve: bool = True) -> tuple[Config, int]:
+#: Where a setting came from, highest first (see chatd.config_file).
+_RANK = {
+    ParameterSource.COMMANDLINE: 3,
+    ParameterSource.ENVIRONMENT: 2,
+    ParameterSource.DEFAULT_MAP: 1,
+}
+#: Options that exclude each other: given both from different layers, the higher layer's
+#: wins (a unit's file sets ``password-file``; ``--password`` on the command line
+#: replaces it). From one layer, both is an error.
+_EITHER = (("password", "password_file"), ("data_dir", "ephemeral"))
+
+
+def settle(
+    params: Mapping[str, Any],
+    *,
+    resolve: bool = True,
+    sources: Mapping[str, ParameterSource | None] | None = None,
+) -> tuple[Config, int]:
     """Check the parsed options together and build the :class:`Config` (and the
     ``--workers`` count); raises click's usage errors, naming the option at fault.
 
     ``resolve``: look the Redis host up (at start; a reload never blocks on DNS).
+    ``sources``: where each option came from (see :data:`_EITHER`).
     """
     p = dict(params)
+    rank = {name: _RANK.get(source, 0) if source else 0 for name, source in (sources or {}).items()}
+    for first, second in _EITHER:
+        if p[first] not in (None, False) and p[second] not in (None, False):
+            if rank.get(first, 0) > rank.get(second, 0):
+                p[second] = None if second != "ephemeral" else False
+            elif rank.get(second, 0) > rank.get(first, 0):
+                p[first] = None
+    for name, value in p.items():
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
+            raise click.BadParameter(
+                f"{value} is not a number of seconds or a rate",
+                param_hint="--" + name.replace("_", "-"),
+            )
     engine: str = p["engine"]
     room: str = p["room"]
     default_room = normalize_room(room)
@@ -488,7 +520,7 @@ def settle(params: Mapping[str, Any], *, resolve: bool = True) -> tuple[Config, 
         password = _first_line(password_file, "--password-file")
         if not password:
             raise click.BadParameter("the file is empty", param_hint="--password-file")
-    if password is not None and (not password or " " in password):
+    if password is not None and not _one_word(password):
         raise click.BadParameter("a password is one word", param_hint="--password")
     operators: dict[str, str] = {}
     for entry in p["opers"]:
@@ -504,7 +536,7 @@ def settle(params: Mapping[str, Any], *, resolve: bool = True) -> tuple[Config, 
         except (OSError, UnicodeDecodeError) as exc:
             raise click.BadParameter(str(exc), param_hint="--motd") from None
     server_name: str = p["server_name"]
-    if " " in server_name or not server_name:
+    if not _one_word(server_name):
         raise click.BadParameter("a server name is one word", param_hint="--server-name")
     host: str = p["host"]
     extra: tuple[ListenerSpec, ...] = ()
@@ -550,12 +582,20 @@ def settle(params: Mapping[str, Any], *, resolve: bool = True) -> tuple[Config, 
     return config, workers
 
 
+def _sources(ctx: click.Context) -> dict[str, ParameterSource | None]:
+    return {
+        param.name: ctx.get_parameter_source(param.name)
+        for param in ctx.command.params
+        if param.name is not None
+    }
+
+
 def load(argv: list[str]) -> Config:
     """The settings as a restart with ``argv`` would find them now: the file and the
     environment read again (SIGHUP). Raises :class:`ReloadError` saying what is wrong."""
     try:
         with main.make_context("chatd", list(argv)) as ctx:
-            config, _ = settle(ctx.params, resolve=False)
+            config, _ = settle(ctx.params, resolve=False, sources=_sources(ctx))
             return config
     except click.ClickException as exc:
         raise ReloadError(exc.format_message()) from None
@@ -594,10 +634,19 @@ def _check_only(ctx: click.Context, config: Config, params: Mapping[str, Any]) -
             where = settings.where(param.name)
         else:
             where = "default"
+        if param.name == "data_dir" and value is None and config.data_dir is not None:
+            value, where = config.data_dir, "default"  # $STATE_DIRECTORY or XDG's
         if value is None or value == ():
             lines.append(f"# {key}: not set ({where})")
             continue
-        shown = "(hidden)" if param.name in SECRETS else config_file.toml_value(value)
+        if param.name in SECRETS:
+            shown = "(hidden)"
+        elif param.name == "redis":
+            from chatd.cluster.resp import redact_url
+
+            shown = config_file.toml_value(redact_url(str(value)))
+        else:
+            shown = config_file.toml_value(value)
         lines.append(f"{key} = {shown}  # {where}")
     click.echo("\n".join(lines))
 
@@ -610,15 +659,34 @@ def _serve_worker(
     from chatd.service import ChatService
 
     service = ChatService(config)
-    service.reload_source = reload_source
+    bound_ports = [spec.port for spec in config.all_listeners]
+
+    def worker_source() -> Config:
+        # The supervisor chose the ports the file or command line leave at 0: a reload
+        # reads 0 again, which is the same listener, not a change to report.
+        from chatd.workers import with_ports
+
+        new = reload_source()
+        wanted = [spec.port for spec in new.all_listeners]
+        if len(wanted) != len(bound_ports):
+            return new  # listeners added or removed: reported as needing a restart
+        return with_ports(
+            new, [b if w == 0 else w for w, b in zip(wanted, bound_ports, strict=True)]
+        )
+
+    service.reload_source = worker_source
     bound = service.bind_listeners(reuse_port=True)
     ready()
     serve(service, bound)
 
 
 def default_data_dir() -> str:
-    """``$XDG_STATE_HOME/chatd``, else ``~/.local/state/chatd`` (the XDG base directory
+    """``$STATE_DIRECTORY`` (what systemd's ``StateDirectory=`` made for the unit), else
+    ``$XDG_STATE_HOME/chatd``, else ``~/.local/state/chatd`` (the XDG base directory
     specification's place for state that outlives a run)."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if os.path.isabs(systemd):
+        return systemd
     base = os.environ.get("XDG_STATE_HOME", "")
     if not os.path.isabs(base):  # the specification: a relative path is to be ignored
         base = os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -722,6 +790,12 @@ def _oper_file(path: str) -> dict[str, str]:
     if not operators:
         raise click.BadParameter("the file names no operator", param_hint="--oper-file")
     return operators
+
+
+def _one_word(text: str) -> bool:
+    """Not empty, no space or control character (a password, a server name: a newline
+    in one would end an IRC line)."""
+    return bool(text) and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _first_line(path: str, option: str) -> str:

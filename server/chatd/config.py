@@ -112,6 +112,8 @@ class Config:
     #: system's), and a client certificate with its key (PEM) if Redis asks for one.
     redis_ca: str | None = None
     redis_cert: str | None = None
+    #: Reactor processes on the same ports (``--workers``, with ``redis``).
+    workers: int = 1
     #: Logging: the least level written, and ``text`` or ``json`` (see chatd.logs).
     log_level: str = "info"
     log_format: str = "text"

@@ -131,6 +131,8 @@ def read(path: str, params: Iterable[click.Parameter]) -> FileSettings:
         raise ConfigError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{path}: not usable TOML: nested too deeply") from None
     lines = _key_lines(text)
     by_key = {
         long_name(p): p
@@ -150,8 +152,10 @@ def read(path: str, params: Iterable[click.Parameter]) -> FileSettings:
         problem = _type_problem(param, value)
         if problem:
             raise ConfigError(f"{where}: {key}: {problem}")
-        if param.is_path and isinstance(value, str) and value and not os.path.isabs(value):
-            value = os.path.join(base, value)
+        if param.is_path and isinstance(value, str) and value:
+            value = os.path.expanduser(value)
+            if not os.path.isabs(value):
+                value = os.path.join(base, value)
         settings.values[param.name] = value
         if key in lines:
             settings.lines[param.name] = lines[key]

@@ -184,6 +184,11 @@ class _Window:
 _Key = tuple[str, str, int]
 
 
+#: An ``extra=`` key: a record carrying it true is never held back (what the operator
+#: asked for, such as a reload's outcome: one record per SIGHUP, never a flood).
+UNLIMITED = "unlimited"
+
+
 class RepeatFilter(logging.Filter):
     """Let at most ``per_window`` records of a kind through per ``window`` seconds.
 
@@ -225,7 +230,11 @@ class RepeatFilter(logging.Filter):
         return len(self._keys)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING or isinstance(record, SuppressedSummary):
+        if (
+            record.levelno < logging.WARNING
+            or isinstance(record, SuppressedSummary)
+            or getattr(record, UNLIMITED, False)
+        ):
             return True
         template = record.msg if isinstance(record.msg, str) else _safe_str(record.msg)
         key = (record.name, template, record.levelno)

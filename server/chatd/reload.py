@@ -6,12 +6,14 @@ service applies it (:meth:`chatd.service.ChatService.reload`) and logs each chan
 Live, and from when:
 
 * server-wide limits (``max-clients``, the per-address limits and connect rate, the
-  private-message rate, the room limits) and the allowed web origins: at once;
+  private-message rate, the room limits; rate buckets in use are retuned) and the
+  allowed web origins: at once;
 * the MOTD, the operators and the password: for every command from then on (``MOTD``,
-  ``OPER``, and registrations not yet done);
+  ``OPER``, and registrations not yet done: the password in force when one completes);
 * per-connection limits: ``max-line`` and the flood bucket for connections accepted from
-  then on; the timeouts and ``ping-interval`` at each connection's next check; the
-  output limits (``max-sendq``, the soft limit) at once;
+  then on; the timeouts and ``ping-interval`` for every connection at once (the service
+  sets each one's deadline again); the output limits (``max-sendq``, the soft limit) at
+  once;
 * TLS: the files are loaded again on every reload, changed or not (a renewed certificate
   keeps its name); new handshakes use them, established sessions keep theirs;
 * logging: level and format at once.
@@ -84,10 +86,12 @@ class Change:
     field: str
     old: object
     new: object
+    #: Live in general, but not this time (TLS files named where no TLS listener is).
+    needs_restart: bool = False
 
     @property
     def live(self) -> bool:
-        return self.field in LIVE
+        return self.field in LIVE and not self.needs_restart
 
     @property
     def option(self) -> str:
@@ -117,6 +121,10 @@ def merged(old: Config, found: list[Change]) -> Config:
 
 
 def _show(field: str, value: object) -> str:
+    if field == "redis" and isinstance(value, str):
+        from chatd.cluster.resp import redact_url
+
+        return redact_url(value)
     if field == "motd" and isinstance(value, tuple):
         return f"{len(value)} lines"
     if field == "listeners" and isinstance(value, tuple):

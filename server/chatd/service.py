@@ -15,6 +15,7 @@ slot. A dialect session never touches the admission or the router itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -268,6 +269,11 @@ class ChatService:
         sdnotify.reloading()
         try:
             return self._reload()
+        except Exception:  # a bug in a reload must not cost the server its clients
+            log.exception(
+                "reload failed, the settings in force are kept", extra={logs.UNLIMITED: True}
+            )
+            return []
         finally:
             sdnotify.ready()  # failed or not, systemd must not wait in "reloading"
 
@@ -277,17 +283,35 @@ class ChatService:
             try:
                 new = self.reload_source()
             except ReloadError as exc:
-                log.error("reload failed, the settings in force are kept: %s", exc)
+                log.error(
+                    "reload failed, the settings in force are kept: %s",
+                    exc,
+                    extra={logs.UNLIMITED: True},
+                )
                 return []
         found = reloading.changes(self.config, new)
+        if self.tls is None or not new.tls_cert:
+            # No TLS listener to load them for, or none to be left without: a restart.
+            found = [
+                dataclasses.replace(c, needs_restart=True)
+                if c.field in ("tls_cert", "tls_key")
+                else c
+                for c in found
+            ]
         if self.tls is not None and not self._reload_tls(new):
             # The new files do not load: keep the old names with the old context.
             found = [c for c in found if c.field not in ("tls_cert", "tls_key")]
+        unlimited = {logs.UNLIMITED: True}  # one record per SIGHUP: never held back
         for change in found:
             if change.live:
                 log.info("reload: %s", change.describe())
-            else:
-                log.warning("reload: %s needs a restart (the old value is kept)", change.describe())
+        restart = [c.describe() for c in found if not c.live]
+        if restart:
+            log.warning(
+                "reload: needs a restart, the running value is kept: %s",
+                "; ".join(restart),
+                extra=unlimited,
+            )
         applied = [c for c in found if c.live]
         if applied:
             self._apply(reloading.merged(self.config, applied), applied)
@@ -312,18 +336,30 @@ class ChatService:
     def _apply(self, config: Config, applied: list[reloading.Change]) -> None:
         self.config = config
         self.context.config = config
-        admission = self.admission
-        admission.max_clients = config.max_clients
-        admission.max_per_address = config.max_per_address
-        admission.connect_rate = config.connect_rate
-        admission.connect_burst = max(config.connect_burst, 1)
-        admission.exempt_loopback = config.exempt_loopback
+        now = time.monotonic()
+        self.admission.retune(
+            config.max_clients,
+            config.max_per_address,
+            config.connect_rate,
+            config.connect_burst,
+            config.exempt_loopback,
+            now,
+        )
         hub = self.hub
         hub.private_rate = config.private_rate
         hub.private_burst = config.private_burst
+        if config.private_rate:
+            for bucket in hub.budgets.values():
+                bucket.retune(config.private_rate, max(config.private_burst, 1))
+        else:
+            hub.budgets.clear()
         hub.max_rooms = config.max_rooms
         hub.max_rooms_per_address = config.max_rooms_per_address
         fields = {c.field for c in applied}
+        if fields & {"register_timeout", "idle_timeout", "ping_interval"}:
+            for handle in list(self.router.local.values()):
+                if isinstance(handle, Session):
+                    handle.reconfigured(now)
         if "log_format" in fields:
             logs.setup(config.log_level, config.log_format)
         elif "log_level" in fields:

@@ -108,6 +108,18 @@ class RedisURLError(ValueError):
     """A ``--redis`` URL chatd cannot use (the message says why)."""
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***`` (for errors and logs)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{hostpart}"
+
+
 def parse_url(url: str) -> tuple[str, int, int, str | None, str | None, bool]:
     """``redis://[user:password@]host[:port][/db]`` → (host, port, db, user, password, tls).
 
@@ -115,20 +127,24 @@ def parse_url(url: str) -> tuple[str, int, int, str | None, str | None, bool]:
     (:func:`chatd.engines.reactor.cluster_link.resolve`): a reactor never waits on DNS, so
     a name that later points elsewhere is not followed until chatd restarts.
     """
-    parts = urlsplit(url)
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise RedisURLError(f"{shown!r}: {exc}") from None
     if parts.scheme not in ("redis", "rediss"):
-        raise RedisURLError(f"{url!r}: the URL must start with redis:// or rediss://")
+        raise RedisURLError(f"{shown!r}: the URL must start with redis:// or rediss://")
     if not parts.hostname:
-        raise RedisURLError(f"{url!r}: no host")
+        raise RedisURLError(f"{shown!r}: no host")
     try:
         port = parts.port or 6379
     except ValueError:
-        raise RedisURLError(f"{url!r}: the port is not a number from 1 to 65535") from None
+        raise RedisURLError(f"{shown!r}: the port is not a number from 1 to 65535") from None
     path = parts.path.strip("/")
     if path and not path.isdigit():
-        raise RedisURLError(f"{url!r}: the database is a number (/0 ... /15)")
+        raise RedisURLError(f"{shown!r}: the database is a number (/0 ... /15)")
     if parts.query or parts.fragment:
-        raise RedisURLError(f"{url!r}: chatd takes no URL options")
+        raise RedisURLError(f"{shown!r}: chatd takes no URL options")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     return parts.hostname, port, int(path or 0), user, password, parts.scheme == "rediss"

@@ -26,6 +26,15 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = now
 
+    def retune(self, rate: float, burst: float) -> None:
+        """New limits (a reload) for a bucket in use: what it saved is kept, up to the
+        new burst, and a debt stays a debt."""
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = min(self.tokens, self.burst)
+
     def _refill(self, now: float) -> float:
         tokens = self.tokens + (now - self.stamp) * self.rate
         self.stamp = now

@@ -416,6 +416,11 @@ class Session:
                 return
         self.arm_timer(now)
 
+    def reconfigured(self, now: float) -> None:
+        """The settings were reloaded: a timeout set, or shortened, applies from now."""
+        if not self.closing and not self.lost and self.transport is not _NOT_MADE:
+            self.arm_timer(now)
+
     def arm_timer(self, now: float) -> None:
         """Ask the transport for a callback at the earliest deadline this session has."""
         cfg = self.ctx.config

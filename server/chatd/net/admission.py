@@ -82,6 +82,30 @@ class Admission:
         self.addresses: dict[str, _Address] = {}
         self._admitted = 0
 
+    def retune(
+        self,
+        max_clients: int,
+        max_per_address: int,
+        connect_rate: float,
+        connect_burst: int,
+        exempt_loopback: bool,
+        now: float,
+    ) -> None:
+        """New limits (a reload), for the addresses already known too: their rate
+        buckets take the new rate, are made, or are dropped."""
+        self.max_clients = max_clients
+        self.max_per_address = max_per_address
+        self.connect_rate = connect_rate
+        self.connect_burst = max(connect_burst, 1)
+        self.exempt_loopback = exempt_loopback
+        for entry in self.addresses.values():
+            if not connect_rate:
+                entry.bucket = None
+            elif entry.bucket is None:
+                entry.bucket = TokenBucket(connect_rate, self.connect_burst, now)
+            else:
+                entry.bucket.retune(connect_rate, self.connect_burst)
+
     def admit(self, host: str, now: float) -> Refused | float:
         """Count a new connection from ``host``: a refusal, or the seconds before reading."""
         if self.clients >= self.max_clients:

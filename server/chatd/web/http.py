@@ -131,7 +131,6 @@ class Web:
         "origins",
         "any_origin",
         "engine",
-        "request_seconds",
     )
 
     def __init__(self, dialects: dict[str, Dialect], ctx: Context) -> None:
@@ -144,14 +143,20 @@ class Web:
         self.origins: frozenset[str] = frozenset()
         self._use(ctx.config.allowed_origins)
         self.engine = ctx.config.engine
-        register = ctx.config.register_timeout
-        #: Seconds a request may take to arrive (see the module's docstring).
-        self.request_seconds = min(REQUEST_SECONDS, register) if register > 0 else REQUEST_SECONDS
+
+    @property
+    def request_seconds(self) -> float:
+        """Seconds a request may take to arrive (see the module's docstring); follows
+        ``register-timeout`` across reloads."""
+        register = self.ctx.config.register_timeout
+        return min(REQUEST_SECONDS, register) if register > 0 else REQUEST_SECONDS
 
     def _use(self, allowed: tuple[str, ...]) -> None:
-        self.allowed = allowed
+        # ``allowed`` last: a reader thread (threaded engine) that sees it new sees the
+        # sets new too.
         self.any_origin = "*" in allowed
         self.origins = frozenset(_origin(o) for o in allowed if o != "*")
+        self.allowed = allowed
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """A browser's Origin against the list, or by default against the page's host."""

@@ -56,9 +56,9 @@ class Registration:
     :class:`~chatd.core.model.Member`.
     """
 
-    __slots__ = ("nick", "username", "realname", "negotiating", "password_ok")
+    __slots__ = ("nick", "username", "realname", "negotiating", "passed")
 
-    def __init__(self, password_ok: bool) -> None:
+    def __init__(self) -> None:
         #: The nickname asked for (claimed only when registration completes).
         self.nick: str | None = None
         #: USER's username, already cleaned up (``None``: no USER yet).
@@ -66,8 +66,9 @@ class Registration:
         self.realname = ""
         #: CAP LS/REQ began negotiation: registration waits for CAP END.
         self.negotiating = False
-        #: No password is set, or PASS gave the right one.
-        self.password_ok = password_ok
+        #: What PASS gave (checked when sent, and at registration against the password
+        #: in force then: a reload may change it meanwhile).
+        self.passed: str | None = None
 
 
 def cap(s: IrcSession, message: Message) -> None:
@@ -126,7 +127,7 @@ def pass_(s: IrcSession, message: Message) -> None:
         s.numeric(N.ERR_PASSWDMISMATCH)
         s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
         return
-    reg.password_ok = True
+    reg.passed = message.params[0]
 
 
 def nick(s: IrcSession, message: Message) -> None:
@@ -169,7 +170,10 @@ def try_register(s: IrcSession) -> None:
     reg = s.registration
     if reg is None or reg.negotiating or reg.nick is None or reg.username is None:
         return
-    if not reg.password_ok:
+    expected = s.ctx.config.password
+    if expected is not None and (
+        reg.passed is None or not hmac.compare_digest(reg.passed.encode(), expected.encode())
+    ):
         s.numeric(N.ERR_PASSWDMISMATCH)
         s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
         return

@@ -86,7 +86,7 @@ class IrcSession(Session):
         super().__init__(ctx, host, now, delay)
         #: What the client has said toward registration; ``None`` once registered (see
         #: :attr:`state`), so an idle registered client keeps none of it.
-        self.registration: Registration | None = Registration(ctx.config.password is None)
+        self.registration: Registration | None = Registration()
         #: Enabled capabilities, as :data:`~chatd.dialects.irc.encoder.CAP_BIT` bits.
         self.caps = 0
         #: When the server's keepalive PING went out (0: none outstanding).

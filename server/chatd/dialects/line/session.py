@@ -55,7 +55,7 @@ ROOMS_PER_TOKEN = 200
 class LineSession(Session):
     """One line-dialect client."""
 
-    __slots__ = ("batch", "authenticated", "current")
+    __slots__ = ("batch", "passed", "current")
 
     def __init__(self, ctx: Context, host: str, now: float, delay: float = 0.0) -> None:
         super().__init__(ctx, host, now, delay)
@@ -63,9 +63,19 @@ class LineSession(Session):
         #: Chat lines to the current room collected from this read (see flush_batch);
         #: ``None`` between reads, so an idle connection holds no list.
         self.batch: list[str] | None = None
-        self.authenticated = ctx.config.password is None
+        #: The password /pass gave (checked against the one in force when it was sent,
+        #: and again at registration: a reload may change it meanwhile).
+        self.passed: str | None = None
         #: The key of the room this user is in (the last it joined), if any.
         self.current: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        """No password is needed now, or /pass gave the one in force now."""
+        expected = self.ctx.config.password
+        return expected is None or (
+            self.passed is not None and hmac.compare_digest(self.passed.encode(), expected.encode())
+        )
 
     def make_decoder(self) -> LineDecoder:
         return LineDecoder(self.ctx.config.max_line)
@@ -188,7 +198,7 @@ class LineSession(Session):
             self.error("wrong password")
             self.close(DisconnectReason.BAD_PASSWORD)
             return 0
-        self.authenticated = True
+        self.passed = args
         return 0
 
     # ----------------------------------------------------------------- commands
