@@ -616,6 +616,11 @@ class ClusterNode:
         so a quiet channel asks for the stream's tail; if it is past ``last``, the
         channel is repaired as for a gap. Asked once per quiet ``last``: an idle room
         costs one ``XREVRANGE`` after its last message, not one per heartbeat.
+
+        A message published just as the check is answered may be read from the stream
+        before its push arrives: counted as a gap (``cluster_gaps_at_tail``), then its
+        push as a duplicate, and applied once. After a reconnect every followed room is
+        checked at the same heartbeat: one command per room, once.
         """
         for channel in (self.state, *self.rooms.values()):
             last = channel.last
