@@ -241,6 +241,7 @@ class Connection(Handler):
                 refused = True
                 break
             except OSError:
+                self._read_before_reset()
                 self.abort(DisconnectReason.RESET)
                 return
             budget -= sent
@@ -256,6 +257,20 @@ class Connection(Handler):
             return
         if not out and self.closing:
             self.reactor.to_close[self] = None
+
+    def _read_before_reset(self) -> None:
+        """A send failed: the peer has reset. What it sent before its reset is still in
+        the kernel's receive queue (Linux hands it out before the error), so it is read
+        once: a ``/quit`` sent just before a close that resets (input the client left
+        unread) counts as the quit it was, whether the reset showed first on a read or,
+        as here, on a write (the room's lines, flushed before the next poll). One
+        ``recv``, so the cost is bounded like any read."""
+        if self.closing or self.dead or self.paused or self.eof:
+            return
+        try:
+            self.on_readable()
+        except Exception:
+            log.exception("error handling a connection; dropping it")
 
     def _settle(self, refused: bool) -> bool:
         """After a flush: the output limits, then write interest. False: dropped."""
