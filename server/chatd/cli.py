@@ -19,6 +19,7 @@ import click
 from click.core import ParameterSource
 
 from chatd import __version__, config_file, logs
+from chatd import reload as reloading
 from chatd.config import ENGINES, Config, ListenerSpec, ReloadError, origin_problem
 from chatd.config_file import SourcedOption
 from chatd.core.ids import node_problem
@@ -28,9 +29,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 #: Every option of ``chatd`` takes ``CHATD_<NAME>`` and a key of the file too.
 option = functools.partial(click.option, cls=SourcedOption)
-
-#: Options whose values are never printed (``--check-config``, reload logs).
-SECRETS = frozenset({"password", "opers"})
 
 
 class ChatdCommand(click.Command):
@@ -616,30 +614,19 @@ def _check_only(ctx: click.Context, config: Config, params: Mapping[str, Any]) -
     if config.data_dir is not None and os.path.exists(config.data_dir):
         if not os.path.isdir(config.data_dir):
             raise config_file.ConfigError(f"--data-dir: {config.data_dir} is not a directory")
-    settings = ctx.meta.get("chatd.file")
     lines = [f"# chatd {__version__}: the settings are usable"]
     for param in ctx.command.params:
         if not isinstance(param, SourcedOption) or not param.in_file or param.name is None:
             continue
         key = config_file.long_name(param)
         value = params.get(param.name)
-        source = ctx.get_parameter_source(param.name)
-        if source is ParameterSource.COMMANDLINE:
-            where = "command line"
-        elif source is ParameterSource.ENVIRONMENT:
-            where = f"${param.envvar}"
-        elif source is ParameterSource.DEFAULT_MAP and isinstance(
-            settings, config_file.FileSettings
-        ):
-            where = settings.where(param.name)
-        else:
-            where = "default"
+        where = param.source(ctx)
         if param.name == "data_dir" and value is None and config.data_dir is not None:
             value, where = config.data_dir, "default"  # $STATE_DIRECTORY or XDG's
         if value is None or value == ():
             lines.append(f"# {key}: not set ({where})")
             continue
-        if param.name in SECRETS:
+        if param.name in reloading.SECRET:
             shown = "(hidden)"
         elif param.name == "redis":
             from chatd.cluster.resp import redact_url

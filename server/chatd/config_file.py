@@ -104,17 +104,23 @@ class SourcedOption(click.Option):
         try:
             return super().handle_parse_result(ctx, opts, args)
         except click.BadParameter as exc:
-            source = ctx.get_parameter_source(self.name) if self.name else None
-            where = None
-            if source is ParameterSource.ENVIRONMENT:
-                where = f"${self.envvar}"
-            elif source is ParameterSource.DEFAULT_MAP:
-                settings = ctx.meta.get("chatd.file")
-                if isinstance(settings, FileSettings) and self.name:
-                    where = settings.where(self.name)
-            if where is None:
-                raise
+            where = self.source(ctx)
+            if where in ("command line", "default"):
+                raise  # click's own message names the option
             raise ConfigError(f"{where}: {long_name(self)}: {exc.message}") from None
+
+    def source(self, ctx: click.Context) -> str:
+        """Where this option's value came from, as messages name it: ``command line``,
+        ``$CHATD_PORT``, ``chatd.toml, line 3`` or ``default``."""
+        source = ctx.get_parameter_source(self.name) if self.name else None
+        if source is ParameterSource.COMMANDLINE:
+            return "command line"
+        if source is ParameterSource.ENVIRONMENT:
+            return f"${self.envvar}"
+        settings = ctx.meta.get("chatd.file")
+        if source is ParameterSource.DEFAULT_MAP and isinstance(settings, FileSettings):
+            return settings.where(self.name or "")
+        return "default"
 
 
 def read(path: str, params: Iterable[click.Parameter]) -> FileSettings:
@@ -200,20 +206,20 @@ def _suggest(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else " (see chatd --help for the options)"
 
 
+#: TOML's value types as errors name them (bool before int: a bool is an int).
+_KINDS = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+)
+
+
 def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__}"  # dates and times
+    kind = next((name for type_, name in _KINDS if isinstance(value, type_)), None)
+    return kind or f"a {type(value).__name__}"  # dates and times
 
 
 def _type_problem(param: SourcedOption, value: object) -> str | None:
@@ -239,8 +245,6 @@ def _scalar_problem(param: SourcedOption, value: object) -> str | None:
         wanted, name = (int, float), "a number"
     else:
         wanted, name = (str,), "a string"
-    if isinstance(value, bool) and bool not in wanted:
-        return f"expected {name}, got a boolean"
-    if not isinstance(value, wanted):
+    if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
         return f"expected {name}, got {_kind(value)}"
     return None

@@ -65,7 +65,8 @@ LIVE = frozenset(
     }
 )
 
-#: Config fields whose values are never written to the log.
+#: Config fields (and the options of the same name) whose values are never shown: not in
+#: a reload's log, not by ``--check-config``.
 SECRET = frozenset({"password", "opers", "redis_password"})
 
 #: A field's name as an option, where it is not the field's own with dashes.

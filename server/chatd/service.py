@@ -232,17 +232,18 @@ class ChatService:
         self.stats["disconnect_" + reason.value] += 1
         if log.isEnabledFor(logging.DEBUG):
             member = self.hub.members.get(session.uid)
+            nick = member.nick if member is not None else None
             log.debug(
                 "disconnect %s %s from %s: %s%s",
                 session.uid,
-                member.nick if member is not None else "(unregistered)",
+                nick or "(unregistered)",
                 session.host,
                 reason.value,
                 f" ({detail})" if detail else "",
                 extra={
                     "event": "disconnect",
                     "uid": session.uid,
-                    "nick": member.nick if member is not None else None,
+                    "nick": nick,
                     "host": session.host,
                     "reason": reason.value,
                     "detail": detail,
@@ -357,9 +358,8 @@ class ChatService:
         hub.max_rooms_per_address = config.max_rooms_per_address
         fields = {c.field for c in applied}
         if fields & {"register_timeout", "idle_timeout", "ping_interval"}:
-            for handle in list(self.router.local.values()):
-                if isinstance(handle, Session):
-                    handle.reconfigured(now)
+            for session in self._sessions():
+                session.reconfigured(now)
         if "log_format" in fields:
             logs.setup(config.log_level, config.log_format)
         elif "log_level" in fields:
@@ -372,6 +372,10 @@ class ChatService:
 
     def _exempt_address(self, host: str) -> bool:
         return self.config.exempt_loopback and is_loopback(host)
+
+    def _sessions(self) -> list[Session]:
+        """This process's chat sessions (a copy: closing one changes the router's map)."""
+        return [h for h in self.router.local.values() if isinstance(h, Session)]
 
     def _connection(self, uid: str) -> Session | None:
         handle = self.router.local.get(uid)
@@ -392,9 +396,8 @@ class ChatService:
         self.router.deliver(ev.ServerShutdown(at=self.hub.clock()), ToEveryone())
         self.router.muted = True
         self.history.stopping = True  # rooms emptied by the shutdown come back at the restart
-        for handle in list(self.router.local.values()):
-            if isinstance(handle, Session):
-                handle.close(DisconnectReason.SHUTDOWN)
+        for session in self._sessions():
+            session.close(DisconnectReason.SHUTDOWN)
 
     def snapshot(self) -> dict[str, int]:
         """Counters plus current gauges, for /stats and the shutdown log."""

@@ -656,14 +656,8 @@ class ClusterNode:
             return  # no longer followed
         self.stats["cluster_gaps"] += 1
         self.stats["cluster_gaps_at_tail"] += 1
-        channel.held = []
-        self.shard(channel.stream).cmd.call(
-            lambda reply: self._repaired(channel, reply, None),
-            "XRANGE",
-            channel.stream,
-            "(" + asked_at,
-            "+",
-        )
+        channel.held = []  # what arrives meanwhile waits for the repair
+        self._catch_up(channel)  # the stream after ``last``, as after a subscription
 
     def _reaped(self, reply: Reply, *, node: str) -> None:
         if reply == 1:  # this node declared it gone: the others apply our notice

@@ -45,6 +45,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -134,6 +135,17 @@ class Context:
     #: Deliver what this turn's room batches hold for a session, before it writes its
     #: own replies (:meth:`chatd.core.router.Router.catch_up`).
     catch_up: Callable[[Session], None] = lambda session: None
+
+
+def password_ok(ctx: Context, given: str | None) -> bool:
+    """Whether ``given`` (what the client's PASS or ``/pass`` said, if anything) is what
+    the server asks for now: no password is set, or it is the one in force, compared in
+    constant time. Asked at registration too, so a password a reload set or dropped
+    applies to connections already open."""
+    expected = ctx.config.password
+    return expected is None or (
+        given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    )
 
 
 @dataclass(frozen=True)

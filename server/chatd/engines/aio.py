@@ -231,9 +231,7 @@ class AsyncServer:
         #: Tasks of closed connections waiting for their peer's EOF (see ``_linger``).
         self.lingering: set[asyncio.Task[None]] = set()
         self.stopping = False
-        self.soft_limit = self.config.soft_limit
-        self.soft_step = self.config.sendq_soft_seconds / SOFT_SAMPLES
-        self.write_threshold = self.soft_limit or self.config.max_sendq
+        self._reloaded(service.config)  # the output limits, as each reload sets them
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._stop = asyncio.Event()
 
@@ -246,7 +244,8 @@ class AsyncServer:
         self.service.reload()
 
     def _reloaded(self, config: Config) -> None:
-        """A reload's output limits apply from each connection's next write."""
+        """The output limits, at start and after a reload (from each connection's next
+        write on)."""
         self.config = config
         self.soft_limit = config.soft_limit
         self.soft_step = config.sendq_soft_seconds / SOFT_SAMPLES

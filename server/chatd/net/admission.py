@@ -73,14 +73,10 @@ class Admission:
         connect_burst: int = 1,
         exempt_loopback: bool = True,
     ) -> None:
-        self.max_clients = max_clients
-        self.max_per_address = max_per_address
-        self.connect_rate = connect_rate
-        self.connect_burst = max(connect_burst, 1)
-        self.exempt_loopback = exempt_loopback
         self.clients = 0
         self.addresses: dict[str, _Address] = {}
         self._admitted = 0
+        self.retune(max_clients, max_per_address, connect_rate, connect_burst, exempt_loopback, 0.0)
 
     def retune(
         self,
@@ -91,8 +87,8 @@ class Admission:
         exempt_loopback: bool,
         now: float,
     ) -> None:
-        """New limits (a reload), for the addresses already known too: their rate
-        buckets take the new rate, are made, or are dropped."""
+        """Set the limits (at start, and at a reload for the addresses already known
+        too: their rate buckets take the new rate, are made, or are dropped)."""
         self.max_clients = max_clients
         self.max_per_address = max_per_address
         self.connect_rate = connect_rate

@@ -12,11 +12,11 @@ session's ``state``), and a registered, idle connection carries none of it.
 from __future__ import annotations
 
 import enum
-import hmac
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from chatd.core import errors as err
+from chatd.dialects.base import password_ok
 from chatd.dialects.irc import encoder as enc
 from chatd.dialects.irc import info
 from chatd.dialects.irc.encoder import CAP_BIT, CAPS, encoder_for
@@ -120,10 +120,9 @@ def pass_(s: IrcSession, message: Message) -> None:
         return
     if not s.need(message, 1):
         return
-    expected = s.ctx.config.password
-    if expected is None:
+    if s.ctx.config.password is None:
         return
-    if not hmac.compare_digest(message.params[0].encode(), expected.encode()):
+    if not password_ok(s.ctx, message.params[0]):
         s.numeric(N.ERR_PASSWDMISMATCH)
         s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
         return
@@ -170,10 +169,7 @@ def try_register(s: IrcSession) -> None:
     reg = s.registration
     if reg is None or reg.negotiating or reg.nick is None or reg.username is None:
         return
-    expected = s.ctx.config.password
-    if expected is not None and (
-        reg.passed is None or not hmac.compare_digest(reg.passed.encode(), expected.encode())
-    ):
+    if not password_ok(s.ctx, reg.passed):
         s.numeric(N.ERR_PASSWDMISMATCH)
         s.error_and_close("Bad password", DisconnectReason.BAD_PASSWORD)
         return

@@ -7,7 +7,6 @@ arrive together are collected and published as one batch (:meth:`LineSession.flu
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 
 from chatd.core import errors as err
@@ -16,7 +15,7 @@ from chatd.core.model import OP, Member, Room
 from chatd.core.modes import parse_mode_changes
 from chatd.core.monitor import MAX_WATCH
 from chatd.core.names import fold, normalize_room, room_problem, valid_nick
-from chatd.dialects.base import Context, Session
+from chatd.dialects.base import Context, Session, password_ok
 from chatd.dialects.line import history
 from chatd.dialects.line.commands import Command, Say, parse_command
 from chatd.dialects.line.decoder import DecodeError, Item, LineDecoder
@@ -72,10 +71,7 @@ class LineSession(Session):
     @property
     def authenticated(self) -> bool:
         """No password is needed now, or /pass gave the one in force now."""
-        expected = self.ctx.config.password
-        return expected is None or (
-            self.passed is not None and hmac.compare_digest(self.passed.encode(), expected.encode())
-        )
+        return password_ok(self.ctx, self.passed)
 
     def make_decoder(self) -> LineDecoder:
         return LineDecoder(self.ctx.config.max_line)
@@ -194,7 +190,7 @@ class LineSession(Session):
         if not args:
             self.error(_USAGE["pass"])
             return 0
-        if not hmac.compare_digest(args.encode(), expected.encode()):
+        if not password_ok(self.ctx, args):
             self.error("wrong password")
             self.close(DisconnectReason.BAD_PASSWORD)
             return 0

@@ -176,10 +176,7 @@ class Reactor:
         self.handshake_budget = HANDSHAKES_PER_TURN
         self._accepting = False
         self.accept_guard = AcceptGuard(service.stats)
-        self.max_sendq = service.config.max_sendq
-        self.soft_limit = service.config.soft_limit
-        #: Refused output past this needs a look (the soft limit, else the hard one).
-        self.write_threshold = self.soft_limit or self.max_sendq
+        self._reloaded(service.config)  # the output limits, as each reload sets them
         service.reload_hooks.append(self._reloaded)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -266,10 +263,11 @@ class Reactor:
             pass  # full (a wake-up is pending anyway) or closed (stopped already)
 
     def _reloaded(self, config: Config) -> None:
-        """The output limits changed (or not) by a reload: they apply from the next check."""
+        """The output limits, at start and after a reload (from the next check on)."""
         self.config = config
         self.max_sendq = config.max_sendq
         self.soft_limit = config.soft_limit
+        #: Refused output past this needs a look (the soft limit, else the hard one).
         self.write_threshold = self.soft_limit or self.max_sendq
 
     def _on_reload(self, signum: int, frame: object) -> None:
