@@ -126,7 +126,10 @@ def test_lines_sent_while_a_room_s_slot_migrates_all_arrive(
     after the move meets ``MOVED`` instead (on a loaded machine the move can finish
     first): it is sent again once the link is rebuilt, and a subscriber that had not
     resubscribed on the new master yet finds it by its quiet channel's check of the
-    stream's tail (nothing follows the last line). Either way, every line arrives."""
+    stream's tail (nothing follows the last line). The link is rebuilt only once every
+    publish sent before the first ``MOVED`` is answered, so none is dropped unanswered;
+    a stream read that meets ``ASK`` is sent on too, and one that meets ``MOVED`` is not
+    taken for lost lines. Either way, every line arrives."""
     room = "#x2"
     alice, bob = _both_in(node, room)
     slot = _slot(room)

@@ -64,7 +64,11 @@ node and its client) rather than by construction.
 
 **Shards.** On a Redis Cluster each master has its own pair of connections
 (:class:`Shard`), and every command goes to the shard of its key's slot
-(:mod:`chatd.cluster.slots`); a ``MOVED``/``ASK`` rebuilds the link from the new slots.
+(:mod:`chatd.cluster.slots`). An ``ASK`` (a key moved, its slot still migrating) sends
+that one command on to the importing master; a ``MOVED`` rebuilds the link from the new
+slots once every command sent has been answered: publishes that met ``MOVED`` are sent
+again, nothing in flight is dropped with the old connections, and a read that met it is
+not taken for lost entries (the reconnect reads the stream again).
 
 Rules the code keeps:
 
@@ -240,14 +244,21 @@ class ClusterNode:
         #: answer to our own SUNSUBSCRIBE is not taken for a slot that moved).
         self._acks_due: Counter[str] = Counter()
         self._unsubscribes_due: Counter[str] = Counter()
-        #: Publishes a moved slot refused: sent again after the reconnect.
+        #: Publishes a moved slot refused: sent again after the reconnect; then those made
+        #: while the link waited to be rebuilt (see :attr:`moved`).
         self._resend: list[tuple[str, tuple[str | int, ...]]] = []
+        self._deferred: list[tuple[str, tuple[str | int, ...]]] = []
         #: The rooms saved in Redis have been read back (once, at the first connect).
         self._restored = False
         #: Claims asked while the link was down: sent when it is up.
         self._claims: list[tuple[Future[bool], str, str]] = []
         #: Asked to drop the connections (a protocol error): the engine checks it.
         self.broken: str | None = None
+        #: A slot moved (``MOVED``): the engine rebuilds the link once Redis has answered
+        #: every command sent (:attr:`settled`), so that no answer is lost with the old
+        #: connections (a publish that met ``MOVED`` is sent again; one that did not was
+        #: applied). Publishes made meanwhile wait for the new link.
+        self.moved: str | None = None
         #: The events being applied now are this node's doing (it reaped a dead node), so
         #: what they change in Redis is this node's to write (see the service's history).
         self.acting = False
@@ -304,15 +315,19 @@ class ClusterNode:
         return self.shards[0] if owner is None else self.shards[owner[keyslot(key)]]
 
     def _redirected(self, reply: Reply) -> None:
-        # MOVED/ASK: a slot moved (resharding, failover). Rebuild the link, which asks for
-        # the topology again; the reconnect catches every channel up from its stream. A
-        # publish's ASK (a slot in the middle of a migration) was sent on by its callback
-        # to the importing master instead (see _published).
+        # MOVED (or an ASK nobody could follow): a slot moved (resharding, failover). The
+        # link is rebuilt from the new topology once every command sent has its answer
+        # (see moved); the reconnect catches every channel up from its stream. An ASK (a
+        # slot in the middle of a migration) was sent on to the importing master by the
+        # command's own callback instead (see _command).
         if self._asked:
             self._asked = False
             return
-        self.stats["cluster_redirects"] += 1
-        self._break(f"the cluster's slots moved ({reply}); reconnecting", logging.INFO)
+        if self.moved is None:
+            self.stats["cluster_redirects"] += 1
+            self.moved = f"the cluster's slots moved ({reply})"
+            log.info("cluster: %s; rebuilding the link once redis has answered", self.moved)
+            self.on_change()
 
     def stream_of(self, key: str) -> str:
         """The stream that holds room ``key``'s lines (its history)."""
@@ -323,8 +338,32 @@ class ClusterNode:
         that holds the key; False while the link is down."""
         if not self.up:
             return False
-        self.shard(str(args[1])).cmd.call(callback, *args)
+        self._command(str(args[1]), callback, *args)
         return True
+
+    def _command(
+        self, key: str, callback: Callable[[Reply], None] | None, *args: str | int
+    ) -> None:
+        """Send a command on the command connection of ``key``'s shard. An ``ASK`` answer
+        (``ASK <slot> <host:port>``: the key is on that master already, its slot not yet)
+        is followed: the command is sent there after ``ASKING`` (the Redis Cluster rule
+        for one command on an importing slot), and ``callback`` gets that answer. Any
+        other answer, ``MOVED`` included, is ``callback``'s."""
+
+        def answered(reply: Reply) -> None:
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("ASK "):
+                parts = str(reply).split()
+                if len(parts) == 3 and parts[2] in self.addresses:
+                    shard = self.shards[self.addresses.index(parts[2])]
+                    self._asked = True  # not a topology change: see _redirected
+                    self.stats["cluster_asks"] += 1
+                    shard.cmd.call(None, "ASKING")
+                    shard.cmd.call(callback, *args)
+                    return
+            if callback is not None:
+                callback(reply)
+
+        self.shard(key).cmd.call(answered, *args)
 
     def _room_channel(self, key: str) -> Channel:
         tag = "{" + f"{self.prefix}:r:{key}" + "}"
@@ -350,10 +389,10 @@ class ClusterNode:
         if not self._restored:
             # The rooms the cluster had (a restart of every node, or of this one alone)
             # come back, empty, with their state, as they do from a single node's disk.
-            self.shard(self.rooms_key).cmd.call(self._restore, "HGETALL", self.rooms_key)
+            self._command(self.rooms_key, self._restore, "HGETALL", self.rooms_key)
         for channel in (self.state, *self.rooms.values()):
             self._subscribe(channel)
-        resend, self._resend = self._resend, []
+        resend, self._resend, self._deferred = self._resend + self._deferred, [], []
         for key, command in resend:
             self._publish_command(key, command)
         self._burst(want=True)
@@ -374,6 +413,7 @@ class ClusterNode:
         """Either connection is gone: answer what waits, forget the subscriptions."""
         was_up = self.up
         self.up = False
+        self.moved = None
         self.answered = False
         self.unanswered = 0
         self._acks_due.clear()
@@ -437,32 +477,22 @@ class ClusterNode:
         self._publish_command(channel.stream, command)
         self.stats["cluster_published"] += 1
 
-    def _ask(self, reply: Reply, key: str, command: tuple[str | int, ...]) -> bool:
-        """``ASK <slot> <host:port>``: the key has moved to that master already, the slot
-        not yet; send the publish there, after ``ASKING`` (the Redis Cluster rule for one
-        command on an importing slot). Its subscribers are told once the slot moves (the
-        server ends their subscription; they catch up from the stream)."""
-        parts = str(reply).split()
-        if len(parts) != 3 or parts[2] not in self.addresses:
-            return False
-        shard = self.shards[self.addresses.index(parts[2])]
-        self._asked = True
-        self.stats["cluster_asks"] += 1
-        shard.cmd.call(None, "ASKING")
-        shard.cmd.call(partial(self._published, key=key, command=command), *command)
-        return True
-
     def _publish_command(self, key: str, command: tuple[str | int, ...]) -> None:
-        callback = partial(self._published, key=key, command=command)
-        self.shard(key).cmd.call(callback, *command)
+        if self.moved is not None and len(self._resend) + len(self._deferred) < MAX_RESEND:
+            # The link is about to be rebuilt: sent then, after the publishes in flight
+            # that meet MOVED (they were made first), in the order they were made.
+            self._deferred.append((key, command))
+            return
+        self._command(key, partial(self._published, key=key, command=command), *command)
 
     def _published(self, reply: Reply, *, key: str, command: tuple[str | int, ...]) -> None:
         if not isinstance(reply, hiredis.ReplyError):
             return
-        if str(reply).startswith("ASK ") and self._ask(reply, key, command):
-            return
-        if str(reply).startswith(("MOVED ", "ASK ")) and len(self._resend) < MAX_RESEND:
-            # The slot moved: sent again, to its new shard, once the link is rebuilt.
+        if _redirect(reply) and len(self._resend) + len(self._deferred) < MAX_RESEND:
+            # The slot moved: sent again, to its new shard, once the link is rebuilt. (A
+            # publish that met ASK was sent on by _command; its subscribers are told once
+            # the slot moves: the server ends their subscription, they catch up from the
+            # stream.)
             self._resend.append((key, command))
             return
         self.stats["cluster_publish_errors"] += 1
@@ -515,7 +545,8 @@ class ClusterNode:
         self._acks_due[channel.name] += 1
         if channel.last is None:
             channel.waiting += 1
-            self.shard(channel.stream).cmd.call(
+            self._command(
+                channel.stream,
                 lambda reply: self._baseline(channel, reply),
                 "XREVRANGE",
                 channel.stream,
@@ -563,8 +594,15 @@ class ClusterNode:
             else:
                 future.set_result(reply == 1)
 
-        self.shard(self.state.stream).cmd.call(
-            done, "EVALSHA", self._sha[scripts.CLAIM], 1, self.nick_key(nick), uid, self._ttl
+        self._command(
+            self.state.stream,
+            done,
+            "EVALSHA",
+            self._sha[scripts.CLAIM],
+            1,
+            self.nick_key(nick),
+            uid,
+            self._ttl,
         )
 
     @property
@@ -593,7 +631,8 @@ class ClusterNode:
         for node in sorted(others):
             payload = json.dumps([mine, "!gone", node])
             keys = (self.state.stream, self._alive_key(node), self._reaped_key(node))
-            self.shard(self.state.stream).cmd.call(
+            self._command(
+                self.state.stream,
                 partial(self._reaped, node=node),
                 "EVALSHA",
                 self._sha[scripts.REAP],
@@ -634,7 +673,8 @@ class ClusterNode:
             if channel.tail_checked == last:
                 continue
             channel.tail_checked = last
-            self.shard(channel.stream).cmd.call(
+            self._command(
+                channel.stream,
                 partial(self._tail, channel, last),
                 "XREVRANGE",
                 channel.stream,
@@ -672,7 +712,7 @@ class ClusterNode:
 
     def _heartbeat(self) -> None:
         # The state stream outlives a quiet day: its expiry is renewed here.
-        self.shard(self.state.stream).cmd.call(None, "PEXPIRE", self.state.stream, STATE_TTL_MS)
+        self._command(self.state.stream, None, "PEXPIRE", self.state.stream, STATE_TTL_MS)
         members = self.hub.members
         local = [m for uid in self.router.local if (m := members.get(uid)) is not None]
         for start in range(0, max(len(local), 1), REFRESH_CHUNK):
@@ -680,7 +720,8 @@ class ClusterNode:
             keys = [self._alive_key(self.node), self._reaped_key(self.node)]
             keys += [self.nick_key(m.nick) for m in chunk]
             args: list[str | int] = [self.node, self._ttl, *(m.uid for m in chunk)]
-            self.shard(self.state.stream).cmd.call(
+            self._command(
+                self.state.stream,
                 self._refreshed if start == 0 else self._refreshed_more,
                 "EVALSHA",
                 self._sha[scripts.REFRESH],
@@ -789,7 +830,8 @@ class ClusterNode:
         if channel.last is None:
             self._release(channel)
             return
-        self.shard(channel.stream).cmd.call(
+        self._command(
+            channel.stream,
             lambda reply: self._repaired(channel, reply, None),
             "XRANGE",
             channel.stream,
@@ -807,7 +849,8 @@ class ClusterNode:
         else:
             self.stats["cluster_gaps"] += 1
             channel.held = [(entry_id, prev, payload)]
-            self.shard(channel.stream).cmd.call(
+            self._command(
+                channel.stream,
                 lambda reply: self._repaired(channel, reply, prev),
                 "XRANGE",
                 channel.stream,
@@ -823,8 +866,10 @@ class ClusterNode:
         )
         """Apply the stream's entries after ``channel.last`` (up to the held message whose
         predecessor is ``until``), then what was held."""
-        if isinstance(reply, ConnectionError):
-            return  # the link is gone; the reconnect catches up again
+        if isinstance(reply, ConnectionError) or _redirect(reply):
+            # The link is gone, or is rebuilt for a slot that moved (the read met MOVED):
+            # nothing is known lost; the reconnect catches up again from ``last``.
+            return
         intact = isinstance(reply, list)
         expected = channel.last
         if intact:
@@ -1198,7 +1243,9 @@ class ClusterNode:
     def settled(self) -> bool:
         """Redis has answered every command sent on every shard (a command connection
         keeps each command's callback until its reply: none left means Redis applied all
-        of them), or the link is down and nothing more can reach it."""
+        of them), or the link is down and nothing more can reach it. The engine waits
+        for it before it closes the connections: at shutdown, and to rebuild the link
+        after ``MOVED`` (:attr:`moved`)."""
         return not self.up or not any(shard.cmd.waiting for shard in self.shards)
 
     # ================================================================= gauges
@@ -1229,6 +1276,11 @@ def _settings(room: Room) -> tuple[object, ...]:
 def guest_nick(uid: str) -> str:
     """The nickname a member that lost its nick's lease gets: ``Guest`` and its id."""
     return f"Guest{uid}"
+
+
+def _redirect(reply: Reply) -> bool:
+    """``reply`` is a Redis Cluster redirection (``MOVED``, or an ``ASK`` not followed)."""
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith(("MOVED ", "ASK "))
 
 
 def _text(raw: object) -> str:

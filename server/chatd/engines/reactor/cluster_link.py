@@ -54,6 +54,8 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 #: Seconds a connect (TCP, TLS, topology, every shard) may take before it is retried.
 CONNECT_SECONDS = 10.0
+#: Seconds a rebuild after ``MOVED`` waits at most for the answers still due.
+REBUILD_WAIT = 2.0
 
 
 class RedisSocket(Handler):
@@ -217,7 +219,8 @@ class ClusterLink:
     (``CLUSTER SLOTS``, on a probe connection): a standalone Redis refuses it and is the
     one shard; a Redis Cluster names its masters, and the node gets a command and a
     subscriber connection to each. The node is told it is connected once all are open;
-    any of them failing (or a ``MOVED``) closes them all and starts over.
+    any of them failing closes them all and starts over, as does a ``MOVED`` once the
+    commands sent before it are all answered (none is dropped unanswered).
     """
 
     def __init__(
@@ -250,6 +253,8 @@ class ClusterLink:
         self._warned = False
         #: Connect attempts made (a deadline names the attempt it is for).
         self.attempt = 0
+        #: When a rebuild after ``MOVED`` stops waiting for answers (None: none waits).
+        self._rebuild_due: float | None = None
         node.on_change = self._check_broken
 
     def start(self) -> None:
@@ -357,14 +362,27 @@ class ClusterLink:
             self._warned = True
         if self.node.answered:
             self.backoff = BACKOFF_FIRST
+        self._rebuild_due = None
         self.node.lost()
         if not self.stopped:
             self.reactor.call_at(self.reactor.now + self.backoff, self._connect, None)
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
     def _check_broken(self) -> None:
-        if self.node.broken is not None:
-            self.failed(None, ConnectionError(self.node.broken))
+        """The node asked for a new link: at once after a protocol error (``broken``);
+        after ``MOVED`` (``moved``) at the end of the first turn by which Redis has
+        answered every command sent (:meth:`flush`), or after :data:`REBUILD_WAIT`
+        seconds if it does not."""
+        node = self.node
+        if node.broken is not None:
+            self.failed(None, ConnectionError(node.broken))
+        elif node.moved is not None and self._rebuild_due is None:
+            self._rebuild_due = self.reactor.now + REBUILD_WAIT
+            self.reactor.call_at(self._rebuild_due, self._rebuild_now, self._rebuild_due)
+
+    def _rebuild_now(self, due: float) -> None:
+        if due == self._rebuild_due and self.node.moved is not None and not self.stopped:
+            self.failed(None, ConnectionError(self.node.moved))
 
     def _tick(self, _: object) -> None:
         if self.stopped:
@@ -373,7 +391,11 @@ class ClusterLink:
         self.reactor.call_at(self.reactor.now + self.tick_seconds, self._tick, None)
 
     def flush(self) -> None:
-        """Before the loop sleeps: send what the node queued this turn."""
+        """Before the loop sleeps: send what the node queued this turn (or rebuild the
+        link, if it waited for answers that have all come)."""
+        if self.node.moved is not None and self.node.settled and not self.stopped:
+            self.failed(None, ConnectionError(self.node.moved))
+            return
         for conn in [*self.conns, *((self.probe,) if self.probe else ())]:
             if (conn.proto.out or conn.raw) and conn.sock is not None and conn.ready:
                 try:
