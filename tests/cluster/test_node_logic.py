@@ -581,3 +581,61 @@ def test_an_ask_is_followed_to_the_importing_master_for_reads_and_publishes(
     assert list(world.hub.nicks) == ["first", "second", "third"]
     assert world.stats["cluster_asks"] == 2 and world.stats["cluster_gaps_lost"] == 0
     assert node.moved is None and node.settled
+
+
+def test_a_nick_claimed_while_the_link_waits_to_be_rebuilt_is_asked_on_the_new_one(
+    world: World,
+) -> None:
+    """A claim made while the link waits, or answered ``MOVED`` itself, is not failed:
+    the nickname is asked for again on the rebuilt link."""
+    node = world.node
+    first = node.claim("aaaaa1", "early")
+    (claim,) = world.sent()
+    node.cmd.receive_data(error("MOVED 1234 127.0.0.1:7001"))
+    assert node.moved is not None and not first.done()
+    second = node.claim("aaaaa2", "late")
+    assert world.sent() == [] and not second.done()
+    node.lost()
+    node.connected(None, None, 0)
+    asked = [c for c in world.sent() if c[0] == b"EVALSHA" and b":nick:" in c[3]]
+    assert [c[3].rsplit(b":", 1)[-1] for c in asked] == [b"early", b"late"]
+
+
+def test_a_node_drained_while_its_link_waits_sends_what_waited_then_the_quits(
+    world: World,
+) -> None:
+    """No new link is coming: what waited goes out on the old one, before the quits; a
+    publish that meets ``MOVED`` now is counted unsent, not kept for a link never made."""
+    node = world.node
+    local_member(world, "aaaaa1", "me")
+    say(world, "#x", "one")
+    world.sent()
+    node.cmd.receive_data(error("MOVED 1234 127.0.0.1:7001"))
+    say(world, "#x", "two")
+    assert world.sent() == []
+    assert node.drain("server shutting down") == 1
+    assert node.moved is None
+    sent = world.sent()
+    kinds = [published(c)[1] for c in sent]  # type: ignore[index]
+    assert kinds == ["Chat", "Chat", "Quit"]
+    assert said(sent[:2]) == ["one", "two"]
+    for _ in sent:
+        node.cmd.receive_data(error("MOVED 1234 127.0.0.1:7001"))
+    assert world.stats["cluster_unsent"] == 3 and node.settled and node.moved is None
+
+
+def test_past_the_resend_bound_a_publish_made_while_waiting_is_dropped_not_reordered(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("chatd.cluster.node.MAX_RESEND", 3)  # "first", "a", "b"
+    node = world.node
+    say(world, "#elsewhere", "first")
+    world.sent()
+    node.cmd.receive_data(error("MOVED 1234 127.0.0.1:7001"))
+    for text in ("a", "b", "c"):
+        say(world, "#x", text)
+    assert world.sent() == [] and world.stats["cluster_unsent"] == 1
+    node.lost()
+    node.connected(None, None, 0)
+    resent = [c for c in world.sent() if c[0] == b"EVALSHA" and b"#x" in c[3]]
+    assert said(resent) == ["a", "b"]

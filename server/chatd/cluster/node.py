@@ -66,9 +66,12 @@ node and its client) rather than by construction.
 (:class:`Shard`), and every command goes to the shard of its key's slot
 (:mod:`chatd.cluster.slots`). An ``ASK`` (a key moved, its slot still migrating) sends
 that one command on to the importing master; a ``MOVED`` rebuilds the link from the new
-slots once every command sent has been answered: publishes that met ``MOVED`` are sent
-again, nothing in flight is dropped with the old connections, and a read that met it is
-not taken for lost entries (the reconnect reads the stream again).
+slots once every command sent has been answered (within ``REBUILD_WAIT``, 2 s, of the
+reactor's link: what is still unanswered then is dropped with the old connections):
+publishes that met ``MOVED`` are sent again, publishes made meanwhile wait for the new
+link, and a read that met it is not taken for lost entries (the reconnect reads the
+stream again). A command with several keys sent on after ``ASK`` can still meet
+``TRYAGAIN`` (Redis Cluster refuses it while its keys are split between the masters).
 
 Rules the code keeps:
 
@@ -323,7 +326,7 @@ class ClusterNode:
         if self._asked:
             self._asked = False
             return
-        if self.moved is None:
+        if self.moved is None and self.up and not self.draining:
             self.stats["cluster_redirects"] += 1
             self.moved = f"the cluster's slots moved ({reply})"
             log.info("cluster: %s; rebuilding the link once redis has answered", self.moved)
@@ -478,15 +481,22 @@ class ClusterNode:
         self.stats["cluster_published"] += 1
 
     def _publish_command(self, key: str, command: tuple[str | int, ...]) -> None:
-        if self.moved is not None and len(self._resend) + len(self._deferred) < MAX_RESEND:
+        if self.moved is not None:
             # The link is about to be rebuilt: sent then, after the publishes in flight
-            # that meet MOVED (they were made first), in the order they were made.
-            self._deferred.append((key, command))
+            # that meet MOVED (they were made first), in the order they were made. Past
+            # the bound it is dropped, not sent ahead of those.
+            if len(self._resend) + len(self._deferred) < MAX_RESEND:
+                self._deferred.append((key, command))
+            else:
+                self.stats["cluster_unsent"] += 1
             return
         self._command(key, partial(self._published, key=key, command=command), *command)
 
     def _published(self, reply: Reply, *, key: str, command: tuple[str | int, ...]) -> None:
         if not isinstance(reply, hiredis.ReplyError):
+            return
+        if _redirect(reply) and self.draining:
+            self.stats["cluster_unsent"] += 1  # no new link is coming: see drain
             return
         if _redirect(reply) and len(self._resend) + len(self._deferred) < MAX_RESEND:
             # The slot moved: sent again, to its new shard, once the link is rebuilt. (A
@@ -574,12 +584,13 @@ class ClusterNode:
     def claim(self, uid: str, nick: str) -> Future[bool]:
         """Take ``nick``'s lease for member ``uid``; the future says whether it holds it.
 
-        While Redis cannot be reached the claim waits for the link (the session gives up
-        after :data:`~chatd.dialects.base.CLAIM_WAIT`); a link lost while it is asked
-        fails it with ``ConnectionError``: a nickname is not given out without its lease.
+        While Redis cannot be reached, or the link waits to be rebuilt after ``MOVED``,
+        the claim waits for the link (the session gives up after
+        :data:`~chatd.dialects.base.CLAIM_WAIT`); a link lost while it is asked fails it
+        with ``ConnectionError``: a nickname is not given out without its lease.
         """
         future: Future[bool] = Future()
-        if self.up:
+        if self.up and self.moved is None:
             self._claim(future, uid, nick)
         else:  # asked again when the link is up; the session gives up after a while
             self._claims.append((future, uid, nick))
@@ -589,7 +600,10 @@ class ClusterNode:
         def done(reply: Reply) -> None:
             if future.done():
                 return
-            if isinstance(reply, Exception):
+            if _redirect(reply) and not self.draining:
+                # The nick's slot moved: asked again on the rebuilt link (see moved).
+                self._claims.append((future, uid, nick))
+            elif isinstance(reply, Exception):
                 future.set_exception(ConnectionError(str(reply)))
             else:
                 future.set_result(reply == 1)
@@ -738,7 +752,7 @@ class ClusterNode:
         if not isinstance(reply, ConnectionError):
             self.unanswered = 0
         if not isinstance(reply, list):
-            if not isinstance(reply, ConnectionError):
+            if not isinstance(reply, ConnectionError) and not _redirect(reply):
                 log.warning("cluster: heartbeat failed: %s", reply)
             return
         reaped, lost = reply
@@ -1218,9 +1232,17 @@ class ClusterNode:
         shutdown bound, until Redis has answered every command (:attr:`settled`) before
         it closes the connections. With the link down the quits are not sent (counted in
         ``cluster_unsent``): the other nodes reap this node once its alive key expires,
-        as after a crash. Returns the number of members that quit.
+        as after a crash. A link waiting to be rebuilt after ``MOVED`` is not rebuilt
+        now: what waited for it goes out on it as it is, before the quits, and a publish
+        whose slot moved meets ``MOVED`` again and is counted in ``cluster_unsent``.
+        Returns the number of members that quit.
         """
         self.draining = True
+        if self.moved is not None:
+            self.moved = None
+            waiting, self._resend, self._deferred = self._resend + self._deferred, [], []
+            for key, command in waiting:
+                self._publish_command(key, command)
         hub = self.hub
         quits = 0
         for uid in list(self.router.local):
