@@ -220,7 +220,7 @@ class ClusterLink:
     one shard; a Redis Cluster names its masters, and the node gets a command and a
     subscriber connection to each. The node is told it is connected once all are open;
     any of them failing closes them all and starts over, as does a ``MOVED`` once the
-    commands sent before it are all answered (none is dropped unanswered).
+    commands sent before it are all answered (or after :data:`REBUILD_WAIT` seconds).
     """
 
     def __init__(
