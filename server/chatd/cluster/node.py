@@ -104,7 +104,7 @@ from typing import Any
 import hiredis
 
 from chatd.cluster import codec, scripts
-from chatd.cluster.resp import RedisProtocol, Reply
+from chatd.cluster.resp import RedisProtocol, Reply, is_redirect
 from chatd.cluster.slots import keyslot
 from chatd.core import events as ev
 from chatd.core.hub import Hub
@@ -395,8 +395,7 @@ class ClusterNode:
             self._command(self.rooms_key, self._restore, "HGETALL", self.rooms_key)
         for channel in (self.state, *self.rooms.values()):
             self._subscribe(channel)
-        resend, self._resend, self._deferred = self._resend + self._deferred, [], []
-        for key, command in resend:
+        for key, command in self._take_kept():
             self._publish_command(key, command)
         self._burst(want=True)
         claims, self._claims = self._claims, []
@@ -485,20 +484,31 @@ class ClusterNode:
             # The link is about to be rebuilt: sent then, after the publishes in flight
             # that meet MOVED (they were made first), in the order they were made. Past
             # the bound it is dropped, not sent ahead of those.
-            if len(self._resend) + len(self._deferred) < MAX_RESEND:
+            if self._may_keep:
                 self._deferred.append((key, command))
             else:
                 self.stats["cluster_unsent"] += 1
             return
         self._command(key, partial(self._published, key=key, command=command), *command)
 
+    @property
+    def _may_keep(self) -> bool:
+        """There is room for one more publish kept for the next link (MAX_RESEND)."""
+        return len(self._resend) + len(self._deferred) < MAX_RESEND
+
+    def _take_kept(self) -> list[tuple[str, tuple[str | int, ...]]]:
+        """The publishes kept for the next link, in order (those that met MOVED, then
+        those made while it was awaited), no longer kept."""
+        kept, self._resend, self._deferred = self._resend + self._deferred, [], []
+        return kept
+
     def _published(self, reply: Reply, *, key: str, command: tuple[str | int, ...]) -> None:
         if not isinstance(reply, hiredis.ReplyError):
             return
-        if _redirect(reply) and self.draining:
+        if is_redirect(reply) and self.draining:
             self.stats["cluster_unsent"] += 1  # no new link is coming: see drain
             return
-        if _redirect(reply) and len(self._resend) + len(self._deferred) < MAX_RESEND:
+        if is_redirect(reply) and self._may_keep:
             # The slot moved: sent again, to its new shard, once the link is rebuilt. (A
             # publish that met ASK was sent on by _command; its subscribers are told once
             # the slot moves: the server ends their subscription, they catch up from the
@@ -600,7 +610,7 @@ class ClusterNode:
         def done(reply: Reply) -> None:
             if future.done():
                 return
-            if _redirect(reply) and not self.draining:
+            if is_redirect(reply) and not self.draining:
                 # The nick's slot moved: asked again on the rebuilt link (see moved).
                 self._claims.append((future, uid, nick))
             elif isinstance(reply, Exception):
@@ -752,7 +762,7 @@ class ClusterNode:
         if not isinstance(reply, ConnectionError):
             self.unanswered = 0
         if not isinstance(reply, list):
-            if not isinstance(reply, ConnectionError) and not _redirect(reply):
+            if not isinstance(reply, ConnectionError) and not is_redirect(reply):
                 log.warning("cluster: heartbeat failed: %s", reply)
             return
         reaped, lost = reply
@@ -880,7 +890,7 @@ class ClusterNode:
         )
         """Apply the stream's entries after ``channel.last`` (up to the held message whose
         predecessor is ``until``), then what was held."""
-        if isinstance(reply, ConnectionError) or _redirect(reply):
+        if isinstance(reply, ConnectionError) or is_redirect(reply):
             # The link is gone, or is rebuilt for a slot that moved (the read met MOVED):
             # nothing is known lost; the reconnect catches up again from ``last``.
             return
@@ -1240,8 +1250,7 @@ class ClusterNode:
         self.draining = True
         if self.moved is not None:
             self.moved = None
-            waiting, self._resend, self._deferred = self._resend + self._deferred, [], []
-            for key, command in waiting:
+            for key, command in self._take_kept():
                 self._publish_command(key, command)
         hub = self.hub
         quits = 0
@@ -1298,11 +1307,6 @@ def _settings(room: Room) -> tuple[object, ...]:
 def guest_nick(uid: str) -> str:
     """The nickname a member that lost its nick's lease gets: ``Guest`` and its id."""
     return f"Guest{uid}"
-
-
-def _redirect(reply: Reply) -> bool:
-    """``reply`` is a Redis Cluster redirection (``MOVED``, or an ``ASK`` not followed)."""
-    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith(("MOVED ", "ASK "))
 
 
 def _text(raw: object) -> str:

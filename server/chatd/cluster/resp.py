@@ -33,6 +33,11 @@ Callback = Callable[[Reply], None]
 _REDIRECTS = ("MOVED ", "ASK ")
 
 
+def is_redirect(reply: Reply) -> bool:
+    """``reply`` is a Redis Cluster redirection: ``MOVED`` or ``ASK``."""
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_REDIRECTS)
+
+
 def _ignore(reply: Reply) -> None:
     pass
 
@@ -81,7 +86,7 @@ class RedisProtocol:
                 self.on_push(reply)
             elif self.waiting:
                 self.waiting.popleft()(reply)
-                if isinstance(reply, hiredis.ReplyError) and str(reply).startswith(_REDIRECTS):
+                if is_redirect(reply):
                     self.on_redirect(reply)
             else:  # a reply nobody asked for: the stream is not what we think it is
                 raise hiredis.ProtocolError(f"unexpected reply {reply!r}"[:200])
